@@ -1,0 +1,374 @@
+//! The `Sandboxes` handle: the Docker connection, creation, listing and reconciliation.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bollard::Docker;
+use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::query_parameters::{CreateContainerOptionsBuilder, ListContainersOptionsBuilder};
+use tracing::{info, instrument, warn};
+
+use crate::error::{Result, SandboxError, docker_status};
+use crate::sandbox::{Sandbox, Shared, remove_container, unix_now};
+use crate::spec::{LABEL_DEADLINE, LABEL_INSTANCE, LABEL_TASK, SandboxDefaults, SandboxSpec};
+
+/// How long one Docker request may take before it fails. Long, because an
+/// upload request lasts as long as the whole tar takes to send.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// How long [`Sandboxes::ping`] waits for the daemon.
+const PING_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Which of this server's sandboxes [`Sandboxes::reap`] removes.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Reap {
+    /// Every container labelled with this server's instance id.
+    All,
+    /// Those created longer ago than this.
+    OlderThan(Duration),
+    /// Those whose task id is not in the set (the tasks the server still runs).
+    NotIn(HashSet<String>),
+    /// Those past their deadline label (the timer of a crashed server never fired).
+    Expired,
+}
+
+/// A sandbox container as listed by Docker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxInfo {
+    /// Container id.
+    pub id: String,
+    /// Container name, without the leading `/`.
+    pub name: String,
+    /// The `drydock.task` label.
+    pub task_id: Option<String>,
+    /// Creation time, unix seconds.
+    pub created_unix: i64,
+    /// Docker's state word (`running`, `exited`, ...).
+    pub state: String,
+    /// All labels.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// The entry point: a Docker connection plus operator defaults. Cheap to clone.
+#[derive(Clone)]
+pub struct Sandboxes {
+    docker: Docker,
+    host: Arc<str>,
+    defaults: Arc<SandboxDefaults>,
+}
+
+impl std::fmt::Debug for Sandboxes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sandboxes")
+            .field("host", &self.host)
+            .field("instance_id", &self.defaults.instance_id)
+            .finish()
+    }
+}
+
+static NAME_SEQ: AtomicU64 = AtomicU64::new(0);
+
+impl Sandboxes {
+    /// Connects to the daemon named by `DOCKER_HOST` (or the default local
+    /// socket) and negotiates the API version, so older daemons (e.g. API
+    /// 1.41) and newer ones both work. Fails with
+    /// [`SandboxError::DaemonUnavailable`] when no daemon answers.
+    pub async fn connect(defaults: SandboxDefaults) -> Result<Self> {
+        let host = std::env::var("DOCKER_HOST")
+            .unwrap_or_else(|_| "unix:///var/run/docker.sock".to_owned());
+        let unavailable = |detail: String| SandboxError::DaemonUnavailable {
+            host: host.clone(),
+            detail,
+        };
+        let docker = Docker::connect_with_defaults()
+            .map_err(|e| unavailable(e.to_string()))?
+            .with_timeout(REQUEST_TIMEOUT);
+        let docker = tokio::time::timeout(PING_TIMEOUT, docker.negotiate_version())
+            .await
+            .map_err(|_| unavailable("no answer within 5 s".into()))?
+            .map_err(|e| unavailable(e.to_string()))?;
+        info!(docker_host = %host, api_version = %docker.client_version(), instance_id = %defaults.instance_id, "connected to Docker");
+        Ok(Sandboxes {
+            docker,
+            host: host.into(),
+            defaults: Arc::new(defaults),
+        })
+    }
+
+    /// Checks that the daemon answers (for a readiness probe).
+    pub async fn ping(&self) -> Result<()> {
+        let unavailable = |detail: String| SandboxError::DaemonUnavailable {
+            host: self.host.to_string(),
+            detail,
+        };
+        tokio::time::timeout(PING_TIMEOUT, self.docker.ping())
+            .await
+            .map_err(|_| unavailable("no answer within 5 s".into()))?
+            .map_err(|e| unavailable(e.to_string()))?;
+        Ok(())
+    }
+
+    /// The operator defaults.
+    pub fn defaults(&self) -> &SandboxDefaults {
+        &self.defaults
+    }
+
+    /// A spec for `task_id` filled in from the operator defaults.
+    pub fn spec(&self, task_id: impl Into<String>) -> SandboxSpec {
+        let d = &self.defaults;
+        SandboxSpec {
+            task_id: task_id.into(),
+            image: d.image.clone(),
+            env: Vec::new(),
+            labels: BTreeMap::new(),
+            network: d.network.clone(),
+            limits: d.limits.clone(),
+            deadline: d.deadline,
+            uid: d.uid,
+            gid: d.gid,
+            workdir: d.workdir.clone(),
+        }
+    }
+
+    /// Creates and starts a hardened sandbox for `spec`: non-root user, all
+    /// capabilities dropped, no-new-privileges, an init process, pids, memory
+    /// (no swap) and CPU limits, no mounts, and a hard deadline enforced both
+    /// by this process and by the container's own main process.
+    #[instrument(skip_all, fields(task_id = %spec.task_id))]
+    pub async fn create(&self, spec: SandboxSpec) -> Result<Sandbox> {
+        if spec.uid == 0 {
+            return Err(SandboxError::Invalid("sandboxes never run as root".into()));
+        }
+        if spec.deadline.is_zero() {
+            return Err(SandboxError::Invalid("deadline must be positive".into()));
+        }
+        match self.docker.inspect_image(&spec.image).await {
+            Ok(_) => {}
+            Err(e) if docker_status(&e) == Some(404) => {
+                return Err(SandboxError::ImageNotFound(spec.image.clone()));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let deadline_secs = spec.deadline.as_secs().max(1);
+        let deadline_unix = unix_now() + deadline_secs;
+        let mut labels: HashMap<String, String> = spec.labels.clone().into_iter().collect();
+        labels.insert(LABEL_TASK.into(), spec.task_id.clone());
+        labels.insert(LABEL_INSTANCE.into(), self.defaults.instance_id.clone());
+        labels.insert(LABEL_DEADLINE.into(), deadline_unix.to_string());
+
+        let host_config = HostConfig {
+            cap_drop: Some(vec!["ALL".into()]),
+            security_opt: Some(vec!["no-new-privileges:true".into()]),
+            privileged: Some(false),
+            init: Some(true),
+            pids_limit: Some(spec.limits.pids),
+            memory: Some(spec.limits.memory_bytes),
+            // Equal to memory: no swap, so the limit is a real limit.
+            memory_swap: Some(spec.limits.memory_bytes),
+            nano_cpus: Some((spec.limits.cpus * 1e9) as i64),
+            network_mode: Some(spec.network.as_docker().to_owned()),
+            // No binds, no volumes, no devices: nothing from the host.
+            binds: None,
+            mounts: None,
+            auto_remove: Some(false),
+            ..Default::default()
+        };
+        let body = ContainerCreateBody {
+            image: Some(spec.image.clone()),
+            // The main process outlives nothing: when the deadline passes it
+            // exits and the kernel kills everything else in the container.
+            // This holds even if the server is not running at that moment.
+            cmd: Some(vec!["sleep".into(), deadline_secs.to_string()]),
+            entrypoint: Some(vec![]),
+            env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+            labels: Some(labels),
+            working_dir: Some(spec.workdir.clone()),
+            user: Some(format!("{}:{}", spec.uid, spec.gid)),
+            attach_stdin: Some(false),
+            attach_stdout: Some(false),
+            attach_stderr: Some(false),
+            tty: Some(false),
+            open_stdin: Some(false),
+            stop_timeout: Some(i64::try_from(self.defaults.stop_grace.as_secs()).unwrap_or(10)),
+            host_config: Some(host_config),
+            ..Default::default()
+        };
+        let name = container_name(&spec.task_id);
+        let opts = CreateContainerOptionsBuilder::new().name(&name).build();
+        let created = self.docker.create_container(Some(opts), body).await?;
+        let id = created.id;
+        if let Err(e) = self.docker.start_container(&id, None).await {
+            // Never leave a half-made sandbox behind.
+            if let Err(rm) = remove_container(&self.docker, &id).await {
+                warn!(container_id = %id, error = %rm, "could not remove a sandbox that failed to start");
+            }
+            return Err(e.into());
+        }
+        info!(container_id = %id, name, network = spec.network.as_docker(), deadline_s = deadline_secs, "sandbox started");
+        let shared = Shared::new(
+            self.docker.clone(),
+            id,
+            spec.task_id,
+            spec.uid,
+            spec.gid,
+            spec.workdir,
+            Some(deadline_unix),
+            self.defaults.stop_grace,
+        );
+        shared.arm_deadline(Duration::from_secs(deadline_secs));
+        Ok(Sandbox { shared })
+    }
+
+    /// This server's sandboxes (by instance label) that also carry all of
+    /// `labels`, running or not.
+    pub async fn list(&self, labels: &[(&str, &str)]) -> Result<Vec<SandboxInfo>> {
+        let mut label_filters = vec![format!("{LABEL_INSTANCE}={}", self.defaults.instance_id)];
+        label_filters.extend(labels.iter().map(|(k, v)| format!("{k}={v}")));
+        let mut filters = HashMap::new();
+        filters.insert("label", label_filters);
+        let opts = ListContainersOptionsBuilder::new()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let containers = self.docker.list_containers(Some(opts)).await?;
+        Ok(containers
+            .into_iter()
+            // Docker already filtered; checking again guards the one promise
+            // that matters most: never touch another program's container.
+            .filter(|c| {
+                c.labels
+                    .as_ref()
+                    .and_then(|l| l.get(LABEL_INSTANCE))
+                    .is_some_and(|v| *v == self.defaults.instance_id)
+            })
+            .map(|c| {
+                let labels: BTreeMap<String, String> =
+                    c.labels.unwrap_or_default().into_iter().collect();
+                SandboxInfo {
+                    id: c.id.unwrap_or_default(),
+                    name: c
+                        .names
+                        .and_then(|n| n.into_iter().next())
+                        .map(|n| n.trim_start_matches('/').to_owned())
+                        .unwrap_or_default(),
+                    task_id: labels.get(LABEL_TASK).cloned(),
+                    created_unix: c.created.unwrap_or_default(),
+                    state: c.state.map(|s| s.to_string()).unwrap_or_default(),
+                    labels,
+                }
+            })
+            .collect())
+    }
+
+    /// Removes this server's sandboxes selected by `rule`, for reconciliation
+    /// after a restart; returns what was removed. Containers without this
+    /// server's instance label are never touched.
+    #[instrument(skip_all)]
+    pub async fn reap(&self, rule: Reap) -> Result<Vec<SandboxInfo>> {
+        let now = unix_now() as i64;
+        let mut removed = Vec::new();
+        for info in self.list(&[]).await? {
+            let selected = match &rule {
+                Reap::All => true,
+                Reap::OlderThan(age) => now - info.created_unix >= age.as_secs() as i64,
+                Reap::NotIn(keep) => info.task_id.as_ref().is_none_or(|t| !keep.contains(t)),
+                Reap::Expired => info
+                    .labels
+                    .get(LABEL_DEADLINE)
+                    .and_then(|d| d.parse::<i64>().ok())
+                    .is_some_and(|d| d <= now),
+            };
+            if selected {
+                remove_container(&self.docker, &info.id).await?;
+                info!(container_id = %info.id, task_id = ?info.task_id, "reaped sandbox");
+                removed.push(info);
+            }
+        }
+        Ok(removed)
+    }
+
+    /// A handle to an existing sandbox of this server (e.g. found by
+    /// [`list`](Sandboxes::list) after a restart). Its deadline timer is
+    /// re-armed from the deadline label.
+    pub async fn get(&self, id: &str) -> Result<Sandbox> {
+        let c = match self.docker.inspect_container(id, None).await {
+            Ok(c) => c,
+            Err(e) if docker_status(&e) == Some(404) => {
+                return Err(SandboxError::NotFound(id.to_owned()));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let config = c.config.unwrap_or_default();
+        let labels = config.labels.unwrap_or_default();
+        if labels.get(LABEL_INSTANCE) != Some(&self.defaults.instance_id) {
+            // Not ours: behave as if it did not exist.
+            return Err(SandboxError::NotFound(id.to_owned()));
+        }
+        let (uid, gid) = config
+            .user
+            .as_deref()
+            .and_then(|u| u.split_once(':'))
+            .and_then(|(u, g)| Some((u.parse().ok()?, g.parse().ok()?)))
+            .unwrap_or((self.defaults.uid, self.defaults.gid));
+        let deadline_unix = labels
+            .get(LABEL_DEADLINE)
+            .and_then(|d| d.parse::<u64>().ok());
+        let shared = Shared::new(
+            self.docker.clone(),
+            c.id.unwrap_or_else(|| id.to_owned()),
+            labels.get(LABEL_TASK).cloned().unwrap_or_default(),
+            uid,
+            gid,
+            config
+                .working_dir
+                .unwrap_or_else(|| self.defaults.workdir.clone()),
+            deadline_unix,
+            self.defaults.stop_grace,
+        );
+        if let Some(deadline) = deadline_unix {
+            shared.arm_deadline(Duration::from_secs(deadline.saturating_sub(unix_now())));
+        }
+        Ok(Sandbox { shared })
+    }
+}
+
+/// `drydock-<task>-<unique>`: readable in `docker ps`, unique across retries.
+fn container_name(task_id: &str) -> String {
+    let task: String = task_id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(48)
+        .collect();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    let seq = NAME_SEQ.fetch_add(1, Ordering::Relaxed);
+    format!("drydock-{task}-{:x}{nanos:08x}{seq:x}", std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn container_names_are_docker_safe_and_unique() {
+        let a = container_name("task/with spaces:and*stuff");
+        let b = container_name("task/with spaces:and*stuff");
+        assert_ne!(a, b);
+        assert!(a.starts_with("drydock-task-with-spaces-and-stuff-"), "{a}");
+        assert!(
+            a.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)),
+            "{a}"
+        );
+    }
+}

@@ -1,0 +1,64 @@
+//! The crate's one error type.
+
+use crate::ExitReason;
+
+/// Everything that can go wrong while managing sandboxes.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SandboxError {
+    /// No Docker daemon answered at the configured address (`DOCKER_HOST` or
+    /// the default socket). Start `dockerd` or fix `DOCKER_HOST`.
+    #[error("the Docker daemon at {host} does not answer: {detail}")]
+    DaemonUnavailable {
+        /// The address that was tried.
+        host: String,
+        /// What the connection attempt reported.
+        detail: String,
+    },
+    /// The sandbox image is not present on the Docker host.
+    #[error(
+        "sandbox image {0:?} is not present on the Docker host; build it with `sandbox/image/build-offline` (or `docker build sandbox/image`)"
+    )]
+    ImageNotFound(String),
+    /// The container does not exist (any more).
+    #[error("sandbox container {0} does not exist")]
+    NotFound(String),
+    /// The sandbox is no longer running, so nothing can be executed in it.
+    #[error("sandbox container {id} is not running ({reason})")]
+    NotRunning {
+        /// Container id.
+        id: String,
+        /// Why it ended.
+        reason: ExitReason,
+    },
+    /// A request was malformed before it reached Docker (empty argv, a
+    /// relative path, an env name with `=`, ...).
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    /// An `export` command exited unsuccessfully; `stderr` holds the tail of
+    /// its error output.
+    #[error("export command failed ({exit}): {stderr}")]
+    ExportFailed {
+        /// How the command ended.
+        exit: String,
+        /// Last bytes of its stderr, lossily decoded.
+        stderr: String,
+    },
+    /// Docker answered with an error.
+    #[error("docker: {0}")]
+    Docker(#[from] bollard::errors::Error),
+    /// Local I/O failed (reading a directory to upload, writing stdin).
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Shorthand used throughout the crate.
+pub type Result<T, E = SandboxError> = std::result::Result<T, E>;
+
+/// The HTTP status of a Docker error response, if that is what `err` is.
+pub(crate) fn docker_status(err: &bollard::errors::Error) -> Option<u16> {
+    match err {
+        bollard::errors::Error::DockerResponseServerError { status_code, .. } => Some(*status_code),
+        _ => None,
+    }
+}

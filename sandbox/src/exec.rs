@@ -1,0 +1,495 @@
+//! Running commands in a sandbox: streamed output, stdin, exit status, cancellation.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bollard::container::LogOutput;
+use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use tokio::io::AsyncWrite;
+use tracing::{debug, warn};
+
+use crate::error::{Result, SandboxError};
+use crate::sandbox::{ExitReason, Shared};
+
+/// Wraps every exec so it can be cancelled: the command runs in its own
+/// session (process group = its pid, written to a pid file named by `$0`),
+/// which `kill -KILL -- -PGID` ends together with all its children. The
+/// caller's argv is passed through `"$@"`, never interpreted by the shell.
+const WRAPPER_NO_STDIN: &str = r#"setsid "$@" </dev/null & p=$!; echo "$p" > "$0"; wait "$p""#;
+/// Same, keeping the attached stdin (a background job would get /dev/null).
+const WRAPPER_STDIN: &str =
+    r#"exec 3<&0; setsid "$@" <&3 3<&- & p=$!; exec 3<&-; echo "$p" > "$0"; wait "$p""#;
+/// Kills the process group recorded in the pid file `$1`, waiting briefly for
+/// the file in case cancellation races the start.
+const CANCEL_SCRIPT: &str = r#"i=0; while [ ! -s "$1" ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done; [ -s "$1" ] && kill -KILL -- "-$(cat "$1")"; rm -f "$1"; exit 0"#;
+
+/// Which output stream a chunk came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OutputStream {
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
+}
+
+/// One piece of output, in the order the daemon delivered it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputChunk {
+    /// Which stream the bytes belong to.
+    pub stream: OutputStream,
+    /// The raw bytes (not necessarily UTF-8, not line-aligned).
+    pub data: Bytes,
+}
+
+/// A command to run in a sandbox.
+#[derive(Clone, Default)]
+pub struct ExecSpec {
+    /// Program and arguments, executed directly (no shell). To use a shell,
+    /// pass `["sh", "-c", script]` explicitly.
+    pub argv: Vec<String>,
+    /// Environment for this exec only; later execs do not see it. This is
+    /// where agent keys go. Values are never logged.
+    pub env: Vec<(String, String)>,
+    /// Working directory; the sandbox's (`/workspace`) when `None`.
+    pub workdir: Option<String>,
+    /// `uid`, `uid:gid` or a user name; the sandbox user when `None`.
+    pub user: Option<String>,
+    /// Attach stdin so the caller can feed it through [`ExecOutput::take_stdin`].
+    pub stdin: bool,
+}
+
+impl std::fmt::Debug for ExecSpec {
+    // Hand-written so env values (possibly secrets) never reach a log.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExecSpec")
+            .field("program", &self.argv.first())
+            .field("args", &self.argv.len().saturating_sub(1))
+            .field(
+                "env",
+                &self.env.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
+            )
+            .field("workdir", &self.workdir)
+            .field("user", &self.user)
+            .field("stdin", &self.stdin)
+            .finish()
+    }
+}
+
+impl ExecSpec {
+    /// A spec running `argv` directly.
+    pub fn new<I, S>(argv: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        ExecSpec {
+            argv: argv.into_iter().map(Into::into).collect(),
+            ..ExecSpec::default()
+        }
+    }
+
+    /// A spec running `script` with `sh -c`.
+    pub fn shell(script: impl Into<String>) -> Self {
+        ExecSpec::new(["sh".to_owned(), "-c".to_owned(), script.into()])
+    }
+
+    /// Adds an environment variable for this exec only.
+    pub fn env(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.push((name.into(), value.into()));
+        self
+    }
+
+    /// Sets the working directory.
+    pub fn workdir(mut self, dir: impl Into<String>) -> Self {
+        self.workdir = Some(dir.into());
+        self
+    }
+
+    /// Sets the user (`uid`, `uid:gid` or a name).
+    pub fn user(mut self, user: impl Into<String>) -> Self {
+        self.user = Some(user.into());
+        self
+    }
+
+    /// Attaches stdin.
+    pub fn with_stdin(mut self) -> Self {
+        self.stdin = true;
+        self
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.argv.is_empty() {
+            return Err(SandboxError::Invalid("argv is empty".into()));
+        }
+        if self.argv.iter().any(|a| a.contains('\0')) {
+            return Err(SandboxError::Invalid("argv contains a NUL byte".into()));
+        }
+        for (name, value) in &self.env {
+            if name.is_empty() || name.contains('=') || name.contains('\0') {
+                return Err(SandboxError::Invalid(format!(
+                    "invalid environment variable name {name:?}"
+                )));
+            }
+            if value.contains('\0') {
+                return Err(SandboxError::Invalid(format!(
+                    "environment variable {name} contains a NUL byte"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How an exec ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ExecExit {
+    /// The command exited with this code (128+N when killed by signal N).
+    Code(i64),
+    /// The command was killed because the sandbox ran out of memory.
+    OutOfMemory,
+    /// The command was cancelled through [`ExecOutput::cancel`] or an
+    /// [`ExecCanceller`].
+    Cancelled,
+    /// The whole sandbox ended while the command ran (deadline, stop, kill).
+    SandboxEnded(ExitReason),
+}
+
+impl ExecExit {
+    /// True when the command exited with code 0.
+    pub fn success(&self) -> bool {
+        matches!(self, ExecExit::Code(0))
+    }
+
+    /// The exit code, when the command exited by itself.
+    pub fn code(&self) -> Option<i64> {
+        match self {
+            ExecExit::Code(c) => Some(*c),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for ExecExit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExecExit::Code(c) => write!(f, "exit code {c}"),
+            ExecExit::OutOfMemory => f.write_str("killed: out of memory"),
+            ExecExit::Cancelled => f.write_str("cancelled"),
+            ExecExit::SandboxEnded(r) => write!(f, "sandbox ended: {r}"),
+        }
+    }
+}
+
+type RawOutput = Pin<Box<dyn Stream<Item = Result<LogOutput, bollard::errors::Error>> + Send>>;
+
+/// Writes to a running exec's stdin. Call
+/// [`shutdown`](tokio::io::AsyncWriteExt::shutdown) to send end-of-file.
+pub struct ExecStdin {
+    inner: Pin<Box<dyn AsyncWrite + Send>>,
+}
+
+impl AsyncWrite for ExecStdin {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.inner.as_mut().poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.inner.as_mut().poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.inner.as_mut().poll_shutdown(cx)
+    }
+}
+
+/// Cancels a running exec from anywhere (clone it into another task).
+#[derive(Clone)]
+pub struct ExecCanceller {
+    shared: Arc<Shared>,
+    pidfile: String,
+    user: String,
+    cancelled: Arc<AtomicBool>,
+}
+
+impl ExecCanceller {
+    /// Kills the command and every process it started (its process group).
+    /// Safe to call more than once and after the command has ended.
+    pub async fn cancel(&self) -> Result<()> {
+        if self.cancelled.swap(true, Ordering::SeqCst) {
+            return Ok(());
+        }
+        debug!(container_id = %self.shared.id, "cancelling exec");
+        let spec = ExecSpec::new(["sh", "-c", CANCEL_SCRIPT, "sh", self.pidfile.as_str()])
+            .user(self.user.clone());
+        match run_plain(&self.shared, &spec).await {
+            Ok(_) => Ok(()),
+            // The sandbox is gone, and with it the process.
+            Err(SandboxError::NotFound(_) | SandboxError::NotRunning { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// A running exec: a [`Stream`] of [`OutputChunk`]s in arrival order, then
+/// [`exit`](ExecOutput::exit) for how it ended. Nothing is buffered beyond
+/// one frame from the daemon, so output of any size flows in bounded memory
+/// as fast as the caller consumes it. Dropping it before the command ended
+/// cancels the command.
+pub struct ExecOutput {
+    shared: Arc<Shared>,
+    exec_id: String,
+    output: RawOutput,
+    stdin: Option<ExecStdin>,
+    canceller: ExecCanceller,
+    ended: bool,
+    finished: bool,
+}
+
+impl ExecOutput {
+    /// The stdin writer, if the spec asked for stdin (only once).
+    pub fn take_stdin(&mut self) -> Option<ExecStdin> {
+        self.stdin.take()
+    }
+
+    /// A handle that cancels this exec from another task.
+    pub fn canceller(&self) -> ExecCanceller {
+        self.canceller.clone()
+    }
+
+    /// Cancels the command (see [`ExecCanceller::cancel`]).
+    pub fn cancel(&self) -> impl std::future::Future<Output = Result<()>> + Send + 'static {
+        let canceller = self.canceller.clone();
+        async move { canceller.cancel().await }
+    }
+
+    /// Waits for the command to end and says how. Output not yet read is
+    /// read and discarded.
+    pub async fn exit(mut self) -> Result<ExecExit> {
+        while let Some(item) = self.next().await {
+            item?;
+        }
+        self.finished = true;
+        let cancelled = self.canceller.cancelled.clone();
+        status(self.shared.clone(), self.exec_id.clone(), cancelled).await
+    }
+}
+
+/// How exec `exec_id` ended, once its output stream has closed.
+async fn status(
+    shared: Arc<Shared>,
+    exec_id: String,
+    cancelled: Arc<AtomicBool>,
+) -> Result<ExecExit> {
+    {
+        let docker = &shared.docker;
+        let mut code = None;
+        // The output stream can close a moment before Docker records the exit
+        // code; poll briefly, and give up if the container itself is gone.
+        for attempt in 0..250u32 {
+            let info = docker.inspect_exec(&exec_id).await?;
+            if info.running != Some(true) {
+                code = info.exit_code;
+                break;
+            }
+            if attempt % 10 == 9 && !shared.is_running().await? {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if cancelled.load(Ordering::SeqCst) {
+            return Ok(ExecExit::Cancelled);
+        }
+        match code {
+            Some(c) if c != 137 => Ok(ExecExit::Code(c)),
+            other => {
+                // 137 = SIGKILL: the OOM killer, the deadline, a kill, or the
+                // command's own doing. Ask the sandbox which.
+                if !shared.is_running().await? {
+                    let reason = shared.exit_reason().await?;
+                    return Ok(ExecExit::SandboxEnded(
+                        reason.unwrap_or(ExitReason::Exited(-1)),
+                    ));
+                }
+                if shared.oom_kills_increased().await? {
+                    return Ok(ExecExit::OutOfMemory);
+                }
+                Ok(ExecExit::Code(other.unwrap_or(-1)))
+            }
+        }
+    }
+}
+
+impl Stream for ExecOutput {
+    type Item = Result<OutputChunk>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        loop {
+            return match self.output.as_mut().poll_next(cx) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(None) => {
+                    self.ended = true;
+                    Poll::Ready(None)
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    self.ended = true;
+                    Poll::Ready(Some(Err(e.into())))
+                }
+                Poll::Ready(Some(Ok(frame))) => {
+                    let (stream, data) = match frame {
+                        LogOutput::StdOut { message } | LogOutput::Console { message } => {
+                            (OutputStream::Stdout, message)
+                        }
+                        LogOutput::StdErr { message } => (OutputStream::Stderr, message),
+                        LogOutput::StdIn { .. } => continue,
+                    };
+                    Poll::Ready(Some(Ok(OutputChunk { stream, data })))
+                }
+            };
+        }
+    }
+}
+
+impl Drop for ExecOutput {
+    fn drop(&mut self) {
+        if self.finished || self.canceller.cancelled.load(Ordering::SeqCst) {
+            return;
+        }
+        // Abandoned mid-run: do not leave the command running unobserved.
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            let canceller = self.canceller.clone();
+            let exec_id = self.exec_id.clone();
+            handle.spawn(async move {
+                if let Err(e) = canceller.cancel().await {
+                    warn!(exec_id, error = %e, "could not cancel an abandoned exec");
+                }
+            });
+        }
+    }
+}
+
+static EXEC_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// Starts `spec` wrapped for cancellation.
+pub(crate) async fn start(shared: &Arc<Shared>, spec: &ExecSpec) -> Result<ExecOutput> {
+    spec.validate()?;
+    let user = spec.user.clone().unwrap_or_else(|| shared.default_user());
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let pidfile = format!(
+        "/tmp/.drydock-exec-{}-{nanos:x}-{}",
+        std::process::id(),
+        EXEC_SEQ.fetch_add(1, Ordering::Relaxed)
+    );
+    let wrapper = if spec.stdin {
+        WRAPPER_STDIN
+    } else {
+        WRAPPER_NO_STDIN
+    };
+    let mut argv = vec!["/bin/sh".to_owned(), "-c".to_owned(), wrapper.to_owned()];
+    argv.push(pidfile.clone());
+    argv.extend(spec.argv.iter().cloned());
+    let (exec_id, output, input) = create_and_start(shared, spec, argv, &user).await?;
+    debug!(container_id = %shared.id, exec_id, program = ?spec.argv.first(), env_names = spec.env.len(), "exec started");
+    Ok(ExecOutput {
+        shared: shared.clone(),
+        exec_id,
+        output,
+        stdin: spec.stdin.then_some(ExecStdin { inner: input }),
+        canceller: ExecCanceller {
+            shared: shared.clone(),
+            pidfile,
+            user,
+            cancelled: Arc::new(AtomicBool::new(false)),
+        },
+        ended: false,
+        finished: false,
+    })
+}
+
+/// Runs a short internal helper command without the wrapper and collects its
+/// stdout (bounded) and exit code.
+pub(crate) async fn run_plain(shared: &Arc<Shared>, spec: &ExecSpec) -> Result<(i64, Vec<u8>)> {
+    spec.validate()?;
+    let user = spec.user.clone().unwrap_or_else(|| shared.default_user());
+    let (exec_id, mut output, _input) =
+        create_and_start(shared, spec, spec.argv.clone(), &user).await?;
+    let mut stdout = Vec::new();
+    while let Some(frame) = output.next().await {
+        if let LogOutput::StdOut { message } = frame?
+            && stdout.len() < 64 * 1024
+        {
+            stdout.extend_from_slice(&message);
+        }
+    }
+    for _ in 0..100 {
+        let info = shared.docker.inspect_exec(&exec_id).await?;
+        if info.running != Some(true) {
+            return Ok((info.exit_code.unwrap_or(-1), stdout));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok((-1, stdout))
+}
+
+async fn create_and_start(
+    shared: &Arc<Shared>,
+    spec: &ExecSpec,
+    argv: Vec<String>,
+    user: &str,
+) -> Result<(String, RawOutput, Pin<Box<dyn AsyncWrite + Send>>)> {
+    let env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let options = CreateExecOptions::<String> {
+        attach_stdin: Some(spec.stdin),
+        attach_stdout: Some(true),
+        attach_stderr: Some(true),
+        tty: Some(false),
+        env: Some(env),
+        cmd: Some(argv),
+        privileged: Some(false),
+        user: Some(user.to_owned()),
+        working_dir: Some(
+            spec.workdir
+                .clone()
+                .unwrap_or_else(|| shared.workdir.clone()),
+        ),
+        ..Default::default()
+    };
+    let created = shared
+        .docker
+        .create_exec(&shared.id, options)
+        .await
+        .map_err(|e| shared.map_gone(e))?;
+    let started = shared
+        .docker
+        .start_exec(
+            &created.id,
+            Some(StartExecOptions {
+                detach: false,
+                tty: false,
+                output_capacity: Some(64 * 1024),
+            }),
+        )
+        .await
+        .map_err(|e| shared.map_gone(e))?;
+    match started {
+        StartExecResults::Attached { output, input } => Ok((created.id, output, input)),
+        StartExecResults::Detached => Err(SandboxError::Invalid(
+            "docker started the exec detached".into(),
+        )),
+    }
+}

@@ -1,0 +1,480 @@
+//! One running sandbox: exec, file transfer, lifecycle and why it ended.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bollard::Docker;
+use bollard::query_parameters::{
+    KillContainerOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
+    UploadToContainerOptionsBuilder,
+};
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use futures::{Stream, StreamExt};
+use tracing::{debug, info, warn};
+
+use crate::error::{Result, SandboxError, docker_status};
+use crate::exec::{self, ExecExit, ExecOutput, ExecSpec, OutputStream};
+use crate::upload;
+
+/// Why a sandbox stopped running.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ExitReason {
+    /// Its main process exited by itself with this code.
+    Exited(i64),
+    /// The kernel's OOM killer fired inside it (Docker's `OOMKilled`).
+    OutOfMemory,
+    /// It reached its hard deadline and was killed.
+    Deadline,
+    /// It was stopped ([`Sandbox::stop`], or SIGTERM from outside).
+    Stopped,
+    /// It was killed ([`Sandbox::kill`], or SIGKILL from outside).
+    Killed,
+    /// The container no longer exists.
+    Removed,
+}
+
+impl std::fmt::Display for ExitReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExitReason::Exited(c) => write!(f, "exited with code {c}"),
+            ExitReason::OutOfMemory => f.write_str("killed: out of memory"),
+            ExitReason::Deadline => f.write_str("killed: deadline reached"),
+            ExitReason::Stopped => f.write_str("stopped"),
+            ExitReason::Killed => f.write_str("killed"),
+            ExitReason::Removed => f.write_str("removed"),
+        }
+    }
+}
+
+/// File owner for [`Sandbox::write_file`], as numeric ids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Owner {
+    /// User id.
+    pub uid: u32,
+    /// Group id.
+    pub gid: u32,
+}
+
+/// State shared by a [`Sandbox`], its execs and its deadline timer.
+pub(crate) struct Shared {
+    pub(crate) docker: Docker,
+    pub(crate) id: String,
+    pub(crate) task_id: String,
+    pub(crate) uid: u32,
+    pub(crate) gid: u32,
+    pub(crate) workdir: String,
+    pub(crate) deadline_unix: Option<u64>,
+    pub(crate) stop_grace: Duration,
+    /// Why *we* ended it, which is more precise than exit codes.
+    recorded: Mutex<Option<ExitReason>>,
+    /// OOM kills already attributed to an exec.
+    oom_seen: AtomicU64,
+    timer: Mutex<Option<tokio::task::AbortHandle>>,
+}
+
+impl Shared {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        docker: Docker,
+        id: String,
+        task_id: String,
+        uid: u32,
+        gid: u32,
+        workdir: String,
+        deadline_unix: Option<u64>,
+        stop_grace: Duration,
+    ) -> Arc<Self> {
+        Arc::new(Shared {
+            docker,
+            id,
+            task_id,
+            uid,
+            gid,
+            workdir,
+            deadline_unix,
+            stop_grace,
+            recorded: Mutex::new(None),
+            oom_seen: AtomicU64::new(0),
+            timer: Mutex::new(None),
+        })
+    }
+
+    pub(crate) fn default_user(&self) -> String {
+        format!("{}:{}", self.uid, self.gid)
+    }
+
+    fn record(&self, reason: ExitReason) {
+        if let Ok(mut slot) = self.recorded.lock() {
+            slot.get_or_insert(reason);
+        }
+    }
+
+    fn recorded(&self) -> Option<ExitReason> {
+        self.recorded.lock().ok().and_then(|r| r.clone())
+    }
+
+    /// Turns "no such container" into [`SandboxError::NotFound`].
+    pub(crate) fn map_gone(&self, e: bollard::errors::Error) -> SandboxError {
+        match docker_status(&e) {
+            Some(404) => SandboxError::NotFound(self.id.clone()),
+            Some(409) => SandboxError::NotRunning {
+                id: self.id.clone(),
+                reason: self.recorded().unwrap_or(ExitReason::Stopped),
+            },
+            _ => SandboxError::Docker(e),
+        }
+    }
+
+    pub(crate) async fn is_running(&self) -> Result<bool> {
+        match self.docker.inspect_container(&self.id, None).await {
+            Ok(c) => Ok(c.state.and_then(|s| s.running).unwrap_or(false)),
+            Err(e) if docker_status(&e) == Some(404) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub(crate) async fn exit_reason(&self) -> Result<Option<ExitReason>> {
+        let inspect = match self.docker.inspect_container(&self.id, None).await {
+            Ok(c) => c,
+            Err(e) if docker_status(&e) == Some(404) => {
+                return Ok(Some(self.recorded().unwrap_or(ExitReason::Removed)));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let Some(state) = inspect.state else {
+            return Ok(None);
+        };
+        if state.running == Some(true)
+            || state.status == Some(bollard::models::ContainerStateStatusEnum::CREATED)
+        {
+            return Ok(None);
+        }
+        if let Some(reason) = self.recorded() {
+            return Ok(Some(reason));
+        }
+        if state.oom_killed == Some(true) {
+            return Ok(Some(ExitReason::OutOfMemory));
+        }
+        let finished = state
+            .finished_at
+            .as_deref()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.timestamp());
+        if let (Some(finished), Some(deadline)) = (finished, self.deadline_unix) {
+            // The deadline label survives a server restart, so this still
+            // answers correctly for a sandbox the deadline timer of a previous
+            // server process killed.
+            if finished + 1 >= deadline as i64 {
+                return Ok(Some(ExitReason::Deadline));
+            }
+        }
+        Ok(Some(match state.exit_code.unwrap_or(-1) {
+            // The main process is `sleep <deadline>`: it only exits 0 when the
+            // deadline passes.
+            0 => ExitReason::Deadline,
+            143 => ExitReason::Stopped,
+            137 => ExitReason::Killed,
+            code => ExitReason::Exited(code),
+        }))
+    }
+
+    /// Whether the sandbox's cgroup counted an OOM kill not yet attributed.
+    pub(crate) async fn oom_kills_increased(self: &Arc<Self>) -> Result<bool> {
+        // cgroup v1 and v2 keep the counter in different files.
+        let spec = ExecSpec::shell(
+            "cat /sys/fs/cgroup/memory/memory.oom_control 2>/dev/null || cat /sys/fs/cgroup/memory.events 2>/dev/null",
+        );
+        let (_, out) = exec::run_plain(self, &spec).await?;
+        let text = String::from_utf8_lossy(&out);
+        let count = text
+            .lines()
+            .find_map(|l| l.strip_prefix("oom_kill "))
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        let before = self.oom_seen.fetch_max(count, Ordering::SeqCst);
+        Ok(count > before)
+    }
+
+    pub(crate) fn arm_deadline(self: &Arc<Self>, after: Duration) {
+        let shared = self.clone();
+        let task = tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            match shared.is_running().await {
+                Ok(true) => {
+                    info!(container_id = %shared.id, task_id = %shared.task_id, "sandbox deadline reached; killing it");
+                    shared.record(ExitReason::Deadline);
+                    if let Err(e) = shared.kill_raw().await {
+                        warn!(container_id = %shared.id, error = %e, "could not kill a sandbox at its deadline");
+                    }
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    warn!(container_id = %shared.id, error = %e, "could not check a sandbox at its deadline")
+                }
+            }
+        });
+        if let Ok(mut slot) = self.timer.lock() {
+            *slot = Some(task.abort_handle());
+        }
+    }
+
+    async fn kill_raw(&self) -> Result<()> {
+        let opts = KillContainerOptionsBuilder::new().signal("SIGKILL").build();
+        match self.docker.kill_container(&self.id, Some(opts)).await {
+            Ok(()) => Ok(()),
+            // Already dead or gone: the goal is met.
+            Err(e) if matches!(docker_status(&e), Some(404 | 409)) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // Not reached while the timer holds a clone, i.e. only after it fired
+        // or was aborted; aborting here is for tidiness.
+        if let Some(t) = self.timer.lock().ok().and_then(|mut slot| slot.take()) {
+            t.abort();
+        }
+    }
+}
+
+/// A handle to one sandbox container. Cheap to clone; all clones refer to the
+/// same container. The container lives until [`remove`](Sandbox::remove),
+/// its deadline, or reconciliation: dropping the handle does not remove it.
+#[derive(Clone)]
+pub struct Sandbox {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Sandbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sandbox")
+            .field("id", &self.shared.id)
+            .field("task_id", &self.shared.task_id)
+            .finish()
+    }
+}
+
+impl Sandbox {
+    /// The Docker container id.
+    pub fn id(&self) -> &str {
+        &self.shared.id
+    }
+
+    /// The task id from the `drydock.task` label.
+    pub fn task_id(&self) -> &str {
+        &self.shared.task_id
+    }
+
+    /// The hard deadline as unix seconds, when known.
+    pub fn deadline_unix(&self) -> Option<u64> {
+        self.shared.deadline_unix
+    }
+
+    /// The sandbox user as `(uid, gid)`.
+    pub fn user(&self) -> Owner {
+        Owner {
+            uid: self.shared.uid,
+            gid: self.shared.gid,
+        }
+    }
+
+    /// Starts `spec` and returns its output stream; see [`ExecOutput`].
+    pub async fn exec(&self, spec: &ExecSpec) -> Result<ExecOutput> {
+        exec::start(&self.shared, spec).await
+    }
+
+    /// Runs `spec` and streams only its stdout, for commands whose stdout is
+    /// the payload (`git bundle create - --all`). Stderr is kept (its last 16
+    /// KiB) for the error the stream ends with if the command fails.
+    pub async fn export(&self, spec: &ExecSpec) -> Result<BoxStream<'static, Result<Bytes>>> {
+        let output = self.exec(spec).await?;
+        struct State {
+            output: Option<ExecOutput>,
+            stderr: Vec<u8>,
+        }
+        let state = State {
+            output: Some(output),
+            stderr: Vec::new(),
+        };
+        let stream = futures::stream::unfold(state, |mut st| async move {
+            loop {
+                let out = st.output.as_mut()?;
+                match out.next().await {
+                    Some(Ok(chunk)) if chunk.stream == OutputStream::Stdout => {
+                        return Some((Ok(chunk.data), st));
+                    }
+                    Some(Ok(chunk)) => {
+                        st.stderr.extend_from_slice(&chunk.data);
+                        let excess = st.stderr.len().saturating_sub(16 * 1024);
+                        st.stderr.drain(..excess);
+                    }
+                    Some(Err(e)) => {
+                        st.output = None;
+                        return Some((Err(e), st));
+                    }
+                    None => {
+                        let out = st.output.take()?;
+                        return match out.exit().await {
+                            Ok(ExecExit::Code(0)) => None,
+                            Ok(exit) => {
+                                let err = SandboxError::ExportFailed {
+                                    exit: exit.to_string(),
+                                    stderr: String::from_utf8_lossy(&st.stderr).into_owned(),
+                                };
+                                Some((Err(err), st))
+                            }
+                            Err(e) => Some((Err(e), st)),
+                        };
+                    }
+                }
+            }
+        });
+        Ok(stream.boxed())
+    }
+
+    /// Extracts a tar stream into `dest` (an existing directory). Ownership
+    /// and modes come from the tar headers; [`upload_dir`](Sandbox::upload_dir)
+    /// sets them to the sandbox user.
+    pub async fn upload<S>(&self, dest: &str, tar: S) -> Result<()>
+    where
+        S: Stream<Item = std::io::Result<Bytes>> + Send + 'static,
+    {
+        check_absolute(dest)?;
+        let opts = UploadToContainerOptionsBuilder::new()
+            .path(dest)
+            .no_overwrite_dir_non_dir("true")
+            .build();
+        debug!(container_id = %self.shared.id, dest, "uploading tar");
+        self.shared
+            .docker
+            .upload_to_container(&self.shared.id, Some(opts), bollard::body_try_stream(tar))
+            .await
+            .map_err(|e| self.shared.map_gone(e))
+    }
+
+    /// Uploads the contents of host directory `dir` into `dest`, streamed
+    /// (never held whole in memory), every entry owned by the sandbox user.
+    pub async fn upload_dir(&self, dest: &str, dir: &Path) -> Result<()> {
+        let owner = self.user();
+        let stream = upload::tar_dir(dir.to_path_buf(), owner)?;
+        self.upload(dest, stream).await
+    }
+
+    /// Writes one file with `mode` (e.g. `0o600`) and `owner` (the sandbox
+    /// user when `None`), creating missing parent directories owned by the
+    /// same owner. `path` must be absolute.
+    pub async fn write_file(
+        &self,
+        path: &str,
+        contents: &[u8],
+        mode: u32,
+        owner: Option<Owner>,
+    ) -> Result<()> {
+        check_absolute(path)?;
+        let owner = owner.unwrap_or_else(|| self.user());
+        let (parent, name) = match path.rsplit_once('/') {
+            Some((p, n)) if !n.is_empty() => (if p.is_empty() { "/" } else { p }, n),
+            _ => return Err(SandboxError::Invalid(format!("{path:?} names no file"))),
+        };
+        let mkdir = ExecSpec::new(["mkdir", "-p", "--", parent])
+            .user(format!("{}:{}", owner.uid, owner.gid))
+            .workdir("/");
+        let (code, _) = exec::run_plain(&self.shared, &mkdir).await?;
+        if code != 0 {
+            return Err(SandboxError::Invalid(format!(
+                "cannot create directory {parent:?} as {}:{}",
+                owner.uid, owner.gid
+            )));
+        }
+        let tar = upload::single_file_tar(name, contents, mode, owner)?;
+        self.upload(parent, futures::stream::iter([Ok(Bytes::from(tar))]))
+            .await
+    }
+
+    /// Stops the sandbox: SIGTERM, then SIGKILL after the grace period.
+    /// Idempotent.
+    pub async fn stop(&self) -> Result<()> {
+        self.shared.record(ExitReason::Stopped);
+        let grace = i32::try_from(self.shared.stop_grace.as_secs()).unwrap_or(10);
+        let opts = StopContainerOptionsBuilder::new().t(grace).build();
+        match self
+            .shared
+            .docker
+            .stop_container(&self.shared.id, Some(opts))
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(e) if matches!(docker_status(&e), Some(404 | 409)) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Kills the sandbox with SIGKILL. Idempotent.
+    pub async fn kill(&self) -> Result<()> {
+        self.shared.record(ExitReason::Killed);
+        self.shared.kill_raw().await
+    }
+
+    /// Removes the container (forced, with its anonymous volumes). Idempotent.
+    pub async fn remove(&self) -> Result<()> {
+        if let Some(t) = self
+            .shared
+            .timer
+            .lock()
+            .ok()
+            .and_then(|mut slot| slot.take())
+        {
+            t.abort();
+        }
+        remove_container(&self.shared.docker, &self.shared.id).await
+    }
+
+    /// `None` while running; otherwise why it ended (exit code, OOM from
+    /// Docker's inspect data, deadline, stop, kill, or removed).
+    pub async fn exit_reason(&self) -> Result<Option<ExitReason>> {
+        self.shared.exit_reason().await
+    }
+
+    /// Whether the container is running.
+    pub async fn is_running(&self) -> Result<bool> {
+        self.shared.is_running().await
+    }
+}
+
+pub(crate) async fn remove_container(docker: &Docker, id: &str) -> Result<()> {
+    let opts = RemoveContainerOptionsBuilder::new()
+        .force(true)
+        .v(true)
+        .build();
+    match docker.remove_container(id, Some(opts)).await {
+        Ok(()) => {
+            debug!(container_id = id, "sandbox removed");
+            Ok(())
+        }
+        // 404: already gone. 409: a removal is already in progress.
+        Err(e) if matches!(docker_status(&e), Some(404 | 409)) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn check_absolute(path: &str) -> Result<()> {
+    if !path.starts_with('/') || path.split('/').any(|c| c == "..") {
+        return Err(SandboxError::Invalid(format!(
+            "{path:?} must be an absolute path without `..`"
+        )));
+    }
+    Ok(())
+}
+
+pub(crate) fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+}
