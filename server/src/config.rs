@@ -1,0 +1,186 @@
+//! The one place drydock's settings are declared: command line flags backed by environment variables.
+//!
+//! Nothing else in the server reads the environment. Every field has an `env = "..."` and a doc
+//! line, which is what `drydock --help` prints.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// drydock: run coding agents in isolated Docker sandboxes for a team.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "drydock", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do; `serve` when omitted.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// Settings shared by every subcommand.
+    #[command(flatten)]
+    pub config: Config,
+}
+
+/// Subcommands of the `drydock` binary.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Run the HTTP server (the default).
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+}
+
+/// Every setting of the server.
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Address and port the HTTP server listens on.
+    #[arg(long, env = "DRYDOCK_ADDR", default_value = "127.0.0.1:3000")]
+    pub addr: SocketAddr,
+
+    /// URL people use to reach drydock (OAuth callback, links in pull requests). Defaults to http://{addr}.
+    #[arg(long, env = "DRYDOCK_PUBLIC_URL")]
+    pub public_url: Option<String>,
+
+    /// Directory for the SQLite database and generated secrets.
+    #[arg(long, env = "DRYDOCK_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+
+    /// Database URL: sqlite:PATH or postgres://USER:PASS@HOST/DB. Defaults to a SQLite file in the data directory.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<SecretString>,
+
+    /// Key for secrets at rest: 64 hex characters (32 bytes). Generated into the data directory when absent.
+    #[arg(long, env = "ENCRYPTION_KEY", hide_env_values = true)]
+    pub encryption_key: Option<SecretString>,
+
+    /// Key for session cookies: 64 hex characters (32 bytes). Generated into the data directory when absent.
+    #[arg(long, env = "JWE_SECRET", hide_env_values = true)]
+    pub jwe_secret: Option<SecretString>,
+
+    /// Client id of the GitHub OAuth app used for sign-in.
+    #[arg(long, env = "GITHUB_CLIENT_ID")]
+    pub github_client_id: Option<String>,
+
+    /// Client secret of the GitHub OAuth app used for sign-in.
+    #[arg(long, env = "GITHUB_CLIENT_SECRET", hide_env_values = true)]
+    pub github_client_secret: Option<SecretString>,
+
+    /// Base URL of GitHub's web endpoints (OAuth, git). Set it for GitHub Enterprise Server.
+    #[arg(long, env = "GITHUB_URL", default_value = "https://github.com")]
+    pub github_url: String,
+
+    /// Base URL of GitHub's REST API. For GitHub Enterprise Server: https://HOST/api/v3.
+    #[arg(long, env = "GITHUB_API_URL", default_value = "https://api.github.com")]
+    pub github_api_url: String,
+
+    /// Docker daemon to use (unix:///var/run/docker.sock, tcp://HOST:PORT). Docker's own default when absent.
+    #[arg(long, env = "DOCKER_HOST")]
+    pub docker_host: Option<String>,
+
+    /// Image every sandbox runs (build one with sandbox/image/build-offline or sandbox/image/Dockerfile).
+    #[arg(
+        long,
+        env = "DRYDOCK_SANDBOX_IMAGE",
+        default_value = "drydock-sandbox:latest"
+    )]
+    pub sandbox_image: String,
+
+    /// Network mode of sandboxes: bridge, none, host, or the name of a Docker network.
+    #[arg(long, env = "DRYDOCK_SANDBOX_NETWORK", default_value = "bridge")]
+    pub sandbox_network: String,
+
+    /// Longest a task may run before it is stopped, in seconds (also the cap a user may ask for).
+    #[arg(long, env = "DRYDOCK_MAX_TASK_DURATION", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_task_duration: u64,
+
+    /// Tasks (and follow-up messages) one user may start per day (UTC).
+    #[arg(long, env = "DRYDOCK_MAX_TASKS_PER_DAY", default_value_t = 50)]
+    pub max_tasks_per_day: u32,
+
+    /// Tasks running at once across all users; more wait in the queue.
+    #[arg(long, env = "DRYDOCK_MAX_CONCURRENT_TASKS", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_concurrent_tasks: u32,
+
+    /// Log filter in RUST_LOG syntax, e.g. info or drydock=debug,tower_http=info.
+    #[arg(long, env = "RUST_LOG", default_value = "info")]
+    pub log: String,
+
+    /// Log format: text for people, json for log collectors.
+    #[arg(long, env = "DRYDOCK_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Seconds to let in-flight requests finish after a shutdown signal.
+    #[arg(long, env = "DRYDOCK_SHUTDOWN_GRACE", default_value_t = 30)]
+    pub shutdown_grace: u64,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl Config {
+    /// Parses settings from an explicit argument list and the environment (tests use this).
+    pub fn parse_from_args<I, T>(args: I) -> Result<Config, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        Cli::try_parse_from(args).map(|cli| cli.config)
+    }
+
+    /// The public URL without a trailing slash.
+    pub fn public_url(&self) -> String {
+        match &self.public_url {
+            Some(url) => url.trim_end_matches('/').to_owned(),
+            None => format!("http://{}", self.addr),
+        }
+    }
+
+    /// The database URL, defaulting to a SQLite file in the data directory.
+    pub fn database_url(&self) -> SecretString {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => SecretString::new(format!(
+                "sqlite://{}",
+                self.data_dir.join("drydock.db").display()
+            )),
+        }
+    }
+}
+
+/// A string that must never be printed: its `Debug` and `Display` show only that it is set.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretString(String);
+
+impl SecretString {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself; call only where it is used, never to log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SecretString {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretString(***)")
+    }
+}
+
+impl FromStr for SecretString {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
+}

@@ -1,0 +1,56 @@
+//! Liveness and readiness probes.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use serde::Serialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::error::{AppError, ErrorBody};
+use crate::state::AppState;
+
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+}
+
+/// A probe's answer.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Health {
+    /// `ok` or `ready`.
+    pub status: &'static str,
+}
+
+/// Answers 200 while the process is up.
+#[utoipa::path(get, path = "/healthz", tag = "ops", responses((status = 200, body = Health)))]
+async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+/// Answers 200 when the database is reachable, 503 with the reason otherwise.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "ops",
+    responses((status = 200, body = Health), (status = 503, body = ErrorBody))
+)]
+async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, AppError> {
+    match tokio::time::timeout(PROBE_TIMEOUT, state.store.ping()).await {
+        Ok(Ok(())) => Ok(Json(Health { status: "ready" })),
+        Ok(Err(err)) => {
+            tracing::warn!(error = %err, "readiness: database unreachable");
+            Err(AppError::Unavailable("database unreachable".into()))
+        }
+        Err(_) => {
+            tracing::warn!("readiness: database did not answer in time");
+            Err(AppError::Unavailable(
+                "database did not answer in time".into(),
+            ))
+        }
+    }
+}

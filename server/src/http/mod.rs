@@ -1,0 +1,93 @@
+//! The HTTP surface: the router of every resource module, and the layers around it.
+
+mod health;
+mod metrics;
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request};
+use axum::http::{HeaderName, HeaderValue};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::error::{AppError, ErrorBody};
+use crate::state::AppState;
+
+pub use self::metrics::install_recorder;
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "drydock",
+        description = "Run coding agents in isolated Docker sandboxes."
+    ),
+    components(schemas(ErrorBody))
+)]
+struct ApiDoc;
+
+/// Every route with its OpenAPI description, before layers are applied.
+fn api_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi()).merge(health::routes())
+}
+
+/// The OpenAPI document of the whole API, generated from the handlers themselves.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api_routes().split_for_parts().1
+}
+
+/// The complete application.
+pub fn router(state: AppState) -> Router {
+    let (routes, api) = api_routes().split_for_parts();
+    let api_json = serde_json::to_string(&api).unwrap_or_else(|_| "{}".to_owned());
+    routes
+        .route(
+            "/api/openapi.json",
+            axum::routing::get(move || {
+                let body = api_json.clone();
+                async move {
+                    (
+                        [(axum::http::header::CONTENT_TYPE, "application/json")],
+                        body,
+                    )
+                }
+            }),
+        )
+        .route("/metrics", axum::routing::get(metrics::render_metrics))
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn(metrics::track_requests))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|request: &Request| {
+                // The path only: query strings can carry OAuth codes and state.
+                let route = request.extensions().get::<MatchedPath>().map_or_else(
+                    || request.uri().path().to_owned(),
+                    |p| p.as_str().to_owned(),
+                );
+                let request_id = request
+                    .headers()
+                    .get(&REQUEST_ID)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned();
+                tracing::info_span!("request", method = %request.method(), route, request_id)
+            }),
+        )
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            axum::http::header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            axum::http::header::REFERRER_POLICY,
+            HeaderValue::from_static("same-origin"),
+        ))
+        .with_state(state)
+}
+
+async fn not_found() -> AppError {
+    AppError::NotFound("page")
+}

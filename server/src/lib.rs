@@ -1,0 +1,94 @@
+//! drydock server library: configuration, HTTP API and pages, auth, store, secrets, task runner.
+//!
+//! [`run`] is the whole server; `main` and the tests both call it.
+
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod redact;
+pub mod secrets;
+pub mod state;
+pub mod store;
+pub mod telemetry;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::secrets::{SecretBox, ServerKeys};
+use crate::state::{AppState, Services};
+use crate::store::Store;
+
+/// Opens the data directory, keys and database, then serves HTTP on `listener` until `shutdown`
+/// resolves; in-flight requests then get `shutdown_grace` seconds to finish.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let state = build_state(config).await?;
+    let grace = Duration::from_secs(state.config.shutdown_grace);
+    let app = http::router(state.clone());
+
+    let addr = listener
+        .local_addr()
+        .context("reading the listening address")?;
+    tracing::info!(%addr, public_url = %state.config.public_url(), backend = ?state.store.backend(), "drydock is listening");
+
+    // Signal twice: once to axum (stop accepting, drain), once to the grace timer.
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = tx.send(true);
+    });
+    let mut drain_rx = rx.clone();
+    let mut grace_rx = rx;
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        let _ = drain_rx.wait_for(|stop| *stop).await;
+        tracing::info!("shutting down: finishing in-flight requests");
+    });
+    let grace_timer = async move {
+        let _ = grace_rx.wait_for(|stop| *stop).await;
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        result = server => result.context("serving HTTP")?,
+        () = grace_timer => tracing::warn!(grace_s = grace.as_secs(), "shutdown grace period over; dropping remaining requests"),
+    }
+    state.store.close().await;
+    tracing::info!("drydock stopped");
+    Ok(())
+}
+
+/// Applies database migrations and returns (the `migrate` subcommand).
+pub async fn migrate(config: &Config) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
+    let store = Store::open(config.database_url().expose()).await?;
+    tracing::info!(backend = ?store.backend(), "migrations applied");
+    store.close().await;
+    Ok(())
+}
+
+async fn build_state(config: Config) -> anyhow::Result<AppState> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
+    let keys = ServerKeys::load(
+        &config.data_dir,
+        config.encryption_key.as_ref(),
+        config.jwe_secret.as_ref(),
+    )?;
+    let store = Store::open(config.database_url().expose()).await?;
+    let services = Services {
+        secrets: SecretBox::new(&keys.encryption_key),
+        keys,
+        store,
+        metrics: http::install_recorder(),
+        config,
+    };
+    Ok(AppState(Arc::new(services)))
+}

@@ -1,0 +1,37 @@
+//! The shared state every handler reaches through `State<AppState>`.
+
+use std::ops::Deref;
+use std::sync::Arc;
+
+use metrics_exporter_prometheus::PrometheusHandle;
+
+use crate::config::Config;
+use crate::secrets::{SecretBox, ServerKeys};
+use crate::store::Store;
+
+/// Long-lived services of one server instance.
+#[derive(Debug)]
+pub struct Services {
+    /// Settings.
+    pub config: Config,
+    /// The database.
+    pub store: Store,
+    /// Seals and opens secrets at rest.
+    pub secrets: SecretBox,
+    /// The server's keys (sessions are sealed with `jwe_secret`).
+    pub keys: ServerKeys,
+    /// Renders `/metrics`.
+    pub metrics: PrometheusHandle,
+}
+
+/// Cheap-to-clone handle on [`Services`], the state of the axum router.
+#[derive(Debug, Clone)]
+pub struct AppState(pub Arc<Services>);
+
+impl Deref for AppState {
+    type Target = Services;
+
+    fn deref(&self) -> &Services {
+        &self.0
+    }
+}

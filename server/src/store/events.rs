@@ -1,0 +1,88 @@
+//! Queries on task logs: append with gap-free sequence numbers, and read after a position.
+
+use super::{Store, StoreResult, TaskEvent, now_ms, with_pool};
+
+/// Rows per INSERT statement; 5 parameters each stays far below SQLite's parameter limit.
+const INSERT_CHUNK: usize = 200;
+
+/// A log line to append (already redacted).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEvent {
+    /// `info`, `command`, `stdout`, `stderr`, `agent`, `error` or `success`.
+    pub kind: &'static str,
+    /// The text.
+    pub text: String,
+}
+
+impl Store {
+    /// Appends events to a task's log in one transaction and returns them with their seqs.
+    ///
+    /// Seqs come from bumping `tasks.event_seq` first: that row lock (PostgreSQL) or the single
+    /// writer (SQLite) serialises concurrent appenders of one task, so seqs are unique, increasing
+    /// and gap-free, while appenders of different tasks do not wait on each other (PostgreSQL).
+    pub async fn append_task_events(
+        &self,
+        task_id: &str,
+        events: &[NewEvent],
+    ) -> StoreResult<Vec<TaskEvent>> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ts = now_ms();
+        let count = i64::try_from(events.len()).unwrap_or(i64::MAX);
+        with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let last: i64 = sqlx::query_scalar(
+                "UPDATE tasks SET event_seq = event_seq + $2 WHERE id = $1 RETURNING event_seq",
+            )
+            .bind(task_id)
+            .bind(count)
+            .fetch_one(&mut *tx)
+            .await?;
+            let first = last - count + 1;
+            let rows: Vec<TaskEvent> = events
+                .iter()
+                .zip(first..)
+                .map(|(event, seq)| TaskEvent {
+                    task_id: task_id.to_owned(),
+                    seq,
+                    ts,
+                    kind: event.kind.to_owned(),
+                    text: event.text.clone(),
+                })
+                .collect();
+            for chunk in rows.chunks(INSERT_CHUNK) {
+                let mut insert = sqlx::QueryBuilder::new("INSERT INTO task_events (task_id, seq, ts, kind, text) ");
+                insert.push_values(chunk, |mut row, event| {
+                    row.push_bind(&event.task_id)
+                        .push_bind(event.seq)
+                        .push_bind(event.ts)
+                        .push_bind(&event.kind)
+                        .push_bind(&event.text);
+                });
+                insert.build().execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            Ok(rows)
+        })
+    }
+
+    /// Up to `limit` events of a task with seq greater than `after`, in order.
+    pub async fn list_task_events_after(
+        &self,
+        task_id: &str,
+        after: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<TaskEvent>> {
+        Ok(with_pool!(self, pool => {
+            sqlx::query_as::<_, TaskEvent>(
+                "SELECT * FROM task_events WHERE task_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+            )
+            .bind(task_id)
+            .bind(after)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?
+        }))
+    }
+}

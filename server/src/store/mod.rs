@@ -1,0 +1,208 @@
+//! The store: every SQL statement drydock runs, on SQLite (default) or PostgreSQL.
+//!
+//! The backend is chosen by the URL scheme at start-up. Each query is one function, written once
+//! with `$N` placeholders (both drivers accept them) and run on whichever pool is configured by
+//! the [`with_pool!`] macro, which expands the same body once per backend so each gets its
+//! native types. No SQL lives outside this module.
+
+mod connectors;
+mod events;
+mod keys;
+mod models;
+mod tasks;
+mod users;
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+pub use connectors::{ConnectorCheck, ConnectorUpdate, NewConnector};
+pub use events::NewEvent;
+pub use models::*;
+pub use tasks::{NewTask, TaskFilter, TaskOutcome};
+pub use users::GithubProfile;
+
+/// Runs `$body` with `$pool` bound to the configured backend's pool.
+macro_rules! with_pool {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match &$store.pool {
+            $crate::store::Pool::Sqlite($pool) => $body,
+            $crate::store::Pool::Postgres($pool) => $body,
+        }
+    };
+}
+pub(crate) use with_pool;
+
+static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
+static POSTGRES_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
+
+/// What went wrong talking to the database.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The database URL names a scheme drydock cannot use.
+    #[error(
+        "DATABASE_URL must start with sqlite: or postgres:// (got a URL with scheme {scheme:?})"
+    )]
+    UnsupportedUrl {
+        /// The scheme that was given (never the rest of the URL, which may hold a password).
+        scheme: String,
+    },
+    /// The database URL could not be parsed.
+    #[error("DATABASE_URL is not a valid {backend} URL: {reason}")]
+    BadUrl {
+        /// The backend the scheme names.
+        backend: &'static str,
+        /// Why it did not parse.
+        reason: String,
+    },
+    /// A row with the same unique key already exists.
+    #[error("a row with the same unique key already exists")]
+    Conflict,
+    /// Applying migrations failed.
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// Any other database error.
+    #[error("database error: {0}")]
+    Database(sqlx::Error),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(err: sqlx::Error) -> Self {
+        match &err {
+            sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict,
+            _ => StoreError::Database(err),
+        }
+    }
+}
+
+/// Result of a store call.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Which database the store talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// A SQLite file, in WAL mode.
+    Sqlite,
+    /// A PostgreSQL server.
+    Postgres,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Handle to the database; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pub(crate) pool: Pool,
+}
+
+impl Store {
+    /// Connects to the database the URL names. Does not run migrations.
+    pub async fn connect(url: &str) -> StoreResult<Self> {
+        let scheme = url.split(':').next().unwrap_or_default();
+        match scheme {
+            "sqlite" => {
+                let options = SqliteConnectOptions::from_str(url)
+                    .map_err(|err| StoreError::BadUrl {
+                        backend: "SQLite",
+                        reason: err.to_string(),
+                    })?
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Normal)
+                    .busy_timeout(Duration::from_secs(10))
+                    .foreign_keys(true);
+                if let Some(parent) = Path::new(options.get_filename()).parent()
+                    && !parent.as_os_str().is_empty()
+                {
+                    std::fs::create_dir_all(parent).map_err(|err| StoreError::BadUrl {
+                        backend: "SQLite",
+                        reason: format!("cannot create {}: {err}", parent.display()),
+                    })?;
+                }
+                let pool = SqlitePoolOptions::new()
+                    .max_connections(8)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .connect_with(options)
+                    .await?;
+                Ok(Self {
+                    pool: Pool::Sqlite(pool),
+                })
+            }
+            "postgres" | "postgresql" => {
+                let options =
+                    PgConnectOptions::from_str(url).map_err(|err| StoreError::BadUrl {
+                        backend: "PostgreSQL",
+                        reason: err.to_string(),
+                    })?;
+                let pool = PgPoolOptions::new()
+                    .max_connections(16)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .connect_with(options)
+                    .await?;
+                Ok(Self {
+                    pool: Pool::Postgres(pool),
+                })
+            }
+            other => Err(StoreError::UnsupportedUrl {
+                scheme: other.chars().take(32).collect(),
+            }),
+        }
+    }
+
+    /// Connects and brings the schema up to date.
+    pub async fn open(url: &str) -> StoreResult<Self> {
+        let store = Self::connect(url).await?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Applies the migrations not yet applied.
+    pub async fn migrate(&self) -> StoreResult<()> {
+        match &self.pool {
+            Pool::Sqlite(pool) => SQLITE_MIGRATOR.run(pool).await?,
+            Pool::Postgres(pool) => POSTGRES_MIGRATOR.run(pool).await?,
+        }
+        Ok(())
+    }
+
+    /// Which backend this store uses.
+    pub fn backend(&self) -> Backend {
+        match self.pool {
+            Pool::Sqlite(_) => Backend::Sqlite,
+            Pool::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// Answers whether the database is reachable now (for `/readyz`).
+    pub async fn ping(&self) -> StoreResult<()> {
+        with_pool!(self, pool => {
+            sqlx::query("SELECT 1").execute(pool).await?;
+        });
+        Ok(())
+    }
+
+    /// Closes every connection; later calls fail.
+    pub async fn close(&self) {
+        with_pool!(self, pool => pool.close().await)
+    }
+}
+
+/// Now as unix milliseconds, the unit of every timestamp column.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// A new random id in the TEXT UUID form the schema uses.
+pub fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}

@@ -1,0 +1,228 @@
+//! Rows as the store returns them. Encrypted columns stay sealed here; callers open them.
+
+use std::fmt;
+
+/// A person who signed in with GitHub.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct User {
+    /// drydock's id.
+    pub id: String,
+    /// GitHub's numeric user id (stable across renames).
+    pub github_id: i64,
+    /// GitHub login.
+    pub login: String,
+    /// Display name.
+    pub name: Option<String>,
+    /// Primary email.
+    pub email: Option<String>,
+    /// Avatar image URL.
+    pub avatar_url: Option<String>,
+    /// First sign-in.
+    pub created_at: i64,
+    /// Latest sign-in.
+    pub last_login_at: i64,
+}
+
+/// The GitHub token of a user, sealed.
+#[derive(Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct GithubAccount {
+    /// Owner.
+    pub user_id: String,
+    /// Sealed OAuth access token.
+    pub access_token_enc: String,
+    /// Scopes GitHub granted, comma-separated.
+    pub scopes: String,
+    /// When the token expires, if it does.
+    pub token_expires_at: Option<i64>,
+    /// Sealed refresh token, if GitHub issued one.
+    pub refresh_token_enc: Option<String>,
+    /// Last time the row was written.
+    pub updated_at: i64,
+}
+
+impl fmt::Debug for GithubAccount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GithubAccount")
+            .field("user_id", &self.user_id)
+            .field("scopes", &self.scopes)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A sign-in session; the cookie carries only its id.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct Session {
+    /// Session id.
+    pub id: String,
+    /// Owner.
+    pub user_id: String,
+    /// Created.
+    pub created_at: i64,
+    /// Ends.
+    pub expires_at: i64,
+    /// Set when the user signed out.
+    pub revoked_at: Option<i64>,
+    /// Browser that created it.
+    pub user_agent: Option<String>,
+}
+
+/// A user's API key for one provider, sealed.
+#[derive(Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct ApiKey {
+    /// Owner.
+    pub user_id: String,
+    /// Provider id (`anthropic`, `openai`, ...).
+    pub provider: String,
+    /// Sealed key.
+    pub key_enc: String,
+    /// Last four characters, shown to the user.
+    pub hint: String,
+    /// First stored.
+    pub created_at: i64,
+    /// Last replaced.
+    pub updated_at: i64,
+}
+
+impl fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApiKey")
+            .field("user_id", &self.user_id)
+            .field("provider", &self.provider)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An MCP server configuration of a user.
+#[derive(Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct Connector {
+    /// Connector id.
+    pub id: String,
+    /// Owner.
+    pub user_id: String,
+    /// Name, unique per user.
+    pub name: String,
+    /// Free text.
+    pub description: String,
+    /// `stdio` or `http`.
+    pub transport: String,
+    /// Command for stdio servers.
+    pub command: Option<String>,
+    /// JSON array of arguments for stdio servers.
+    pub args: String,
+    /// URL for HTTP servers.
+    pub url: Option<String>,
+    /// Sealed JSON object of environment variables.
+    pub env_enc: Option<String>,
+    /// Sealed JSON object of HTTP headers.
+    pub headers_enc: Option<String>,
+    /// Used by tasks by default.
+    pub enabled: bool,
+    /// `ok` or `error` from the last connection test.
+    pub last_status: Option<String>,
+    /// When it was last tested.
+    pub last_checked_at: Option<i64>,
+    /// Redacted error of the last test.
+    pub last_error: Option<String>,
+    /// Tools offered at the last successful test.
+    pub tool_count: Option<i64>,
+    /// Created.
+    pub created_at: i64,
+    /// Last changed.
+    pub updated_at: i64,
+}
+
+impl fmt::Debug for Connector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connector")
+            .field("id", &self.id)
+            .field("user_id", &self.user_id)
+            .field("name", &self.name)
+            .field("transport", &self.transport)
+            .field("enabled", &self.enabled)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A task: a prompt run by an agent against a repository.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct Task {
+    /// Task id.
+    pub id: String,
+    /// Owner.
+    pub user_id: String,
+    /// Short title derived from the prompt.
+    pub title: String,
+    /// The prompt as given.
+    pub prompt: String,
+    /// `owner/name`.
+    pub repo: String,
+    /// Branch the work starts from (the repository default when unset).
+    pub base_branch: Option<String>,
+    /// Branch the work is pushed to.
+    pub branch: Option<String>,
+    /// Agent id.
+    pub agent: String,
+    /// Model id.
+    pub model: Option<String>,
+    /// `queued`, `running`, `succeeded`, `failed`, `stopped` or `timed_out`.
+    pub status: String,
+    /// Why it ended the way it did, for people.
+    pub status_reason: Option<String>,
+    /// Install dependencies before the agent runs.
+    pub install_deps: bool,
+    /// Deadline in seconds.
+    pub max_duration_s: i64,
+    /// Keep the sandbox after the turn.
+    pub keep_alive: bool,
+    /// Open a pull request when done.
+    pub create_pr: bool,
+    /// Docker container while it exists.
+    pub container_id: Option<String>,
+    /// Commit pushed.
+    pub commit_sha: Option<String>,
+    /// Pull request URL.
+    pub pr_url: Option<String>,
+    /// Pull request number.
+    pub pr_number: Option<i64>,
+    /// Last event seq handed out.
+    pub event_seq: i64,
+    /// Submitted.
+    pub created_at: i64,
+    /// Started running.
+    pub started_at: Option<i64>,
+    /// Ended.
+    pub finished_at: Option<i64>,
+    /// Last changed.
+    pub updated_at: i64,
+}
+
+/// One message of a task's conversation.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct TaskMessage {
+    /// Message id.
+    pub id: String,
+    /// Task.
+    pub task_id: String,
+    /// `user` or `agent`.
+    pub role: String,
+    /// Text, redacted.
+    pub content: String,
+    /// Written.
+    pub created_at: i64,
+}
+
+/// One line of a task's log.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Serialize, utoipa::ToSchema)]
+pub struct TaskEvent {
+    /// Task.
+    #[serde(skip)]
+    pub task_id: String,
+    /// Position in the task's log, from 1, without gaps.
+    pub seq: i64,
+    /// Unix milliseconds.
+    pub ts: i64,
+    /// `info`, `command`, `stdout`, `stderr`, `agent`, `error` or `success`.
+    pub kind: String,
+    /// Text, redacted.
+    pub text: String,
+}

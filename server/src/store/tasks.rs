@@ -1,0 +1,300 @@
+//! Queries on tasks, the connectors they ran with, and their conversation.
+
+use super::{Store, StoreResult, Task, TaskMessage, new_id, now_ms, with_pool};
+
+/// A task to create, already validated.
+#[derive(Debug, Clone)]
+pub struct NewTask<'a> {
+    /// Owner.
+    pub user_id: &'a str,
+    /// Short title.
+    pub title: &'a str,
+    /// The prompt.
+    pub prompt: &'a str,
+    /// `owner/name`.
+    pub repo: &'a str,
+    /// Branch to start from.
+    pub base_branch: Option<&'a str>,
+    /// Agent id.
+    pub agent: &'a str,
+    /// Model id.
+    pub model: Option<&'a str>,
+    /// Install dependencies first.
+    pub install_deps: bool,
+    /// Deadline in seconds.
+    pub max_duration_s: i64,
+    /// Keep the sandbox after the turn.
+    pub keep_alive: bool,
+    /// Open a pull request.
+    pub create_pr: bool,
+}
+
+/// Which of a user's tasks to list.
+#[derive(Debug, Clone, Default)]
+pub struct TaskFilter<'a> {
+    /// Only tasks with this status.
+    pub status: Option<&'a str>,
+    /// Only tasks on this repository.
+    pub repo: Option<&'a str>,
+    /// Page size.
+    pub limit: i64,
+    /// Rows to skip.
+    pub offset: i64,
+}
+
+/// How a task ended.
+#[derive(Debug, Clone, Default)]
+pub struct TaskOutcome<'a> {
+    /// `succeeded`, `failed`, `stopped` or `timed_out`.
+    pub status: &'a str,
+    /// Why, for people.
+    pub reason: Option<&'a str>,
+    /// Commit pushed.
+    pub commit_sha: Option<&'a str>,
+    /// Pull request URL.
+    pub pr_url: Option<&'a str>,
+    /// Pull request number.
+    pub pr_number: Option<i64>,
+}
+
+impl Store {
+    /// Creates a task in status `queued`.
+    pub async fn insert_task(&self, new: &NewTask<'_>) -> StoreResult<Task> {
+        let now = now_ms();
+        Ok(with_pool!(self, pool => {
+            sqlx::query_as::<_, Task>(
+                "INSERT INTO tasks (id, user_id, title, prompt, repo, base_branch, agent, model, status,
+                                    install_deps, max_duration_s, keep_alive, create_pr, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'queued', $9, $10, $11, $12, $13, $13) RETURNING *",
+            )
+            .bind(new_id())
+            .bind(new.user_id)
+            .bind(new.title)
+            .bind(new.prompt)
+            .bind(new.repo)
+            .bind(new.base_branch)
+            .bind(new.agent)
+            .bind(new.model)
+            .bind(new.install_deps)
+            .bind(new.max_duration_s)
+            .bind(new.keep_alive)
+            .bind(new.create_pr)
+            .bind(now)
+            .fetch_one(pool)
+            .await?
+        }))
+    }
+
+    /// One of the user's tasks; `None` when it does not exist or is someone else's.
+    pub async fn get_task(&self, user_id: &str, id: &str) -> StoreResult<Option<Task>> {
+        Ok(with_pool!(self, pool => {
+            sqlx::query_as::<_, Task>("SELECT * FROM tasks WHERE id = $1 AND user_id = $2")
+                .bind(id)
+                .bind(user_id)
+                .fetch_optional(pool)
+                .await?
+        }))
+    }
+
+    /// A task by id alone, for the runner (never for a request handler).
+    pub async fn get_task_for_runner(&self, id: &str) -> StoreResult<Option<Task>> {
+        Ok(with_pool!(self, pool => {
+            sqlx::query_as::<_, Task>("SELECT * FROM tasks WHERE id = $1")
+                .bind(id)
+                .fetch_optional(pool)
+                .await?
+        }))
+    }
+
+    /// The user's tasks, newest first.
+    pub async fn list_tasks(
+        &self,
+        user_id: &str,
+        filter: &TaskFilter<'_>,
+    ) -> StoreResult<Vec<Task>> {
+        Ok(with_pool!(self, pool => {
+            sqlx::query_as::<_, Task>(
+                "SELECT * FROM tasks WHERE user_id = $1
+                   AND ($2 IS NULL OR status = $2) AND ($3 IS NULL OR repo = $3)
+                 ORDER BY created_at DESC, id DESC LIMIT $4 OFFSET $5",
+            )
+            .bind(user_id)
+            .bind(filter.status)
+            .bind(filter.repo)
+            .bind(filter.limit)
+            .bind(filter.offset)
+            .fetch_all(pool)
+            .await?
+        }))
+    }
+
+    /// Every task with this status, oldest first (the queue, and recovery after a restart).
+    pub async fn list_tasks_with_status(&self, status: &str) -> StoreResult<Vec<Task>> {
+        Ok(with_pool!(self, pool => {
+            sqlx::query_as::<_, Task>("SELECT * FROM tasks WHERE status = $1 ORDER BY created_at, id")
+                .bind(status)
+                .fetch_all(pool)
+                .await?
+        }))
+    }
+
+    /// Moves a queued task to running; answers false when it was no longer queued.
+    pub async fn claim_task(&self, id: &str) -> StoreResult<bool> {
+        let now = now_ms();
+        let n = with_pool!(self, pool => {
+            sqlx::query(
+                "UPDATE tasks SET status = 'running', started_at = $2, updated_at = $2
+                 WHERE id = $1 AND status = 'queued'",
+            )
+            .bind(id)
+            .bind(now)
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        Ok(n > 0)
+    }
+
+    /// Records the branch a task works on.
+    pub async fn set_task_branch(
+        &self,
+        id: &str,
+        base_branch: &str,
+        branch: &str,
+    ) -> StoreResult<()> {
+        with_pool!(self, pool => {
+            sqlx::query("UPDATE tasks SET base_branch = $2, branch = $3, updated_at = $4 WHERE id = $1")
+                .bind(id)
+                .bind(base_branch)
+                .bind(branch)
+                .bind(now_ms())
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// Records (or clears) the task's container.
+    pub async fn set_task_container(
+        &self,
+        id: &str,
+        container_id: Option<&str>,
+    ) -> StoreResult<()> {
+        with_pool!(self, pool => {
+            sqlx::query("UPDATE tasks SET container_id = $2, updated_at = $3 WHERE id = $1")
+                .bind(id)
+                .bind(container_id)
+                .bind(now_ms())
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// Ends a queued or running task; answers false when it had already ended.
+    pub async fn finish_task(&self, id: &str, outcome: &TaskOutcome<'_>) -> StoreResult<bool> {
+        let now = now_ms();
+        let n = with_pool!(self, pool => {
+            sqlx::query(
+                "UPDATE tasks SET status = $2, status_reason = $3,
+                        commit_sha = COALESCE($4, commit_sha), pr_url = COALESCE($5, pr_url),
+                        pr_number = COALESCE($6, pr_number), finished_at = $7, updated_at = $7
+                 WHERE id = $1 AND status IN ('queued', 'running')",
+            )
+            .bind(id)
+            .bind(outcome.status)
+            .bind(outcome.reason)
+            .bind(outcome.commit_sha)
+            .bind(outcome.pr_url)
+            .bind(outcome.pr_number)
+            .bind(now)
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        Ok(n > 0)
+    }
+
+    /// Deletes one of the user's tasks with its events and messages; answers whether it existed.
+    pub async fn delete_task(&self, user_id: &str, id: &str) -> StoreResult<bool> {
+        let n = with_pool!(self, pool => {
+            sqlx::query("DELETE FROM tasks WHERE id = $1 AND user_id = $2")
+                .bind(id)
+                .bind(user_id)
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        Ok(n > 0)
+    }
+
+    /// Records which connectors a task runs with (replacing any earlier list).
+    pub async fn set_task_connectors(
+        &self,
+        task_id: &str,
+        connector_ids: &[String],
+    ) -> StoreResult<()> {
+        with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            sqlx::query("DELETE FROM task_connectors WHERE task_id = $1")
+                .bind(task_id)
+                .execute(&mut *tx)
+                .await?;
+            for connector_id in connector_ids {
+                sqlx::query("INSERT INTO task_connectors (task_id, connector_id) VALUES ($1, $2)")
+                    .bind(task_id)
+                    .bind(connector_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// The connectors a task runs with.
+    pub async fn list_task_connector_ids(&self, task_id: &str) -> StoreResult<Vec<String>> {
+        Ok(with_pool!(self, pool => {
+            sqlx::query_scalar::<_, String>(
+                "SELECT connector_id FROM task_connectors WHERE task_id = $1 ORDER BY connector_id",
+            )
+            .bind(task_id)
+            .fetch_all(pool)
+            .await?
+        }))
+    }
+
+    /// Adds a message (already redacted) to a task's conversation.
+    pub async fn insert_task_message(
+        &self,
+        task_id: &str,
+        role: &str,
+        content: &str,
+    ) -> StoreResult<TaskMessage> {
+        Ok(with_pool!(self, pool => {
+            sqlx::query_as::<_, TaskMessage>(
+                "INSERT INTO task_messages (id, task_id, role, content, created_at)
+                 VALUES ($1, $2, $3, $4, $5) RETURNING *",
+            )
+            .bind(new_id())
+            .bind(task_id)
+            .bind(role)
+            .bind(content)
+            .bind(now_ms())
+            .fetch_one(pool)
+            .await?
+        }))
+    }
+
+    /// A task's conversation, oldest first.
+    pub async fn list_task_messages(&self, task_id: &str) -> StoreResult<Vec<TaskMessage>> {
+        Ok(with_pool!(self, pool => {
+            sqlx::query_as::<_, TaskMessage>(
+                "SELECT * FROM task_messages WHERE task_id = $1 ORDER BY created_at, id",
+            )
+            .bind(task_id)
+            .fetch_all(pool)
+            .await?
+        }))
+    }
+}

@@ -1,0 +1,31 @@
+//! Support code for drydock's end-to-end tests: throwaway databases on both backends and a
+//! running server on `127.0.0.1:0`.
+
+pub mod db;
+pub mod server;
+
+pub use db::TestDb;
+pub use server::TestServer;
+
+/// Runs an async test body once per database backend (`sqlite` and `postgres` modules).
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::TestDb::sqlite().await).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::TestDb::postgres().await).await
+                }
+            )*
+        }
+    };
+}

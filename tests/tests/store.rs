@@ -1,0 +1,599 @@
+//! The store on both backends: every table's queries, ownership in every user-scoped query,
+//! and gap-free event sequence numbers under concurrent appends.
+
+use std::collections::{BTreeMap, HashSet};
+
+use drydock::store::{
+    ConnectorCheck, ConnectorUpdate, GithubProfile, NewConnector, NewEvent, NewTask, Store,
+    StoreError, TaskFilter, TaskOutcome, User,
+};
+use drydock_tests::{TestDb, on_both_backends};
+
+on_both_backends!(
+    users_are_upserted_by_github_id,
+    github_accounts_hold_one_sealed_token_per_user,
+    sessions_are_created_read_and_revoked,
+    api_keys_are_per_user_and_provider,
+    connectors_crud_is_scoped_to_their_owner,
+    tasks_are_listed_newest_first_with_filters_and_pages,
+    task_lifecycle_claims_once_and_finishes_once,
+    task_connectors_and_messages_belong_to_a_task,
+    deleting_a_task_removes_its_events_and_messages,
+    events_are_appended_in_batches_and_read_after_a_seq,
+    concurrent_appends_get_unique_gap_free_seqs,
+);
+
+async fn user(store: &Store, github_id: i64, login: &str) -> User {
+    store
+        .upsert_user(&GithubProfile {
+            github_id,
+            login,
+            name: Some("Test User"),
+            email: None,
+            avatar_url: None,
+        })
+        .await
+        .unwrap()
+}
+
+fn new_task<'a>(user_id: &'a str, repo: &'a str, prompt: &'a str) -> NewTask<'a> {
+    NewTask {
+        user_id,
+        title: prompt,
+        prompt,
+        repo,
+        base_branch: None,
+        agent: "claude",
+        model: Some("sonnet"),
+        install_deps: false,
+        max_duration_s: 600,
+        keep_alive: false,
+        create_pr: true,
+    }
+}
+
+fn events(texts: &[&str]) -> Vec<NewEvent> {
+    texts
+        .iter()
+        .map(|t| NewEvent {
+            kind: "stdout",
+            text: (*t).to_owned(),
+        })
+        .collect()
+}
+
+async fn users_are_upserted_by_github_id(db: TestDb) {
+    let s = &db.store;
+    let first = user(s, 42, "octo").await;
+    let again = s
+        .upsert_user(&GithubProfile {
+            github_id: 42,
+            login: "octo-renamed",
+            name: None,
+            email: Some("o@example.com"),
+            avatar_url: Some("https://avatars.example/42"),
+        })
+        .await
+        .unwrap();
+    assert_eq!(first.id, again.id, "same GitHub id is the same user");
+    assert_eq!(again.login, "octo-renamed");
+    assert_eq!(again.email.as_deref(), Some("o@example.com"));
+    assert_eq!(again.created_at, first.created_at);
+    assert_eq!(s.get_user(&first.id).await.unwrap(), Some(again));
+    let other = user(s, 43, "other").await;
+    assert_ne!(other.id, first.id);
+    assert_eq!(s.get_user("no-such-user").await.unwrap(), None);
+}
+
+async fn github_accounts_hold_one_sealed_token_per_user(db: TestDb) {
+    let s = &db.store;
+    let u = user(s, 1, "a").await;
+    assert!(s.get_github_account(&u.id).await.unwrap().is_none());
+    s.upsert_github_account(&u.id, "v1:first", "repo", None, None)
+        .await
+        .unwrap();
+    s.upsert_github_account(
+        &u.id,
+        "v1:second",
+        "repo,read:user",
+        Some(123),
+        Some("v1:refresh"),
+    )
+    .await
+    .unwrap();
+    let acct = s.get_github_account(&u.id).await.unwrap().unwrap();
+    assert_eq!(acct.access_token_enc, "v1:second");
+    assert_eq!(acct.scopes, "repo,read:user");
+    assert_eq!(acct.token_expires_at, Some(123));
+    assert_eq!(acct.refresh_token_enc.as_deref(), Some("v1:refresh"));
+    assert!(
+        !format!("{acct:?}").contains("v1:"),
+        "Debug must not print sealed tokens"
+    );
+}
+
+async fn sessions_are_created_read_and_revoked(db: TestDb) {
+    let s = &db.store;
+    let u = user(s, 1, "a").await;
+    let sess = s
+        .create_session(&u.id, 9_999_999_999_999, Some("test-agent"))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.get_session(&sess.id).await.unwrap().unwrap().revoked_at,
+        None
+    );
+    assert!(s.revoke_session(&sess.id).await.unwrap());
+    assert!(
+        !s.revoke_session(&sess.id).await.unwrap(),
+        "revoking twice reports nothing to revoke"
+    );
+    assert!(
+        s.get_session(&sess.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked_at
+            .is_some()
+    );
+    let expired = s.create_session(&u.id, 1, None).await.unwrap();
+    let live = s
+        .create_session(&u.id, 9_999_999_999_999, None)
+        .await
+        .unwrap();
+    assert!(
+        s.delete_sessions_ended_before(drydock::store::now_ms() + 1)
+            .await
+            .unwrap()
+            >= 2
+    );
+    assert!(s.get_session(&expired.id).await.unwrap().is_none());
+    assert!(s.get_session(&live.id).await.unwrap().is_some());
+}
+
+async fn api_keys_are_per_user_and_provider(db: TestDb) {
+    let s = &db.store;
+    let a = user(s, 1, "a").await;
+    let b = user(s, 2, "b").await;
+    s.upsert_api_key(&a.id, "openai", "v1:a-openai", "1234")
+        .await
+        .unwrap();
+    let first = s
+        .upsert_api_key(&a.id, "anthropic", "v1:a-old", "aaaa")
+        .await
+        .unwrap();
+    let replaced = s
+        .upsert_api_key(&a.id, "anthropic", "v1:a-new", "bbbb")
+        .await
+        .unwrap();
+    assert_eq!(replaced.created_at, first.created_at);
+    assert_eq!(replaced.key_enc, "v1:a-new");
+    s.upsert_api_key(&b.id, "anthropic", "v1:b", "cccc")
+        .await
+        .unwrap();
+    let listed: Vec<_> = s
+        .list_api_keys(&a.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|k| (k.provider, k.hint))
+        .collect();
+    assert_eq!(
+        listed,
+        vec![
+            ("anthropic".into(), "bbbb".into()),
+            ("openai".into(), "1234".into())
+        ]
+    );
+    assert_eq!(
+        s.get_api_key(&b.id, "anthropic")
+            .await
+            .unwrap()
+            .unwrap()
+            .key_enc,
+        "v1:b"
+    );
+    assert!(s.get_api_key(&b.id, "openai").await.unwrap().is_none());
+    assert!(s.delete_api_key(&a.id, "openai").await.unwrap());
+    assert!(!s.delete_api_key(&a.id, "openai").await.unwrap());
+    assert!(!s.delete_api_key(&b.id, "anthropic-nope").await.unwrap());
+    assert_eq!(
+        s.list_api_keys(&b.id).await.unwrap().len(),
+        1,
+        "b's keys untouched"
+    );
+}
+
+async fn connectors_crud_is_scoped_to_their_owner(db: TestDb) {
+    let s = &db.store;
+    let a = user(s, 1, "a").await;
+    let b = user(s, 2, "b").await;
+    let new = NewConnector {
+        user_id: &a.id,
+        name: "github",
+        description: "GitHub MCP",
+        transport: "http",
+        command: None,
+        args: "[]",
+        url: Some("https://mcp.example/"),
+        env_enc: None,
+        headers_enc: Some("v1:headers"),
+        enabled: true,
+    };
+    let c = s.insert_connector(&new).await.unwrap();
+    assert!(c.enabled);
+    assert!(
+        matches!(s.insert_connector(&new).await, Err(StoreError::Conflict)),
+        "names are unique per user"
+    );
+    s.insert_connector(&NewConnector {
+        user_id: &b.id,
+        ..new.clone()
+    })
+    .await
+    .expect("another user may reuse the name");
+    assert!(
+        s.get_connector(&b.id, &c.id).await.unwrap().is_none(),
+        "another user's connector is invisible"
+    );
+    let update = ConnectorUpdate {
+        name: "files",
+        description: "",
+        transport: "stdio",
+        command: Some("npx"),
+        args: r#"["-y","server"]"#,
+        url: None,
+        env_enc: Some("v1:env"),
+        headers_enc: None,
+        enabled: false,
+    };
+    assert!(
+        s.update_connector(&b.id, &c.id, &update)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let updated = s
+        .update_connector(&a.id, &c.id, &update)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (updated.transport.as_str(), updated.enabled),
+        ("stdio", false)
+    );
+    let checked = s
+        .record_connector_check(
+            &a.id,
+            &c.id,
+            &ConnectorCheck {
+                status: "ok",
+                error: None,
+                tool_count: Some(7),
+            },
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (checked.last_status.as_deref(), checked.tool_count),
+        (Some("ok"), Some(7))
+    );
+    assert!(checked.last_checked_at.is_some());
+    assert_eq!(s.list_connectors(&a.id).await.unwrap().len(), 1);
+    assert!(!s.delete_connector(&b.id, &c.id).await.unwrap());
+    assert!(s.delete_connector(&a.id, &c.id).await.unwrap());
+    assert!(s.list_connectors(&a.id).await.unwrap().is_empty());
+}
+
+async fn tasks_are_listed_newest_first_with_filters_and_pages(db: TestDb) {
+    let s = &db.store;
+    let a = user(s, 1, "a").await;
+    let b = user(s, 2, "b").await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let repo = if i % 2 == 0 { "o/even" } else { "o/odd" };
+        ids.push(
+            s.insert_task(&new_task(&a.id, repo, &format!("task {i}")))
+                .await
+                .unwrap()
+                .id,
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+    }
+    s.insert_task(&new_task(&b.id, "o/even", "b's task"))
+        .await
+        .unwrap();
+    let all = s
+        .list_tasks(
+            &a.id,
+            &TaskFilter {
+                limit: 50,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let listed: Vec<_> = all.iter().map(|t| t.id.clone()).collect();
+    let mut expected = ids.clone();
+    expected.reverse();
+    assert_eq!(listed, expected, "newest first, only the owner's");
+    let even = s
+        .list_tasks(
+            &a.id,
+            &TaskFilter {
+                repo: Some("o/even"),
+                limit: 50,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(even.len(), 3);
+    let page2 = s
+        .list_tasks(
+            &a.id,
+            &TaskFilter {
+                limit: 2,
+                offset: 2,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        page2.iter().map(|t| t.id.clone()).collect::<Vec<_>>(),
+        expected[2..4].to_vec()
+    );
+    s.claim_task(&ids[0]).await.unwrap();
+    let running = s
+        .list_tasks(
+            &a.id,
+            &TaskFilter {
+                status: Some("running"),
+                limit: 50,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(running.len(), 1);
+    assert_eq!(
+        s.list_tasks_with_status("queued").await.unwrap().len(),
+        5,
+        "4 of a's and b's one, oldest first"
+    );
+}
+
+async fn task_lifecycle_claims_once_and_finishes_once(db: TestDb) {
+    let s = &db.store;
+    let a = user(s, 1, "a").await;
+    let t = s
+        .insert_task(&new_task(&a.id, "o/r", "fix it"))
+        .await
+        .unwrap();
+    assert_eq!(t.status, "queued");
+    assert!(t.create_pr && !t.keep_alive && !t.install_deps);
+    assert!(s.get_task("someone-else", &t.id).await.unwrap().is_none());
+    assert!(s.claim_task(&t.id).await.unwrap());
+    assert!(
+        !s.claim_task(&t.id).await.unwrap(),
+        "a task is claimed once"
+    );
+    s.set_task_branch(&t.id, "main", "drydock/fix-it-abc123")
+        .await
+        .unwrap();
+    s.set_task_container(&t.id, Some("c0ffee")).await.unwrap();
+    let running = s.get_task(&a.id, &t.id).await.unwrap().unwrap();
+    assert_eq!(running.status, "running");
+    assert!(running.started_at.is_some());
+    assert_eq!(running.container_id.as_deref(), Some("c0ffee"));
+    let outcome = TaskOutcome {
+        status: "succeeded",
+        reason: Some("pushed"),
+        commit_sha: Some("abc"),
+        pr_url: Some("https://example/pull/1"),
+        pr_number: Some(1),
+    };
+    assert!(s.finish_task(&t.id, &outcome).await.unwrap());
+    assert!(
+        !s.finish_task(
+            &t.id,
+            &TaskOutcome {
+                status: "failed",
+                ..Default::default()
+            }
+        )
+        .await
+        .unwrap()
+    );
+    let done = s.get_task_for_runner(&t.id).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            done.status.as_str(),
+            done.commit_sha.as_deref(),
+            done.pr_number,
+            done.branch.as_deref()
+        ),
+        (
+            "succeeded",
+            Some("abc"),
+            Some(1),
+            Some("drydock/fix-it-abc123")
+        )
+    );
+    assert!(done.finished_at.is_some());
+}
+
+async fn task_connectors_and_messages_belong_to_a_task(db: TestDb) {
+    let s = &db.store;
+    let a = user(s, 1, "a").await;
+    let t = s.insert_task(&new_task(&a.id, "o/r", "p")).await.unwrap();
+    s.set_task_connectors(&t.id, &["c2".into(), "c1".into()])
+        .await
+        .unwrap();
+    assert_eq!(
+        s.list_task_connector_ids(&t.id).await.unwrap(),
+        vec!["c1", "c2"]
+    );
+    s.set_task_connectors(&t.id, &["c3".into()]).await.unwrap();
+    assert_eq!(s.list_task_connector_ids(&t.id).await.unwrap(), vec!["c3"]);
+    s.insert_task_message(&t.id, "user", "first").await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+    s.insert_task_message(&t.id, "agent", "done").await.unwrap();
+    let msgs: Vec<_> = s
+        .list_task_messages(&t.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| (m.role, m.content))
+        .collect();
+    assert_eq!(
+        msgs,
+        vec![
+            ("user".into(), "first".into()),
+            ("agent".into(), "done".into())
+        ]
+    );
+    assert!(
+        s.insert_task_message(&t.id, "system", "x").await.is_err(),
+        "roles are checked by the schema"
+    );
+}
+
+async fn deleting_a_task_removes_its_events_and_messages(db: TestDb) {
+    let s = &db.store;
+    let a = user(s, 1, "a").await;
+    let t = s.insert_task(&new_task(&a.id, "o/r", "p")).await.unwrap();
+    s.append_task_events(&t.id, &events(&["one", "two"]))
+        .await
+        .unwrap();
+    s.insert_task_message(&t.id, "user", "p").await.unwrap();
+    assert!(!s.delete_task("someone-else", &t.id).await.unwrap());
+    assert!(s.delete_task(&a.id, &t.id).await.unwrap());
+    assert!(
+        s.list_task_events_after(&t.id, 0, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(s.list_task_messages(&t.id).await.unwrap().is_empty());
+}
+
+async fn events_are_appended_in_batches_and_read_after_a_seq(db: TestDb) {
+    let s = &db.store;
+    let a = user(s, 1, "a").await;
+    let t = s.insert_task(&new_task(&a.id, "o/r", "p")).await.unwrap();
+    let first = s
+        .append_task_events(&t.id, &events(&["a", "b", "c"]))
+        .await
+        .unwrap();
+    assert_eq!(
+        first.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+    let big: Vec<NewEvent> = (0..450)
+        .map(|i| NewEvent {
+            kind: "stderr",
+            text: format!("line {i} ✓"),
+        })
+        .collect();
+    let second = s.append_task_events(&t.id, &big).await.unwrap();
+    assert_eq!((second[0].seq, second[449].seq), (4, 453));
+    assert!(s.append_task_events(&t.id, &[]).await.unwrap().is_empty());
+    let page = s.list_task_events_after(&t.id, 2, 3).await.unwrap();
+    assert_eq!(
+        page.iter()
+            .map(|e| (e.seq, e.text.as_str()))
+            .collect::<Vec<_>>(),
+        vec![(3, "c"), (4, "line 0 ✓"), (5, "line 1 ✓")]
+    );
+    assert_eq!(page[1].kind, "stderr");
+    assert_eq!(
+        s.list_task_events_after(&t.id, 453, 10).await.unwrap(),
+        vec![]
+    );
+    assert!(
+        s.append_task_events("no-such-task", &events(&["x"]))
+            .await
+            .is_err(),
+        "appending to a task that does not exist fails instead of inventing seqs"
+    );
+    let bad = s
+        .append_task_events(
+            &t.id,
+            &[NewEvent {
+                kind: "bogus",
+                text: "x".into(),
+            }],
+        )
+        .await;
+    assert!(bad.is_err(), "kinds are checked by the schema");
+    assert_eq!(
+        s.get_task_for_runner(&t.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .event_seq,
+        453,
+        "a failed append hands out no seq"
+    );
+}
+
+async fn concurrent_appends_get_unique_gap_free_seqs(db: TestDb) {
+    const TASKS: usize = 8;
+    const WRITERS_PER_TASK: usize = 4;
+    const BATCHES: usize = 10;
+    let s = &db.store;
+    let a = user(s, 1, "a").await;
+    let mut task_ids = Vec::new();
+    for i in 0..TASKS {
+        task_ids.push(
+            s.insert_task(&new_task(&a.id, "o/r", &format!("t{i}")))
+                .await
+                .unwrap()
+                .id,
+        );
+    }
+    let mut handles = Vec::new();
+    for task_id in &task_ids {
+        for w in 0..WRITERS_PER_TASK {
+            let store = s.clone();
+            let task_id = task_id.clone();
+            handles.push(tokio::spawn(async move {
+                let mut seqs = Vec::new();
+                for b in 0..BATCHES {
+                    let batch: Vec<NewEvent> = (0..1 + (b % 3))
+                        .map(|i| NewEvent {
+                            kind: "stdout",
+                            text: format!("w{w} b{b} i{i}"),
+                        })
+                        .collect();
+                    for e in store.append_task_events(&task_id, &batch).await.unwrap() {
+                        seqs.push(e.seq);
+                    }
+                }
+                (task_id, seqs)
+            }));
+        }
+    }
+    let mut per_task: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    for h in handles {
+        let (task_id, seqs) = h.await.unwrap();
+        assert!(
+            seqs.windows(2).all(|w| w[0] < w[1]),
+            "one writer sees its seqs increase"
+        );
+        per_task.entry(task_id).or_default().extend(seqs);
+    }
+    let per_writer: usize = (0..BATCHES).map(|b| 1 + (b % 3)).sum();
+    for (task_id, mut seqs) in per_task {
+        seqs.sort_unstable();
+        let expected: Vec<i64> = (1..=(WRITERS_PER_TASK * per_writer) as i64).collect();
+        assert_eq!(seqs, expected, "seqs of a task are unique and gap-free");
+        let stored = s.list_task_events_after(&task_id, 0, 10_000).await.unwrap();
+        assert_eq!(stored.len(), expected.len());
+        let texts: HashSet<_> = stored.iter().map(|e| e.text.clone()).collect();
+        assert_eq!(texts.len(), stored.len(), "no line stored twice");
+    }
+}
