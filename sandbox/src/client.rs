@@ -19,6 +19,8 @@ use crate::spec::{LABEL_DEADLINE, LABEL_INSTANCE, LABEL_TASK, SandboxDefaults, S
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// How long [`Sandboxes::ping`] waits for the daemon.
 const PING_TIMEOUT: Duration = Duration::from_secs(5);
+/// Docker's default local socket.
+const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
 
 /// Which of this server's sandboxes [`Sandboxes::reap`] removes.
 #[derive(Debug, Clone)]
@@ -72,17 +74,25 @@ static NAME_SEQ: AtomicU64 = AtomicU64::new(0);
 
 impl Sandboxes {
     /// Connects to the daemon named by `DOCKER_HOST` (or the default local
-    /// socket) and negotiates the API version, so older daemons (e.g. API
-    /// 1.41) and newer ones both work. Fails with
-    /// [`SandboxError::DaemonUnavailable`] when no daemon answers.
+    /// socket); see [`connect_to`](Sandboxes::connect_to).
     pub async fn connect(defaults: SandboxDefaults) -> Result<Self> {
         let host = std::env::var("DOCKER_HOST")
-            .unwrap_or_else(|_| "unix:///var/run/docker.sock".to_owned());
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| DEFAULT_HOST.to_owned());
+        Self::connect_to(&host, defaults).await
+    }
+
+    /// Connects to the daemon at `host` (`unix:///path`, `tcp://host:port`,
+    /// `http://...`) and negotiates the API version, so older daemons (API
+    /// 1.41) and newer ones both work. Fails with
+    /// [`SandboxError::DaemonUnavailable`] when no daemon answers.
+    pub async fn connect_to(host: &str, defaults: SandboxDefaults) -> Result<Self> {
         let unavailable = |detail: String| SandboxError::DaemonUnavailable {
-            host: host.clone(),
+            host: host.to_owned(),
             detail,
         };
-        let docker = Docker::connect_with_defaults()
+        let docker = Docker::connect_with_host(host)
             .map_err(|e| unavailable(e.to_string()))?
             .with_timeout(REQUEST_TIMEOUT);
         let docker = tokio::time::timeout(PING_TIMEOUT, docker.negotiate_version())
@@ -95,6 +105,11 @@ impl Sandboxes {
             host: host.into(),
             defaults: Arc::new(defaults),
         })
+    }
+
+    /// The underlying bollard client, for what this crate does not cover.
+    pub fn docker(&self) -> &Docker {
+        &self.docker
     }
 
     /// Checks that the daemon answers (for a readiness probe).

@@ -313,7 +313,18 @@ async fn status(
             Some(c) if c != 137 => Ok(ExecExit::Code(c)),
             other => {
                 // 137 = SIGKILL: the OOM killer, the deadline, a kill, or the
-                // command's own doing. Ask the sandbox which.
+                // command's own doing. Ask the sandbox which. When we ended
+                // the sandbox ourselves (or its deadline passed), its
+                // processes die a moment before Docker marks it exited: wait
+                // for that instead of reporting a bare 137.
+                if shared.ending() {
+                    for _ in 0..50 {
+                        if !shared.is_running().await? {
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
                 if !shared.is_running().await? {
                     let reason = shared.exit_reason().await?;
                     return Ok(ExecExit::SandboxEnded(
@@ -491,5 +502,30 @@ async fn create_and_start(
         StartExecResults::Detached => Err(SandboxError::Invalid(
             "docker started the exec detached".into(),
         )),
+    }
+}
+
+impl std::fmt::Debug for ExecOutput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExecOutput")
+            .field("container_id", &self.shared.id)
+            .field("exec_id", &self.exec_id)
+            .field("ended", &self.ended)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for ExecStdin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ExecStdin")
+    }
+}
+
+impl std::fmt::Debug for ExecCanceller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExecCanceller")
+            .field("container_id", &self.shared.id)
+            .field("cancelled", &self.cancelled.load(Ordering::SeqCst))
+            .finish()
     }
 }

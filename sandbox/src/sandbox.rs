@@ -129,6 +129,12 @@ impl Shared {
         }
     }
 
+    /// Whether this sandbox is on its way out: we stopped or killed it, or
+    /// its deadline has passed.
+    pub(crate) fn ending(&self) -> bool {
+        self.recorded().is_some() || self.deadline_unix.is_some_and(|d| unix_now() + 1 >= d)
+    }
+
     pub(crate) async fn is_running(&self) -> Result<bool> {
         match self.docker.inspect_container(&self.id, None).await {
             Ok(c) => Ok(c.state.and_then(|s| s.running).unwrap_or(false)),
