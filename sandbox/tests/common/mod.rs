@@ -24,7 +24,7 @@ pub fn image() -> String {
 pub fn instance_id(what: &str) -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
+        .expect("clock after 1970")
         .as_nanos();
     format!("test-{what}-{}-{nanos:x}", std::process::id())
 }
