@@ -1,0 +1,564 @@
+//! Tests of the redaction choke point: shapes, known secrets, streaming, properties.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE, URL_SAFE_NO_PAD};
+use proptest::prelude::*;
+
+use super::*;
+
+fn redactor(secrets: &[(&str, &str)]) -> Redactor {
+    let mut set = SecretSet::new();
+    for (kind, value) in secrets {
+        set.add(kind, value);
+    }
+    Redactor::new(set).expect("redactor builds")
+}
+
+fn shapes_only() -> Redactor {
+    redactor(&[])
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Streams `input` split at the given offsets.
+fn stream_split(r: &Redactor, input: &[u8], cuts: &[usize]) -> Vec<u8> {
+    let mut stream = r.stream();
+    let mut out = Vec::new();
+    let mut last = 0;
+    for &cut in cuts {
+        let cut = cut.clamp(last, input.len());
+        out.extend(stream.push(&input[last..cut]));
+        last = cut;
+    }
+    out.extend(stream.push(&input[last..]));
+    out.extend(stream.finish());
+    out
+}
+
+/// Every way of cutting `input` into two and three chunks, plus byte by byte.
+fn all_splits(r: &Redactor, input: &[u8]) -> Vec<Vec<u8>> {
+    let mut outs = Vec::new();
+    for i in 0..=input.len() {
+        outs.push(stream_split(r, input, &[i]));
+        for j in (i..=input.len()).step_by(7) {
+            outs.push(stream_split(r, input, &[i, j]));
+        }
+    }
+    let bytewise: Vec<usize> = (0..input.len()).collect();
+    outs.push(stream_split(r, input, &bytewise));
+    outs
+}
+
+/// Asserts `secret` is gone and `marker` present, whole and streamed at every split.
+fn assert_redacted(r: &Redactor, input: &str, secret: &str, marker: &str) {
+    let whole = r.redact(input);
+    assert!(!whole.contains(secret), "{secret:?} left in {whole:?}");
+    assert!(whole.contains(marker), "{marker:?} missing in {whole:?}");
+    for out in all_splits(r, input.as_bytes()) {
+        assert!(
+            !contains(&out, secret.as_bytes()),
+            "{secret:?} left in streamed {:?}",
+            String::from_utf8_lossy(&out)
+        );
+    }
+}
+
+const ANTHROPIC: &str =
+    "sk-ant-api03-AbCdEfGhIjKlMnOpQrStUvWxYz0123456789_-AbCdEfGhIjKlMnOpQrStUvWxYz0123AA";
+const OPENAI: &str = "sk-proj-Ab12Cd34Ef56Gh78Ij90Kl12Mn34Op56Qr78St90Uv";
+const GITHUB: &str = "ghp_A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8";
+const JWT: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkpvaG4ifQ.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c";
+
+#[test]
+fn anthropic_key() {
+    let line = format!("using key {ANTHROPIC} for the run\n");
+    assert_redacted(&shapes_only(), &line, ANTHROPIC, "[REDACTED:anthropic-key]");
+    assert_eq!(
+        shapes_only().redact(&line),
+        "using key [REDACTED:anthropic-key] for the run\n"
+    );
+}
+
+#[test]
+fn openai_keys() {
+    let r = shapes_only();
+    assert_redacted(&r, &format!("key={OPENAI}\n"), OPENAI, "[REDACTED:");
+    let legacy = "sk-Ab12Cd34Ef56Gh78Ij90Kl12Mn34Op56Qr78St90UvWx";
+    assert_redacted(
+        &r,
+        &format!("got {legacy}!"),
+        legacy,
+        "[REDACTED:openai-key]",
+    );
+    // Not a key: the literal inside a word.
+    assert_eq!(
+        r.redact("task-runner-for-the-whole-workspace ok"),
+        "task-runner-for-the-whole-workspace ok"
+    );
+}
+
+#[test]
+fn github_tokens() {
+    let r = shapes_only();
+    for prefix in ["ghp_", "gho_", "ghu_", "ghs_", "ghr_"] {
+        let token = format!("{prefix}{}", &GITHUB[4..]);
+        assert_redacted(
+            &r,
+            &format!("token {token}\n"),
+            &token,
+            "[REDACTED:github-token]",
+        );
+    }
+    let pat = "github_pat_11ABCDEFG0123456789_abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVW";
+    assert_redacted(&r, &format!("({pat})"), pat, "[REDACTED:github-token]");
+}
+
+#[test]
+fn google_aws_slack_jwt() {
+    let r = shapes_only();
+    let google = "AIzaSyA1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q";
+    assert_redacted(
+        &r,
+        &format!("maps {google} ok"),
+        google,
+        "[REDACTED:google-api-key]",
+    );
+    let aws = "AKIAIOSFODNN7EXAMPLE";
+    assert_redacted(
+        &r,
+        &format!("id {aws}\n"),
+        aws,
+        "[REDACTED:aws-access-key-id]",
+    );
+    let slack = "xoxb-123456789012-1234567890123-AbCdEfGhIjKlMnOpQrStUvWx";
+    assert_redacted(
+        &r,
+        &format!("slack {slack}\n"),
+        slack,
+        "[REDACTED:slack-token]",
+    );
+    let hook = "https://hooks.slack.com/services/T00000000/B00000000/XXXXXXXXXXXXXXXXXXXXXXXX";
+    assert_redacted(
+        &r,
+        &format!("post {hook}\n"),
+        "T00000000/B00000000",
+        "[REDACTED:slack-webhook]",
+    );
+    assert_redacted(
+        &r,
+        &format!("jwt: {JWT}\n"),
+        "SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV",
+        "[REDACTED:",
+    );
+    assert_redacted(
+        &r,
+        &format!("cookie={JWT};"),
+        "eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkpvaG4ifQ",
+        "[REDACTED:",
+    );
+}
+
+#[test]
+fn authorization_and_bearer() {
+    let r = shapes_only();
+    let token = "abc123DEF456ghi789";
+    assert_eq!(
+        r.redact(&format!("> Authorization: Bearer {token}\n")),
+        "> Authorization: Bearer [REDACTED:authorization]\n"
+    );
+    assert_redacted(
+        &r,
+        &format!("curl -H 'Authorization: token {token}'"),
+        token,
+        "[REDACTED:authorization]",
+    );
+    assert_redacted(
+        &r,
+        &format!("header bearer {token}"),
+        token,
+        "[REDACTED:bearer-token]",
+    );
+    assert_redacted(
+        &r,
+        &format!("\"authorization\":\"Basic {token}\""),
+        token,
+        "[REDACTED:authorization]",
+    );
+}
+
+#[test]
+fn url_credentials() {
+    let r = shapes_only();
+    assert_eq!(
+        r.redact("git push https://user:s3cretpass@github.com/o/r.git\n"),
+        "git push https://[REDACTED:url-credential]@github.com/o/r.git\n"
+    );
+    assert_redacted(
+        &r,
+        "remote: https://x-access-token:ghs_abc@example.com/x",
+        "ghs_abc",
+        "[REDACTED:url-credential]",
+    );
+    assert_redacted(
+        &r,
+        "postgres://app:hunter2@db:5432/app",
+        "hunter2",
+        "[REDACTED:url-credential]",
+    );
+    // A plain URL is untouched.
+    let plain = "Downloading https://registry.npmjs.org/typescript/-/typescript-5.6.2.tgz\n";
+    assert_eq!(r.redact(plain), plain);
+}
+
+#[test]
+fn assignments_keep_the_name() {
+    let r = shapes_only();
+    let cases = [
+        ("DB_PASSWORD=hunter2\n", "DB_PASSWORD=[REDACTED:secret]\n"),
+        (
+            "export API_KEY=abcdefgh12345\n",
+            "export API_KEY=[REDACTED:secret]\n",
+        ),
+        ("client_secret: xyz\n", "client_secret: [REDACTED:secret]\n"),
+        ("apiKey = 'abcdefgh12345'", "apiKey = '[REDACTED:secret]'"),
+        (
+            r#"{"name": "x", "api_key": "abcd efgh 1234", "n": 1}"#,
+            r#"{"name": "x", "api_key": "[REDACTED:secret]", "n": 1}"#,
+        ),
+        (
+            r#"{"password":"pw"}"#,
+            r#"{"password":"[REDACTED:secret]"}"#,
+        ),
+        (
+            r#"{"GITHUB_TOKEN": "abcdefgh12345"}"#,
+            r#"{"GITHUB_TOKEN": "[REDACTED:secret]"}"#,
+        ),
+    ];
+    for (input, expected) in cases {
+        assert_eq!(r.redact(input), expected, "input {input:?}");
+        for out in all_splits(&r, input.as_bytes()) {
+            assert_eq!(
+                String::from_utf8_lossy(&out),
+                expected,
+                "streamed {input:?}"
+            );
+        }
+    }
+    // Names that merely contain a keyword, and short key values, are left alone.
+    for keep in [
+        "{\"input_tokens\":1234,\"output_tokens\":56}\n",
+        "\"max_tokens\": 4096\n",
+        "keyboard: enabled\n",
+        "primary_key: id\n",
+        "token_type: bearer\n",
+    ] {
+        assert_eq!(r.redact(keep), keep);
+    }
+}
+
+const PEM: &str = "-----BEGIN RSA PRIVATE KEY-----\n\
+MIIEowIBAAKCAQEAu1SU1LfVLPHCozMxH2Mo4lgOEePzNm0tRgeLezV6ffAt0gun\n\
+VTLw7onLRnrq0/IzW7yWR7QkrmBL7jTKEn5u+qKhbwKfBstIs+bMY2Zkp18gnTxK\n\
+LxoJ3T4=\n\
+-----END RSA PRIVATE KEY-----\n";
+
+#[test]
+fn pem_block_multi_line() {
+    let r = shapes_only();
+    let input = format!("writing key\n{PEM}done\n");
+    let expected = "writing key\n[REDACTED:private-key]\ndone\n";
+    assert_eq!(r.redact(&input), expected);
+    for out in all_splits(&r, input.as_bytes()) {
+        assert_eq!(String::from_utf8_lossy(&out), expected);
+    }
+    // Truncated block (`head -3 key.pem`): the first ordinary line ends it.
+    let cut = "-----BEGIN PRIVATE KEY-----\nMIIEowIBAAKCAQEAu1SU1LfVLPHCozMxH2Mo4lgOEePzNm0tRgeLezV6ffAt0gun\n$ ls -la\n";
+    assert_eq!(r.redact(cut), "[REDACTED:private-key]\n$ ls -la\n");
+    // Streaming never holds complete lines while inside a block.
+    let mut stream = r.stream();
+    let out = stream.push(b"-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n");
+    assert_eq!(out, b"[REDACTED:private-key]\n");
+    assert_eq!(stream.held(), 0);
+}
+
+#[test]
+fn pem_block_in_json_line() {
+    let r = shapes_only();
+    let input = r#"{"type": "service_account", "private_key": "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\nBKcwggSjAgEAAoIBAQC7\n-----END PRIVATE KEY-----\n", "client_email": "a@b.iam"}"#;
+    let out = r.redact(input);
+    assert!(!out.contains("MIIEvQIBADANBgkqhkiG9w0BAQEFAASC"), "{out}");
+    assert!(out.contains("\"client_email\": \"a@b.iam\""), "{out}");
+    assert_redacted(&r, input, "BKcwggSjAgEAAoIBAQC7", "[REDACTED:");
+}
+
+#[test]
+fn known_secret_and_encodings() {
+    let secret = "c0nnect0r-S3cret/with+odd=chars & space";
+    let r = redactor(&[("connector-secret", secret)]);
+    let b64 = STANDARD.encode(secret);
+    let b64url = URL_SAFE.encode(secret);
+    let nopad = URL_SAFE_NO_PAD.encode(secret);
+    let percent = percent_encoding::utf8_percent_encode(secret, percent_encoding::NON_ALPHANUMERIC)
+        .to_string();
+    // Inside a larger base64 blob, at each of the three offsets.
+    let blobs: Vec<String> = ["", "u:", "us:"]
+        .iter()
+        .map(|p| STANDARD.encode(format!("{p}{secret}:tail")))
+        .collect();
+    for form in [secret, &b64, &b64url, &nopad, &percent]
+        .into_iter()
+        .chain(blobs.iter().map(String::as_str))
+    {
+        let input = format!("value {form} end\n");
+        let out = r.redact(&input);
+        assert!(
+            out.contains("[REDACTED:connector-secret]"),
+            "{form} -> {out}"
+        );
+        assert!(!out.contains(form), "{form} -> {out}");
+    }
+}
+
+#[test]
+fn secret_at_start_and_end_of_stream() {
+    let secret = "Zq9Xw8Vu7Ts6Rp5";
+    let r = redactor(&[("api-key", secret)]);
+    for input in [
+        secret.to_owned(),
+        format!("{secret} middle {secret}"),
+        format!("line\n{secret}"),
+        format!("{secret}\n"),
+    ] {
+        let expected = input.replace(secret, "[REDACTED:api-key]");
+        assert_eq!(r.redact(&input), expected);
+        for out in all_splits(&r, input.as_bytes()) {
+            assert_eq!(String::from_utf8_lossy(&out), expected);
+        }
+    }
+}
+
+#[test]
+fn overlapping_secrets() {
+    // One secret a prefix of another, one a substring of another.
+    let long = "AAAA1111BBBB2222CCCC";
+    let prefix = "AAAA1111BB";
+    let inner = "1111BBBB22";
+    let r = redactor(&[("long", long), ("prefix", prefix), ("inner", inner)]);
+    assert_eq!(r.redact(&format!("x {long} y")), "x [REDACTED:long] y");
+    assert_eq!(
+        r.redact(&format!("x {prefix}ZZ y")),
+        "x [REDACTED:prefix]ZZ y"
+    );
+    assert_eq!(
+        r.redact(&format!("x Q{inner}Q y")),
+        "x Q[REDACTED:inner]Q y"
+    );
+    // Two secrets whose occurrences overlap: the tail of one is the head of the other.
+    let a = "Head0123Shared99";
+    let b = "Shared99Tail4567";
+    let r = redactor(&[("a", a), ("b", b)]);
+    let input = "<Head0123Shared99Tail4567>";
+    let expected = "<[REDACTED:a]>";
+    assert_eq!(r.redact(input), expected);
+    for out in all_splits(&r, input.as_bytes()) {
+        assert_eq!(String::from_utf8_lossy(&out), expected);
+    }
+    // Two overlapping occurrences of the same secret.
+    let s = "abab1234abab";
+    let r = redactor(&[("s", s)]);
+    assert_eq!(r.redact("[abab1234abab1234abab]"), "[[REDACTED:s]]");
+}
+
+#[test]
+fn short_and_multi_line_secrets() {
+    let mut set = SecretSet::new();
+    assert!(!set.add("pin", "1234"));
+    assert!(!set.add("empty", "   "));
+    assert!(set.add("key file", "first-line-secret\nab\nthird-line-secret\n"));
+    assert_eq!(set.len(), 1);
+    let reasons: Vec<_> = set
+        .skipped()
+        .iter()
+        .map(|s| (s.kind.as_str(), s.reason))
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            ("pin", SkipReason::TooShort),
+            ("empty", SkipReason::TooShort),
+            ("key-file", SkipReason::ShortLine)
+        ]
+    );
+    assert!(!format!("{set:?}").contains("first-line"));
+    let r = Redactor::new(set).expect("builds");
+    assert_eq!(
+        r.redact("a first-line-secret b third-line-secret 1234\n"),
+        "a [REDACTED:key-file] b [REDACTED:key-file] 1234\n"
+    );
+}
+
+#[test]
+fn markers_are_stable_and_text_passes() {
+    let r = redactor(&[("github-token", GITHUB)]);
+    let once = r.redact(&format!("A={GITHUB} {ANTHROPIC} password: x\n"));
+    assert_eq!(r.redact(&once), once);
+    let text =
+        "   Compiling serde v1.0.210\nwarning: unused variable: `x`\n  --> src/main.rs:12:5\n";
+    assert_eq!(r.redact(text), text);
+}
+
+#[test]
+fn invalid_utf8_and_multibyte_chunks() {
+    let secret = "Zq9Xw8Vu7Ts6Rp5";
+    let r = redactor(&[("k", secret)]);
+    let mut input = b"\xff\xfe ".to_vec();
+    input.extend_from_slice(secret.as_bytes());
+    input.extend_from_slice(b" \xc3\n");
+    assert_eq!(r.redact_bytes(&input), b"\xff\xfe [REDACTED:k] \xc3\n");
+    // Never split a UTF-8 character between outputs.
+    let text = "日本語のテキスト".repeat(10);
+    let mut stream = r.stream();
+    for chunk in text.as_bytes().chunks(5) {
+        let out = stream.push(chunk);
+        assert!(std::str::from_utf8(&out).is_ok());
+    }
+}
+
+#[test]
+fn redactor_is_shareable() {
+    fn assert_send_sync<T: Send + Sync + Clone>() {}
+    assert_send_sync::<Redactor>();
+    fn assert_send<T: Send>() {}
+    assert_send::<RedactingStream>();
+}
+
+/// Lowercase words without `b`, spaces and newlines: no shape can occur in this text
+/// (every shape needs a digit, an uppercase letter, `-`, `_`, `:`, `=`, `@` or `.`,
+/// except `bearer <8 letters>`, which the missing `b` rules out), and no generated
+/// secret can either (each contains a digit).
+fn filler() -> impl Strategy<Value = String> {
+    "[ac-z \n]{0,80}"
+}
+
+/// Secrets with at least one digit so that filler and markers cannot contain them.
+fn secret() -> impl Strategy<Value = String> {
+    "[A-Za-z0-9+/=_.-]{7,40}".prop_flat_map(|s| {
+        (Just(s), 0..10u8).prop_map(|(mut s, d)| {
+            s.insert(0, char::from(b'0' + d));
+            s
+        })
+    })
+}
+
+/// The forms whose presence in the output the properties check.
+fn forms(secret: &str) -> Vec<String> {
+    let percent = percent_encoding::utf8_percent_encode(secret, percent_encoding::NON_ALPHANUMERIC)
+        .to_string();
+    vec![
+        secret.to_owned(),
+        STANDARD.encode(secret),
+        URL_SAFE.encode(secret),
+        URL_SAFE_NO_PAD.encode(secret),
+        percent,
+    ]
+}
+
+fn chunk_cuts(len: usize, cuts: &[usize]) -> Vec<usize> {
+    let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (len + 1)).collect();
+    cuts.sort_unstable();
+    cuts
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn stream_never_leaks_secrets(
+        secrets in prop::collection::vec(secret(), 1..6),
+        parts in prop::collection::vec((filler(), 0..6usize, 0..5usize), 1..12),
+        cuts in prop::collection::vec(any::<usize>(), 0..20),
+    ) {
+        let mut set = SecretSet::new();
+        for s in &secrets {
+            set.add("test-secret", s);
+        }
+        let r = Redactor::new(set).expect("builds");
+        let mut input = String::new();
+        for (text, which, form) in &parts {
+            input.push_str(text);
+            let f = forms(&secrets[which % secrets.len()]);
+            input.push_str(&f[form % f.len()]);
+        }
+        let cuts = chunk_cuts(input.len(), &cuts);
+        let streamed = stream_split(&r, input.as_bytes(), &cuts);
+        for s in &secrets {
+            for form in forms(s) {
+                prop_assert!(!contains(&streamed, form.as_bytes()), "form of {s:?} leaked");
+            }
+        }
+        // Streaming gives exactly the whole-text result.
+        prop_assert_eq!(&streamed, &r.redact_bytes(input.as_bytes()));
+    }
+
+    #[test]
+    fn text_without_secrets_passes_unchanged(
+        secrets in prop::collection::vec(secret(), 0..4),
+        text in prop::collection::vec(filler(), 0..10),
+        cuts in prop::collection::vec(any::<usize>(), 0..20),
+    ) {
+        let mut set = SecretSet::new();
+        for s in &secrets {
+            set.add("test-secret", s);
+        }
+        let r = Redactor::new(set).expect("builds");
+        let input = text.concat();
+        let cuts = chunk_cuts(input.len(), &cuts);
+        prop_assert_eq!(stream_split(&r, input.as_bytes(), &cuts), input.as_bytes());
+        prop_assert_eq!(r.redact(&input), input);
+    }
+
+    #[test]
+    fn lines_are_never_stalled(
+        secrets in prop::collection::vec(secret(), 1..4),
+        chunks in prop::collection::vec((filler(), 0..4usize), 1..20),
+    ) {
+        let mut set = SecretSet::new();
+        for s in &secrets {
+            set.add("test-secret", s);
+        }
+        let r = Redactor::new(set).expect("builds");
+        let mut stream = r.stream();
+        for (text, which) in &chunks {
+            let mut chunk = text.clone();
+            chunk.push_str(&secrets[which % secrets.len()]);
+            stream.push(chunk.as_bytes());
+            // Held bytes belong to the unterminated line only, and stay bounded.
+            prop_assert!(stream.held() <= 2 * r.longest_pattern() + 64);
+            let out = stream.push(b"\n");
+            let _ = out;
+            prop_assert_eq!(stream.held(), 0);
+        }
+    }
+
+    #[test]
+    fn multibyte_text_is_never_split(
+        text in "[a-zé日\u{1F600} \n]{0,200}",
+        cuts in prop::collection::vec(any::<usize>(), 0..20),
+    ) {
+        let r = redactor(&[("k", "Zq9Xw8Vu7Ts6Rp5")]);
+        let cuts = chunk_cuts(text.len(), &cuts);
+        let mut stream = r.stream();
+        let mut last = 0;
+        let mut all = Vec::new();
+        for cut in cuts.into_iter().chain([text.len()]) {
+            let out = stream.push(&text.as_bytes()[last..cut]);
+            prop_assert!(std::str::from_utf8(&out).is_ok());
+            all.extend(out);
+            last = cut;
+        }
+        all.extend(stream.finish());
+        prop_assert_eq!(all, text.as_bytes());
+    }
+}
