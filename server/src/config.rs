@@ -135,11 +135,11 @@ impl Config {
         Cli::try_parse_from(args).map(|cli| cli.config)
     }
 
-    /// The public URL without a trailing slash.
-    pub fn public_url(&self) -> String {
+    /// The public URL without a trailing slash; `http://{bound}` when none is configured.
+    pub fn public_url_for(&self, bound: SocketAddr) -> String {
         match &self.public_url {
             Some(url) => url.trim_end_matches('/').to_owned(),
-            None => format!("http://{}", self.addr),
+            None => format!("http://{bound}"),
         }
     }
 

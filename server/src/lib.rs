@@ -10,6 +10,7 @@ pub mod secrets;
 pub mod state;
 pub mod store;
 pub mod telemetry;
+pub mod web;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -30,14 +31,14 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let state = build_state(config).await?;
-    let grace = Duration::from_secs(state.config.shutdown_grace);
-    let app = http::router(state.clone());
-
     let addr = listener
         .local_addr()
         .context("reading the listening address")?;
-    tracing::info!(%addr, public_url = %state.config.public_url(), backend = ?state.store.backend(), "drydock is listening");
+    let state = build_state(config, addr).await?;
+    let grace = Duration::from_secs(state.config.shutdown_grace);
+    let app = http::router(state.clone());
+
+    tracing::info!(%addr, public_url = %state.public_url, backend = ?state.store.backend(), "drydock is listening");
 
     // Signal twice: once to axum (stop accepting, drain), once to the grace timer.
     let (tx, rx) = tokio::sync::watch::channel(false);
@@ -74,7 +75,7 @@ pub async fn migrate(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn build_state(config: Config) -> anyhow::Result<AppState> {
+async fn build_state(config: Config, bound: std::net::SocketAddr) -> anyhow::Result<AppState> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
     let keys = ServerKeys::load(
@@ -88,6 +89,7 @@ async fn build_state(config: Config) -> anyhow::Result<AppState> {
         keys,
         store,
         metrics: http::install_recorder(),
+        public_url: config.public_url_for(bound),
         config,
     };
     Ok(AppState(Arc::new(services)))

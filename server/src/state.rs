@@ -14,6 +14,8 @@ use crate::store::Store;
 pub struct Services {
     /// Settings.
     pub config: Config,
+    /// The URL people reach this server at, without a trailing slash.
+    pub public_url: String,
     /// The database.
     pub store: Store,
     /// Seals and opens secrets at rest.

@@ -57,6 +57,7 @@ pub fn router(state: AppState) -> Router {
             }),
         )
         .route("/metrics", axum::routing::get(metrics::render_metrics))
+        .merge(crate::web::routes())
         .fallback(not_found)
         .layer(axum::middleware::from_fn(metrics::track_requests))
         .layer(

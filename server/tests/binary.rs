@@ -1,0 +1,235 @@
+//! The `drydock` binary as an operator runs it: help, first start with generated secrets,
+//! refusal of bad settings, and a clean exit on SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_drydock");
+
+/// A command with a clean environment, so settings on the developer's machine do not leak in.
+fn drydock(data_dir: &std::path::Path) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DRYDOCK_DATA_DIR", data_dir)
+        .env("DRYDOCK_ADDR", "127.0.0.1:0")
+        .env("RUST_LOG", "info");
+    cmd
+}
+
+/// Reads stderr lines on a thread until one contains `needle`, returning everything read so far.
+fn spawn_stderr_reader(child: &mut Child) -> mpsc::Receiver<String> {
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+fn wait_for_line(rx: &mpsc::Receiver<String>, needle: &str, log: &mut Vec<String>) -> String {
+    loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| {
+                panic!(
+                    "no log line containing {needle:?}; log so far:\n{}",
+                    log.join("\n")
+                )
+            });
+        log.push(line.clone());
+        if line.contains(needle) {
+            return line;
+        }
+    }
+}
+
+#[test]
+fn help_lists_every_setting_with_its_environment_variable() {
+    let out = Command::new(BIN).arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    for var in [
+        "DRYDOCK_ADDR",
+        "DRYDOCK_PUBLIC_URL",
+        "DRYDOCK_DATA_DIR",
+        "DATABASE_URL",
+        "ENCRYPTION_KEY",
+        "JWE_SECRET",
+        "GITHUB_CLIENT_ID",
+        "GITHUB_CLIENT_SECRET",
+        "GITHUB_URL",
+        "GITHUB_API_URL",
+        "DOCKER_HOST",
+        "DRYDOCK_SANDBOX_IMAGE",
+        "DRYDOCK_SANDBOX_NETWORK",
+        "DRYDOCK_MAX_TASK_DURATION",
+        "DRYDOCK_MAX_TASKS_PER_DAY",
+        "DRYDOCK_MAX_CONCURRENT_TASKS",
+        "RUST_LOG",
+        "DRYDOCK_LOG_FORMAT",
+    ] {
+        assert!(
+            help.contains(&format!("[env: {var}")),
+            "--help does not mention {var}:\n{help}"
+        );
+    }
+    assert!(
+        help.contains("serve") && help.contains("migrate"),
+        "subcommands listed"
+    );
+    assert!(help.contains("[default: 127.0.0.1:3000]"));
+}
+
+#[test]
+fn first_start_generates_private_secrets_serves_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut child = drydock(&data)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let rx = spawn_stderr_reader(&mut child);
+    let mut log = Vec::new();
+    let line = wait_for_line(&rx, "drydock is listening", &mut log);
+    let addr = line
+        .split("addr=")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+
+    for file in ["encryption.key", "jwe.secret"] {
+        let path = data.join(file);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{file} must be readable by the owner only");
+        let key = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(key.trim().len(), 64);
+        assert!(
+            !log.iter().any(|l| l.contains(key.trim())),
+            "a generated key was logged"
+        );
+    }
+    assert!(
+        log.iter()
+            .any(|l| l.contains("generated") && l.contains("ENCRYPTION_KEY")),
+        "{log:?}"
+    );
+    assert!(
+        data.join("drydock.db").exists(),
+        "SQLite file created in the data directory"
+    );
+
+    let body = reqwest::blocking::get(format!("http://{addr}/healthz")).unwrap();
+    assert_eq!(body.status(), 200);
+    assert_eq!(body.json::<serde_json::Value>().unwrap()["status"], "ok");
+
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = child.wait().unwrap();
+    assert!(
+        exit.success(),
+        "drydock exits cleanly on SIGTERM, got {exit}"
+    );
+    while let Ok(line) = rx.recv_timeout(Duration::from_secs(5)) {
+        log.push(line);
+    }
+    assert!(log.iter().any(|l| l.contains("drydock stopped")), "{log:?}");
+
+    // A second start reuses the generated keys instead of making new ones (which would make
+    // every sealed secret unreadable).
+    let key_before = std::fs::read_to_string(data.join("encryption.key")).unwrap();
+    let mut child = drydock(&data)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let rx = spawn_stderr_reader(&mut child);
+    let mut log = Vec::new();
+    wait_for_line(&rx, "drydock is listening", &mut log);
+    assert!(
+        !log.iter().any(|l| l.contains("generated")),
+        "keys were generated again: {log:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(data.join("encryption.key")).unwrap(),
+        key_before
+    );
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(
+        child.wait().unwrap().success(),
+        "drydock exits cleanly on SIGINT"
+    );
+}
+
+fn run_to_failure(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(!out.status.success(), "expected drydock to refuse to start");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn an_unsupported_database_url_is_a_clear_startup_error_without_the_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let stderr = run_to_failure(
+        drydock(dir.path()).env("DATABASE_URL", "mysql://admin:hunter2secret@db/drydock"),
+    );
+    assert!(
+        stderr.contains("DATABASE_URL must start with sqlite: or postgres://"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("\"mysql\""), "{stderr}");
+    assert!(
+        !stderr.contains("hunter2secret"),
+        "the URL's password must not be printed: {stderr}"
+    );
+}
+
+#[test]
+fn a_malformed_encryption_key_is_a_clear_startup_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let stderr = run_to_failure(drydock(dir.path()).env("ENCRYPTION_KEY", "not-a-hex-key"));
+    assert!(stderr.contains("ENCRYPTION_KEY is malformed"), "{stderr}");
+    assert!(
+        stderr.contains("openssl rand -hex 32"),
+        "it says how to make a good one: {stderr}"
+    );
+    assert!(
+        !stderr.contains("not-a-hex-key"),
+        "the value is not echoed: {stderr}"
+    );
+
+    let stderr = run_to_failure(drydock(dir.path()).env("JWE_SECRET", "g".repeat(64)));
+    assert!(stderr.contains("JWE_SECRET is malformed"), "{stderr}");
+}
+
+#[test]
+fn migrate_subcommand_creates_the_schema_and_exits() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = drydock(dir.path()).arg("migrate").output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(dir.path().join("drydock.db").exists());
+    // Idempotent.
+    let out = drydock(dir.path()).arg("migrate").output().unwrap();
+    assert!(out.status.success());
+}
