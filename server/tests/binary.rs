@@ -1,6 +1,8 @@
 //! The `drydock` binary as an operator runs it: help, first start with generated secrets,
 //! refusal of bad settings, and a clean exit on SIGTERM.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Child, Command, Stdio};

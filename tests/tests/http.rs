@@ -1,5 +1,7 @@
 //! The HTTP skeleton served by `drydock::run`: probes, the error shape, OpenAPI and metrics.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 use drydock_tests::{TestDb, TestServer};
 use serde_json::Value;
 

@@ -1,6 +1,8 @@
 //! The store on both backends: every table's queries, ownership in every user-scoped query,
 //! and gap-free event sequence numbers under concurrent appends.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 use std::collections::{BTreeMap, HashSet};
 
 use drydock::store::{
