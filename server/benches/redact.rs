@@ -169,7 +169,7 @@ fn bench(c: &mut Criterion) {
         .sample_size(10)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(4))
-        .throughput(Throughput::Bytes(text.len() as u64));
+        .throughput(Throughput::BytesDecimal(text.len() as u64));
     for n in [0usize, 10, 100, 1000] {
         let r = redactor(&all_secrets[..n]);
         group.bench_with_input(BenchmarkId::new("redact_bytes", n), &n, |b, _| {
@@ -195,11 +195,11 @@ fn bench(c: &mut Criterion) {
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(4));
     let shapes = naive_shapes();
-    group.throughput(Throughput::Bytes(text.len() as u64));
+    group.throughput(Throughput::BytesDecimal(text.len() as u64));
     group.bench_function("shapes_one_regex_at_a_time_per_line", |b| {
         b.iter(|| black_box(naive_shapes_per_line(&shapes, black_box(&text))));
     });
-    group.throughput(Throughput::Bytes(naive_text.len() as u64));
+    group.throughput(Throughput::BytesDecimal(naive_text.len() as u64));
     for n in [10usize, 100, 1000] {
         // The value and its base64 form, one `str::replace` each.
         let forms: Vec<String> = all_secrets[..n]

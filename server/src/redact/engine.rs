@@ -33,6 +33,10 @@ pub(crate) enum Label {
 pub(crate) struct Span {
     pub(crate) start: usize,
     pub(crate) end: usize,
+    /// Where the match that produced the span begins: a shape's context (`PASSWORD=`)
+    /// precedes its secret part, and a stream that has to hold back part of the span
+    /// must hold back from here, or the rescan would no longer recognise it.
+    pub(crate) anchor: usize,
     pub(crate) label: Label,
 }
 
@@ -130,6 +134,7 @@ impl Engine {
                 spans.push(Span {
                     start: pos,
                     end: next,
+                    anchor: pos,
                     label: Label::Drop,
                 });
                 pos = next;
@@ -201,16 +206,22 @@ impl Engine {
             .iter()
             .map(|h| self.shapes.hit_state(buf, start, len, h, false))
             .collect();
+        let mut forced = false;
         if states.iter().any(|&s| s != HitState::Dead) {
             let mut closed: Vec<(usize, usize)> = Vec::new();
             self.shapes.scan_line(buf, start, len, locs, |m| {
-                if m.end == len && len - m.start <= MAX_OPEN_MATCH {
-                    // Still growing: the next bytes may extend it.
-                    cut = cut.min(m.start);
-                } else {
-                    closed.push((m.start, m.end));
-                    spans.push(m.span);
+                if m.end == len {
+                    if len - m.start <= MAX_OPEN_MATCH {
+                        // Still growing: the next bytes may extend it.
+                        cut = cut.min(m.start);
+                        return;
+                    }
+                    // Too long to wait for: redact it as far as it goes, and emit
+                    // everything (its start was already at least 64 KiB back).
+                    forced = true;
                 }
+                closed.push((m.start, m.end));
+                spans.push(m.span);
             });
             for (hit, state) in tail_hits.iter().zip(&states) {
                 let covered = closed.iter().any(|&(s, e)| s <= hit.start && hit.start < e);
@@ -220,6 +231,9 @@ impl Engine {
                 }
             }
         }
+        if forced {
+            return len;
+        }
         cut = cut.max(start);
 
         // Never cut through a span (it would be re-found, differently, next time) nor
@@ -227,8 +241,8 @@ impl Engine {
         loop {
             let before = cut;
             for span in spans.iter() {
-                if span.start < cut && cut < span.end {
-                    cut = span.start;
+                if span.anchor < cut && cut < span.end {
+                    cut = span.anchor;
                 }
             }
             let mut back = 0;

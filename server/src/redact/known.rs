@@ -133,6 +133,7 @@ impl KnownMatcher {
             spans.push(Span {
                 start: start + m.start(),
                 end: start + m.end(),
+                anchor: start + m.start(),
                 label: Label::Known(label),
             });
         }

@@ -398,6 +398,7 @@ impl Shapes {
                 span: Span {
                     start: line_start + secret.0,
                     end: line_start + secret.1,
+                    anchor: line_start + start,
                     label: Label::Shape(u16::try_from(shape).unwrap_or(0)),
                 },
                 shape,

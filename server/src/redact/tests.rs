@@ -427,6 +427,74 @@ fn invalid_utf8_and_multibyte_chunks() {
 }
 
 #[test]
+fn long_unterminated_line_is_emitted_as_it_comes() {
+    let r = redactor(&[("k", "Zq9Xw8Vu7Ts6Rp5")]);
+    let mut stream = r.stream();
+    let mut out = Vec::new();
+    for _ in 0..1000 {
+        out.extend(stream.push(b"progress ... "));
+        assert!(stream.held() < r.longest_pattern());
+    }
+    out.extend(stream.finish());
+    assert_eq!(out, b"progress ... ".repeat(1000));
+}
+
+#[test]
+fn growing_match_is_held_within_bounds() {
+    let r = shapes_only();
+    let mut stream = r.stream();
+    let mut out = stream.push(b"PASSWORD=");
+    for _ in 0..100 {
+        out.extend(stream.push(&[b'x'; 1024]));
+        assert!(stream.held() <= engine::MAX_OPEN_MATCH + 1024 + 16);
+    }
+    out.extend(stream.push(b" after\n"));
+    let text = String::from_utf8_lossy(&out);
+    assert!(
+        text.starts_with("PASSWORD=[REDACTED:secret]"),
+        "{}",
+        &text[..40]
+    );
+    assert!(text.ends_with(" after\n"));
+    // A closed shape near the end of an unterminated line, with known secrets making
+    // the stream hold back their length: the hold must keep the shape's context.
+    let r2 = redactor(&[("k", &"Zq9Xw8Vu7Ts6Rp5".repeat(8))]);
+    for trail in 100..200 {
+        let input = format!("export DB_PASSWORD=hunter2hunter2 {}", "z".repeat(trail));
+        let mut stream = r2.stream();
+        let mut out = stream.push(input.as_bytes());
+        out.extend(stream.push(b"\n"));
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            format!(
+                "export DB_PASSWORD=[REDACTED:secret] {}\n",
+                "z".repeat(trail)
+            )
+        );
+    }
+    // A partial literal and an unfinished shape are held, then released by the line end.
+    let mut stream = r.stream();
+    assert_eq!(stream.push(b"header: Bea"), b"header: ");
+    assert_eq!(stream.push(b"rer abc"), b"");
+    assert_eq!(
+        stream.push(b"defgh12 ok\n"),
+        b"Bearer [REDACTED:bearer-token] ok\n"
+    );
+}
+
+#[test]
+fn kind_labels_are_sanitized() {
+    let r = redactor(&[
+        ("weird kind]\n", "Zq9Xw8Vu7Ts6Rp5"),
+        ("", "Yq9Xw8Vu7Ts6Rp5"),
+    ]);
+    assert_eq!(
+        r.redact("Zq9Xw8Vu7Ts6Rp5 Yq9Xw8Vu7Ts6Rp5"),
+        "[REDACTED:weird-kind--] [REDACTED:secret]"
+    );
+}
+
+#[test]
 fn redactor_is_shareable() {
     fn assert_send_sync<T: Send + Sync + Clone>() {}
     assert_send_sync::<Redactor>();
@@ -464,6 +532,31 @@ fn forms(secret: &str) -> Vec<String> {
         percent,
     ]
 }
+
+/// Text containing a shape, and a part of it that must never reach the output.
+const SHAPE_SAMPLES: &[(&str, &str)] = &[
+    (ANTHROPIC, "AbCdEfGhIjKlMnOpQrStUvWxYz0123456789"),
+    (OPENAI, "Ab12Cd34Ef56Gh78Ij90"),
+    (GITHUB, "A1b2C3d4E5f6G7h8I9j0"),
+    (
+        "AIzaSyA1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q",
+        "A1b2C3d4E5f6G7h8I9j0",
+    ),
+    ("AKIAIOSFODNN7EXAMPLE", "IOSFODNN7EXAMPLE"),
+    (
+        "xoxb-123456789012-AbCdEfGhIjKl",
+        "123456789012-AbCdEfGhIjKl",
+    ),
+    (JWT, "SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV"),
+    ("Authorization: Bearer Tok3nValue99", "Tok3nValue99"),
+    ("https://user:Pa55word99@host/x", "Pa55word99"),
+    ("DB_PASSWORD=Hunter2Hunter2", "Hunter2Hunter2"),
+    (r#""api_key": "Va1ue With Space""#, "Va1ue With Space"),
+    (
+        "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n-----END PRIVATE KEY-----\n",
+        "MIIEvQIBADANBgkqhkiG9w0BAQEFAASC",
+    ),
+];
 
 fn chunk_cuts(len: usize, cuts: &[usize]) -> Vec<usize> {
     let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (len + 1)).collect();
@@ -503,6 +596,43 @@ proptest! {
     }
 
     #[test]
+    fn shapes_never_leak_when_streamed(
+        secrets in prop::collection::vec(secret(), 0..3),
+        parts in prop::collection::vec((filler(), 0..SHAPE_SAMPLES.len(), 0..3u8), 1..8),
+        cuts in prop::collection::vec(any::<usize>(), 0..30),
+    ) {
+        // Known secrets make the stream hold back more, which moves where it cuts.
+        let mut set = SecretSet::new();
+        for s in &secrets {
+            set.add("test-secret", s);
+        }
+        let r = Redactor::new(set).expect("builds");
+        let mut input = String::new();
+        for (text, which, sep) in &parts {
+            input.push_str(text);
+            input.push(if *sep == 0 { '\n' } else { ' ' });
+            input.push_str(SHAPE_SAMPLES[*which].0);
+            input.push(' ');
+            if *sep == 2 && !secrets.is_empty() {
+                input.push_str(&secrets[*which % secrets.len()]);
+                input.push(' ');
+            }
+        }
+        let cuts = chunk_cuts(input.len(), &cuts);
+        let streamed = stream_split(&r, input.as_bytes(), &cuts);
+        for s in &secrets {
+            prop_assert!(!contains(&streamed, s.as_bytes()), "known secret leaked");
+        }
+        for (_, secret) in SHAPE_SAMPLES {
+            prop_assert!(
+                !contains(&streamed, secret.as_bytes()),
+                "{secret:?} leaked from {:?}",
+                String::from_utf8_lossy(&streamed)
+            );
+        }
+    }
+
+    #[test]
     fn text_without_secrets_passes_unchanged(
         secrets in prop::collection::vec(secret(), 0..4),
         text in prop::collection::vec(filler(), 0..10),
@@ -536,8 +666,7 @@ proptest! {
             stream.push(chunk.as_bytes());
             // Held bytes belong to the unterminated line only, and stay bounded.
             prop_assert!(stream.held() <= 2 * r.longest_pattern() + 64);
-            let out = stream.push(b"\n");
-            let _ = out;
+            stream.push(b"\n");
             prop_assert_eq!(stream.held(), 0);
         }
     }
