@@ -75,6 +75,10 @@ pub struct Config {
     #[arg(long, env = "GITHUB_API_URL", default_value = "https://api.github.com")]
     pub github_api_url: String,
 
+    /// Days a sign-in lasts before the user must sign in again.
+    #[arg(long, env = "DRYDOCK_SESSION_DAYS", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=365))]
+    pub session_days: u32,
+
     /// Docker daemon to use (unix:///var/run/docker.sock, tcp://HOST:PORT). Docker's own default when absent.
     #[arg(long, env = "DOCKER_HOST")]
     pub docker_host: Option<String>,

@@ -22,6 +22,9 @@ pub enum AppError {
     /// 401: no valid session.
     #[error("sign in to continue")]
     Unauthorized,
+    /// 401: the session is fine but GitHub no longer accepts the user's token.
+    #[error("{0}")]
+    SignInAgain(String),
     /// 403: refused, e.g. a cross-site request.
     #[error("{0}")]
     Forbidden(String),
@@ -76,7 +79,7 @@ impl AppError {
     pub fn status(&self) -> StatusCode {
         match self {
             AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            AppError::Unauthorized => StatusCode::UNAUTHORIZED,
+            AppError::Unauthorized | AppError::SignInAgain(_) => StatusCode::UNAUTHORIZED,
             AppError::Forbidden(_) => StatusCode::FORBIDDEN,
             AppError::NotFound(_) => StatusCode::NOT_FOUND,
             AppError::Conflict(_) => StatusCode::CONFLICT,
@@ -93,6 +96,7 @@ impl AppError {
         match self {
             AppError::BadRequest(_) => "bad_request",
             AppError::Unauthorized => "unauthorized",
+            AppError::SignInAgain(_) => "sign_in_again",
             AppError::Forbidden(_) => "forbidden",
             AppError::NotFound(_) => "not_found",
             AppError::Conflict(_) => "conflict",

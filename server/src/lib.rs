@@ -2,10 +2,13 @@
 //!
 //! [`run`] is the whole server; `main` and the tests both call it.
 
+pub mod auth;
 pub mod config;
 pub mod error;
+pub mod github;
 pub mod http;
 pub mod redact;
+pub mod repos;
 pub mod secrets;
 pub mod state;
 pub mod store;
@@ -88,6 +91,8 @@ async fn build_state(config: Config, bound: std::net::SocketAddr) -> anyhow::Res
         secrets: SecretBox::new(&keys.encryption_key),
         keys,
         store,
+        github: github::Github::new(&config)?,
+        used_oauth_states: auth::UsedStates::default(),
         metrics: http::install_recorder(),
         public_url: config.public_url_for(bound),
         config,

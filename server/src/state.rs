@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use metrics_exporter_prometheus::PrometheusHandle;
 
+use crate::auth::UsedStates;
 use crate::config::Config;
+use crate::github::Github;
 use crate::secrets::{SecretBox, ServerKeys};
 use crate::store::Store;
 
@@ -22,6 +24,10 @@ pub struct Services {
     pub secrets: SecretBox,
     /// The server's keys (sessions are sealed with `jwe_secret`).
     pub keys: ServerKeys,
+    /// GitHub, for sign-in and the user's repositories.
+    pub github: Github,
+    /// OAuth states already used in a callback.
+    pub used_oauth_states: UsedStates,
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
 }

@@ -9,14 +9,17 @@ use std::sync::OnceLock;
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::Router;
-use axum::extract::{Path, Query};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
+use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use sha2::{Digest, Sha256};
 
+use crate::auth::CurrentUser;
 use crate::error::AppError;
 use crate::state::AppState;
+use crate::store::User;
 
 #[derive(rust_embed::Embed)]
 #[folder = "../web/static"]
@@ -84,12 +87,78 @@ async fn serve_static(Path(name): Path<String>, Query(version): Query<Version>) 
 #[template(path = "home.html")]
 struct HomePage {
     css_url: String,
-    version: &'static str,
+    user: Option<User>,
+    oauth_configured: bool,
+    sign_in_url: String,
+    register_url: String,
+    callback_url: String,
 }
 
-async fn home_page() -> HomePage {
+#[derive(serde::Deserialize)]
+struct HomeParams {
+    next: Option<String>,
+}
+
+/// The home page: the signed-in user's start, or sign-in, or set-up instructions.
+async fn home_page(
+    State(state): State<AppState>,
+    user: Option<CurrentUser>,
+    Query(params): Query<HomeParams>,
+) -> HomePage {
+    let next = crate::auth::safe_next(params.next.as_deref());
+    let sign_in_url = if next == "/" {
+        "/auth/github".to_owned()
+    } else {
+        format!(
+            "/auth/github?next={}",
+            utf8_percent_encode(&next, NON_ALPHANUMERIC)
+        )
+    };
     HomePage {
         css_url: asset_url("drydock.css"),
-        version: env!("CARGO_PKG_VERSION"),
+        user: user.map(|u| u.user),
+        oauth_configured: state.github.oauth_configured(),
+        sign_in_url,
+        register_url: format!("{}/settings/applications/new", state.github.web_url()),
+        callback_url: format!("{}/auth/github/callback", state.public_url),
+    }
+}
+
+/// A readable error page (for browsers, where JSON would be unhelpful).
+#[derive(Debug, Template)]
+#[template(path = "error.html")]
+pub struct ErrorPage {
+    status: StatusCode,
+    css_url: String,
+    title: String,
+    message: String,
+    link: Option<(String, String)>,
+}
+
+impl ErrorPage {
+    /// A page with a status, a title and an explanation.
+    pub fn new(status: StatusCode, title: &str, message: &str) -> Self {
+        Self {
+            status,
+            css_url: asset_url("drydock.css"),
+            title: title.to_owned(),
+            message: message.to_owned(),
+            link: None,
+        }
+    }
+
+    /// Adds a link for what to do next.
+    pub fn with_link(mut self, href: &str, label: &str) -> Self {
+        self.link = Some((href.to_owned(), label.to_owned()));
+        self
+    }
+}
+
+impl IntoResponse for ErrorPage {
+    fn into_response(self) -> Response {
+        match self.render() {
+            Ok(html) => (self.status, Html(html)).into_response(),
+            Err(err) => AppError::internal(err).into_response(),
+        }
     }
 }

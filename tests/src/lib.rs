@@ -2,9 +2,11 @@
 //! running server on `127.0.0.1:0`.
 
 pub mod db;
+pub mod github;
 pub mod server;
 
 pub use db::TestDb;
+pub use github::GithubStandIn;
 pub use server::TestServer;
 
 /// Runs an async test body once per database backend (`sqlite` and `postgres` modules).

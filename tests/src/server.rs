@@ -22,6 +22,11 @@ impl TestServer {
     /// Starts a server on the given database with settings `extra` (command-line form, e.g.
     /// `["--github-url", "http://..."]`).
     pub async fn start(database_url: &str, extra: &[&str]) -> Self {
+        Self::start_with(database_url, extra.iter().map(|s| s.to_string()).collect()).await
+    }
+
+    /// Like [`TestServer::start`], with owned settings.
+    pub async fn start_with(database_url: &str, extra: Vec<String>) -> Self {
         let data_dir = tempfile::tempdir().expect("temporary data directory");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -38,7 +43,7 @@ impl TestServer {
             "--shutdown-grace".into(),
             "5".into(),
         ];
-        args.extend(extra.iter().map(|s| s.to_string()));
+        args.extend(extra);
         let config = Config::parse_from_args(args).expect("valid test configuration");
         let (tx, rx) = oneshot::channel::<()>();
         let handle = tokio::spawn(drydock::run(config, listener, async move {

@@ -31,7 +31,10 @@ struct ApiDoc;
 
 /// Every route with its OpenAPI description, before layers are applied.
 fn api_routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::with_openapi(ApiDoc::openapi()).merge(health::routes())
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(health::routes())
+        .merge(crate::auth::routes())
+        .merge(crate::repos::routes())
 }
 
 /// The OpenAPI document of the whole API, generated from the handlers themselves.
@@ -59,6 +62,10 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", axum::routing::get(metrics::render_metrics))
         .merge(crate::web::routes())
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::auth::refuse_cross_site,
+        ))
         .layer(axum::middleware::from_fn(metrics::track_requests))
         .layer(
             TraceLayer::new_for_http().make_span_with(|request: &Request| {
