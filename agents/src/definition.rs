@@ -27,7 +27,8 @@ pub struct AgentDefinition {
     pub models: Vec<ModelDefinition>,
     /// The argv template. Elements may contain `{model}` and `{prompt}`; the
     /// whole-element tokens `{resume}` and `{mcp}` expand to [`Self::resume`]
-    /// and [`Self::mcp_args`] (or to nothing).
+    /// and [`Self::mcp_args`] (or to nothing), and `{prompt_words}` to the
+    /// prompt split at spaces (for CLIs that re-join their arguments).
     pub argv: Vec<String>,
     /// Arguments that make a follow-up continue the previous session; empty
     /// when the CLI cannot resume (the follow-up then starts afresh).

@@ -202,6 +202,10 @@ pub fn plan_for(
                     argv.extend(agent.resume.iter().map(|a| values.fill(a)));
                 }
             }
+            // opencode joins its message words with spaces and wraps any word
+            // that contains a space in quotes; words split at spaces come
+            // back together exactly.
+            "{prompt_words}" => argv.extend(request.prompt.split(' ').map(str::to_owned)),
             "{mcp}" => {
                 if !servers.is_empty() {
                     argv.extend(agent.mcp_args.iter().map(|a| values.fill(a)));

@@ -231,7 +231,11 @@ pub fn render_config(
             render_opencode(&named, base_url).map_err(|e| render_err(e.to_string()))?
         }
         _ => {
-            if named.is_empty() {
+            // Gemini CLI always gets its settings file: it must be told to use
+            // the API key, because with GOOGLE_GEMINI_BASE_URL set it picks a
+            // `gateway` auth type that its own headless check rejects
+            // ("Invalid auth method selected", 0.61).
+            if named.is_empty() && format != McpFormat::Gemini {
                 return Ok(None);
             }
             let value = match format {
@@ -321,7 +325,10 @@ fn gemini_json(servers: &[(&str, &McpServer)]) -> Value {
         };
         out.insert((*name).to_owned(), entry);
     }
-    json!({ "mcpServers": out })
+    json!({
+        "security": { "auth": { "selectedType": "gemini-api-key" } },
+        "mcpServers": out,
+    })
 }
 
 /// The common `mcpServers` shape (Cursor, generic): `command`/`args`/`env`
@@ -426,11 +433,19 @@ fn string_table(map: &BTreeMap<String, String>) -> toml::Table {
         .collect()
 }
 
-/// opencode's provider ids for drydock's key providers.
-fn opencode_provider(provider: &str) -> &str {
+/// opencode's provider id and `baseURL` for a drydock gateway setting.
+///
+/// drydock's base URLs follow each vendor's own CLI: Anthropic and Gemini
+/// without the API version (`ANTHROPIC_BASE_URL`, `GOOGLE_GEMINI_BASE_URL`),
+/// OpenAI with `/v1` (`OPENAI_BASE_URL`, Codex `base_url`). opencode's SDK
+/// providers want the versioned URL, so the version is appended where the
+/// vendor convention leaves it out.
+fn opencode_provider(provider: &str, url: &str) -> (String, String) {
+    let url = url.trim_end_matches('/');
     match provider {
-        "gemini" => "google",
-        other => other,
+        "anthropic" => ("anthropic".into(), format!("{url}/v1")),
+        "gemini" => ("google".into(), format!("{url}/v1beta")),
+        other => (other.into(), url.into()),
     }
 }
 
@@ -446,9 +461,10 @@ fn render_opencode(
     root.insert("$schema".into(), json!("https://opencode.ai/config.json"));
     root.insert("autoupdate".into(), json!(false));
     if let Some((provider, url)) = base_url {
+        let (id, url) = opencode_provider(provider, url);
         root.insert(
             "provider".into(),
-            json!({ opencode_provider(provider): { "options": { "baseURL": url } } }),
+            json!({ id: { "options": { "baseURL": url } } }),
         );
     }
     if !servers.is_empty() {

@@ -191,8 +191,16 @@ fn validate(agent: &AgentDefinition) -> Result<(), String> {
     {
         return Err("`argv` must start with the CLI's program name".into());
     }
-    if !agent.argv.iter().any(|a| a.contains("{prompt}")) {
-        return Err("`argv` must pass the prompt with a `{prompt}` element".into());
+    let prompts = agent
+        .argv
+        .iter()
+        .filter(|a| a.contains("{prompt}") || *a == "{prompt_words}")
+        .count();
+    if prompts != 1 {
+        return Err(
+            "`argv` must pass the prompt exactly once, in a `{prompt}` or `{prompt_words}` element"
+                .into(),
+        );
     }
     if agent.models.is_empty() {
         return Err("`models` must offer at least one model".into());

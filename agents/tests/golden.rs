@@ -6,6 +6,8 @@
 //! and must yield exactly the connectors that were asked for: a golden cannot
 //! silently be wrong.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 mod common;
 
 use std::collections::BTreeMap;
@@ -125,14 +127,25 @@ fn check_secrets(plan: &LaunchPlan, request: &LaunchRequest) {
     // Only the key the model needs is handed over.
     for (other, key) in &request.keys {
         if other != provider {
-            assert!(plan.env.values().all(|v| v != key), "{other} key leaked into env");
+            assert!(
+                plan.env.values().all(|v| v != key),
+                "{other} key leaked into env"
+            );
         }
     }
     assert!(plan.env.values().any(|v| *v == request.keys[provider]));
 }
 
-/// The prompt is one argv element, verbatim, after the options.
+/// The prompt is one argv element, verbatim, after the options (or, for
+/// opencode, the words after `--`, which it joins with spaces).
 fn check_argv(agent: &str, plan: &LaunchPlan, request: &LaunchRequest) {
+    if agent == "opencode" {
+        let dashes = plan.argv.iter().position(|a| a == "--").unwrap();
+        let words = &plan.argv[dashes + 1..];
+        assert_eq!(words.join(" "), request.prompt);
+        assert!(words.iter().all(|w| !w.contains(' ')));
+        return;
+    }
     let hits: Vec<&String> = plan
         .argv
         .iter()
@@ -146,9 +159,18 @@ fn check_argv(agent: &str, plan: &LaunchPlan, request: &LaunchRequest) {
     );
     if element == &request.prompt {
         let i = plan.argv.iter().position(|a| a == element).unwrap();
-        assert_eq!(plan.argv[i - 1], "--", "{agent}: `--` must precede a bare prompt");
+        assert_eq!(
+            plan.argv[i - 1],
+            "--",
+            "{agent}: `--` must precede a bare prompt"
+        );
     }
-    assert!(!plan.argv.iter().any(|a| a.contains("{model}") && !request.prompt.contains("{model}")));
+    assert!(
+        !plan
+            .argv
+            .iter()
+            .any(|a| a.contains("{model}") && !request.prompt.contains("{model}"))
+    );
 }
 
 /// What the CLI sees for one server after reading its config file.
@@ -343,11 +365,21 @@ fn strings(v: &Value, f: &dyn Fn(&str) -> String) -> Vec<String> {
 
 fn string_map(v: &Value, f: &dyn Fn(&str) -> String) -> BTreeMap<String, String> {
     v.as_object()
-        .map(|m| m.iter().map(|(k, v)| (k.clone(), f(v.as_str().unwrap()))).collect())
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), f(v.as_str().unwrap())))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
-fn seen_json(v: &Value, key: &str, stdio: &dyn Fn(&Value) -> Seen, http: &dyn Fn(&Value) -> Seen, is_http: &dyn Fn(&Value) -> bool) -> BTreeMap<String, Seen> {
+fn seen_json(
+    v: &Value,
+    key: &str,
+    stdio: &dyn Fn(&Value) -> Seen,
+    http: &dyn Fn(&Value) -> Seen,
+    is_http: &dyn Fn(&Value) -> bool,
+) -> BTreeMap<String, Seen> {
     v.get(key)
         .and_then(Value::as_object)
         .map(|m| {
@@ -432,7 +464,12 @@ fn check_round_trip(agent: &str, plan: &LaunchPlan, request: &LaunchRequest) {
         McpFormat::Opencode => {
             let v: Value = serde_json::from_str(&opencode_expand(&text)).unwrap();
             if let Some((provider, url)) = gateway(request, def) {
-                let id = if provider == "gemini" { "google" } else { provider };
+                // opencode's SDK providers want the versioned URL.
+                let (id, url) = match provider {
+                    "anthropic" => ("anthropic", format!("{url}/v1")),
+                    "gemini" => ("google", format!("{url}/v1beta")),
+                    other => (other, url.clone()),
+                };
                 assert_eq!(v["provider"][id]["options"]["baseURL"], url.as_str());
             }
             seen_json(
@@ -464,7 +501,11 @@ fn check_round_trip(agent: &str, plan: &LaunchPlan, request: &LaunchRequest) {
             }
             let table = |t: Option<&toml::Value>| -> BTreeMap<String, String> {
                 t.and_then(toml::Value::as_table)
-                    .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned())).collect())
+                    .map(|m| {
+                        m.iter()
+                            .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
+                            .collect()
+                    })
                     .unwrap_or_default()
             };
             v.get("mcp_servers")
@@ -496,7 +537,10 @@ fn check_round_trip(agent: &str, plan: &LaunchPlan, request: &LaunchRequest) {
         }
         other => panic!("no decoder for {other:?}"),
     };
-    assert_eq!(seen, expected, "{agent}: config file does not round-trip:\n{text}");
+    assert_eq!(
+        seen, expected,
+        "{agent}: config file does not round-trip:\n{text}"
+    );
 }
 
 /// The gateway URL that applies to this request, if any.
@@ -506,15 +550,29 @@ fn gateway<'a>(
 ) -> Option<(&'a str, &'a String)> {
     let model = def.default_model().unwrap();
     let provider = def.provider_for(model).unwrap();
-    request.base_urls.get_key_value(provider).map(|(k, v)| (k.as_str(), v))
+    request
+        .base_urls
+        .get_key_value(provider)
+        .map(|(k, v)| (k.as_str(), v))
 }
 
 #[test]
 fn base_urls_reach_the_cli_the_way_it_expects() {
     let registry = AgentRegistry::builtin().unwrap();
-    let env_of = |agent: &str| registry.plan(&common::request(agent, "gateway-resume")).unwrap().env;
-    assert_eq!(env_of("claude")["ANTHROPIC_BASE_URL"], "https://gateway.example.com/anthropic");
-    assert_eq!(env_of("gemini")["GOOGLE_GEMINI_BASE_URL"], "https://gateway.example.com/gemini");
+    let env_of = |agent: &str| {
+        registry
+            .plan(&common::request(agent, "gateway-resume"))
+            .unwrap()
+            .env
+    };
+    assert_eq!(
+        env_of("claude")["ANTHROPIC_BASE_URL"],
+        "https://gateway.example.com/anthropic"
+    );
+    assert_eq!(
+        env_of("gemini")["GOOGLE_GEMINI_BASE_URL"],
+        "https://gateway.example.com/gemini"
+    );
     // Codex and opencode take it from their config file (checked in the round trip).
     assert!(!env_of("codex").contains_key("OPENAI_BASE_URL"));
 }
@@ -524,7 +582,10 @@ fn the_simulations_catch_unescaped_values() {
     // Guards the guard: without escaping, each CLI would change these values.
     assert_eq!(claude_expand("a ${HOME} b"), "a /home/agent b");
     assert_eq!(claude_expand("${NOPE:-x}"), "x");
-    assert_eq!(gemini_settings_expand("$HOME/${PATH}"), "/home/agent//usr/bin:/bin");
+    assert_eq!(
+        gemini_settings_expand("$HOME/${PATH}"),
+        "/home/agent//usr/bin:/bin"
+    );
     assert_eq!(gemini_dotenv_expand("$NOPE-\\$HOME"), "-$HOME");
     assert_eq!(opencode_expand("\"{env:HOME}\""), "\"/home/agent\"");
 }

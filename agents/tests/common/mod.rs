@@ -65,9 +65,12 @@ pub fn request(agent: &str, scenario: &str) -> LaunchRequest {
                 )
                 .with_env("TOKEN", "s3cr3t\"'$(id)`x`{env:PATH}${PATH}$PATH\nline2")
                 .with_env("PLAIN", "ünïcødé ☃"),
-                McpServer::http("ドキュメント `docs`", "https://mcp.example.com/mcp?x=$(id)&y=${HOME}&z={env:HOME}")
-                    .with_header("Authorization", "Bearer $(cat /etc/passwd)`id`${HOME}$HOME")
-                    .with_header("X-Quote", "\"'\\ {file:/etc/shadow} ☃"),
+                McpServer::http(
+                    "ドキュメント `docs`",
+                    "https://mcp.example.com/mcp?x=$(id)&y=${HOME}&z={env:HOME}",
+                )
+                .with_header("Authorization", "Bearer $(cat /etc/passwd)`id`${HOME}$HOME")
+                .with_header("X-Quote", "\"'\\ {file:/etc/shadow} ☃"),
                 // Same name after sanitising: must be deduplicated.
                 McpServer::stdio("my-server-whoami", "true", vec![]),
             ];
@@ -75,9 +78,18 @@ pub fn request(agent: &str, scenario: &str) -> LaunchRequest {
         "gateway-resume" => {
             request.resume = true;
             request.base_urls = BTreeMap::from([
-                ("anthropic".to_owned(), "https://gateway.example.com/anthropic".to_owned()),
-                ("openai".to_owned(), "https://gateway.example.com/openai/v1".to_owned()),
-                ("gemini".to_owned(), "https://gateway.example.com/gemini".to_owned()),
+                (
+                    "anthropic".to_owned(),
+                    "https://gateway.example.com/anthropic".to_owned(),
+                ),
+                (
+                    "openai".to_owned(),
+                    "https://gateway.example.com/openai/v1".to_owned(),
+                ),
+                (
+                    "gemini".to_owned(),
+                    "https://gateway.example.com/gemini".to_owned(),
+                ),
             ]);
             request.mcp_servers = vec![McpServer::stdio("echo", "mcp-echo", vec![])];
         }
@@ -90,4 +102,25 @@ pub fn request(agent: &str, scenario: &str) -> LaunchRequest {
 pub fn hostile_text() -> String {
     "--help me: fix \"this\" & 'that';\n$(rm -rf /) `id` ${HOME} $HOME {model} {prompt} {env:HOME} ☃ 日本語 \\n"
         .to_owned()
+}
+
+/// The hostile scenario pointed at a recorder program and a local HTTP
+/// server, for checking a real CLI (see `examples/dump_plan.rs`).
+pub fn verify_request(agent: &str, recorder: &str, url: &str) -> LaunchRequest {
+    let mut request = request(agent, "hostile");
+    let origin = url.trim_end_matches("/mcp");
+    for provider in ["anthropic", "openai", "gemini"] {
+        request
+            .base_urls
+            .insert(provider.to_owned(), format!("{origin}/{provider}"));
+    }
+    for server in &mut request.mcp_servers {
+        match &mut server.transport {
+            drydock_agents::McpTransport::Stdio { command, .. } => *command = recorder.to_owned(),
+            drydock_agents::McpTransport::Http { url: u, .. } => {
+                *u = format!("{url}?x=$(id)&y=${{HOME}}&z={{env:HOME}}")
+            }
+        }
+    }
+    request
 }
