@@ -25,8 +25,9 @@ const WRAPPER_NO_STDIN: &str = r#"setsid "$@" </dev/null & p=$!; echo "$p" > "$0
 const WRAPPER_STDIN: &str =
     r#"exec 3<&0; setsid "$@" <&3 3<&- & p=$!; exec 3<&-; echo "$p" > "$0"; wait "$p""#;
 /// Kills the process group recorded in the pid file `$1`, waiting briefly for
-/// the file in case cancellation races the start.
-const CANCEL_SCRIPT: &str = r#"i=0; while [ ! -s "$1" ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done; [ -s "$1" ] && kill -KILL -- "-$(cat "$1")"; rm -f "$1"; exit 0"#;
+/// the file in case cancellation races the start. (`kill -9 -PGID`, not
+/// `kill -KILL -- -PGID`: dash's builtin rejects the latter.)
+const CANCEL_SCRIPT: &str = r#"i=0; while [ ! -s "$1" ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done; [ -s "$1" ] && kill -9 "-$(cat "$1")"; rm -f "$1"; exit 0"#;
 
 /// Which output stream a chunk came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -39,7 +39,8 @@ pub fn defaults(what: &str) -> SandboxDefaults {
         memory_bytes: 512 * 1024 * 1024,
         cpus: 1.0,
     };
-    d.deadline = Duration::from_secs(600);
+    // Also the backstop that fails a hung test.
+    d.deadline = Duration::from_secs(180);
     d.stop_grace = Duration::from_secs(2);
     d
 }
