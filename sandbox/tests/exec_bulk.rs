@@ -9,7 +9,7 @@ use futures::StreamExt;
 
 /// Resident set size figures of this process, in KiB.
 fn rss_kib(field: &str) -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let status = std::fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
     status
         .lines()
         .find_map(|l| l.strip_prefix(field))
@@ -46,7 +46,7 @@ async fn one_gib_of_output_flows_through_in_bounded_memory() {
             OutputStream::Stderr => stderr.extend_from_slice(&chunk.data),
         }
         chunks += 1;
-        if chunks % 256 == 0 {
+        if chunks.is_multiple_of(256) {
             max_rss = max_rss.max(rss_kib("VmRSS:"));
         }
     }
