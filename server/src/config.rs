@@ -75,6 +75,10 @@ pub struct Config {
     #[arg(long, env = "GITHUB_API_URL", default_value = "https://api.github.com")]
     pub github_api_url: String,
 
+    /// TOML file of operator-defined agents (and overrides of built-in ones).
+    #[arg(long, env = "DRYDOCK_AGENTS_FILE")]
+    pub agents_file: Option<PathBuf>,
+
     /// Days a sign-in lasts before the user must sign in again.
     #[arg(long, env = "DRYDOCK_SESSION_DAYS", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=365))]
     pub session_days: u32,

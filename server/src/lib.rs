@@ -7,6 +7,7 @@ pub mod config;
 pub mod error;
 pub mod github;
 pub mod http;
+pub mod keys;
 pub mod redact;
 pub mod repos;
 pub mod secrets;
@@ -86,8 +87,12 @@ async fn build_state(config: Config, bound: std::net::SocketAddr) -> anyhow::Res
         config.encryption_key.as_ref(),
         config.jwe_secret.as_ref(),
     )?;
+    let agents = load_agents(&config)?;
+    let providers = providers_of(&agents);
     let store = Store::open(config.database_url().expose()).await?;
     let services = Services {
+        agents,
+        providers,
         secrets: SecretBox::new(&keys.encryption_key),
         keys,
         store,
@@ -98,4 +103,31 @@ async fn build_state(config: Config, bound: std::net::SocketAddr) -> anyhow::Res
         config,
     };
     Ok(AppState(Arc::new(services)))
+}
+
+/// Providers users can always store keys for, whatever the agents.
+const BUILTIN_PROVIDERS: [&str; 5] = ["anthropic", "openai", "gemini", "cursor", "copilot"];
+
+fn load_agents(config: &Config) -> anyhow::Result<drydock_agents::AgentRegistry> {
+    match &config.agents_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading DRYDOCK_AGENTS_FILE {}", path.display()))?;
+            drydock_agents::AgentRegistry::with_agents_file(&text)
+                .with_context(|| format!("in DRYDOCK_AGENTS_FILE {}", path.display()))
+        }
+        None => Ok(drydock_agents::AgentRegistry::builtin()?),
+    }
+}
+
+fn providers_of(agents: &drydock_agents::AgentRegistry) -> Vec<String> {
+    let mut providers: Vec<String> = BUILTIN_PROVIDERS.iter().map(|p| (*p).to_owned()).collect();
+    for agent in agents.agents() {
+        for key in &agent.keys {
+            if !providers.contains(&key.provider) {
+                providers.push(key.provider.clone());
+            }
+        }
+    }
+    providers
 }

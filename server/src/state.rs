@@ -24,6 +24,10 @@ pub struct Services {
     pub secrets: SecretBox,
     /// The server's keys (sessions are sealed with `jwe_secret`).
     pub keys: ServerKeys,
+    /// The agents users can run.
+    pub agents: drydock_agents::AgentRegistry,
+    /// Providers users can store keys for: the built-in ones and any an agent names.
+    pub providers: Vec<String>,
     /// GitHub, for sign-in and the user's repositories.
     pub github: Github,
     /// OAuth states already used in a callback.

@@ -1,10 +1,12 @@
 //! Support code for drydock's end-to-end tests: throwaway databases on both backends and a
 //! running server on `127.0.0.1:0`.
 
+pub mod app;
 pub mod db;
 pub mod github;
 pub mod server;
 
+pub use app::App;
 pub use db::TestDb;
 pub use github::GithubStandIn;
 pub use server::TestServer;

@@ -5,88 +5,29 @@
 
 use std::sync::Arc;
 
-use drydock_tests::{GithubStandIn, TestDb, TestServer};
+use drydock_tests::app::{browser, location};
+use drydock_tests::{App, GithubStandIn, TestDb, TestServer};
 use reqwest::cookie::CookieStore;
 use reqwest::redirect::Policy;
 use reqwest::{Client, StatusCode};
 use serde_json::Value;
 
-struct Env {
-    gh: GithubStandIn,
-    server: TestServer,
-    db: TestDb,
-}
+type Env = App;
 
 async fn env_on(db: TestDb) -> Env {
-    let gh = GithubStandIn::start().await;
-    gh.add_user(101, "alice", 75);
-    gh.add_user(202, "bob", 3);
-    let server = TestServer::start_with(&db.url, gh.settings()).await;
-    Env { gh, server, db }
+    App::start(db, &[]).await
 }
 
 async fn env() -> Env {
     env_on(TestDb::sqlite().await).await
 }
 
-/// A browser: keeps cookies, does not follow redirects (so each hop can be checked).
-fn browser() -> (Client, Arc<reqwest::cookie::Jar>) {
-    let jar = Arc::new(reqwest::cookie::Jar::default());
-    let client = Client::builder()
-        .cookie_provider(jar.clone())
-        .redirect(Policy::none())
-        .build()
-        .unwrap();
-    (client, jar)
-}
-
-fn location(resp: &reqwest::Response) -> String {
-    resp.headers()
-        .get("location")
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .to_owned()
-}
-
-/// Runs the OAuth dance from `start` (e.g. `/auth/github?next=/x`) and returns drydock's answer
-/// to the callback, plus the callback URL GitHub redirected to.
-async fn oauth_dance(client: &Client, env: &Env, start: &str) -> (reqwest::Response, String) {
-    let resp = client
-        .get(format!("{}{start}", env.server.url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        resp.status(),
-        StatusCode::SEE_OTHER,
-        "start redirects to GitHub"
-    );
-    let authorize = location(&resp);
-    assert!(
-        authorize.starts_with(&format!("{}/login/oauth/authorize?", env.gh.url)),
-        "{authorize}"
-    );
-    let resp = client.get(&authorize).send().await.unwrap();
-    let callback = location(&resp);
-    assert!(
-        callback.starts_with(&format!("{}/auth/github/callback?", env.server.url)),
-        "{callback}"
-    );
-    (client.get(&callback).send().await.unwrap(), callback)
+async fn oauth_dance(client: &Client, env: &Env, start: &str) -> (reqwest::Response, ()) {
+    (env.oauth_dance(client, start).await, ())
 }
 
 async fn sign_in(env: &Env, login: &str) -> (Client, Arc<reqwest::cookie::Jar>) {
-    let (client, jar) = browser();
-    env.gh.approve_as(Some(login));
-    let (resp, _) = oauth_dance(&client, env, "/auth/github").await;
-    assert_eq!(
-        resp.status(),
-        StatusCode::SEE_OTHER,
-        "{}",
-        resp.text().await.unwrap()
-    );
-    (client, jar)
+    env.sign_in_with_jar(login).await
 }
 
 async fn me(client: &Client, env: &Env) -> (StatusCode, Value) {
@@ -358,7 +299,7 @@ async fn a_wrong_verifier_or_failed_code_exchange_is_a_readable_error() {
     settings[last] = "wrong-secret".into();
     let db = TestDb::sqlite().await;
     let server = TestServer::start_with(&db.url, settings).await;
-    let wrong = Env { gh, server, db };
+    let wrong = App { gh, server, db };
     let (client, _) = browser();
     let (resp, _) = oauth_dance(&client, &wrong, "/auth/github").await;
     assert_eq!(resp.status(), StatusCode::BAD_GATEWAY);

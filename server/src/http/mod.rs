@@ -35,6 +35,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(health::routes())
         .merge(crate::auth::routes())
         .merge(crate::repos::routes())
+        .merge(crate::keys::routes())
 }
 
 /// The OpenAPI document of the whole API, generated from the handlers themselves.
