@@ -109,6 +109,10 @@ impl OutputParser {
     pub fn parse_line(&mut self, line: &str) -> Vec<AgentEvent> {
         let line = line.trim_end_matches(['\r', '\n']);
         if line.trim().is_empty() {
+            // Blank lines are no events, but they belong to plain output's answer.
+            if let Inner::Text(p) = &mut self.inner {
+                p.blank();
+            }
             return Vec::new();
         }
         let parsed = match &mut self.inner {

@@ -41,7 +41,9 @@ impl OpencodeParser {
                 let body = if is_error {
                     str_field(state, "error")
                 } else {
-                    str_field(state, "output").or_else(|| str_field(state, "title"))
+                    str_field(state, "output")
+                        .filter(|o| !o.trim().is_empty())
+                        .or_else(|| str_field(state, "title"))
                 }
                 .unwrap_or_default();
                 let text = if body.trim().is_empty() {

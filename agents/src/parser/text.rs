@@ -30,6 +30,12 @@ impl TextParser {
         }
     }
 
+    pub(crate) fn blank(&mut self) {
+        if !self.all.is_empty() {
+            self.all.push('\n');
+        }
+    }
+
     pub(crate) fn finish(&mut self) -> Parsed {
         Parsed {
             events: Vec::new(),
