@@ -32,9 +32,12 @@ async fn foreign(sbx: &Sandboxes, name: &str, labels: &[(&str, &str)]) -> String
         .docker()
         .create_container(Some(opts), body)
         .await
-        .unwrap()
+        .expect("create foreign container")
         .id;
-    sbx.docker().start_container(&id, None).await.unwrap();
+    sbx.docker()
+        .start_container(&id, None)
+        .await
+        .expect("start foreign container");
     id
 }
 
