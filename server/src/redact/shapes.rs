@@ -28,19 +28,26 @@ struct ShapeDef {
     pattern: String,
 }
 
-/// Index of the PEM private key shape in [`SHAPE_DEFS`] (multi-line handling).
+/// Index of the PEM private key shape in [`shape_defs`] (multi-line handling).
 pub(crate) const PRIVATE_KEY: usize = 0;
 
 const PW: &str = "(?:password|Password|PASSWORD|passwd|Passwd|PASSWD|passphrase|Passphrase|PASSPHRASE|secret|Secret|SECRET)";
 const TK: &str = "(?:token|Token|TOKEN|key|Key|KEY)";
 
-/// In leftmost-first order: at one position the first shape listed wins.
-static SHAPE_DEFS: LazyLock<Vec<ShapeDef>> = LazyLock::new(|| {
-    let value = |min: &str| {
-        format!(r#"(?:"(?P<V>[^"\r\n]{min})"?|'(?P<V>[^'\r\n]{min})'?|(?P<V>[^\s"',;]{min}))"#)
-    };
-    let assign =
-        |kw: &str, min: &str| format!(r#"[A-Za-z0-9_.-]*{kw}["']?[ \t]*[:=][ \t]*{}"#, value(min));
+/// The shapes in leftmost-first order: at one position the first shape listed wins
+/// (`sk-ant-` before `sk-`).
+fn shape_defs() -> Vec<ShapeDef> {
+    let quoted = |min: &str| format!(r#""(?P<V>[^"\r\n]{min})"?|'(?P<V>[^'\r\n]{min})'?"#);
+    let name = |kw: &str| format!(r#"[A-Za-z0-9_.-]*{kw}["']?[ \t]*[:=][ \t]*"#);
+    // Password-like names: any unquoted value.
+    let password = format!(r#"{}(?:{}|(?P<V>[^\s"',;]+))"#, name(PW), quoted("+"));
+    // Key and token names also name things in code (`let api_key = read_key(path);`):
+    // an unquoted value must be 8+ bytes without brackets and end at a delimiter.
+    let key = format!(
+        r#"{}(?:{}|(?P<V>[^\s"',;(){{}}\[\]<>]{{8,}})(?:[\s"',;]|$))"#,
+        name(TK),
+        quoted("{8,}")
+    );
     vec![
         ShapeDef {
             label: "private-key",
@@ -92,14 +99,14 @@ static SHAPE_DEFS: LazyLock<Vec<ShapeDef>> = LazyLock::new(|| {
         },
         ShapeDef {
             label: "secret",
-            pattern: assign(PW, "+"),
+            pattern: password,
         },
         ShapeDef {
             label: "secret",
-            pattern: assign(TK, "{8,}"),
+            pattern: key,
         },
     ]
-});
+}
 
 /// What must hold around a literal hit for a shape to be possible there.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -169,8 +176,9 @@ pub(crate) fn shapes() -> Result<&'static Shapes, RedactError> {
 
 impl Shapes {
     fn build() -> Result<Self, RedactError> {
+        let defs = shape_defs();
         let mut alternatives = Vec::new();
-        for (i, def) in SHAPE_DEFS.iter().enumerate() {
+        for (i, def) in defs.iter().enumerate() {
             let mut pattern = String::new();
             for (j, piece) in def.pattern.split("(?P<V>").enumerate() {
                 if j > 0 {
@@ -184,7 +192,7 @@ impl Shapes {
         // UTF-8.
         let regex = Regex::new(&format!("(?-u){}", alternatives.join("|")))
             .map_err(|e| RedactError::Build(e.to_string()))?;
-        let mut groups: Vec<(usize, Vec<usize>)> = vec![(0, Vec::new()); SHAPE_DEFS.len()];
+        let mut groups: Vec<(usize, Vec<usize>)> = vec![(0, Vec::new()); defs.len()];
         for (index, name) in regex.capture_names().enumerate() {
             let Some(name) = name else { continue };
             let parse = |s: &str| s.parse::<usize>().ok();
@@ -254,7 +262,7 @@ impl Shapes {
         Ok(Self {
             regex,
             groups,
-            labels: SHAPE_DEFS.iter().map(|d| d.label).collect(),
+            labels: defs.iter().map(|d| d.label).collect(),
             prefilter,
             literals,
             literal_texts,

@@ -253,6 +253,8 @@ fn assignments_keep_the_name() {
         "keyboard: enabled\n",
         "primary_key: id\n",
         "token_type: bearer\n",
+        "+    let api_key = std::env::var(\"API_KEY\")?;\n",
+        "token = read_token(&path);\n",
     ] {
         assert_eq!(r.redact(keep), keep);
     }
