@@ -2,6 +2,7 @@
 //!
 //! [`run`] is the whole server; `main` and the tests both call it.
 
+pub mod agents_api;
 pub mod auth;
 pub mod config;
 pub mod error;

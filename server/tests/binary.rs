@@ -235,3 +235,20 @@ fn migrate_subcommand_creates_the_schema_and_exits() {
     let out = drydock(dir.path()).arg("migrate").output().unwrap();
     assert!(out.status.success());
 }
+
+#[test]
+fn a_bad_agents_file_stops_startup_naming_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("agents.toml");
+    std::fs::write(
+        &file,
+        "[[agents]]\nid = \"x\"\nname = \"X\"\nargv = [\"x\", \"{prompt}\"]\nbogus_field = 1\n",
+    )
+    .unwrap();
+    let stderr = run_to_failure(drydock(dir.path()).env("DRYDOCK_AGENTS_FILE", &file));
+    assert!(stderr.contains("DRYDOCK_AGENTS_FILE"), "{stderr}");
+    assert!(
+        stderr.contains("line 5"),
+        "the error names the line: {stderr}"
+    );
+}

@@ -36,6 +36,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(crate::auth::routes())
         .merge(crate::repos::routes())
         .merge(crate::keys::routes())
+        .merge(crate::agents_api::routes())
 }
 
 /// The OpenAPI document of the whole API, generated from the handlers themselves.
