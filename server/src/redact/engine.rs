@@ -346,13 +346,18 @@ enum PemLine {
 
 fn pem_line(line: &[u8]) -> PemLine {
     let trimmed = line.trim_ascii();
-    if trimmed.starts_with(b"-----END") {
+    if contains(trimmed, b"-----END") {
         return PemLine::End;
     }
+    // A key added or removed in a diff: `+MIIE...`, `-MIIE...`.
+    let content = match trimmed.first() {
+        Some(b'+' | b'-') => &trimmed[1..],
+        _ => trimmed,
+    };
     let header = [&b"Proc-Type:"[..], b"DEK-Info:", b"Comment:", b"Version:"]
         .iter()
-        .any(|h| trimmed.starts_with(h));
-    let base64 = trimmed
+        .any(|h| content.starts_with(h));
+    let base64 = content
         .iter()
         .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'='));
     if line.len() <= PEM_LINE_MAX && (header || base64) {

@@ -27,16 +27,24 @@
 //! another, two occurrences sharing bytes) are merged and redacted as one.
 //!
 //! Streaming: no pattern crosses a line break, so complete lines are redacted and
-//! emitted at once. Of an unterminated line the stream holds back only the last
-//! `longest known pattern - 1` bytes, a literal cut in half, and a shape that has
-//! started but is not finished (at most a bounded distance past its literal, and a
-//! growing match at most 64 KiB).
+//! emitted at once. Of an unterminated line the stream holds back only:
+//! - the last `longest known pattern - 1` bytes (an occurrence may be incomplete);
+//! - a literal cut in half at the end (`Bea` of `Bearer`);
+//! - from a live literal that has no match yet, while the line is still within that
+//!   literal's reach of it (64 bytes for key names, 128 for token prefixes, 600 for
+//!   `://`, 16 KiB for `eyJ` since a JWT only matches once its second dot arrives);
+//! - from the start of a shape match that touches the end and may still grow, up to
+//!   64 KiB (past that it is redacted as far as it goes and emitted: the rest of a
+//!   single token longer than 64 KiB without a line break would pass);
+//! - and it never emits half a UTF-8 character nor part of a match (the hold moves
+//!   back to the start of the match, context included, so the rescan finds it again).
 //!
 //! PEM private keys: the `-----BEGIN ... PRIVATE KEY-----` line becomes
 //! `[REDACTED:private-key]` and the following lines of the block (base64 body, PEM
 //! headers, the END line) are removed as they arrive, without holding lines back. A
-//! line that is not key material (or a block over 1,024 lines) ends the block. A
-//! one-line key (JSON with `\n` escapes) is redacted from BEGIN through END.
+//! line that is not key material (anything but base64 characters, a PEM header or a
+//! blank line), or a block over 1,024 lines, ends the block. A one-line key (JSON
+//! with `\n` escapes) is redacted from BEGIN through END.
 //!
 //! Not detected: mixed-case key names (`kEy=`), command-line flags without `=`
 //! (`--password hunter2`), secrets shorter than 8 bytes, and encodings other than the

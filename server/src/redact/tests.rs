@@ -278,6 +278,15 @@ fn pem_block_multi_line() {
     // Truncated block (`head -3 key.pem`): the first ordinary line ends it.
     let cut = "-----BEGIN PRIVATE KEY-----\nMIIEowIBAAKCAQEAu1SU1LfVLPHCozMxH2Mo4lgOEePzNm0tRgeLezV6ffAt0gun\n$ ls -la\n";
     assert_eq!(r.redact(cut), "[REDACTED:private-key]\n$ ls -la\n");
+    // A key removed in a diff.
+    let diff = format!(
+        "diff --git a/key.pem b/key.pem\n{}+new\n",
+        PEM.lines().map(|l| format!("-{l}\n")).collect::<String>()
+    );
+    assert_eq!(
+        r.redact(&diff),
+        "diff --git a/key.pem b/key.pem\n-[REDACTED:private-key]\n+new\n"
+    );
     // Streaming never holds complete lines while inside a block.
     let mut stream = r.stream();
     let out = stream.push(b"-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n");
