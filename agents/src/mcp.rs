@@ -141,9 +141,13 @@ impl McpServer {
                     if name.is_empty() || !name.chars().all(is_header_name_char) {
                         return Err(fail(format!("`{name}` is not a valid header name")));
                     }
-                    if value.chars().any(|c| c == '\r' || c == '\n' || c == '\0') {
+                    // Line breaks would inject headers; anything beyond
+                    // printable ASCII cannot be sent portably (Node's fetch,
+                    // used by most of these CLIs, refuses it, and the CLI then
+                    // reports the server as failed without saying why).
+                    if !value.chars().all(|c| c == '\t' || (' '..='~').contains(&c)) {
                         return Err(fail(format!(
-                            "the value of header `{name}` contains a line break or NUL byte"
+                            "the value of header `{name}` must be printable ASCII (no line breaks)"
                         )));
                     }
                 }
@@ -280,10 +284,13 @@ fn claude_json(servers: &[(&str, &McpServer)]) -> Value {
                 "args": args.iter().map(|a| escape_claude(a)).collect::<Vec<_>>(),
                 "env": map_strings(env, escape_claude),
             }),
+            // Header values are expanded twice (once when the config is
+            // loaded, once more when the HTTP transport is built; seen with
+            // Claude Code 2.1.197), so they are escaped twice.
             McpTransport::Http { url, headers } => json!({
                 "type": "http",
                 "url": escape_claude(url),
-                "headers": map_strings(headers, escape_claude),
+                "headers": map_strings(headers, |v| escape_claude(&escape_claude(v))),
             }),
         };
         out.insert((*name).to_owned(), entry);
@@ -602,6 +609,10 @@ mod tests {
             s.validate(),
             Err(AgentError::InvalidConnector { .. })
         ));
+        let s = McpServer::http("a", "https://x").with_header("X", "snow \u{2603}");
+        assert!(s.validate().is_err());
+        let s = McpServer::http("a", "https://x").with_header("X", "Bearer a\tb ~!");
+        assert!(s.validate().is_ok());
         let s = McpServer::stdio("a", "x", vec![]).with_env("A=B", "1");
         assert!(s.validate().is_err());
         assert!(

@@ -416,7 +416,8 @@ fn check_round_trip(agent: &str, plan: &LaunchPlan, request: &LaunchRequest) {
                 },
                 &|s| Seen::Http {
                     url: claude_expand(s["url"].as_str().unwrap()),
-                    headers: string_map(&s["headers"], &claude_expand),
+                    // Claude Code expands header values twice.
+                    headers: string_map(&s["headers"], &|v| claude_expand(&claude_expand(v))),
                 },
                 &|s| s["type"] == "http",
             )

@@ -70,7 +70,7 @@ pub fn request(agent: &str, scenario: &str) -> LaunchRequest {
                     "https://mcp.example.com/mcp?x=$(id)&y=${HOME}&z={env:HOME}",
                 )
                 .with_header("Authorization", "Bearer $(cat /etc/passwd)`id`${HOME}$HOME")
-                .with_header("X-Quote", "\"'\\ {file:/etc/shadow} ☃"),
+                .with_header("X-Quote", "\"'\\ {file:/etc/shadow} ~"),
                 // Same name after sanitising: must be deduplicated.
                 McpServer::stdio("my-server-whoami", "true", vec![]),
             ];
