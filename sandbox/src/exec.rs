@@ -376,7 +376,9 @@ impl Stream for ExecOutput {
 
 impl Drop for ExecOutput {
     fn drop(&mut self) {
-        if self.finished || self.canceller.cancelled.load(Ordering::SeqCst) {
+        // `ended`: the output closed, so the command is done (or has detached
+        // from its output on purpose); nothing to cancel.
+        if self.finished || self.ended || self.canceller.cancelled.load(Ordering::SeqCst) {
             return;
         }
         // Abandoned mid-run: do not leave the command running unobserved.
@@ -458,6 +460,19 @@ pub(crate) async fn run_plain(shared: &Arc<Shared>, spec: &ExecSpec) -> Result<(
     Ok((-1, stdout))
 }
 
+/// Turns a failed exec request into "not found" / "not running (why)" when
+/// the sandbox is the problem; Docker reports those as 404, 409 or 500.
+async fn explain(shared: &Arc<Shared>, e: bollard::errors::Error) -> SandboxError {
+    match shared.exit_reason().await {
+        Ok(Some(ExitReason::Removed)) => SandboxError::NotFound(shared.id.clone()),
+        Ok(Some(reason)) => SandboxError::NotRunning {
+            id: shared.id.clone(),
+            reason,
+        },
+        _ => shared.map_gone(e),
+    }
+}
+
 async fn create_and_start(
     shared: &Arc<Shared>,
     spec: &ExecSpec,
@@ -481,23 +496,19 @@ async fn create_and_start(
         ),
         ..Default::default()
     };
-    let created = shared
-        .docker
-        .create_exec(&shared.id, options)
-        .await
-        .map_err(|e| shared.map_gone(e))?;
-    let started = shared
-        .docker
-        .start_exec(
-            &created.id,
-            Some(StartExecOptions {
-                detach: false,
-                tty: false,
-                output_capacity: Some(64 * 1024),
-            }),
-        )
-        .await
-        .map_err(|e| shared.map_gone(e))?;
+    let created = match shared.docker.create_exec(&shared.id, options).await {
+        Ok(created) => created,
+        Err(e) => return Err(explain(shared, e).await),
+    };
+    let start = StartExecOptions {
+        detach: false,
+        tty: false,
+        output_capacity: Some(64 * 1024),
+    };
+    let started = match shared.docker.start_exec(&created.id, Some(start)).await {
+        Ok(started) => started,
+        Err(e) => return Err(explain(shared, e).await),
+    };
     match started {
         StartExecResults::Attached { output, input } => Ok((created.id, output, input)),
         StartExecResults::Detached => Err(SandboxError::Invalid(

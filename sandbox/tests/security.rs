@@ -298,3 +298,65 @@ async fn no_daemon_is_a_clear_error() {
     assert!(matches!(err, SandboxError::ImageNotFound(_)), "{err}");
     assert!(err.to_string().contains("build-offline"), "{err}");
 }
+
+/// A one-shot HTTP responder on the host's loopback, standing in for a
+/// service a sandbox in host mode may reach.
+async fn loopback_responder() -> (u16, tokio::task::JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let mut buf = [0u8; 1024];
+            let _ = conn.read(&mut buf).await;
+            let _ = conn
+                .write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
+                )
+                .await;
+        }
+    });
+    (port, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn network_mode_none_isolates_and_host_reaches_loopback_services() {
+    let (port, server) = loopback_responder().await;
+    let url = format!("http://127.0.0.1:{port}/");
+    let sbx = sandboxes("network").await;
+
+    let isolated = sbx.create(sbx.spec("net-none")).await.unwrap();
+    let _g1 = Cleanup(isolated.id().to_owned());
+    // Only the loopback interface exists.
+    let ifaces = sh(&isolated, "ls /sys/class/net").await;
+    assert_eq!(ifaces, "lo");
+    let refused = run(
+        &isolated,
+        ExecSpec::new(["curl", "-s", "--max-time", "5", &url]),
+    )
+    .await;
+    assert!(
+        !refused.exit.success(),
+        "reached the host from network mode none"
+    );
+
+    let host = sbx
+        .create(
+            sbx.spec("net-host")
+                .network(drydock_sandbox::NetworkMode::Host),
+        )
+        .await
+        .unwrap();
+    let _g2 = Cleanup(host.id().to_owned());
+    let reached = run(
+        &host,
+        ExecSpec::new(["curl", "-s", "--max-time", "5", &url]),
+    )
+    .await;
+    assert!(reached.exit.success(), "{reached:?}");
+    assert_eq!(reached.stdout_str(), "hello");
+
+    isolated.remove().await.unwrap();
+    host.remove().await.unwrap();
+    server.abort();
+}
