@@ -303,8 +303,10 @@ async fn no_daemon_is_a_clear_error() {
 /// service a sandbox in host mode may reach.
 async fn loopback_responder() -> (u16, tokio::task::JoinHandle<()>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
+    let port = listener.local_addr().expect("local addr").port();
     let task = tokio::spawn(async move {
         while let Ok((mut conn, _)) = listener.accept().await {
             let mut buf = [0u8; 1024];
