@@ -291,52 +291,50 @@ async fn status(
     exec_id: String,
     cancelled: Arc<AtomicBool>,
 ) -> Result<ExecExit> {
-    {
-        let docker = &shared.docker;
-        let mut code = None;
-        // The output stream can close a moment before Docker records the exit
-        // code; poll briefly, and give up if the container itself is gone.
-        for attempt in 0..250u32 {
-            let info = docker.inspect_exec(&exec_id).await?;
-            if info.running != Some(true) {
-                code = info.exit_code;
-                break;
-            }
-            if attempt % 10 == 9 && !shared.is_running().await? {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+    let docker = &shared.docker;
+    let mut code = None;
+    // The output stream can close a moment before Docker records the exit
+    // code; poll briefly, and give up if the container itself is gone.
+    for attempt in 0..250u32 {
+        let info = docker.inspect_exec(&exec_id).await?;
+        if info.running != Some(true) {
+            code = info.exit_code;
+            break;
         }
-        if cancelled.load(Ordering::SeqCst) {
-            return Ok(ExecExit::Cancelled);
+        if attempt % 10 == 9 && !shared.is_running().await? {
+            break;
         }
-        match code {
-            Some(c) if c != 137 => Ok(ExecExit::Code(c)),
-            other => {
-                // 137 = SIGKILL: the OOM killer, the deadline, a kill, or the
-                // command's own doing. Ask the sandbox which. When we ended
-                // the sandbox ourselves (or its deadline passed), its
-                // processes die a moment before Docker marks it exited: wait
-                // for that instead of reporting a bare 137.
-                if shared.ending() {
-                    for _ in 0..50 {
-                        if !shared.is_running().await? {
-                            break;
-                        }
-                        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if cancelled.load(Ordering::SeqCst) {
+        return Ok(ExecExit::Cancelled);
+    }
+    match code {
+        Some(c) if c != 137 => Ok(ExecExit::Code(c)),
+        other => {
+            // 137 = SIGKILL: the OOM killer, the deadline, a kill, or the
+            // command's own doing. Ask the sandbox which. When we ended
+            // the sandbox ourselves (or its deadline passed), its
+            // processes die a moment before Docker marks it exited: wait
+            // for that instead of reporting a bare 137.
+            if shared.ending() {
+                for _ in 0..50 {
+                    if !shared.is_running().await? {
+                        break;
                     }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                 }
-                if !shared.is_running().await? {
-                    let reason = shared.exit_reason().await?;
-                    return Ok(ExecExit::SandboxEnded(
-                        reason.unwrap_or(ExitReason::Exited(-1)),
-                    ));
-                }
-                if shared.oom_kills_increased().await? {
-                    return Ok(ExecExit::OutOfMemory);
-                }
-                Ok(ExecExit::Code(other.unwrap_or(-1)))
             }
+            if !shared.is_running().await? {
+                let reason = shared.exit_reason().await?;
+                return Ok(ExecExit::SandboxEnded(
+                    reason.unwrap_or(ExitReason::Exited(-1)),
+                ));
+            }
+            if shared.oom_kills_increased().await? {
+                return Ok(ExecExit::OutOfMemory);
+            }
+            Ok(ExecExit::Code(other.unwrap_or(-1)))
         }
     }
 }
