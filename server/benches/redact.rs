@@ -189,6 +189,19 @@ fn bench(c: &mut Criterion) {
     }
     group.finish();
 
+    // Building a task's redactor (once per task).
+    let mut group = c.benchmark_group("build");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(2));
+    for n in [10usize, 1000] {
+        group.bench_with_input(BenchmarkId::new("redactor_new", n), &n, |b, &n| {
+            b.iter(|| black_box(redactor(&all_secrets[..n])));
+        });
+    }
+    group.finish();
+
     let mut group = c.benchmark_group("naive");
     group
         .sample_size(10)
