@@ -1,12 +1,15 @@
 //! A local stand-in for GitHub that speaks the real protocol drydock uses: the OAuth web flow
 //! (authorize with state and PKCE S256, one-time codes, the token endpoint's JSON answers and
-//! errors) and the REST endpoints `/user`, `/user/emails` and `/user/repos` with `Link` paging,
-//! served under `/api/v3` as GitHub Enterprise Server does.
+//! errors), the REST endpoints `/user`, `/user/emails`, `/user/repos` with `Link` paging,
+//! `/repos/{owner}/{repo}` and its pull requests, served under `/api/v3` as GitHub Enterprise
+//! Server does, and git over smart HTTP at `/{owner}/{repo}.git` (see [`crate::git_http`]).
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use axum::extract::{Form, Query, State};
+use axum::body::Bytes;
+use axum::extract::{Form, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -15,6 +18,8 @@ use base64::Engine;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+
+use crate::git_http::{self, GitPath};
 
 /// The client id and secret of the OAuth app the stand-in knows.
 pub const CLIENT_ID: &str = "Iv1.standin-client";
@@ -54,6 +59,120 @@ struct Inner {
     tokens: HashMap<String, String>,
     authorize_queries: Vec<HashMap<String, String>>,
     corrupt_next_challenge: bool,
+    /// Repositories with real git behind them, by `owner/name`.
+    hosted: HashMap<String, HostedRepo>,
+    pulls: Vec<StoredPull>,
+    next_id: i64,
+}
+
+/// A repository backed by a bare git repository.
+#[derive(Debug, Clone)]
+struct HostedRepo {
+    id: i64,
+    owner: String,
+    name: String,
+    private: bool,
+    default_branch: String,
+}
+
+#[derive(Debug, Clone)]
+struct StoredPull {
+    id: i64,
+    number: u64,
+    /// `owner/name` of the repository.
+    repo: String,
+    title: String,
+    body: Option<String>,
+    head: String,
+    head_sha: String,
+    base: String,
+    base_sha: String,
+    draft: bool,
+    state: String,
+    user: String,
+    created_at: String,
+    updated_at: String,
+}
+
+impl Inner {
+    fn next_id(&mut self) -> i64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    /// The repository `full` (`owner/name`) as the API shows it, hosted or merely listed.
+    fn find_repo(&self, full: &str) -> Option<RepoView> {
+        if let Some(h) = self.hosted.get(full) {
+            return Some(RepoView {
+                id: h.id,
+                owner: h.owner.clone(),
+                name: h.name.clone(),
+                private: h.private,
+                default_branch: h.default_branch.clone(),
+            });
+        }
+        // A repository only named in someone's list: same attributes as `/user/repos` shows.
+        self.users.values().find_map(|u| {
+            let i = u.repos.iter().position(|r| r == full)?;
+            let (owner, name) = full.split_once('/').unwrap_or((&u.login, full));
+            Some(RepoView {
+                id: 1000 + i64::try_from(i).unwrap_or(0),
+                owner: owner.into(),
+                name: name.into(),
+                private: i % 3 == 0,
+                default_branch: "main".into(),
+            })
+        })
+    }
+
+    /// What `login` (or an anonymous caller) may do with `repo`; `None` when they cannot see it.
+    fn permissions(&self, login: Option<&str>, repo: &RepoView) -> Option<Permissions> {
+        let full = repo.full_name();
+        let listed = login
+            .and_then(|l| self.users.get(l))
+            .is_some_and(|u| u.repos.contains(&full));
+        if listed {
+            Some(Permissions {
+                admin: login == Some(repo.owner.as_str()),
+                push: true,
+                pull: true,
+            })
+        } else if !repo.private {
+            Some(Permissions {
+                admin: false,
+                push: false,
+                pull: true,
+            })
+        } else {
+            None
+        }
+    }
+
+    fn user_id(&self, login: &str) -> i64 {
+        self.users.get(login).map_or(0, |u| u.id)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct RepoView {
+    id: i64,
+    owner: String,
+    name: String,
+    private: bool,
+    default_branch: String,
+}
+
+impl RepoView {
+    fn full_name(&self) -> String {
+        format!("{}/{}", self.owner, self.name)
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Permissions {
+    admin: bool,
+    push: bool,
+    pull: bool,
 }
 
 /// The running stand-in.
@@ -62,6 +181,8 @@ pub struct GithubStandIn {
     /// `http://127.0.0.1:PORT` (the web URL, `GITHUB_URL`).
     pub url: String,
     inner: Arc<Mutex<Inner>>,
+    /// Holds the bare repositories; removed when the last handle goes.
+    git_root: Arc<tempfile::TempDir>,
 }
 
 impl GithubStandIn {
@@ -71,10 +192,15 @@ impl GithubStandIn {
             .await
             .expect("bind stand-in");
         let url = format!("http://{}", listener.local_addr().expect("address"));
-        let inner = Arc::new(Mutex::new(Inner::default()));
+        let inner = Arc::new(Mutex::new(Inner {
+            next_id: 5000,
+            ..Inner::default()
+        }));
+        let git_root = Arc::new(tempfile::tempdir().expect("git root"));
         let shared = Shared {
             inner: inner.clone(),
             url: url.clone(),
+            git_root: git_root.path().to_owned(),
         };
         let app = Router::new()
             .route("/login/oauth/authorize", get(authorize))
@@ -82,11 +208,25 @@ impl GithubStandIn {
             .route("/api/v3/user", get(user))
             .route("/api/v3/user/emails", get(emails))
             .route("/api/v3/user/repos", get(repos))
+            .route("/api/v3/repos/{owner}/{repo}", get(get_repo))
+            .route(
+                "/api/v3/repos/{owner}/{repo}/pulls",
+                get(list_pulls).post(create_pull),
+            )
+            .route(
+                "/api/v3/repos/{owner}/{repo}/pulls/{number}",
+                get(get_pull).patch(update_pull),
+            )
+            .fallback(git_smart_http)
             .with_state(shared);
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Self { url, inner }
+        Self {
+            url,
+            inner,
+            git_root,
+        }
     }
 
     /// `GITHUB_API_URL` for drydock.
@@ -150,6 +290,120 @@ impl GithubStandIn {
         self.lock().authorize_queries.clone()
     }
 
+    /// Mints a token for `login` without the OAuth dance.
+    pub fn issue_token_for(&self, login: &str) -> String {
+        let mut inner = self.lock();
+        assert!(inner.users.contains_key(login), "no stand-in user {login}");
+        let token = random("gho_");
+        inner.tokens.insert(token.clone(), login.into());
+        token
+    }
+
+    /// Creates the private repository `owner/name` backed by a bare git repository whose
+    /// `default_branch` holds one commit with `files` (path, contents), by a fixed author at a
+    /// fixed date, and lists it first among `owner`'s repositories. Returns the commit id.
+    pub fn create_repo(
+        &self,
+        owner: &str,
+        name: &str,
+        files: &[(&str, &str)],
+        default_branch: &str,
+    ) -> String {
+        let full = format!("{owner}/{name}");
+        assert!(
+            self.lock().users.contains_key(owner),
+            "no stand-in user {owner}; add_user first"
+        );
+        assert!(
+            GitPath::parse(&format!("/{full}.git/info/refs")).is_some(),
+            "unusable repository name {full}"
+        );
+        let sha = git_http::create_bare_repo(
+            self.git_root.path(),
+            &self.repo_path(owner, name),
+            files,
+            default_branch,
+        );
+        let mut inner = self.lock();
+        let id = inner.next_id();
+        inner.hosted.insert(
+            full.clone(),
+            HostedRepo {
+                id,
+                owner: owner.into(),
+                name: name.into(),
+                private: true,
+                default_branch: default_branch.into(),
+            },
+        );
+        if let Some(user) = inner.users.get_mut(owner) {
+            user.repos.retain(|r| r != &full);
+            user.repos.insert(0, full);
+        }
+        sha
+    }
+
+    /// Makes a repository made by [`Self::create_repo`] public or private again.
+    pub fn set_private(&self, owner: &str, name: &str, private: bool) {
+        let mut inner = self.lock();
+        let repo = inner
+            .hosted
+            .get_mut(&format!("{owner}/{name}"))
+            .expect("no such stand-in repository");
+        repo.private = private;
+    }
+
+    /// Makes `login` a collaborator (pull and push) on `owner/name`.
+    pub fn grant_access(&self, login: &str, owner: &str, name: &str) {
+        let full = format!("{owner}/{name}");
+        let mut inner = self.lock();
+        let user = inner.users.get_mut(login).expect("no such stand-in user");
+        if !user.repos.contains(&full) {
+            user.repos.insert(0, full);
+        }
+    }
+
+    /// The bare repository behind `owner/name`.
+    pub fn repo_path(&self, owner: &str, name: &str) -> PathBuf {
+        git_http::bare_path(self.git_root.path(), owner, name)
+    }
+
+    /// The URL git clones `owner/name` from (`clone_url` in the API).
+    pub fn clone_url(&self, owner: &str, name: &str) -> String {
+        format!("{}/{owner}/{name}.git", self.url)
+    }
+
+    /// The pull requests opened on `owner/name`, oldest first, as the API shows them.
+    pub fn pulls(&self, owner: &str, name: &str) -> Vec<Value> {
+        let full = format!("{owner}/{name}");
+        let stored: Vec<StoredPull> = self
+            .lock()
+            .pulls
+            .iter()
+            .filter(|p| p.repo == full)
+            .cloned()
+            .collect();
+        let bare = self.repo_path(owner, name);
+        let root = self.git_root.path();
+        let shas: Vec<(String, String)> = stored
+            .iter()
+            .map(|p| {
+                (
+                    git_http::branch_sha_blocking(root, &bare, &p.head)
+                        .unwrap_or_else(|| p.head_sha.clone()),
+                    git_http::branch_sha_blocking(root, &bare, &p.base)
+                        .unwrap_or_else(|| p.base_sha.clone()),
+                )
+            })
+            .collect();
+        let inner = self.lock();
+        stored
+            .iter()
+            .zip(shas)
+            .map(|(p, (head, base))| pull_json(&self.url, &inner, p, &head, &base))
+            .collect()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().expect("stand-in state")
     }
@@ -159,6 +413,7 @@ impl GithubStandIn {
 struct Shared {
     inner: Arc<Mutex<Inner>>,
     url: String,
+    git_root: PathBuf,
 }
 
 fn random(prefix: &str) -> String {
@@ -302,6 +557,7 @@ async fn repos(
     let page = p.page.unwrap_or(1).max(1);
     let total = u.repos.len();
     let last = total.div_ceil(per_page).max(1);
+    let inner = s.inner.lock().expect("state");
     let items: Vec<Value> = u
         .repos
         .iter()
@@ -309,6 +565,12 @@ async fn repos(
         .skip((page - 1) * per_page)
         .take(per_page)
         .map(|(i, full)| {
+            if inner.hosted.contains_key(full)
+                && let Some(view) = inner.find_repo(full)
+            {
+                let perms = inner.permissions(Some(&u.login), &view);
+                return repo_json(&s.url, &inner, &view, perms);
+            }
             let (owner, name) = full.split_once('/').unwrap_or((&u.login, full));
             json!({
                 "id": 1000 + i, "node_id": format!("R_{i}"), "name": name, "full_name": full,
@@ -318,6 +580,7 @@ async fn repos(
             })
         })
         .collect();
+    drop(inner);
     let link_for = |n: usize, rel: &str| {
         format!(
             "<{}/api/v3/user/repos?per_page={per_page}&page={n}>; rel=\"{rel}\"",
@@ -340,4 +603,585 @@ async fn repos(
         response.headers_mut().insert(header::LINK, value);
     }
     response
+}
+
+fn not_found() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        Json(json!({"message": "Not Found", "documentation_url": "https://docs.github.com/rest"})),
+    )
+        .into_response()
+}
+
+fn requires_authentication() -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        Json(json!({"message": "Requires authentication", "documentation_url": "https://docs.github.com/rest"})),
+    )
+        .into_response()
+}
+
+fn validation_failed(errors: Value) -> Response {
+    (
+        StatusCode::UNPROCESSABLE_ENTITY,
+        Json(json!({"message": "Validation Failed", "errors": errors,
+            "documentation_url": "https://docs.github.com/rest/pulls/pulls#create-a-pull-request"})),
+    )
+        .into_response()
+}
+
+/// Why a REST call is refused before it does anything.
+#[derive(Debug, Clone, Copy)]
+enum Refusal {
+    BadCredentials,
+    RequiresAuthentication,
+    NotFound,
+    BadJson,
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        match self {
+            Refusal::BadCredentials => bad_credentials(),
+            Refusal::RequiresAuthentication => requires_authentication(),
+            Refusal::NotFound => not_found(),
+            Refusal::BadJson => (
+                StatusCode::BAD_REQUEST,
+                Json(json!({"message": "Problems parsing JSON",
+                    "documentation_url": "https://docs.github.com/rest"})),
+            )
+                .into_response(),
+        }
+    }
+}
+
+/// The REST caller: `Ok(None)` when anonymous, `Err` (401) when the token is not accepted.
+fn api_caller(s: &Shared, headers: &HeaderMap) -> Result<Option<FakeUser>, Refusal> {
+    if !headers.contains_key(header::AUTHORIZATION) {
+        return Ok(None);
+    }
+    authed(s, headers).map(Some).ok_or(Refusal::BadCredentials)
+}
+
+fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// A user as GitHub embeds it in other objects (every field octocrab's `Author` requires).
+fn author_json(url: &str, login: &str, id: i64) -> Value {
+    let api = format!("{url}/api/v3/users/{login}");
+    json!({
+        "login": login, "id": id, "node_id": format!("U_{id}"),
+        "avatar_url": format!("{url}/avatars/u/{id}"), "gravatar_id": "",
+        "url": api, "html_url": format!("{url}/{login}"),
+        "followers_url": format!("{api}/followers"),
+        "following_url": format!("{api}/following{{/other_user}}"),
+        "gists_url": format!("{api}/gists{{/gist_id}}"),
+        "starred_url": format!("{api}/starred{{/owner}}{{/repo}}"),
+        "subscriptions_url": format!("{api}/subscriptions"),
+        "organizations_url": format!("{api}/orgs"),
+        "repos_url": format!("{api}/repos"),
+        "events_url": format!("{api}/events{{/privacy}}"),
+        "received_events_url": format!("{api}/received_events"),
+        "type": "User", "site_admin": false
+    })
+}
+
+fn repo_json(url: &str, inner: &Inner, repo: &RepoView, perms: Option<Permissions>) -> Value {
+    let full = repo.full_name();
+    let api = format!("{url}/api/v3/repos/{full}");
+    let mut value = json!({
+        "id": repo.id, "node_id": format!("R_{}", repo.id), "name": repo.name,
+        "full_name": full, "private": repo.private,
+        "owner": author_json(url, &repo.owner, inner.user_id(&repo.owner)),
+        "html_url": format!("{url}/{full}"), "description": null, "fork": false,
+        "url": api, "pulls_url": format!("{api}/pulls{{/number}}"),
+        "git_url": format!("{url}/{full}.git"),
+        "clone_url": format!("{url}/{full}.git"),
+        "default_branch": repo.default_branch,
+        "visibility": if repo.private { "private" } else { "public" },
+        "archived": false, "disabled": false,
+        "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-11-28T00:00:00Z",
+        "pushed_at": "2026-11-28T00:00:00Z",
+    });
+    if let Some(p) = perms {
+        value["permissions"] = json!({
+            "admin": p.admin, "maintain": p.admin, "push": p.push, "triage": p.push, "pull": p.pull
+        });
+    }
+    value
+}
+
+fn pull_json(url: &str, inner: &Inner, pr: &StoredPull, head_sha: &str, base_sha: &str) -> Value {
+    let (owner, _) = pr.repo.split_once('/').unwrap_or((&pr.repo, ""));
+    let repo = inner.find_repo(&pr.repo).map(|view| {
+        let perms = inner.permissions(Some(&pr.user), &view);
+        repo_json(url, inner, &view, perms)
+    });
+    let owner_json = author_json(url, owner, inner.user_id(owner));
+    let api = format!("{url}/api/v3/repos/{}", pr.repo);
+    let html = format!("{url}/{}/pull/{}", pr.repo, pr.number);
+    let closed = pr.state == "closed";
+    json!({
+        "id": pr.id, "node_id": format!("PR_{}", pr.id), "number": pr.number,
+        "url": format!("{api}/pulls/{}", pr.number),
+        "html_url": html, "diff_url": format!("{html}.diff"), "patch_url": format!("{html}.patch"),
+        "issue_url": format!("{api}/issues/{}", pr.number),
+        "commits_url": format!("{api}/pulls/{}/commits", pr.number),
+        "comments_url": format!("{api}/issues/{}/comments", pr.number),
+        "statuses_url": format!("{api}/statuses/{head_sha}"),
+        "state": pr.state, "locked": false, "title": pr.title, "body": pr.body,
+        "draft": pr.draft,
+        "user": author_json(url, &pr.user, inner.user_id(&pr.user)),
+        "created_at": pr.created_at, "updated_at": pr.updated_at,
+        "closed_at": if closed { Value::from(pr.updated_at.clone()) } else { Value::Null },
+        "merged_at": null, "merged": false, "mergeable": null, "merge_commit_sha": null,
+        "head": {"label": format!("{owner}:{}", pr.head), "ref": pr.head, "sha": head_sha,
+            "user": owner_json, "repo": repo},
+        "base": {"label": format!("{owner}:{}", pr.base), "ref": pr.base, "sha": base_sha,
+            "user": owner_json, "repo": repo},
+        "author_association": "OWNER",
+    })
+}
+
+/// The repository and what the caller may do with it, or the answer to give instead.
+fn visible_repo(
+    s: &Shared,
+    headers: &HeaderMap,
+    owner: &str,
+    name: &str,
+) -> Result<(Option<FakeUser>, RepoView, Permissions), Refusal> {
+    let caller = api_caller(s, headers)?;
+    let inner = s.inner.lock().expect("state");
+    let view = inner
+        .find_repo(&format!("{owner}/{name}"))
+        .ok_or(Refusal::NotFound)?;
+    let perms = inner
+        .permissions(caller.as_ref().map(|u| u.login.as_str()), &view)
+        .ok_or(Refusal::NotFound)?;
+    Ok((caller, view, perms))
+}
+
+async fn get_repo(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    Path((owner, name)): Path<(String, String)>,
+) -> Response {
+    match visible_repo(&s, &headers, &owner, &name) {
+        Ok((caller, view, perms)) => {
+            let inner = s.inner.lock().expect("state");
+            Json(repo_json(&s.url, &inner, &view, caller.map(|_| perms))).into_response()
+        }
+        Err(refusal) => refusal.into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct CreatePull {
+    title: Option<String>,
+    body: Option<String>,
+    head: Option<String>,
+    base: Option<String>,
+    #[serde(default)]
+    draft: bool,
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Refusal> {
+    serde_json::from_slice(body).map_err(|_| Refusal::BadJson)
+}
+
+/// The repository of a pull request call: hosted, visible, and a signed-in caller.
+fn pull_repo(
+    s: &Shared,
+    headers: &HeaderMap,
+    owner: &str,
+    name: &str,
+    need_caller: bool,
+) -> Result<(Option<FakeUser>, RepoView, PathBuf), Refusal> {
+    // Writes ask for credentials before saying anything about the repository.
+    if need_caller && api_caller(s, headers)?.is_none() {
+        return Err(Refusal::RequiresAuthentication);
+    }
+    let (caller, view, _) = visible_repo(s, headers, owner, name)?;
+    if !s
+        .inner
+        .lock()
+        .expect("state")
+        .hosted
+        .contains_key(&view.full_name())
+    {
+        return Err(Refusal::NotFound);
+    }
+    let bare = git_http::bare_path(&s.git_root, &view.owner, &view.name);
+    Ok((caller, view, bare))
+}
+
+async fn create_pull(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    Path((owner, name)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let (caller, view, bare) = match pull_repo(&s, &headers, &owner, &name, true) {
+        Ok(found) => found,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let Some(caller) = caller else {
+        return requires_authentication();
+    };
+    let req: CreatePull = match parse_json(&body) {
+        Ok(req) => req,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let missing = |field: &str| {
+        validation_failed(
+            json!([{"resource": "PullRequest", "field": field, "code": "missing_field"}]),
+        )
+    };
+    let invalid = |field: &str| {
+        validation_failed(json!([{"resource": "PullRequest", "field": field, "code": "invalid"}]))
+    };
+    let Some(title) = req.title.filter(|t| !t.trim().is_empty()) else {
+        return missing("title");
+    };
+    let Some(head_spec) = req.head else {
+        return missing("head");
+    };
+    let Some(base) = req.base else {
+        return missing("base");
+    };
+    // `head` is `branch` or `owner:branch`; only same-repository heads exist here (no forks).
+    let head = match head_spec.split_once(':') {
+        Some((head_owner, branch)) if head_owner == view.owner => branch.to_owned(),
+        Some(_) => return invalid("head"),
+        None => head_spec.clone(),
+    };
+    let Some(base_sha) = git_http::branch_sha(&s.git_root, &bare, &base).await else {
+        return invalid("base");
+    };
+    let Some(head_sha) = git_http::branch_sha(&s.git_root, &bare, &head).await else {
+        return invalid("head");
+    };
+    let full = view.full_name();
+    let exists = |inner: &Inner| {
+        inner
+            .pulls
+            .iter()
+            .any(|p| p.repo == full && p.head == head && p.base == base && p.state == "open")
+    };
+    let already = || {
+        validation_failed(json!([{"resource": "PullRequest", "code": "custom",
+            "message": format!("A pull request already exists for {}:{head}.", view.owner)}]))
+    };
+    if exists(&s.inner.lock().expect("state")) {
+        return already();
+    }
+    let ahead = git_http::commits_ahead(&s.git_root, &bare, &base, &head)
+        .await
+        .unwrap_or(0);
+    if ahead == 0 {
+        return validation_failed(json!([{"resource": "PullRequest", "code": "custom",
+            "message": format!("No commits between {base} and {head}")}]));
+    }
+    let mut inner = s.inner.lock().expect("state");
+    if exists(&inner) {
+        return already();
+    }
+    let id = inner.next_id();
+    let number = 1 + inner.pulls.iter().filter(|p| p.repo == full).count() as u64;
+    let now = now_rfc3339();
+    let pr = StoredPull {
+        id,
+        number,
+        repo: full,
+        title,
+        body: req.body,
+        head,
+        head_sha: head_sha.clone(),
+        base,
+        base_sha: base_sha.clone(),
+        draft: req.draft,
+        state: "open".into(),
+        user: caller.login,
+        created_at: now.clone(),
+        updated_at: now,
+    };
+    let value = pull_json(&s.url, &inner, &pr, &head_sha, &base_sha);
+    inner.pulls.push(pr);
+    let location = value["url"].as_str().unwrap_or_default().to_owned();
+    let mut response = (StatusCode::CREATED, Json(value)).into_response();
+    if let Ok(location) = location.parse() {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    response
+}
+
+/// Renders stored pull requests with their branches' current commits.
+async fn render_pulls(s: &Shared, bare: &std::path::Path, pulls: Vec<StoredPull>) -> Vec<Value> {
+    let mut shas = Vec::with_capacity(pulls.len());
+    for p in &pulls {
+        let head = git_http::branch_sha(&s.git_root, bare, &p.head).await;
+        let base = git_http::branch_sha(&s.git_root, bare, &p.base).await;
+        shas.push((
+            head.unwrap_or_else(|| p.head_sha.clone()),
+            base.unwrap_or_else(|| p.base_sha.clone()),
+        ));
+    }
+    let inner = s.inner.lock().expect("state");
+    pulls
+        .iter()
+        .zip(shas)
+        .map(|(p, (head, base))| pull_json(&s.url, &inner, p, &head, &base))
+        .collect()
+}
+
+#[derive(Deserialize)]
+struct PullFilter {
+    state: Option<String>,
+    head: Option<String>,
+    base: Option<String>,
+    per_page: Option<usize>,
+    page: Option<usize>,
+}
+
+async fn list_pulls(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    Path((owner, name)): Path<(String, String)>,
+    Query(f): Query<PullFilter>,
+) -> Response {
+    let (_, view, bare) = match pull_repo(&s, &headers, &owner, &name, false) {
+        Ok(found) => found,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let full = view.full_name();
+    let state = f.state.unwrap_or_else(|| "open".into());
+    let per_page = f.per_page.unwrap_or(30).clamp(1, 100);
+    let page = f.page.unwrap_or(1).max(1);
+    let matches_head = |p: &StoredPull| match f.head.as_deref() {
+        None => true,
+        Some(spec) => match spec.split_once(':') {
+            Some((o, branch)) => o == view.owner && branch == p.head,
+            None => spec == p.head,
+        },
+    };
+    // Newest first, as GitHub sorts by default.
+    let selected: Vec<StoredPull> = s
+        .inner
+        .lock()
+        .expect("state")
+        .pulls
+        .iter()
+        .rev()
+        .filter(|p| p.repo == full)
+        .filter(|p| state == "all" || p.state == state)
+        .filter(|p| f.base.as_deref().is_none_or(|b| b == p.base))
+        .filter(|p| matches_head(p))
+        .skip((page - 1) * per_page)
+        .take(per_page)
+        .cloned()
+        .collect();
+    Json(render_pulls(&s, &bare, selected).await).into_response()
+}
+
+async fn get_pull(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    Path((owner, name, number)): Path<(String, String, u64)>,
+) -> Response {
+    let (_, view, bare) = match pull_repo(&s, &headers, &owner, &name, false) {
+        Ok(found) => found,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let full = view.full_name();
+    let found: Vec<StoredPull> = s
+        .inner
+        .lock()
+        .expect("state")
+        .pulls
+        .iter()
+        .filter(|p| p.repo == full && p.number == number)
+        .cloned()
+        .collect();
+    match render_pulls(&s, &bare, found).await.pop() {
+        Some(value) => Json(value).into_response(),
+        None => not_found(),
+    }
+}
+
+#[derive(Deserialize)]
+struct UpdatePull {
+    title: Option<String>,
+    body: Option<String>,
+    state: Option<String>,
+    base: Option<String>,
+}
+
+async fn update_pull(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    Path((owner, name, number)): Path<(String, String, u64)>,
+    body: Bytes,
+) -> Response {
+    let (_, view, bare) = match pull_repo(&s, &headers, &owner, &name, true) {
+        Ok(found) => found,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let req: UpdatePull = match parse_json(&body) {
+        Ok(req) => req,
+        Err(refusal) => return refusal.into_response(),
+    };
+    if req
+        .state
+        .as_deref()
+        .is_some_and(|st| st != "open" && st != "closed")
+    {
+        return validation_failed(
+            json!([{"resource": "PullRequest", "field": "state", "code": "invalid"}]),
+        );
+    }
+    if let Some(base) = &req.base
+        && git_http::branch_sha(&s.git_root, &bare, base)
+            .await
+            .is_none()
+    {
+        return validation_failed(
+            json!([{"resource": "PullRequest", "field": "base", "code": "invalid"}]),
+        );
+    }
+    let full = view.full_name();
+    let updated = {
+        let mut inner = s.inner.lock().expect("state");
+        let Some(pr) = inner
+            .pulls
+            .iter_mut()
+            .find(|p| p.repo == full && p.number == number)
+        else {
+            return not_found();
+        };
+        if let Some(title) = req.title {
+            pr.title = title;
+        }
+        if let Some(body) = req.body {
+            pr.body = Some(body);
+        }
+        if let Some(state) = req.state {
+            pr.state = state;
+        }
+        if let Some(base) = req.base {
+            pr.base = base;
+        }
+        pr.updated_at = now_rfc3339();
+        pr.clone()
+    };
+    match render_pulls(&s, &bare, vec![updated]).await.pop() {
+        Some(value) => Json(value).into_response(),
+        None => not_found(),
+    }
+}
+
+/// How a git client identified itself.
+enum GitCaller {
+    Anonymous,
+    Invalid,
+    User(String),
+}
+
+/// HTTP Basic as GitHub takes it for git: the token as password (any username, usually
+/// `x-access-token`), or the token as username with an empty or `x-oauth-basic` password.
+fn git_caller(s: &Shared, headers: &HeaderMap) -> GitCaller {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return GitCaller::Anonymous;
+    };
+    let decoded = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("basic"))
+        .and_then(|(_, b64)| {
+            base64::engine::general_purpose::STANDARD
+                .decode(b64.trim())
+                .ok()
+        })
+        .and_then(|bytes| String::from_utf8(bytes).ok());
+    let Some(decoded) = decoded else {
+        return GitCaller::Invalid;
+    };
+    let (user, password) = decoded.split_once(':').unwrap_or((&decoded, ""));
+    let inner = s.inner.lock().expect("state");
+    let login = inner.tokens.get(password).or_else(|| {
+        (password.is_empty() || password == "x-oauth-basic")
+            .then(|| inner.tokens.get(user))
+            .flatten()
+    });
+    match login {
+        Some(login) if inner.users.contains_key(login) => GitCaller::User(login.clone()),
+        _ => GitCaller::Invalid,
+    }
+}
+
+fn git_text(status: StatusCode, message: &str) -> Response {
+    let mut response = (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        format!("{message}\n"),
+    )
+        .into_response();
+    if status == StatusCode::UNAUTHORIZED {
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            axum::http::HeaderValue::from_static("Basic realm=\"GitHub\""),
+        );
+    }
+    response
+}
+
+/// Git smart HTTP at `/{owner}/{repo}.git/...`, authorised as GitHub does, served by
+/// `git http-backend`.
+async fn git_smart_http(State(s): State<Shared>, req: Request) -> Response {
+    let Some(path) = GitPath::parse(req.uri().path()) else {
+        return git_text(StatusCode::NOT_FOUND, "Not Found");
+    };
+    let push = path.is_push(req.uri().query().unwrap_or(""));
+    let login = match git_caller(&s, req.headers()) {
+        GitCaller::Invalid => {
+            return git_text(
+                StatusCode::UNAUTHORIZED,
+                "Invalid username or token. Password authentication is not supported for Git operations.",
+            );
+        }
+        GitCaller::Anonymous => None,
+        GitCaller::User(login) => Some(login),
+    };
+    let full = path.full_name();
+    let perms = {
+        let inner = s.inner.lock().expect("state");
+        inner.hosted.get(&full).map(|h| {
+            let view = RepoView {
+                id: h.id,
+                owner: h.owner.clone(),
+                name: h.name.clone(),
+                private: h.private,
+                default_branch: h.default_branch.clone(),
+            };
+            inner.permissions(login.as_deref(), &view)
+        })
+    };
+    match (&login, perms) {
+        // Anonymous reads of public repositories need no credentials; anything else asks for
+        // them, without saying whether the repository exists.
+        (None, Some(Some(p))) if p.pull && !push => {}
+        (None, _) => return git_text(StatusCode::UNAUTHORIZED, "Authentication required."),
+        (Some(_), None | Some(None)) => {
+            return git_text(StatusCode::NOT_FOUND, "Repository not found.");
+        }
+        (Some(user), Some(Some(p))) if push && !p.push => {
+            return git_text(
+                StatusCode::FORBIDDEN,
+                &format!("Permission to {full}.git denied to {user}."),
+            );
+        }
+        (Some(_), Some(Some(_))) => {}
+    }
+    git_http::serve(&s.git_root, &path, login.as_deref(), req).await
 }

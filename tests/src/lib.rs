@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod db;
+pub mod git_http;
 pub mod github;
 pub mod server;
 
