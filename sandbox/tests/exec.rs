@@ -149,6 +149,20 @@ async fn marker_processes(sb: &drydock_sandbox::Sandbox) -> String {
     sh(sb, "pgrep -a -x sleep | grep ' 4242$' || true").await
 }
 
+/// Waits until `n` marker processes run (a background job becomes `sleep`
+/// only once it has exec'd, a moment after the shell moved on).
+async fn await_markers(sb: &drydock_sandbox::Sandbox, n: usize) {
+    let mut seen = 0;
+    for _ in 0..100 {
+        seen = marker_processes(sb).await.lines().count();
+        if seen == n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("expected {n} marker processes, saw {seen}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancellation_kills_the_process_and_its_children() {
     let sbx = sandboxes("exec-cancel").await;
@@ -162,7 +176,7 @@ async fn cancellation_kills_the_process_and_its_children() {
         .unwrap();
     let first = exec.next().await.unwrap().unwrap();
     assert_eq!(&first.data[..], b"started\n");
-    assert_eq!(marker_processes(&sb).await.lines().count(), 2);
+    await_markers(&sb, 2).await;
 
     let canceller = exec.canceller();
     tokio::spawn(async move { canceller.cancel().await.unwrap() })
@@ -177,7 +191,7 @@ async fn cancellation_kills_the_process_and_its_children() {
         .await
         .unwrap();
     dropped.next().await.unwrap().unwrap();
-    assert_eq!(marker_processes(&sb).await.lines().count(), 1);
+    await_markers(&sb, 1).await;
     drop(dropped);
     let mut left = String::from("not checked");
     for _ in 0..100 {

@@ -5,10 +5,10 @@ use std::path::Path;
 use std::process::Command;
 
 fn mirror_for(files: &[(&str, &str)]) -> String {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join("sources.list.d")).unwrap();
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::create_dir_all(dir.path().join("sources.list.d")).expect("mkdir");
     for (name, text) in files {
-        std::fs::write(dir.path().join(name), text).unwrap();
+        std::fs::write(dir.path().join(name), text).expect("write apt file");
     }
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("image/build-offline");
     let out = Command::new("bash")
@@ -17,13 +17,13 @@ fn mirror_for(files: &[(&str, &str)]) -> String {
         .env("DRYDOCK_APT_DIR", dir.path())
         .env("DRYDOCK_DEBIAN_SUITE", "bookworm")
         .output()
-        .unwrap();
+        .expect("run bash");
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 #[test]
