@@ -162,9 +162,6 @@ impl Shared {
         if let Some(reason) = self.recorded() {
             return Ok(Some(reason));
         }
-        if state.oom_killed == Some(true) {
-            return Ok(Some(ExitReason::OutOfMemory));
-        }
         let finished = state
             .finished_at
             .as_deref()
@@ -178,7 +175,13 @@ impl Shared {
                 return Ok(Some(ExitReason::Deadline));
             }
         }
-        Ok(Some(match state.exit_code.unwrap_or(-1) {
+        let code = state.exit_code.unwrap_or(-1);
+        // Docker 20.10 sets OOMKilled when anything in the container was
+        // OOM-killed during its life, so a SIGTERM exit still reads as a stop.
+        if code != 143 && state.oom_killed == Some(true) {
+            return Ok(Some(ExitReason::OutOfMemory));
+        }
+        Ok(Some(match code {
             // The main process is `sleep <deadline>`: it only exits 0 when the
             // deadline passes.
             0 => ExitReason::Deadline,

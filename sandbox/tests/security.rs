@@ -199,6 +199,25 @@ async fn allocating_beyond_the_memory_limit_is_reported_as_oom() {
     assert_eq!(sh(&sb, "echo still here").await, "still here");
     let killed = run(&sb, ExecSpec::shell("kill -KILL $$")).await;
     assert_eq!(killed.exit, ExecExit::Code(137));
+
+    // When the container then ends by a SIGKILL from outside (nothing
+    // recorded by this handle), Docker's inspect data says OOM, and so do we.
+    let kill = bollard::query_parameters::KillContainerOptionsBuilder::new()
+        .signal("SIGKILL")
+        .build();
+    sbx.docker()
+        .kill_container(sb.id(), Some(kill))
+        .await
+        .unwrap();
+    let mut reason = None;
+    for _ in 0..50 {
+        reason = sb.exit_reason().await.unwrap();
+        if reason.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(reason, Some(ExitReason::OutOfMemory));
     sb.remove().await.unwrap();
 }
 
