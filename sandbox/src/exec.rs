@@ -20,10 +20,10 @@ use crate::sandbox::{ExitReason, Shared};
 /// session (process group = its pid, written to a pid file named by `$0`),
 /// which `kill -KILL -- -PGID` ends together with all its children. The
 /// caller's argv is passed through `"$@"`, never interpreted by the shell.
-const WRAPPER_NO_STDIN: &str = r#"setsid "$@" </dev/null & p=$!; echo "$p" > "$0"; wait "$p""#;
+const WRAPPER_NO_STDIN: &str =
+    r#"setsid "$@" </dev/null & p=$!; echo "$p" > "$0"; wait "$p"; r=$?; rm -f "$0"; exit $r"#;
 /// Same, keeping the attached stdin (a background job would get /dev/null).
-const WRAPPER_STDIN: &str =
-    r#"exec 3<&0; setsid "$@" <&3 3<&- & p=$!; exec 3<&-; echo "$p" > "$0"; wait "$p""#;
+const WRAPPER_STDIN: &str = r#"exec 3<&0; setsid "$@" <&3 3<&- & p=$!; exec 3<&-; echo "$p" > "$0"; wait "$p"; r=$?; rm -f "$0"; exit $r"#;
 /// Kills the process group recorded in the pid file `$1`, waiting briefly for
 /// the file in case cancellation races the start. (`kill -9 -PGID`, not
 /// `kill -KILL -- -PGID`: dash's builtin rejects the latter.)
@@ -220,13 +220,15 @@ pub struct ExecCanceller {
     pidfile: String,
     user: String,
     cancelled: Arc<AtomicBool>,
+    /// Set once the output closed: the command is over, nothing to kill.
+    done: Arc<AtomicBool>,
 }
 
 impl ExecCanceller {
     /// Kills the command and every process it started (its process group).
     /// Safe to call more than once and after the command has ended.
     pub async fn cancel(&self) -> Result<()> {
-        if self.cancelled.swap(true, Ordering::SeqCst) {
+        if self.done.load(Ordering::SeqCst) || self.cancelled.swap(true, Ordering::SeqCst) {
             return Ok(());
         }
         debug!(container_id = %self.shared.id, "cancelling exec");
@@ -351,6 +353,7 @@ impl Stream for ExecOutput {
                 Poll::Pending => Poll::Pending,
                 Poll::Ready(None) => {
                     self.ended = true;
+                    self.canceller.done.store(true, Ordering::SeqCst);
                     Poll::Ready(None)
                 }
                 Poll::Ready(Some(Err(e))) => {
@@ -427,6 +430,7 @@ pub(crate) async fn start(shared: &Arc<Shared>, spec: &ExecSpec) -> Result<ExecO
             pidfile,
             user,
             cancelled: Arc::new(AtomicBool::new(false)),
+            done: Arc::new(AtomicBool::new(false)),
         },
         ended: false,
         finished: false,

@@ -203,7 +203,9 @@ async fn cancellation_kills_the_process_and_its_children() {
     }
     assert_eq!(left, "", "an abandoned exec kept running");
 
-    // The sandbox itself is unharmed.
+    // The sandbox itself is unharmed, and the bookkeeping files of finished
+    // and cancelled execs are gone (the one left is this exec's own).
     assert_eq!(sh(&sb, "echo alive").await, "alive");
+    assert_eq!(sh(&sb, "ls -a /tmp | grep -c '^.drydock-exec-'").await, "1");
     sb.remove().await.unwrap();
 }
