@@ -79,6 +79,10 @@ pub struct Config {
     #[arg(long, env = "DRYDOCK_AGENTS_FILE")]
     pub agents_file: Option<PathBuf>,
 
+    /// Let connector tests reach loopback, private, link-local and metadata addresses (off: such URLs are refused).
+    #[arg(long, env = "DRYDOCK_ALLOW_PRIVATE_CONNECTOR_URLS", default_value_t = false, action = clap::ArgAction::Set)]
+    pub allow_private_connector_urls: bool,
+
     /// Days a sign-in lasts before the user must sign in again.
     #[arg(long, env = "DRYDOCK_SESSION_DAYS", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=365))]
     pub session_days: u32,

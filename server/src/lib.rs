@@ -5,6 +5,7 @@
 pub mod agents_api;
 pub mod auth;
 pub mod config;
+pub mod connectors;
 pub mod error;
 pub mod github;
 pub mod http;
