@@ -115,6 +115,38 @@ pub struct Config {
     #[arg(long, env = "DRYDOCK_MAX_CONCURRENT_TASKS", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_concurrent_tasks: u32,
 
+    /// Tasks one user may have running at once; more wait in the queue.
+    #[arg(long, env = "DRYDOCK_MAX_CONCURRENT_TASKS_PER_USER", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_concurrent_tasks_per_user: u32,
+
+    /// Memory limit of each sandbox, in MiB (swap is set equal, so there is none).
+    #[arg(long, env = "DRYDOCK_SANDBOX_MEMORY_MB", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(64..))]
+    pub sandbox_memory_mb: u32,
+
+    /// CPU limit of each sandbox, in cores.
+    #[arg(long, env = "DRYDOCK_SANDBOX_CPUS", default_value_t = 2.0)]
+    pub sandbox_cpus: f64,
+
+    /// Process limit of each sandbox (stops fork bombs).
+    #[arg(long, env = "DRYDOCK_SANDBOX_PIDS", default_value_t = 512)]
+    pub sandbox_pids: i64,
+
+    /// Route Anthropic API calls of agents through this gateway or proxy (e.g. a LiteLLM URL).
+    #[arg(long, env = "DRYDOCK_ANTHROPIC_BASE_URL")]
+    pub anthropic_base_url: Option<String>,
+
+    /// Route OpenAI API calls of agents through this gateway or proxy.
+    #[arg(long, env = "DRYDOCK_OPENAI_BASE_URL")]
+    pub openai_base_url: Option<String>,
+
+    /// Route Gemini API calls of agents through this gateway or proxy.
+    #[arg(long, env = "DRYDOCK_GEMINI_BASE_URL")]
+    pub gemini_base_url: Option<String>,
+
+    /// Id of this server in sandbox labels and task records; generated once into the data directory when absent.
+    #[arg(long, env = "DRYDOCK_INSTANCE_ID")]
+    pub instance_id: Option<String>,
+
     /// Log filter in RUST_LOG syntax, e.g. info or drydock=debug,tower_http=info.
     #[arg(long, env = "RUST_LOG", default_value = "info")]
     pub log: String,

@@ -313,6 +313,57 @@ impl Github {
     }
 }
 
+impl Github {
+    /// The repository `owner/name` as the token's owner sees it; [`GithubError::NotFound`] when
+    /// it does not exist or they cannot read it.
+    pub async fn repo(&self, token: &SecretString, repo: &str) -> Result<Repo, GithubError> {
+        let api = self.as_user(token)?;
+        let raw: RawRepo = api
+            .get(format!("/repos/{repo}"), None::<&()>)
+            .await
+            .map_err(map_octocrab)?;
+        Ok(raw.into())
+    }
+
+    /// Opens a pull request of `head` into `base` on `repo` (`owner/name`); answers its URL and number.
+    pub async fn create_pull(
+        &self,
+        token: &SecretString,
+        repo: &str,
+        title: &str,
+        body: &str,
+        head: &str,
+        base: &str,
+    ) -> Result<(String, i64), GithubError> {
+        #[derive(Serialize)]
+        struct NewPull<'a> {
+            title: &'a str,
+            body: &'a str,
+            head: &'a str,
+            base: &'a str,
+        }
+        #[derive(Deserialize)]
+        struct Pull {
+            html_url: String,
+            number: i64,
+        }
+        let api = self.as_user(token)?;
+        let pull: Pull = api
+            .post(
+                format!("/repos/{repo}/pulls"),
+                Some(&NewPull {
+                    title,
+                    body,
+                    head,
+                    base,
+                }),
+            )
+            .await
+            .map_err(map_octocrab)?;
+        Ok((pull.html_url, pull.number))
+    }
+}
+
 fn serde_urlencoded_pairs(pairs: &[(&str, &str)]) -> String {
     use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
     pairs

@@ -15,6 +15,7 @@ pub mod repos;
 pub mod secrets;
 pub mod state;
 pub mod store;
+pub mod tasks;
 pub mod telemetry;
 pub mod web;
 
@@ -41,6 +42,7 @@ pub async fn run(
         .local_addr()
         .context("reading the listening address")?;
     let state = build_state(config, addr).await?;
+    state.runner.start().await;
     let grace = Duration::from_secs(state.config.shutdown_grace);
     let app = http::router(state.clone());
 
@@ -66,6 +68,7 @@ pub async fn run(
         result = server => result.context("serving HTTP")?,
         () = grace_timer => tracing::warn!(grace_s = grace.as_secs(), "shutdown grace period over; dropping remaining requests"),
     }
+    state.runner.shutdown().await;
     state.store.close().await;
     tracing::info!("drydock stopped");
     Ok(())
@@ -92,16 +95,30 @@ async fn build_state(config: Config, bound: std::net::SocketAddr) -> anyhow::Res
     let agents = load_agents(&config)?;
     let providers = providers_of(&agents);
     let store = Store::open(config.database_url().expose()).await?;
+    let secrets = SecretBox::new(&keys.encryption_key);
+    let github = github::Github::new(&config)?;
+    let public_url = config.public_url_for(bound);
+    let hub = Arc::new(tasks::EventHub::default());
+    let runner = tasks::TaskRunner::new(
+        tasks::RunnerSettings::from_config(&config, instance_id(&config)?, public_url.clone()),
+        store.clone(),
+        secrets.clone(),
+        github.clone(),
+        agents.clone(),
+        hub.clone(),
+    );
     let services = Services {
         agents,
         providers,
-        secrets: SecretBox::new(&keys.encryption_key),
+        secrets,
         keys,
         store,
-        github: github::Github::new(&config)?,
+        hub,
+        runner,
+        github,
         used_oauth_states: auth::UsedStates::default(),
         metrics: http::install_recorder(),
-        public_url: config.public_url_for(bound),
+        public_url,
         config,
     };
     Ok(AppState(Arc::new(services)))
@@ -132,4 +149,23 @@ fn providers_of(agents: &drydock_agents::AgentRegistry) -> Vec<String> {
         }
     }
     providers
+}
+
+/// This server's id: the setting, or one generated once into the data directory.
+fn instance_id(config: &Config) -> anyhow::Result<String> {
+    if let Some(id) = config.instance_id.as_ref().filter(|id| !id.is_empty()) {
+        return Ok(id.clone());
+    }
+    let path = config.data_dir.join("instance.id");
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => Ok(id.trim().to_owned()),
+        _ => {
+            let id = format!(
+                "drydock-{}",
+                &uuid::Uuid::new_v4().simple().to_string()[..12]
+            );
+            std::fs::write(&path, &id).with_context(|| format!("writing {}", path.display()))?;
+            Ok(id)
+        }
+    }
 }

@@ -32,6 +32,10 @@ pub struct Services {
     pub github: Github,
     /// OAuth states already used in a callback.
     pub used_oauth_states: UsedStates,
+    /// Live fan-out of task events and status changes.
+    pub hub: std::sync::Arc<crate::tasks::EventHub>,
+    /// Starts, runs and stops tasks.
+    pub runner: crate::tasks::TaskRunner,
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
 }

@@ -6,6 +6,7 @@ pub mod db;
 pub mod git_http;
 pub mod github;
 pub mod server;
+pub mod tasks;
 
 pub use app::App;
 pub use db::TestDb;

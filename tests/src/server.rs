@@ -45,6 +45,9 @@ impl TestServer {
         ];
         args.extend(extra);
         let config = Config::parse_from_args(args).expect("valid test configuration");
+        if std::env::var_os("DRYDOCK_TEST_LOG").is_some() {
+            drydock::telemetry::init(&config);
+        }
         let (tx, rx) = oneshot::channel::<()>();
         let handle = tokio::spawn(drydock::run(config, listener, async move {
             let _ = rx.await;

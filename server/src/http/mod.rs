@@ -37,6 +37,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(crate::repos::routes())
         .merge(crate::keys::routes())
         .merge(crate::agents_api::routes())
+        .merge(crate::tasks::routes())
         .merge(crate::connectors::routes())
 }
 

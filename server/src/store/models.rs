@@ -186,6 +186,8 @@ pub struct Task {
     pub pr_number: Option<i64>,
     /// Last event seq handed out.
     pub event_seq: i64,
+    /// Server instance that claimed it.
+    pub runner_id: Option<String>,
     /// Submitted.
     pub created_at: i64,
     /// Started running.

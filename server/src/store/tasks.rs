@@ -298,3 +298,125 @@ impl Store {
         }))
     }
 }
+
+/// The stored diff of a task.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct TaskDiff {
+    /// Task.
+    pub task_id: String,
+    /// JSON array of `{path, status, additions, deletions}`.
+    pub files: String,
+    /// Unified diff, redacted.
+    pub patch: String,
+    /// Written.
+    pub created_at: i64,
+}
+
+impl Store {
+    /// Moves a queued task to running on behalf of runner `runner_id`; answers false when it was
+    /// no longer queued (another runner took it, or it was stopped).
+    pub async fn claim_task_for(&self, id: &str, runner_id: &str) -> StoreResult<bool> {
+        let now = now_ms();
+        let n = with_pool!(self, pool => {
+            sqlx::query(
+                "UPDATE tasks SET status = 'running', runner_id = $2, started_at = $3, updated_at = $3
+                 WHERE id = $1 AND status = 'queued'",
+            )
+            .bind(id)
+            .bind(runner_id)
+            .bind(now)
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        Ok(n > 0)
+    }
+
+    /// Running tasks claimed by one runner (recovery after a restart).
+    pub async fn list_running_tasks_of_runner(&self, runner_id: &str) -> StoreResult<Vec<Task>> {
+        Ok(with_pool!(self, pool => {
+            sqlx::query_as::<_, Task>(
+                "SELECT * FROM tasks WHERE status = 'running' AND runner_id = $1 ORDER BY created_at",
+            )
+            .bind(runner_id)
+            .fetch_all(pool)
+            .await?
+        }))
+    }
+
+    /// How many tasks run now, across all users and runners.
+    pub async fn count_running_tasks(&self) -> StoreResult<i64> {
+        Ok(with_pool!(self, pool => {
+            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM tasks WHERE status = 'running'")
+                .fetch_one(pool)
+                .await?
+        }))
+    }
+
+    /// How many of a user's tasks run now.
+    pub async fn count_running_tasks_of_user(&self, user_id: &str) -> StoreResult<i64> {
+        Ok(with_pool!(self, pool => {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT COUNT(*) FROM tasks WHERE status = 'running' AND user_id = $1",
+            )
+            .bind(user_id)
+            .fetch_one(pool)
+            .await?
+        }))
+    }
+
+    /// Records that a user started a turn (for the daily quota).
+    pub async fn record_task_start(&self, user_id: &str, task_id: &str) -> StoreResult<()> {
+        with_pool!(self, pool => {
+            sqlx::query("INSERT INTO task_starts (id, user_id, task_id, created_at) VALUES ($1, $2, $3, $4)")
+                .bind(new_id())
+                .bind(user_id)
+                .bind(task_id)
+                .bind(now_ms())
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// Turns a user started since `since` (unix ms).
+    pub async fn count_task_starts_since(&self, user_id: &str, since: i64) -> StoreResult<i64> {
+        Ok(with_pool!(self, pool => {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT COUNT(*) FROM task_starts WHERE user_id = $1 AND created_at >= $2",
+            )
+            .bind(user_id)
+            .bind(since)
+            .fetch_one(pool)
+            .await?
+        }))
+    }
+
+    /// Stores (or replaces) a task's diff.
+    pub async fn save_task_diff(&self, task_id: &str, files: &str, patch: &str) -> StoreResult<()> {
+        with_pool!(self, pool => {
+            sqlx::query(
+                "INSERT INTO task_diffs (task_id, files, patch, created_at) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (task_id) DO UPDATE SET files = excluded.files, patch = excluded.patch,
+                    created_at = excluded.created_at",
+            )
+            .bind(task_id)
+            .bind(files)
+            .bind(patch)
+            .bind(now_ms())
+            .execute(pool)
+            .await?;
+        });
+        Ok(())
+    }
+
+    /// A task's stored diff.
+    pub async fn get_task_diff(&self, task_id: &str) -> StoreResult<Option<TaskDiff>> {
+        Ok(with_pool!(self, pool => {
+            sqlx::query_as::<_, TaskDiff>("SELECT * FROM task_diffs WHERE task_id = $1")
+                .bind(task_id)
+                .fetch_optional(pool)
+                .await?
+        }))
+    }
+}

@@ -1,0 +1,101 @@
+//! In-process fan-out of task log events and status changes to live viewers.
+//!
+//! The database is the record; the hub only tells viewers that something new was stored. A
+//! viewer that falls behind (its channel lags) or joins late reads what it missed from the
+//! database, so the hub's buffers stay bounded whatever the viewers do.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::broadcast;
+
+use crate::store::TaskEvent;
+
+/// Messages a task's viewers receive.
+#[derive(Debug, Clone)]
+pub enum TaskSignal {
+    /// An event was stored.
+    Event(Arc<TaskEvent>),
+    /// The task's run ended with this status.
+    End(String),
+}
+
+/// A task's status changed (for the task table).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StatusChange {
+    /// Owner (viewers only see their own).
+    #[serde(skip)]
+    pub user_id: String,
+    /// Task.
+    pub task_id: String,
+    /// New status.
+    pub status: String,
+    /// Why, when it ended.
+    pub status_reason: Option<String>,
+}
+
+/// Per-task channels plus one channel of status changes.
+#[derive(Debug)]
+pub struct EventHub {
+    tasks: Mutex<HashMap<String, broadcast::Sender<TaskSignal>>>,
+    status: broadcast::Sender<StatusChange>,
+}
+
+/// Messages buffered per task channel before a slow viewer lags (and re-reads the database).
+const TASK_CHANNEL: usize = 1024;
+
+impl Default for EventHub {
+    fn default() -> Self {
+        Self {
+            tasks: Mutex::new(HashMap::new()),
+            status: broadcast::channel(256).0,
+        }
+    }
+}
+
+impl EventHub {
+    fn sender(&self, task_id: &str) -> broadcast::Sender<TaskSignal> {
+        let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
+        tasks
+            .entry(task_id.to_owned())
+            .or_insert_with(|| broadcast::channel(TASK_CHANNEL).0)
+            .clone()
+    }
+
+    /// Subscribes to a task's events (subscribe before reading history, so nothing is missed).
+    pub fn subscribe(&self, task_id: &str) -> broadcast::Receiver<TaskSignal> {
+        self.sender(task_id).subscribe()
+    }
+
+    /// Tells viewers of a task about stored events.
+    pub fn publish(&self, task_id: &str, events: &[TaskEvent]) {
+        let sender = self.sender(task_id);
+        if sender.receiver_count() == 0 {
+            return;
+        }
+        for event in events {
+            let _ = sender.send(TaskSignal::Event(Arc::new(event.clone())));
+        }
+    }
+
+    /// Tells viewers a task's run ended, and forgets its channel.
+    pub fn end(&self, task_id: &str, status: &str) {
+        let sender = {
+            let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
+            tasks.remove(task_id)
+        };
+        if let Some(sender) = sender {
+            let _ = sender.send(TaskSignal::End(status.to_owned()));
+        }
+    }
+
+    /// Announces a status change.
+    pub fn status_changed(&self, change: StatusChange) {
+        let _ = self.status.send(change);
+    }
+
+    /// Subscribes to status changes of every task (filter by user).
+    pub fn subscribe_status(&self) -> broadcast::Receiver<StatusChange> {
+        self.status.subscribe()
+    }
+}

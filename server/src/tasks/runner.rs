@@ -1,0 +1,1376 @@
+//! `TaskRunner`: starts queued tasks within the concurrency limits and runs each one — clone on
+//! the host, sandbox, agent, commit, bundle back, secret check, push, pull request — removing its
+//! sandbox on every exit path. Durable state lives in the database; this process only holds what
+//! is needed to stop a running task.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use drydock_agents::{AgentRegistry, LaunchPlan, LaunchRequest, OutputParser};
+use drydock_sandbox::{
+    ExecExit, ExecSpec, ExitReason, Limits, NetworkMode, Reap, Sandbox, SandboxDefaults,
+    SandboxError, Sandboxes,
+};
+use futures::StreamExt;
+use tokio::io::AsyncWriteExt;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, instrument};
+
+use super::git::{HostGit, branch_name};
+use super::hub::{EventHub, StatusChange};
+use super::logs::{FLUSH_EVERY, LogSink};
+use crate::config::{Config, SecretString};
+use crate::github::Github;
+use crate::redact::{Redactor, SecretSet};
+use crate::secrets::SecretBox;
+use crate::store::{Store, Task, TaskOutcome};
+
+/// How often queued tasks are looked at even when nothing signalled a change (other replicas
+/// may have freed a slot).
+const SCHEDULE_EVERY: Duration = Duration::from_secs(2);
+/// Longest `git bundle` output accepted from a sandbox.
+const MAX_BUNDLE_BYTES: u64 = 2 * 1024 * 1024 * 1024;
+
+/// Settings of the runner, taken from [`Config`] at start-up.
+#[derive(Debug, Clone)]
+pub struct RunnerSettings {
+    /// This server's id in sandbox labels and `tasks.runner_id`.
+    pub runner_id: String,
+    /// Where checkouts live while a task runs.
+    pub work_dir: PathBuf,
+    /// Tasks running at once, all users.
+    pub max_concurrent: i64,
+    /// Tasks running at once per user.
+    pub max_concurrent_per_user: i64,
+    /// Docker daemon, when not the default.
+    pub docker_host: Option<String>,
+    /// Sandbox image.
+    pub image: String,
+    /// Sandbox network mode.
+    pub network: String,
+    /// Sandbox limits.
+    pub limits: Limits,
+    /// Gateway base URLs by provider.
+    pub base_urls: BTreeMap<String, String>,
+    /// Public URL, for links in commits and pull requests.
+    pub public_url: String,
+    /// GitHub's web URL (for the noreply email domain).
+    pub github_url: String,
+}
+
+impl RunnerSettings {
+    /// Settings from the server configuration.
+    pub fn from_config(config: &Config, runner_id: String, public_url: String) -> Self {
+        let mut base_urls = BTreeMap::new();
+        for (provider, url) in [
+            ("anthropic", &config.anthropic_base_url),
+            ("openai", &config.openai_base_url),
+            ("gemini", &config.gemini_base_url),
+        ] {
+            if let Some(url) = url.as_ref().filter(|u| !u.is_empty()) {
+                base_urls.insert(provider.to_owned(), url.clone());
+            }
+        }
+        Self {
+            runner_id,
+            work_dir: config.data_dir.join("work"),
+            max_concurrent: i64::from(config.max_concurrent_tasks),
+            max_concurrent_per_user: i64::from(config.max_concurrent_tasks_per_user),
+            docker_host: config.docker_host.clone(),
+            image: config.sandbox_image.clone(),
+            network: config.sandbox_network.clone(),
+            limits: Limits {
+                pids: config.sandbox_pids,
+                memory_bytes: i64::from(config.sandbox_memory_mb) * 1024 * 1024,
+                cpus: config.sandbox_cpus,
+            },
+            base_urls,
+            public_url,
+            github_url: config.github_url.clone(),
+        }
+    }
+}
+
+/// Starts and stops tasks. Cheap to clone.
+#[derive(Clone)]
+pub struct TaskRunner {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for TaskRunner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskRunner")
+            .field("runner_id", &self.inner.settings.runner_id)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    settings: RunnerSettings,
+    store: Store,
+    secrets: SecretBox,
+    github: Github,
+    agents: AgentRegistry,
+    hub: Arc<EventHub>,
+    sandboxes: tokio::sync::Mutex<Option<Sandboxes>>,
+    /// Tasks this process runs, with what stops each.
+    running: Mutex<HashMap<String, CancellationToken>>,
+    /// One scheduling pass at a time.
+    schedule_lock: tokio::sync::Mutex<()>,
+    /// Cancelled when the server shuts down.
+    shutdown: CancellationToken,
+}
+
+/// How a run ended.
+#[derive(Debug)]
+struct Outcome {
+    status: &'static str,
+    reason: String,
+    commit_sha: Option<String>,
+    pr: Option<(String, i64)>,
+}
+
+impl Outcome {
+    fn failed(reason: impl Into<String>) -> Self {
+        Self {
+            status: "failed",
+            reason: reason.into(),
+            commit_sha: None,
+            pr: None,
+        }
+    }
+    fn ended(status: &'static str, reason: impl Into<String>) -> Self {
+        Self {
+            status,
+            reason: reason.into(),
+            commit_sha: None,
+            pr: None,
+        }
+    }
+}
+
+/// What one run holds, so cleanup can reach it whatever step it stopped at.
+#[derive(Default)]
+struct RunState {
+    sink: Option<LogSink>,
+    /// A sandbox being created. Creation runs in its own task so that a stop arriving mid-way
+    /// cannot drop the handle of a container Docker already made; cleanup awaits it.
+    creating: Option<tokio::task::JoinHandle<Result<Sandbox, SandboxError>>>,
+    /// The task's secret values, for the check before pushing.
+    secret_values: Vec<SecretString>,
+    sandbox: Option<Sandbox>,
+    checkout: Option<PathBuf>,
+}
+
+impl RunState {
+    fn log(&mut self, kind: &'static str, text: &str) {
+        if let Some(sink) = self.sink.as_mut() {
+            sink.line(kind, text);
+        }
+    }
+}
+
+type StepResult<T> = Result<T, Outcome>;
+
+impl TaskRunner {
+    /// A runner; call [`TaskRunner::start`] to recover and begin scheduling.
+    pub fn new(
+        settings: RunnerSettings,
+        store: Store,
+        secrets: SecretBox,
+        github: Github,
+        agents: AgentRegistry,
+        hub: Arc<EventHub>,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                settings,
+                store,
+                secrets,
+                github,
+                agents,
+                hub,
+                sandboxes: tokio::sync::Mutex::new(None),
+                running: Mutex::new(HashMap::new()),
+                schedule_lock: tokio::sync::Mutex::new(()),
+                shutdown: CancellationToken::new(),
+            }),
+        }
+    }
+
+    /// Docker, connected on first use (and again after a failure), so the server starts and
+    /// serves everything else while Docker is down.
+    pub async fn sandboxes(&self) -> Result<Sandboxes, SandboxError> {
+        let mut slot = self.inner.sandboxes.lock().await;
+        if let Some(sandboxes) = slot.as_ref() {
+            return Ok(sandboxes.clone());
+        }
+        let s = &self.inner.settings;
+        let mut defaults = SandboxDefaults::new(s.image.clone(), s.runner_id.clone());
+        defaults.network = NetworkMode::parse(&s.network);
+        defaults.limits = s.limits.clone();
+        let sandboxes = match &s.docker_host {
+            Some(host) => Sandboxes::connect_to(host, defaults).await?,
+            None => Sandboxes::connect(defaults).await?,
+        };
+        *slot = Some(sandboxes.clone());
+        Ok(sandboxes)
+    }
+
+    /// Recovers from a previous process, then schedules queued tasks until shutdown.
+    pub async fn start(&self) {
+        self.recover().await;
+        let runner = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(SCHEDULE_EVERY);
+            loop {
+                tokio::select! {
+                    () = runner.inner.shutdown.cancelled() => break,
+                    _ = tick.tick() => runner.schedule().await,
+                }
+            }
+        });
+    }
+
+    /// Stops scheduling and ends every task this process runs (each is marked failed with a
+    /// reason and its sandbox removed).
+    pub async fn shutdown(&self) {
+        self.inner.shutdown.cancel();
+        let tokens: Vec<CancellationToken> = self.lock_running().values().cloned().collect();
+        for token in &tokens {
+            token.cancel();
+        }
+        // Give runs a moment to clean up (remove sandboxes, record the outcome).
+        for _ in 0..100 {
+            if self.lock_running().is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn lock_running(&self) -> std::sync::MutexGuard<'_, HashMap<String, CancellationToken>> {
+        self.inner.running.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Marks tasks a previous process of this server left running as failed and removes every
+    /// sandbox labelled for this server.
+    async fn recover(&self) {
+        let store = &self.inner.store;
+        match store
+            .list_running_tasks_of_runner(&self.inner.settings.runner_id)
+            .await
+        {
+            Ok(tasks) => {
+                for task in tasks {
+                    let reason = "server restarted during the task";
+                    let _ = store
+                        .append_task_events(
+                            &task.id,
+                            &[crate::store::NewEvent {
+                                kind: "error",
+                                text: reason.into(),
+                            }],
+                        )
+                        .await;
+                    if let Ok(true) = store
+                        .finish_task(
+                            &task.id,
+                            &TaskOutcome {
+                                status: "failed",
+                                reason: Some(reason),
+                                ..Default::default()
+                            },
+                        )
+                        .await
+                    {
+                        tracing::warn!(task_id = %task.id, "task was running when the server stopped; marked failed");
+                    }
+                    let _ = store.set_task_container(&task.id, None).await;
+                }
+            }
+            Err(err) => tracing::error!(error = %err, "recovery: could not list running tasks"),
+        }
+        match self.sandboxes().await {
+            Ok(sandboxes) => match sandboxes.reap(Reap::NotIn(HashSet::new())).await {
+                Ok(removed) if !removed.is_empty() => {
+                    tracing::warn!(
+                        count = removed.len(),
+                        "removed sandboxes left by a previous run"
+                    )
+                }
+                Ok(_) => {}
+                Err(err) => {
+                    tracing::error!(error = %err, "recovery: could not remove old sandboxes")
+                }
+            },
+            Err(err) => {
+                tracing::warn!(error = %err, "recovery: Docker unavailable; old sandboxes not checked")
+            }
+        }
+    }
+
+    /// Starts queued tasks, oldest first, while the limits allow.
+    pub async fn schedule(&self) {
+        if self.inner.shutdown.is_cancelled() {
+            return;
+        }
+        let _pass = self.inner.schedule_lock.lock().await;
+        let store = &self.inner.store;
+        let s = &self.inner.settings;
+        let queued = match store.list_tasks_with_status("queued").await {
+            Ok(queued) => queued,
+            Err(err) => {
+                tracing::error!(error = %err, "scheduling: could not list queued tasks");
+                return;
+            }
+        };
+        for task in queued {
+            let (Ok(running), Ok(mine)) = (
+                store.count_running_tasks().await,
+                store.count_running_tasks_of_user(&task.user_id).await,
+            ) else {
+                return;
+            };
+            if running >= s.max_concurrent {
+                return;
+            }
+            if mine >= s.max_concurrent_per_user {
+                continue;
+            }
+            match store.claim_task_for(&task.id, &s.runner_id).await {
+                Ok(true) => self.spawn_run(task),
+                Ok(false) => {}
+                Err(err) => {
+                    tracing::error!(error = %err, task_id = %task.id, "could not claim task")
+                }
+            }
+        }
+    }
+
+    fn spawn_run(&self, task: Task) {
+        let token = self.inner.shutdown.child_token();
+        self.lock_running().insert(task.id.clone(), token.clone());
+        self.inner.hub.status_changed(StatusChange {
+            user_id: task.user_id.clone(),
+            task_id: task.id.clone(),
+            status: "running".into(),
+            status_reason: None,
+        });
+        let runner = self.clone();
+        let span = tracing::info_span!("task", task_id = %task.id);
+        tokio::spawn(async move { runner.run(task, token).await }.instrument(span));
+    }
+
+    /// Stops a task: a running one is ended (its sandbox removed), a queued one never starts.
+    /// Answers false when the task had already ended.
+    pub async fn stop(&self, task: &Task) -> bool {
+        let token = self.lock_running().get(&task.id).cloned();
+        if let Some(token) = token {
+            token.cancel();
+            // Wait for the run to clean up, so the caller can say the container is gone.
+            for _ in 0..100 {
+                if !self.lock_running().contains_key(&task.id) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            return true;
+        }
+        let outcome = TaskOutcome {
+            status: "stopped",
+            reason: Some("stopped before it started"),
+            ..Default::default()
+        };
+        match self.inner.store.finish_task(&task.id, &outcome).await {
+            Ok(true) => {
+                self.inner.hub.end(&task.id, "stopped");
+                self.inner.hub.status_changed(StatusChange {
+                    user_id: task.user_id.clone(),
+                    task_id: task.id.clone(),
+                    status: "stopped".into(),
+                    status_reason: outcome.reason.map(str::to_owned),
+                });
+                true
+            }
+            _ => false,
+        }
+    }
+
+    async fn run(self, task: Task, cancel: CancellationToken) {
+        let mut state = RunState::default();
+        let deadline = Duration::from_secs(u64::try_from(task.max_duration_s).unwrap_or(3600));
+        let outcome = tokio::select! {
+            outcome = self.execute(&task, &mut state) => outcome.unwrap_or_else(|outcome| outcome),
+            () = cancel.cancelled() => if self.inner.shutdown.is_cancelled() {
+                Outcome::failed("server shut down during the task")
+            } else {
+                Outcome::ended("stopped", "stopped by the user")
+            },
+            () = tokio::time::sleep(deadline) => Outcome::ended(
+                "timed_out",
+                format!("took longer than the {} s allowed", deadline.as_secs()),
+            ),
+        };
+        self.finish(&task, state, outcome).await;
+    }
+
+    async fn finish(&self, task: &Task, mut state: RunState, outcome: Outcome) {
+        let store = &self.inner.store;
+        if let Some(creating) = state.creating.take()
+            && let Ok(Ok(sandbox)) = creating.await
+        {
+            state.sandbox = Some(sandbox);
+        }
+        if let Some(sandbox) = state.sandbox.take() {
+            if let Err(err) = sandbox.remove().await {
+                tracing::error!(error = %err, "could not remove the sandbox");
+            }
+            let _ = store.set_task_container(&task.id, None).await;
+        }
+        self.sweep_sandboxes_of(&task.id).await;
+        if let Some(dir) = state.checkout.take() {
+            let _ = tokio::fs::remove_dir_all(&dir).await;
+        }
+        let reason = match state.sink.as_ref() {
+            Some(sink) => sink.redactor().redact(&outcome.reason),
+            None => outcome.reason.clone(),
+        };
+        let kind = if outcome.status == "succeeded" {
+            "success"
+        } else {
+            "error"
+        };
+        state.log(kind, &reason);
+        if let Some(sink) = state.sink.as_mut()
+            && let Err(err) = sink.flush().await
+        {
+            tracing::error!(error = %err, "could not store the last log lines");
+        }
+        let record = TaskOutcome {
+            status: outcome.status,
+            reason: Some(&reason),
+            commit_sha: outcome.commit_sha.as_deref(),
+            pr_url: outcome.pr.as_ref().map(|(url, _)| url.as_str()),
+            pr_number: outcome.pr.as_ref().map(|(_, n)| *n),
+        };
+        if let Err(err) = store.finish_task(&task.id, &record).await {
+            tracing::error!(error = %err, "could not record the task's outcome");
+        }
+        tracing::info!(status = outcome.status, reason = %reason, "task ended");
+        self.lock_running().remove(&task.id);
+        self.inner.hub.end(&task.id, outcome.status);
+        self.inner.hub.status_changed(StatusChange {
+            user_id: task.user_id.clone(),
+            task_id: task.id.clone(),
+            status: outcome.status.to_owned(),
+            status_reason: Some(reason),
+        });
+        let runner = self.clone();
+        tokio::spawn(async move { runner.schedule().await });
+    }
+
+    /// Removes any container still labelled with this task (a backstop: every path above
+    /// already removes the sandbox it knows of).
+    async fn sweep_sandboxes_of(&self, task_id: &str) {
+        let Ok(sandboxes) = self.sandboxes().await else {
+            return;
+        };
+        let Ok(left) = sandboxes
+            .list(&[(drydock_sandbox::LABEL_TASK, task_id)])
+            .await
+        else {
+            return;
+        };
+        for info in left {
+            tracing::warn!(container_id = %info.id, "removing a sandbox left behind");
+            if let Ok(sandbox) = sandboxes.get(&info.id).await {
+                let _ = sandbox.remove().await;
+            }
+        }
+    }
+
+    /// The steps of a run; `Err` carries the outcome of a step that ended it early.
+    async fn execute(&self, task: &Task, state: &mut RunState) -> StepResult<Outcome> {
+        let token = self.github_token(task).await?;
+        let plan = self.plan(task).await?;
+        let mut secrets = SecretSet::new();
+        secrets.add("github-token", token.expose());
+        state.secret_values.push(token.clone());
+        for secret in plan.secrets() {
+            secrets.add("secret", secret);
+            state.secret_values.push(SecretString::new(secret.clone()));
+        }
+        let redactor = Redactor::new(secrets)
+            .map_err(|err| Outcome::failed(format!("could not prepare redaction: {err}")))?;
+        state.sink = Some(LogSink::new(
+            &task.id,
+            self.inner.store.clone(),
+            self.inner.hub.clone(),
+            redactor,
+        ));
+
+        let (git, base_branch, base_sha, branch) = self.clone_repo(task, &token, state).await?;
+        let sandbox = self.create_sandbox(task, state).await?;
+        self.log(state, "info", "Uploading the working tree").await;
+        sandbox
+            .upload_dir("/workspace", git.dir())
+            .await
+            .map_err(|err| Outcome::failed(format!("could not upload the working tree: {err}")))?;
+        for file in &plan.files {
+            sandbox
+                .write_file(&file.path, &file.contents, file.mode, None)
+                .await
+                .map_err(|err| Outcome::failed(format!("could not write {}: {err}", file.path)))?;
+        }
+        if task.install_deps {
+            self.install_deps(&sandbox, git.dir(), state).await?;
+        }
+
+        let final_message = self.run_agent(task, &sandbox, &plan, state).await?;
+        if let Some(message) = &final_message {
+            let text = state
+                .sink
+                .as_ref()
+                .map_or_else(String::new, |s| s.redactor().redact(message));
+            let _ = self
+                .inner
+                .store
+                .insert_task_message(&task.id, "agent", &text)
+                .await;
+        }
+
+        let Some(_commit) = self.commit_in_sandbox(task, &sandbox, state).await? else {
+            return Ok(Outcome::ended(
+                "succeeded",
+                "no changes: the agent changed nothing, so nothing was pushed",
+            ));
+        };
+        let commit_sha = self
+            .fetch_bundle(&sandbox, &git, &branch, &base_sha, state)
+            .await?;
+        self.save_diff(task, &git, &base_sha, state).await;
+        self.refuse_secrets(&git, &base_sha, state).await?;
+        self.push(&git, &branch, state).await?;
+        let mut outcome = Outcome {
+            status: "succeeded",
+            reason: format!(
+                "pushed {branch} ({})",
+                &commit_sha[..commit_sha.len().min(12)]
+            ),
+            commit_sha: Some(commit_sha),
+            pr: None,
+        };
+        if task.create_pr {
+            self.log(state, "info", "Opening a pull request").await;
+            let title = title_of(&task.prompt);
+            let body = self.pr_body(task, final_message.as_deref(), state);
+            match self
+                .inner
+                .github
+                .create_pull(&token, &task.repo, &title, &body, &branch, &base_branch)
+                .await
+            {
+                Ok((url, number)) => {
+                    outcome.reason = format!("opened pull request #{number}");
+                    outcome.pr = Some((url, number));
+                }
+                Err(err) => {
+                    outcome.status = "failed";
+                    outcome.reason =
+                        format!("pushed {branch}, but opening the pull request failed: {err}");
+                }
+            }
+        }
+        Ok(outcome)
+    }
+
+    async fn log(&self, state: &mut RunState, kind: &'static str, text: &str) {
+        state.log(kind, text);
+        if let Some(sink) = state.sink.as_mut()
+            && let Err(err) = sink.flush().await
+        {
+            tracing::error!(error = %err, "could not store log lines");
+        }
+    }
+
+    async fn github_token(&self, task: &Task) -> StepResult<SecretString> {
+        let account = self
+            .inner
+            .store
+            .get_github_account(&task.user_id)
+            .await
+            .map_err(|_| Outcome::failed("could not read your GitHub sign-in"))?
+            .ok_or_else(|| Outcome::failed("drydock has no GitHub token for you; sign in again"))?;
+        let token = self
+            .inner
+            .secrets
+            .open_str(&account.access_token_enc)
+            .map_err(|_| {
+                Outcome::failed("your GitHub token could not be decrypted; sign in again")
+            })?;
+        Ok(SecretString::new(token))
+    }
+
+    /// The launch plan, with the one key the chosen model needs.
+    async fn plan(&self, task: &Task) -> StepResult<LaunchPlan> {
+        let agent = self.inner.agents.get(&task.agent).map_err(|_| {
+            Outcome::failed(format!("the agent {} is no longer offered", task.agent))
+        })?;
+        let model_provider = task
+            .model
+            .as_deref()
+            .and_then(|id| agent.models.iter().find(|m| m.id == id))
+            .and_then(|m| m.provider.as_deref());
+        let provider = crate::agents_api::model_provider(agent, model_provider).map(str::to_owned);
+        let mut keys = BTreeMap::new();
+        if let Some(provider) = provider {
+            let row = self
+                .inner
+                .store
+                .get_api_key(&task.user_id, &provider)
+                .await
+                .map_err(|_| Outcome::failed("could not read your API key"))?
+                .ok_or_else(|| {
+                    Outcome::failed(format!(
+                        "no {provider} API key is configured; add one in Settings → API keys"
+                    ))
+                })?;
+            let key = self.inner.secrets.open_str(&row.key_enc).map_err(|_| {
+                Outcome::failed(format!(
+                    "your {provider} API key could not be decrypted; set it again"
+                ))
+            })?;
+            keys.insert(provider, key);
+        }
+        let request = LaunchRequest {
+            agent: task.agent.clone(),
+            model: task.model.clone(),
+            prompt: task.prompt.clone(),
+            keys,
+            base_urls: self.inner.settings.base_urls.clone(),
+            mcp_servers: Vec::new(),
+            resume: false,
+        };
+        self.inner
+            .agents
+            .plan(&request)
+            .map_err(|err| Outcome::failed(format!("cannot run the agent: {err}")))
+    }
+
+    #[instrument(skip_all, fields(task_id = %task.id))]
+    async fn clone_repo(
+        &self,
+        task: &Task,
+        token: &SecretString,
+        state: &mut RunState,
+    ) -> StepResult<(HostGit, String, String, String)> {
+        let dir = self.inner.settings.work_dir.join(&task.id);
+        let _ = tokio::fs::remove_dir_all(&dir).await;
+        tokio::fs::create_dir_all(&self.inner.settings.work_dir)
+            .await
+            .map_err(|err| {
+                Outcome::failed(format!("could not create the work directory: {err}"))
+            })?;
+        state.checkout = Some(dir.clone());
+        let git = HostGit::new(&dir, token);
+        let url = format!(
+            "{}/{}.git",
+            self.inner.settings.github_url.trim_end_matches('/'),
+            task.repo
+        );
+        let dir_arg = dir.to_string_lossy().into_owned();
+        let mut args = vec!["clone", "--no-tags", "--single-branch"];
+        if let Some(base) = task.base_branch.as_deref() {
+            args.extend(["--branch", base]);
+        }
+        args.extend(["--", &url, &dir_arg]);
+        self.log(state, "info", &format!("Cloning {}", task.repo))
+            .await;
+        state.log(
+            "command",
+            &format!("git {}", args.join(" ").replace(&dir_arg, "repo")),
+        );
+        let out = git.run(&args).await.map_err(Outcome::failed)?;
+        self.log_stderr(state, &out.stderr).await;
+        if !out.ok {
+            let detail = last_line(&out.stderr);
+            return Err(Outcome::failed(format!(
+                "cloning {} failed: {detail}",
+                task.repo
+            )));
+        }
+        let base_branch = git
+            .run(&["symbolic-ref", "--short", "HEAD"])
+            .await
+            .map_err(Outcome::failed)?
+            .text();
+        let base_sha = git
+            .run(&["rev-parse", "HEAD"])
+            .await
+            .map_err(Outcome::failed)?
+            .text();
+        let branch = branch_name(&task.prompt, &task.id);
+        let out = git
+            .run(&["checkout", "-q", "-b", &branch])
+            .await
+            .map_err(Outcome::failed)?;
+        if !out.ok {
+            return Err(Outcome::failed(format!(
+                "could not create the branch {branch}: {}",
+                last_line(&out.stderr)
+            )));
+        }
+        let _ = self
+            .inner
+            .store
+            .set_task_branch(&task.id, &base_branch, &branch)
+            .await;
+        self.log(
+            state,
+            "info",
+            &format!(
+                "Working on {branch} from {base_branch} ({})",
+                &base_sha[..base_sha.len().min(12)]
+            ),
+        )
+        .await;
+        Ok((git, base_branch, base_sha, branch))
+    }
+
+    async fn log_stderr(&self, state: &mut RunState, stderr: &str) {
+        for line in stderr.lines().filter(|l| !l.trim().is_empty()) {
+            state.log("stderr", line);
+        }
+        self.log(state, "info", "").await;
+    }
+
+    #[instrument(skip_all, fields(task_id = %task.id))]
+    async fn create_sandbox(&self, task: &Task, state: &mut RunState) -> StepResult<Sandbox> {
+        self.log(state, "info", "Starting the sandbox").await;
+        let sandboxes = self
+            .sandboxes()
+            .await
+            .map_err(|err| Outcome::failed(sandbox_failure(&err)))?;
+        // The sandbox outlives the run's own deadline a little, so the run reports the timeout.
+        let deadline = Duration::from_secs(u64::try_from(task.max_duration_s).unwrap_or(3600) + 60);
+        let spec = sandboxes.spec(task.id.clone()).deadline(deadline);
+        let creating = state
+            .creating
+            .insert(tokio::spawn(async move { sandboxes.create(spec).await }));
+        let created = creating.await;
+        state.creating = None;
+        let sandbox = created
+            .map_err(|_| Outcome::failed("creating the sandbox was interrupted"))?
+            .map_err(|err| Outcome::failed(sandbox_failure(&err)))?;
+        let _ = self
+            .inner
+            .store
+            .set_task_container(&task.id, Some(sandbox.id()))
+            .await;
+        state.sandbox = Some(sandbox.clone());
+        Ok(sandbox)
+    }
+
+    #[instrument(skip_all)]
+    async fn install_deps(
+        &self,
+        sandbox: &Sandbox,
+        checkout: &Path,
+        state: &mut RunState,
+    ) -> StepResult<()> {
+        let commands = dependency_commands(checkout);
+        if commands.is_empty() {
+            self.log(
+                state,
+                "info",
+                "No dependency manifest found; nothing to install",
+            )
+            .await;
+        }
+        for command in commands {
+            state.log("command", &command.join(" "));
+            let exit = self
+                .exec_logged(
+                    sandbox,
+                    ExecSpec::new(command.clone()).workdir("/workspace"),
+                    None,
+                    state,
+                )
+                .await?
+                .0;
+            if !exit.success() {
+                return Err(exit_outcome(
+                    &exit,
+                    &format!("installing dependencies (`{}`)", command.join(" ")),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    #[instrument(skip_all, fields(task_id = %task.id))]
+    async fn run_agent(
+        &self,
+        task: &Task,
+        sandbox: &Sandbox,
+        plan: &LaunchPlan,
+        state: &mut RunState,
+    ) -> StepResult<Option<String>> {
+        let agent_name = self
+            .inner
+            .agents
+            .get(&task.agent)
+            .map_or(task.agent.clone(), |a| a.name.clone());
+        self.log(state, "info", &format!("Running {agent_name}"))
+            .await;
+        let mut spec = ExecSpec::new(plan.argv.clone())
+            .workdir(plan.workdir.clone())
+            .user(plan.user.clone());
+        for (name, value) in &plan.env {
+            spec = spec.env(name.clone(), value.clone());
+        }
+        let (exit, final_message) = self
+            .exec_logged(sandbox, spec, Some(OutputParser::new(plan.parser)), state)
+            .await?;
+        if !exit.success() {
+            return Err(exit_outcome(&exit, "the agent"));
+        }
+        Ok(final_message)
+    }
+
+    /// Runs an exec, streaming its output through the task's log.
+    async fn exec_logged(
+        &self,
+        sandbox: &Sandbox,
+        spec: ExecSpec,
+        parser: Option<OutputParser>,
+        state: &mut RunState,
+    ) -> StepResult<(ExecExit, Option<String>)> {
+        let mut output = sandbox
+            .exec(&spec)
+            .await
+            .map_err(|err| Outcome::failed(sandbox_failure(&err)))?;
+        let Some(sink) = state.sink.as_mut() else {
+            return Err(Outcome::failed("internal: no log"));
+        };
+        let mut log = sink.exec_log(parser);
+        let mut tick = tokio::time::interval(FLUSH_EVERY);
+        loop {
+            tokio::select! {
+                chunk = output.next() => match chunk {
+                    Some(Ok(chunk)) => {
+                        sink.output(&mut log, chunk.stream, &chunk.data);
+                        if sink.due() {
+                            sink.flush().await.map_err(|_| Outcome::failed("could not store the log"))?;
+                        }
+                    }
+                    Some(Err(err)) => return Err(Outcome::failed(sandbox_failure(&err))),
+                    None => break,
+                },
+                _ = tick.tick() => {
+                    if sink.due() {
+                        sink.flush().await.map_err(|_| Outcome::failed("could not store the log"))?;
+                    }
+                }
+            }
+        }
+        let final_message = sink.finish_exec(log);
+        sink.flush()
+            .await
+            .map_err(|_| Outcome::failed("could not store the log"))?;
+        let exit = output
+            .exit()
+            .await
+            .map_err(|err| Outcome::failed(sandbox_failure(&err)))?;
+        Ok((exit, final_message))
+    }
+
+    /// Commits the agent's work inside the sandbox; `None` when it changed nothing.
+    #[instrument(skip_all, fields(task_id = %task.id))]
+    async fn commit_in_sandbox(
+        &self,
+        task: &Task,
+        sandbox: &Sandbox,
+        state: &mut RunState,
+    ) -> StepResult<Option<String>> {
+        let user = self
+            .inner
+            .store
+            .get_user(&task.user_id)
+            .await
+            .ok()
+            .flatten();
+        let (name, email) = match &user {
+            Some(u) => (
+                u.name.clone().unwrap_or_else(|| u.login.clone()),
+                noreply_email(&self.inner.settings.github_url, u.github_id, &u.login),
+            ),
+            None => ("drydock".to_owned(), "drydock@localhost".to_owned()),
+        };
+        let agent_name = self
+            .inner
+            .agents
+            .get(&task.agent)
+            .map_or(task.agent.clone(), |a| a.name.clone());
+        let message = format!(
+            "{}\n\n{}\n\nMade by {agent_name}{} with drydock: {}/tasks/{}",
+            title_of(&task.prompt),
+            wrap(&task.prompt, 72),
+            task.model
+                .as_deref()
+                .map(|m| format!(" ({m})"))
+                .unwrap_or_default(),
+            self.inner.settings.public_url,
+            task.id
+        );
+        // Values travel as environment, never pasted into the script.
+        let script = r#"git add -A && if git diff --cached --quiet; then echo DRYDOCK_NO_CHANGES; else git -c user.name="$DRYDOCK_NAME" -c user.email="$DRYDOCK_EMAIL" commit -q -F - <<DRYDOCK_EOF
+$DRYDOCK_MESSAGE
+DRYDOCK_EOF
+git rev-parse HEAD; fi"#;
+        state.log("command", "git add -A && git commit");
+        let mut out = sandbox
+            .exec(
+                &ExecSpec::shell(script)
+                    .workdir("/workspace")
+                    .env("DRYDOCK_NAME", name)
+                    .env("DRYDOCK_EMAIL", email)
+                    .env("DRYDOCK_MESSAGE", message),
+            )
+            .await
+            .map_err(|err| Outcome::failed(sandbox_failure(&err)))?;
+        let mut stdout = Vec::new();
+        let mut stderr = Vec::new();
+        while let Some(chunk) = out.next().await {
+            let chunk = chunk.map_err(|err| Outcome::failed(sandbox_failure(&err)))?;
+            match chunk.stream {
+                drydock_sandbox::OutputStream::Stdout => stdout.extend_from_slice(&chunk.data),
+                _ => stderr.extend_from_slice(&chunk.data),
+            }
+        }
+        let exit = out
+            .exit()
+            .await
+            .map_err(|err| Outcome::failed(sandbox_failure(&err)))?;
+        self.log_stderr(state, &String::from_utf8_lossy(&stderr))
+            .await;
+        if !exit.success() {
+            return Err(exit_outcome(&exit, "committing the changes"));
+        }
+        let stdout = String::from_utf8_lossy(&stdout);
+        if stdout.contains("DRYDOCK_NO_CHANGES") {
+            return Ok(None);
+        }
+        Ok(Some(last_line(&stdout)))
+    }
+
+    /// Brings the sandbox's branch to the host as a git bundle; answers the commit.
+    async fn fetch_bundle(
+        &self,
+        sandbox: &Sandbox,
+        git: &HostGit,
+        branch: &str,
+        base_sha: &str,
+        state: &mut RunState,
+    ) -> StepResult<String> {
+        self.log(state, "info", "Bringing the commit back from the sandbox")
+            .await;
+        let bundle_path = git.dir().with_extension("bundle");
+        let mut file = tokio::fs::File::create(&bundle_path)
+            .await
+            .map_err(|err| Outcome::failed(format!("could not write the bundle: {err}")))?;
+        let refspec = format!("refs/heads/{branch}");
+        let mut stream = sandbox
+            .export(
+                &ExecSpec::new(["git", "bundle", "create", "-", refspec.as_str()])
+                    .workdir("/workspace"),
+            )
+            .await
+            .map_err(|err| Outcome::failed(sandbox_failure(&err)))?;
+        let mut written: u64 = 0;
+        while let Some(bytes) = stream.next().await {
+            let bytes = bytes
+                .map_err(|err| Outcome::failed(format!("exporting the commit failed: {err}")))?;
+            written += bytes.len() as u64;
+            if written > MAX_BUNDLE_BYTES {
+                return Err(Outcome::failed(
+                    "the agent's commit is larger than 2 GiB; refusing it",
+                ));
+            }
+            file.write_all(&bytes)
+                .await
+                .map_err(|err| Outcome::failed(format!("could not write the bundle: {err}")))?;
+        }
+        file.flush()
+            .await
+            .map_err(|err| Outcome::failed(format!("could not write the bundle: {err}")))?;
+        drop(file);
+        let bundle = bundle_path.to_string_lossy().into_owned();
+        let out = git
+            .run(&[
+                "fetch",
+                "-q",
+                &bundle,
+                &format!("{refspec}:refs/drydock/result"),
+            ])
+            .await
+            .map_err(Outcome::failed)?;
+        let _ = tokio::fs::remove_file(&bundle_path).await;
+        if !out.ok {
+            return Err(Outcome::failed(format!(
+                "the sandbox's commit could not be read: {}",
+                last_line(&out.stderr)
+            )));
+        }
+        let ancestor = git
+            .run(&[
+                "merge-base",
+                "--is-ancestor",
+                base_sha,
+                "refs/drydock/result",
+            ])
+            .await
+            .map_err(Outcome::failed)?;
+        if !ancestor.ok {
+            return Err(Outcome::failed(
+                "the agent rewrote the branch's history; refusing to push it",
+            ));
+        }
+        Ok(git
+            .run(&["rev-parse", "refs/drydock/result"])
+            .await
+            .map_err(Outcome::failed)?
+            .text())
+    }
+
+    /// Stores the redacted diff of the work, for `GET /api/tasks/{id}/diff`.
+    async fn save_diff(&self, task: &Task, git: &HostGit, base_sha: &str, state: &mut RunState) {
+        let range = format!("{base_sha}..refs/drydock/result");
+        let (Ok(numstat), Ok(names), Ok(patch)) = (
+            git.run(&["diff", "--numstat", "-z", &range]).await,
+            git.run(&["diff", "--name-status", &range]).await,
+            git.run(&["diff", "--no-color", &range]).await,
+        ) else {
+            return;
+        };
+        let files = diff_files(&String::from_utf8_lossy(&numstat.stdout), &names.text());
+        let Some(sink) = state.sink.as_ref() else {
+            return;
+        };
+        let redactor = sink.redactor();
+        let patch = redactor.redact(&String::from_utf8_lossy(&patch.stdout));
+        let files = redactor.redact(&files.to_string());
+        if let Err(err) = self
+            .inner
+            .store
+            .save_task_diff(&task.id, &files, &patch)
+            .await
+        {
+            tracing::error!(error = %err, "could not store the diff");
+        }
+    }
+
+    /// Refuses to push when an added line contains one of the task's secrets (or its base64).
+    async fn refuse_secrets(
+        &self,
+        git: &HostGit,
+        base_sha: &str,
+        state: &mut RunState,
+    ) -> StepResult<()> {
+        let out = git
+            .run(&[
+                "diff",
+                "-U0",
+                "--no-color",
+                &format!("{base_sha}..refs/drydock/result"),
+            ])
+            .await
+            .map_err(Outcome::failed)?;
+        let added: String = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.starts_with('+') && !l.starts_with("+++"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let found = state
+            .secret_values
+            .iter()
+            .map(SecretString::expose)
+            .filter(|v| v.len() >= 8)
+            .any(|v| {
+                added.contains(v)
+                    || added.contains(&B64.encode(v))
+                    || added.contains(&base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v))
+            });
+        if found {
+            return Err(Outcome::failed(
+                "refused to push: the changes contain one of this task's secrets (an API key or token)",
+            ));
+        }
+        Ok(())
+    }
+
+    async fn push(&self, git: &HostGit, branch: &str, state: &mut RunState) -> StepResult<()> {
+        self.log(state, "info", &format!("Pushing {branch}")).await;
+        state.log("command", &format!("git push origin {branch}"));
+        let out = git
+            .run(&[
+                "push",
+                "-q",
+                "origin",
+                &format!("refs/drydock/result:refs/heads/{branch}"),
+            ])
+            .await
+            .map_err(Outcome::failed)?;
+        self.log_stderr(state, &out.stderr).await;
+        if !out.ok {
+            return Err(Outcome::failed(format!(
+                "pushing {branch} was rejected: {}",
+                last_line(&out.stderr)
+            )));
+        }
+        Ok(())
+    }
+
+    fn pr_body(&self, task: &Task, final_message: Option<&str>, state: &RunState) -> String {
+        let redact = |text: &str| {
+            state
+                .sink
+                .as_ref()
+                .map_or_else(String::new, |s| s.redactor().redact(text))
+        };
+        let mut body = format!(
+            "Task: {}/tasks/{}\n\n> {}\n",
+            self.inner.settings.public_url,
+            task.id,
+            redact(&task.prompt).replace('\n', "\n> ")
+        );
+        if let Some(message) = final_message {
+            let summary: String = message.chars().take(4000).collect();
+            body.push_str(&format!(
+                "\n### Summary from the agent\n\n{}\n",
+                redact(&summary)
+            ));
+        }
+        body
+    }
+}
+
+fn sandbox_failure(err: &SandboxError) -> String {
+    match err {
+        SandboxError::ImageNotFound(image) => format!(
+            "the sandbox image {image} is not on the Docker host; build it with sandbox/image/build-offline (or sandbox/image/Dockerfile) and set DRYDOCK_SANDBOX_IMAGE"
+        ),
+        SandboxError::DaemonUnavailable { .. } => {
+            "Docker is not reachable from the drydock server".to_owned()
+        }
+        other => format!("the sandbox failed: {other}"),
+    }
+}
+
+fn exit_outcome(exit: &ExecExit, what: &str) -> Outcome {
+    match exit {
+        ExecExit::Code(code) => Outcome::failed(format!("{what} exited with code {code}")),
+        ExecExit::OutOfMemory | ExecExit::SandboxEnded(ExitReason::OutOfMemory) => Outcome::failed(
+            format!("{what} ran out of memory (the sandbox's memory limit)"),
+        ),
+        ExecExit::SandboxEnded(ExitReason::Deadline) => {
+            Outcome::ended("timed_out", "the sandbox reached its deadline")
+        }
+        ExecExit::Cancelled | ExecExit::SandboxEnded(ExitReason::Stopped) => {
+            Outcome::ended("stopped", "stopped")
+        }
+        ExecExit::SandboxEnded(reason) => {
+            Outcome::failed(format!("the sandbox ended while {what} ran: {reason}"))
+        }
+        _ => Outcome::failed(format!("{what} ended unexpectedly")),
+    }
+}
+
+fn last_line(text: &str) -> String {
+    text.lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("no output")
+        .trim()
+        .chars()
+        .take(300)
+        .collect()
+}
+
+/// The first line of the prompt, at most 72 characters.
+pub fn title_of(prompt: &str) -> String {
+    let first = prompt
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("drydock task")
+        .trim();
+    if first.chars().count() <= 72 {
+        first.to_owned()
+    } else {
+        let cut: String = first.chars().take(71).collect();
+        format!("{}…", cut.trim_end())
+    }
+}
+
+fn wrap(text: &str, width: usize) -> String {
+    let mut out = String::new();
+    for paragraph in text.lines() {
+        let mut line = String::new();
+        for word in paragraph.split_whitespace() {
+            if !line.is_empty() && line.chars().count() + 1 + word.chars().count() > width {
+                out.push_str(&line);
+                out.push('\n');
+                line.clear();
+            }
+            if !line.is_empty() {
+                line.push(' ');
+            }
+            line.push_str(word);
+        }
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out.trim_end().to_owned()
+}
+
+fn noreply_email(github_url: &str, github_id: i64, login: &str) -> String {
+    let host = github_url
+        .split("://")
+        .nth(1)
+        .unwrap_or("github.com")
+        .split(['/', ':'])
+        .next()
+        .unwrap_or("github.com");
+    format!("{github_id}+{login}@users.noreply.{host}")
+}
+
+/// Install commands for the manifests found at the top of the checkout, in a sensible order.
+fn dependency_commands(checkout: &Path) -> Vec<Vec<String>> {
+    let has = |name: &str| checkout.join(name).exists();
+    let mut commands: Vec<&[&str]> = Vec::new();
+    if has("pnpm-lock.yaml") {
+        commands.push(&["pnpm", "install", "--frozen-lockfile"]);
+    } else if has("yarn.lock") {
+        commands.push(&["yarn", "install", "--frozen-lockfile"]);
+    } else if has("bun.lockb") || has("bun.lock") {
+        commands.push(&["bun", "install", "--frozen-lockfile"]);
+    } else if has("package-lock.json") {
+        commands.push(&["npm", "ci"]);
+    } else if has("package.json") {
+        commands.push(&["npm", "install"]);
+    }
+    if has("requirements.txt") {
+        commands.push(&[
+            "python3",
+            "-m",
+            "pip",
+            "install",
+            "--user",
+            "-r",
+            "requirements.txt",
+        ]);
+    } else if has("pyproject.toml") {
+        commands.push(&["python3", "-m", "pip", "install", "--user", "-e", "."]);
+    }
+    if has("Cargo.toml") {
+        commands.push(&["cargo", "fetch"]);
+    }
+    if has("go.mod") {
+        commands.push(&["go", "mod", "download"]);
+    }
+    commands
+        .into_iter()
+        .map(|c| c.iter().map(|s| (*s).to_owned()).collect())
+        .collect()
+}
+
+/// `[{path, status, additions, deletions}]` from `git diff --numstat -z` and `--name-status`.
+fn diff_files(numstat_z: &str, name_status: &str) -> serde_json::Value {
+    let statuses: HashMap<String, String> = name_status
+        .lines()
+        .filter_map(|l| {
+            let mut parts = l.split('\t');
+            let status = parts.next()?;
+            let path = parts.next_back()?;
+            let status = match status.chars().next()? {
+                'A' => "added",
+                'D' => "deleted",
+                'R' => "renamed",
+                _ => "modified",
+            };
+            Some((path.to_owned(), status.to_owned()))
+        })
+        .collect();
+    let mut files = Vec::new();
+    let mut fields = numstat_z.split('\0').peekable();
+    while let Some(entry) = fields.next() {
+        let mut cols = entry.splitn(3, '\t');
+        let (Some(add), Some(del), Some(path)) = (cols.next(), cols.next(), cols.next()) else {
+            continue;
+        };
+        // Renames: the path is empty and the old and new paths follow as two fields.
+        let path = if path.is_empty() {
+            let _old = fields.next();
+            fields.next().unwrap_or_default().to_owned()
+        } else {
+            path.to_owned()
+        };
+        files.push(serde_json::json!({
+            "path": path,
+            "status": statuses.get(&path).cloned().unwrap_or_else(|| "modified".into()),
+            "additions": add.parse::<i64>().ok(),
+            "deletions": del.parse::<i64>().ok(),
+        }));
+    }
+    serde_json::Value::Array(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn titles_are_the_first_line_cut_at_72() {
+        assert_eq!(title_of("\n  Fix the bug \nmore"), "Fix the bug");
+        let long = "x".repeat(100);
+        assert_eq!(title_of(&long).chars().count(), 72);
+    }
+
+    #[test]
+    fn noreply_addresses_follow_the_github_host() {
+        assert_eq!(
+            noreply_email("https://github.com", 7, "octo"),
+            "7+octo@users.noreply.github.com"
+        );
+        assert_eq!(
+            noreply_email("https://ghe.corp.example/", 7, "octo"),
+            "7+octo@users.noreply.ghe.corp.example"
+        );
+    }
+
+    #[test]
+    fn diff_files_pair_stats_with_statuses() {
+        let files = diff_files(
+            "3\t1\tsrc/a.rs\0-\t-\tlogo.png\0",
+            "M\tsrc/a.rs\nA\tlogo.png\n",
+        );
+        assert_eq!(files[0]["path"], "src/a.rs");
+        assert_eq!(
+            (
+                files[0]["additions"].as_i64(),
+                files[0]["deletions"].as_i64()
+            ),
+            (Some(3), Some(1))
+        );
+        assert_eq!(files[1]["status"], "added");
+        assert!(
+            files[1]["additions"].is_null(),
+            "binary files have no line counts"
+        );
+    }
+}

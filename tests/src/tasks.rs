@@ -1,0 +1,201 @@
+//! A server ready to run tasks: a GitHub stand-in with a repository, a signed-in user with a key,
+//! and an operator-defined "scripted" agent whose prompt is the shell script it runs, so tests
+//! can make an agent do exactly what they need without an LLM.
+
+use std::time::{Duration, Instant};
+
+use reqwest::{Client, StatusCode};
+use serde_json::{Value, json};
+
+use crate::{App, TestDb};
+
+/// The scripted agent: runs its prompt with `sh`, with the user's `acme` key in `ACME_API_KEY`.
+pub const SCRIPTED_AGENT: &str = r#"
+[[agents]]
+id = "scripted"
+name = "Scripted agent"
+argv = ["sh", "-c", "eval \"$1\"", "scripted-agent", "{prompt}"]
+parser = "text"
+keys = [{ provider = "acme", env = ["ACME_API_KEY"] }]
+models = [{ id = "acme-1", name = "Acme One" }]
+"#;
+
+/// Alice's key for the scripted agent.
+pub const ACME_KEY: &str = "acme-live-key-0123456789abcdefXYZ";
+
+/// The sandbox image the tests run (built by `sandbox/image/build-offline`).
+pub fn sandbox_image() -> String {
+    std::env::var("DRYDOCK_SANDBOX_IMAGE").unwrap_or_else(|_| {
+        panic!("DRYDOCK_SANDBOX_IMAGE is not set: run scripts/test, or build the image with sandbox/image/build-offline and export the tag it prints")
+    })
+}
+
+/// A running server with Alice signed in, her key set and her repository `alice/demo`.
+pub struct TaskEnv {
+    /// Server, stand-in and database.
+    pub app: App,
+    /// Alice's browser.
+    pub alice: Client,
+    _agents_dir: tempfile::TempDir,
+}
+
+impl TaskEnv {
+    /// Starts everything; `extra` are more server settings.
+    pub async fn start(db: TestDb, extra: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let file = dir.path().join("agents.toml");
+        std::fs::write(&file, SCRIPTED_AGENT).expect("write agents file");
+        let image = sandbox_image();
+        let mut settings = vec![
+            "--agents-file",
+            file.to_str().expect("utf-8 path"),
+            "--sandbox-image",
+            &image,
+            "--sandbox-network",
+            "none",
+        ];
+        settings.extend_from_slice(extra);
+        let app = App::start(db, &settings).await;
+        app.gh
+            .create_repo("alice", "demo", &[("README.md", "# demo\n")], "main");
+        let alice = app.sign_in("alice").await;
+        let resp = alice
+            .put(app.url("/api/keys/acme"))
+            .json(&json!({ "key": ACME_KEY }))
+            .send()
+            .await
+            .expect("set key");
+        assert_eq!(resp.status(), StatusCode::OK);
+        Self {
+            app,
+            alice,
+            _agents_dir: dir,
+        }
+    }
+
+    /// Submits a task on `alice/demo` whose agent runs `script`; `extra` fields are merged into
+    /// the request. Answers the status and body.
+    pub async fn submit_raw(&self, script: &str, extra: Value) -> (StatusCode, Value) {
+        let mut body = json!({ "repo": "alice/demo", "prompt": script, "agent": "scripted" });
+        if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
+            for (k, v) in extra {
+                body.insert(k.clone(), v.clone());
+            }
+        }
+        let resp = self
+            .alice
+            .post(self.app.url("/api/tasks"))
+            .json(&body)
+            .send()
+            .await
+            .expect("submit");
+        let status = resp.status();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Submits and expects 201; answers the task id.
+    pub async fn submit(&self, script: &str, extra: Value) -> String {
+        let (status, body) = self.submit_raw(script, extra).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["id"].as_str().expect("task id").to_owned()
+    }
+
+    /// The task as Alice sees it.
+    pub async fn task(&self, id: &str) -> Value {
+        self.alice
+            .get(self.app.url(&format!("/api/tasks/{id}")))
+            .send()
+            .await
+            .expect("get task")
+            .json()
+            .await
+            .expect("task json")
+    }
+
+    /// Waits until the task has ended (or `pred` holds) and answers it.
+    pub async fn wait_for(&self, id: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let started = Instant::now();
+        loop {
+            let task = self.task(id).await;
+            if pred(&task) {
+                return task;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(240),
+                "task {id} never reached {what}; last seen: {task}\nlog:\n{}",
+                self.log(id).await.join("\n")
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Waits until the task has ended.
+    pub async fn wait_done(&self, id: &str) -> Value {
+        self.wait_for(id, "an end", |t| {
+            !matches!(t["status"].as_str(), Some("queued" | "running"))
+        })
+        .await
+    }
+
+    /// The task's log as `kind: text` lines.
+    pub async fn log(&self, id: &str) -> Vec<String> {
+        let page: Value = self
+            .alice
+            .get(
+                self.app
+                    .url(&format!("/api/tasks/{id}/events?after=0&limit=1000")),
+            )
+            .send()
+            .await
+            .expect("events")
+            .json()
+            .await
+            .unwrap_or(Value::Null);
+        page["events"]
+            .as_array()
+            .map(|events| {
+                events
+                    .iter()
+                    .map(|e| {
+                        format!(
+                            "{}: {}",
+                            e["kind"].as_str().unwrap_or("?"),
+                            e["text"].as_str().unwrap_or("")
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// Ids of Docker containers labelled with this task, running or not.
+pub fn containers_of(task_id: &str) -> Vec<String> {
+    let out = std::process::Command::new("docker")
+        .args([
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=drydock.task={task_id}"),
+        ])
+        .output()
+        .expect("docker ps");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// `git` in a bare repository of the stand-in.
+pub fn git_in(bare: &std::path::Path, args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(bare)
+        .args(args)
+        .output()
+        .expect("git");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
