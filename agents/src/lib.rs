@@ -19,8 +19,8 @@ pub use definition::{
 pub use error::AgentError;
 pub use launch::{LaunchPlan, LaunchRequest, PlanFile, plan_for};
 pub use mcp::{
-    McpServer, McpTransport, escape_claude, escape_gemini_env, escape_gemini_settings,
-    render_config, sanitized_names,
+    McpServer, McpTransport, escape_claude, escape_copilot, escape_gemini_env,
+    escape_gemini_settings, render_config, sanitized_names,
 };
 pub use parser::{AgentEvent, EventKind, OutputParser};
 pub use registry::AgentRegistry;

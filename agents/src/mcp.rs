@@ -339,7 +339,10 @@ fn gemini_json(servers: &[(&str, &McpServer)]) -> Value {
 }
 
 /// The common `mcpServers` shape (Cursor, generic): `command`/`args`/`env`
-/// or `url`/`headers`, values as given.
+/// or `url`/`headers`, values as given. (Cursor's editor documents
+/// `${env:NAME}`-style interpolation in mcp.json; whether `cursor-agent`
+/// applies it, and how to escape it, could not be checked: its CLI is not
+/// installable here.)
 fn plain_json(servers: &[(&str, &McpServer)]) -> Value {
     let mut out = Map::new();
     for (name, server) in servers {
@@ -359,22 +362,31 @@ fn plain_json(servers: &[(&str, &McpServer)]) -> Value {
     json!({ "mcpServers": out })
 }
 
+/// Copilot CLI expands `$VAR`, `${VAR}` and `${VAR:-default}` once in
+/// command, args, env, url and headers (leaving unset names alone, with no
+/// escape), so each `$` is written as `${__DRYDOCK_LITERAL_DOLLAR:-$}`
+/// (checked against Copilot CLI 1.0.102).
+pub fn escape_copilot(value: &str) -> String {
+    escape_gemini_settings(value)
+}
+
 /// Copilot CLI: the shape `copilot mcp add` writes (`type: local|http`, `tools: ["*"]`).
 fn copilot_json(servers: &[(&str, &McpServer)]) -> Value {
     let mut out = Map::new();
     for (name, server) in servers {
+        let e = |v: &str| escape_copilot(v);
         let entry = match &server.transport {
             McpTransport::Stdio { command, args, env } => json!({
                 "type": "local",
-                "command": command,
-                "args": args,
-                "env": env,
+                "command": e(command),
+                "args": args.iter().map(|a| e(a)).collect::<Vec<_>>(),
+                "env": map_strings(env, escape_copilot),
                 "tools": ["*"],
             }),
             McpTransport::Http { url, headers } => json!({
                 "type": "http",
-                "url": url,
-                "headers": headers,
+                "url": e(url),
+                "headers": map_strings(headers, escape_copilot),
                 "tools": ["*"],
             }),
         };

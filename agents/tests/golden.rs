@@ -442,22 +442,32 @@ fn check_round_trip(agent: &str, plan: &LaunchPlan, request: &LaunchRequest) {
         }
         McpFormat::Cursor | McpFormat::Copilot | McpFormat::McpServersJson => {
             let v: Value = serde_json::from_str(&text).unwrap();
-            if spec.format == McpFormat::Copilot {
+            // Copilot CLI expands `$VAR`, `${VAR}`, `${VAR:-d}` once, like
+            // Gemini CLI's settings loader (probed with Copilot CLI 1.0.102).
+            let copilot = spec.format == McpFormat::Copilot;
+            if copilot {
                 for s in v["mcpServers"].as_object().unwrap().values() {
                     assert_eq!(s["tools"], serde_json::json!(["*"]));
                 }
             }
+            let x = |s: &str| {
+                if copilot {
+                    gemini_settings_expand(s)
+                } else {
+                    s.to_owned()
+                }
+            };
             seen_json(
                 &v,
                 "mcpServers",
                 &|s| Seen::Stdio {
-                    command: id(s["command"].as_str().unwrap()),
-                    args: strings(&s["args"], &id),
-                    env: string_map(&s["env"], &id),
+                    command: x(s["command"].as_str().unwrap()),
+                    args: strings(&s["args"], &x),
+                    env: string_map(&s["env"], &x),
                 },
                 &|s| Seen::Http {
-                    url: id(s["url"].as_str().unwrap()),
-                    headers: string_map(&s["headers"], &id),
+                    url: x(s["url"].as_str().unwrap()),
+                    headers: string_map(&s["headers"], &x),
                 },
                 &|s| s.get("url").is_some(),
             )
