@@ -18,6 +18,7 @@ argv = ["sh", "-c", "eval \"$1\"", "scripted-agent", "{prompt}"]
 parser = "text"
 keys = [{ provider = "acme", env = ["ACME_API_KEY"] }]
 models = [{ id = "acme-1", name = "Acme One" }]
+mcp = { format = "claude", path = "/home/agent/.drydock/mcp.json" }
 "#;
 
 /// Alice's key for the scripted agent.

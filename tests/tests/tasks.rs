@@ -655,3 +655,56 @@ async fn a_server_restart_mid_task_leaves_no_orphan_and_explains_the_task() {
     assert!(containers_of(&crashed.id).is_empty(), "no orphan container");
     restarted.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connectors_reach_the_agent_config_and_their_secrets_are_redacted() {
+    let env = TaskEnv::start(TestDb::sqlite().await, &[]).await;
+    let create = |body: Value| {
+        let req = env.alice.post(env.app.url("/api/connectors")).json(&body);
+        async move {
+            let resp = req.send().await.unwrap();
+            assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
+        }
+    };
+    create(json!({
+        "name": "files", "transport": "stdio", "command": "files-mcp", "args": ["--root", "/workspace"],
+        "env": { "FILES_TOKEN": "files-secret-value-0123456789" }
+    }))
+    .await;
+    create(json!({
+        "name": "remote", "transport": "http", "url": "https://mcp.example.com/mcp",
+        "headers": { "Authorization": "Bearer remote-secret-abcdef0123456789" }
+    }))
+    .await;
+    create(json!({ "name": "off", "transport": "stdio", "command": "off-mcp", "enabled": false }))
+        .await;
+
+    let script = r#"
+stat -c 'mode=%a owner=%u' /home/agent/.drydock/mcp.json
+cat /home/agent/.drydock/mcp.json
+echo "echoed: files-secret-value-0123456789"
+"#;
+    let id = env.submit(script, json!({ "create_pr": false })).await;
+    let task = env.wait_done(&id).await;
+    assert_eq!(task["status"], "succeeded", "{task}");
+    let log = env.log(&id).await.join("\n");
+    assert!(log.contains("mode=600 owner=1000"), "{log}");
+    assert!(
+        log.contains("\"files\"") && log.contains("\"remote\""),
+        "both enabled connectors are configured:\n{log}"
+    );
+    assert!(
+        log.contains("files-mcp") && log.contains("https://mcp.example.com/mcp"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("off-mcp"),
+        "a disabled connector is left out by default"
+    );
+    assert!(
+        !log.contains("files-secret-value-0123456789"),
+        "a connector secret echoed by the agent is redacted:\n{log}"
+    );
+    assert!(!log.contains("remote-secret-abcdef0123456789"), "{log}");
+    assert!(log.contains("echoed: [REDACTED"), "{log}");
+}

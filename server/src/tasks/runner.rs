@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use drydock_agents::{AgentRegistry, LaunchPlan, LaunchRequest, OutputParser};
+use drydock_agents::{
+    AgentRegistry, LaunchPlan, LaunchRequest, McpServer, McpTransport, OutputParser,
+};
 use drydock_sandbox::{
     ExecExit, ExecSpec, ExitReason, Limits, NetworkMode, Reap, Sandbox, SandboxDefaults,
     SandboxError, Sandboxes,
@@ -653,13 +655,64 @@ impl TaskRunner {
             prompt: task.prompt.clone(),
             keys,
             base_urls: self.inner.settings.base_urls.clone(),
-            mcp_servers: Vec::new(),
+            mcp_servers: self.mcp_servers(task).await?,
             resume: false,
         };
         self.inner
             .agents
             .plan(&request)
             .map_err(|err| Outcome::failed(format!("cannot run the agent: {err}")))
+    }
+
+    /// The connectors chosen for the task, opened for the agent's config (a connector deleted
+    /// since the task was submitted is left out).
+    async fn mcp_servers(&self, task: &Task) -> StepResult<Vec<McpServer>> {
+        let store = &self.inner.store;
+        let ids = store
+            .list_task_connector_ids(&task.id)
+            .await
+            .map_err(|_| Outcome::failed("could not read the task's connectors"))?;
+        let open = |sealed: Option<&str>, name: &str| -> StepResult<BTreeMap<String, String>> {
+            let Some(sealed) = sealed else {
+                return Ok(BTreeMap::new());
+            };
+            self.inner
+                .secrets
+                .open_str(sealed)
+                .ok()
+                .and_then(|json| serde_json::from_str(&json).ok())
+                .ok_or_else(|| {
+                    Outcome::failed(format!(
+                        "the secrets of connector {name} could not be decrypted; set them again"
+                    ))
+                })
+        };
+        let mut servers = Vec::new();
+        for id in ids {
+            let Some(c) = store
+                .get_connector(&task.user_id, &id)
+                .await
+                .map_err(|_| Outcome::failed("could not read the task's connectors"))?
+            else {
+                continue;
+            };
+            let transport = match c.transport.as_str() {
+                "http" => McpTransport::Http {
+                    url: c.url.clone().unwrap_or_default(),
+                    headers: open(c.headers_enc.as_deref(), &c.name)?,
+                },
+                _ => McpTransport::Stdio {
+                    command: c.command.clone().unwrap_or_default(),
+                    args: serde_json::from_str(&c.args).unwrap_or_default(),
+                    env: open(c.env_enc.as_deref(), &c.name)?,
+                },
+            };
+            servers.push(McpServer {
+                name: c.name.clone(),
+                transport,
+            });
+        }
+        Ok(servers)
     }
 
     #[instrument(skip_all, fields(task_id = %task.id))]
