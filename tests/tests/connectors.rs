@@ -523,10 +523,15 @@ struct McpServer {
 
 impl McpServer {
     async fn start(transport: &str) -> Self {
+        Self::start_with(&["--transport", transport]).await
+    }
+
+    async fn start_with(args: &[&str]) -> Self {
         let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("mcp/server.py");
         let mut child = tokio::process::Command::new(mcp_python())
             .arg(script)
-            .args(["--token", MCP_TOKEN, "--transport", transport])
+            .args(["--token", MCP_TOKEN])
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true)
@@ -588,8 +593,11 @@ async fn test_connector(app: &App, client: &Client, id: &str, seen: &mut Seen) -
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_tests_speak_mcp_to_a_real_server() {
-    let (streamable, legacy) =
-        tokio::join!(McpServer::start("streamable"), McpServer::start("sse"));
+    let (streamable, legacy, tls) = tokio::join!(
+        McpServer::start("streamable"),
+        McpServer::start("sse"),
+        McpServer::start_with(&["--transport", "streamable", "--tls"]),
+    );
     let app = App::start(
         TestDb::sqlite().await,
         &["--allow-private-connector-urls", "true"],
@@ -678,6 +686,23 @@ async fn connection_tests_speak_mcp_to_a_real_server() {
             .unwrap()
             .contains("could not connect"),
         "{result}"
+    );
+
+    // HTTPS with a certificate no one vouches for.
+    let untrusted = create(
+        &app,
+        &alice,
+        "untrusted",
+        &format!("https://127.0.0.1:{}/mcp", tls.port),
+        MCP_TOKEN,
+    )
+    .await;
+    let result = test_connector(&app, &alice, &untrusted, &mut seen).await;
+    assert_eq!(result["status"], "error", "{result}");
+    let error = result["error"].as_str().unwrap();
+    assert!(
+        error.contains("TLS") && error.contains("certificate"),
+        "{error}"
     );
 
     // A host name that does not resolve.
@@ -868,6 +893,59 @@ async fn redirects_are_not_followed_and_slow_servers_time_out() {
     );
     assert!(took < Duration::from_secs(15), "{took:?}");
     seen.assert_never_contains(&[MCP_TOKEN]);
+}
+
+/// The stdio prober against the SDK's stdio server, run here as a child of the test: the server
+/// never runs a user's command on the host; the runner hands it a sandbox exec's pipes instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stdio_probe_speaks_mcp_over_pipes() {
+    use drydock::connectors::mcp_client::probe_stdio;
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("mcp/server.py");
+    let start = |token: Option<&str>| {
+        let mut cmd = tokio::process::Command::new(mcp_python());
+        cmd.arg(&script)
+            .args(["--token", MCP_TOKEN, "--transport", "stdio"])
+            .env_remove("MCP_TEST_TOKEN")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true);
+        if let Some(token) = token {
+            cmd.env("MCP_TEST_TOKEN", token);
+        }
+        cmd.spawn().expect("start tests/mcp/server.py")
+    };
+
+    let mut child = start(Some(MCP_TOKEN));
+    let probe = probe_stdio(
+        child.stdin.take().unwrap(),
+        BufReader::new(child.stdout.take().unwrap()),
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
+    assert_eq!(probe.transport, "stdio");
+    assert_eq!(probe.server_name.as_deref(), Some("drydock-test-server"));
+    let mut tools: Vec<_> = probe.tools.iter().map(|t| t.name.as_str()).collect();
+    tools.sort();
+    assert_eq!(tools, ["add", "echo"]);
+    // Closing stdin lets the server exit.
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("the stdio server exits once stdin closes")
+        .unwrap();
+    assert!(status.success(), "{status}");
+
+    let mut child = start(None);
+    let err = probe_stdio(
+        child.stdin.take().unwrap(),
+        BufReader::new(child.stdout.take().unwrap()),
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("ended before answering initialize"), "{err}");
 }
 
 fn chrono_now_ms() -> i64 {

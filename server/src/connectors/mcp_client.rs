@@ -1,5 +1,6 @@
 //! A small MCP client for connection tests: `initialize`, `notifications/initialized`, then
-//! `tools/list`, over Streamable HTTP, falling back to the older HTTP+SSE transport.
+//! `tools/list`, over Streamable HTTP (falling back to the older HTTP+SSE transport) or over a
+//! stdio server's pipes.
 //!
 //! It only probes: it never calls a tool. Failures become [`ProbeError`]s whose text is meant for
 //! people (what failed and what to check). Texts may quote the remote server, so callers redact
@@ -13,6 +14,7 @@ use futures::{Stream, StreamExt};
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use reqwest::{StatusCode, Url};
 use serde_json::{Value, json};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::outbound;
 
@@ -49,7 +51,7 @@ pub struct Tool {
 pub struct Probe {
     /// The tools offered.
     pub tools: Vec<Tool>,
-    /// `streamable-http` or `sse`.
+    /// `streamable-http`, `sse` or `stdio`.
     pub transport: &'static str,
     /// The server's name, if it gave one.
     pub server_name: Option<String>,
@@ -161,6 +163,9 @@ pub enum ProbeError {
         /// Why.
         detail: String,
     },
+    /// A stdio server's output ended (the command exited or closed stdout) before an answer.
+    #[error("the command ended before answering {0}; check the command, its arguments and env")]
+    Ended(&'static str),
     /// A failure on drydock's side.
     #[error("drydock could not run the test: {0}")]
     Internal(String),
@@ -425,6 +430,108 @@ async fn legacy_sse(conn: &Conn, url: &Url, post_status: StatusCode) -> Result<P
         server_name,
         server_version,
     })
+}
+
+/// Speaks MCP with a stdio server over its stdin and stdout (newline-delimited JSON-RPC) and
+/// lists its tools within `timeout`. The caller starts the command where it may run (inside a
+/// task's sandbox, never on the host for users) and gives its pipes here; stdin is closed at the
+/// end so that the server can exit.
+pub async fn probe_stdio<W, R>(stdin: W, stdout: R, timeout: Duration) -> Result<Probe, ProbeError>
+where
+    W: AsyncWrite + Unpin,
+    R: AsyncBufRead + Unpin,
+{
+    let mut stdin = stdin;
+    let mut lines = StdioLines {
+        reader: stdout,
+        read: 0,
+    };
+    let talk = async {
+        write_line(&mut stdin, &initialize_request().to_string()).await?;
+        let init = lines.answer(1, "initialize").await?;
+        let (_version, server_name, server_version) = read_initialize(&init)?;
+        write_line(&mut stdin, INITIALIZED).await?;
+        let mut tools = Vec::new();
+        let mut cursor: Option<String> = None;
+        for page in 0..MAX_PAGES {
+            let id = 2 + page as i64;
+            write_line(
+                &mut stdin,
+                &tools_list_request(id, cursor.as_deref()).to_string(),
+            )
+            .await?;
+            let result = lines.answer(id, "tools/list").await?;
+            cursor = read_tools(&result, &mut tools)?;
+            if cursor.is_none() {
+                break;
+            }
+        }
+        Ok(Probe {
+            tools,
+            transport: "stdio",
+            server_name,
+            server_version,
+        })
+    };
+    let outcome = match tokio::time::timeout(timeout, talk).await {
+        Ok(outcome) => outcome,
+        Err(_) => Err(ProbeError::Timeout {
+            host: "the command".into(),
+            secs: timeout.as_secs(),
+        }),
+    };
+    let _ = stdin.shutdown().await;
+    outcome
+}
+
+async fn write_line<W: AsyncWrite + Unpin>(stdin: &mut W, message: &str) -> Result<(), ProbeError> {
+    let mut line = Vec::with_capacity(message.len() + 1);
+    line.extend_from_slice(message.as_bytes());
+    line.push(b'\n');
+    stdin
+        .write_all(&line)
+        .await
+        .map_err(|_| ProbeError::Ended("a request"))?;
+    stdin
+        .flush()
+        .await
+        .map_err(|_| ProbeError::Ended("a request"))
+}
+
+struct StdioLines<R> {
+    reader: R,
+    read: usize,
+}
+
+impl<R: AsyncBufRead + Unpin> StdioLines<R> {
+    /// Reads messages until the response to `id`; skips notifications, server requests and
+    /// lines that are not JSON (servers that log to stdout).
+    async fn answer(&mut self, id: i64, method: &'static str) -> Result<Value, ProbeError> {
+        loop {
+            let mut line = Vec::new();
+            let budget = (MAX_ANSWER_BYTES.saturating_sub(self.read)) as u64;
+            let n = (&mut self.reader)
+                .take(budget)
+                .read_until(b'\n', &mut line)
+                .await
+                .map_err(|_| ProbeError::Ended(method))?;
+            if n == 0 {
+                if budget == 0 {
+                    return Err(ProbeError::Protocol(
+                        "the command wrote more than 4 MiB without an answer".into(),
+                    ));
+                }
+                return Err(ProbeError::Ended(method));
+            }
+            self.read += n;
+            let Ok(message) = serde_json::from_slice::<Value>(&line) else {
+                continue;
+            };
+            if let Some(result) = match_response(&message, id, method)? {
+                return Ok(result);
+            }
+        }
+    }
 }
 
 fn content_type(headers: &HeaderMap) -> String {
