@@ -260,13 +260,15 @@ impl Engine {
 
 /// Writes `buf[..cut]` to `out` with the spans replaced.
 fn emit(engine: &Engine, buf: &[u8], cut: usize, spans: &mut [Span], out: &mut Vec<u8>) {
-    // Leftmost first; at the same start the longest, and a dropped line over anything.
+    // Leftmost first; at the same start the longest; on a tie a dropped line over
+    // anything, then the caller's kind for a known secret over a shape's.
     spans.sort_unstable_by_key(|s| {
-        (
-            s.start,
-            std::cmp::Reverse(s.end),
-            u8::from(s.label != Label::Drop),
-        )
+        let rank = match s.label {
+            Label::Drop => (0, 0),
+            Label::Known(i) => (1, i),
+            Label::Shape(i) => (2, u32::from(i)),
+        };
+        (s.start, std::cmp::Reverse(s.end), rank)
     });
     out.reserve(cut);
     let mut written = 0;

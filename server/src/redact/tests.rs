@@ -506,6 +506,43 @@ fn kind_labels_are_sanitized() {
 }
 
 #[test]
+fn large_text_is_redacted_in_blocks_like_a_whole() {
+    let secret = "Zq9Xw8Vu7Ts6Rp5";
+    let r = redactor(&[("k", secret)]);
+    let mut text = String::new();
+    let mut i = 0;
+    while text.len() < 300_000 {
+        i += 1;
+        match i % 997 {
+            0 => text.push_str(PEM),
+            1 => text.push_str(&format!("token={secret} and DB_PASSWORD=x{i}\n")),
+            _ => text.push_str(&format!("line {i} of the build output\n")),
+        }
+    }
+    let mut stream = r.stream();
+    let mut whole = stream.push(text.as_bytes());
+    whole.extend(stream.finish());
+    let blocks = r.redact_bytes(text.as_bytes());
+    let first_difference = blocks.iter().zip(&whole).position(|(a, b)| a != b);
+    if let Some(i) = first_difference {
+        let show = |v: &[u8]| {
+            String::from_utf8_lossy(&v[i.saturating_sub(80)..(i + 80).min(v.len())]).into_owned()
+        };
+        panic!(
+            "differ at {i}: blocks {:?} whole {:?}",
+            show(&blocks),
+            show(&whole)
+        );
+    }
+    assert_eq!(blocks.len(), whole.len());
+    assert!(!contains(&whole, secret.as_bytes()));
+    assert!(!contains(
+        &whole,
+        b"MIIEowIBAAKCAQEAu1SU1LfVLPHCozMxH2Mo4lgOEePzNm0tRgeLezV6ffAt0gun"
+    ));
+}
+
+#[test]
 fn redactor_is_shareable() {
     fn assert_send_sync<T: Send + Sync + Clone>() {}
     assert_send_sync::<Redactor>();
