@@ -77,6 +77,25 @@ async fn readyz_reports_an_unreachable_database_while_healthz_stays_up() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_reports_an_unreachable_docker_daemon() {
+    let db = TestDb::sqlite().await;
+    // Nothing listens on port 9 of loopback (discard), so Docker is unreachable there.
+    let server = TestServer::start(&db.url, &["--docker-host", "tcp://127.0.0.1:9"]).await;
+    let (status, body) = get(&format!("{}/readyz", server.url)).await;
+    assert_eq!(status, 503, "{body}");
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Docker"),
+        "{body}"
+    );
+    assert_eq!(get(&format!("{}/healthz", server.url)).await.0, 200);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_routes_and_bad_methods_answer_with_the_json_error_shape() {
     let db = TestDb::sqlite().await;
     let server = TestServer::start(&db.url, &[]).await;
@@ -160,7 +179,10 @@ async fn pages_link_embedded_static_files_by_content_hash() {
             .starts_with("text/html")
     );
     let html = resp.text().await.unwrap();
-    assert!(html.contains("<h1>drydock</h1>"), "{html}");
+    assert!(
+        html.contains(r#"<a class="brand" href="/">drydock</a>"#),
+        "{html}"
+    );
     let css_path = html
         .split("href=\"")
         .find_map(|s| {

@@ -32,7 +32,7 @@ async fn healthz() -> Json<Health> {
     Json(Health { status: "ok" })
 }
 
-/// Answers 200 when the database is reachable, 503 with the reason otherwise.
+/// Answers 200 when the database and Docker are reachable, 503 with the reason otherwise.
 #[utoipa::path(
     get,
     path = "/readyz",
@@ -41,16 +41,32 @@ async fn healthz() -> Json<Health> {
 )]
 async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, AppError> {
     match tokio::time::timeout(PROBE_TIMEOUT, state.store.ping()).await {
-        Ok(Ok(())) => Ok(Json(Health { status: "ready" })),
+        Ok(Ok(())) => {}
         Ok(Err(err)) => {
             tracing::warn!(error = %err, "readiness: database unreachable");
-            Err(AppError::Unavailable("database unreachable".into()))
+            return Err(AppError::Unavailable("database unreachable".into()));
         }
         Err(_) => {
             tracing::warn!("readiness: database did not answer in time");
-            Err(AppError::Unavailable(
+            return Err(AppError::Unavailable(
                 "database did not answer in time".into(),
+            ));
+        }
+    }
+    let docker = async {
+        let sandboxes = state.runner.sandboxes().await?;
+        sandboxes.ping().await
+    };
+    match tokio::time::timeout(PROBE_TIMEOUT * 3, docker).await {
+        Ok(Ok(())) => Ok(Json(Health { status: "ready" })),
+        Ok(Err(err)) => {
+            tracing::warn!(error = %err, "readiness: Docker unreachable");
+            Err(AppError::Unavailable(
+                "Docker unreachable: tasks cannot run".into(),
             ))
         }
+        Err(_) => Err(AppError::Unavailable(
+            "Docker did not answer in time".into(),
+        )),
     }
 }
