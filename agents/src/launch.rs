@@ -30,6 +30,10 @@ pub struct LaunchRequest {
     /// The connectors enabled for the task.
     pub mcp_servers: Vec<McpServer>,
     /// A follow-up message: continue the previous session where the CLI can.
+    /// CLIs keep sessions under the agent's home, so set this only when the
+    /// previous run's home survives into this one (e.g. a kept-alive
+    /// sandbox): Gemini CLI fails ("No previous sessions found") when there
+    /// is nothing to resume; Claude Code, Codex and Copilot CLI start afresh.
     pub resume: bool,
 }
 
@@ -49,6 +53,10 @@ pub struct PlanFile {
 ///
 /// Secrets appear only in [`Self::env`] and in files of mode 0600; every
 /// secret value is listed in [`Self::secrets`] for the task's redaction set.
+///
+/// Run it with stdin closed or empty (`/dev/null`): Codex, Gemini CLI and
+/// opencode read piped stdin and add it to the prompt, and would wait on an
+/// open pipe. No TTY is needed; every argv is the CLI's headless mode.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct LaunchPlan {
     /// Program and arguments, executed directly (no shell).
