@@ -128,6 +128,13 @@ async fn connectors_crud(db: TestDb) {
     assert!(env_enc.starts_with("v1:"), "{env_enc}");
     assert!(!env_enc.contains(NOTION_TOKEN) && !env_enc.contains("NOTION_TOKEN"));
     assert!(row.headers_enc.is_none());
+    // ... which the server's key opens to the values given (what the runner will use).
+    let keys = drydock::secrets::ServerKeys::load(app.server.data_dir.path(), None, None).unwrap();
+    let secret_box = drydock::secrets::SecretBox::new(&keys.encryption_key);
+    let opened = drydock::connectors::open_secrets(&secret_box, &row).unwrap();
+    assert_eq!(opened.env["NOTION_TOKEN"], NOTION_TOKEN);
+    assert_eq!(opened.env["DEBUG"], "1");
+    assert!(opened.headers.is_empty());
     let row = app
         .db
         .store

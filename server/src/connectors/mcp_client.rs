@@ -191,7 +191,9 @@ async fn probe_inner(target: &HttpTarget, timeout: Duration) -> Result<Probe, Pr
         headers: target.headers.clone(),
     };
     match streamable(&conn, &target.url).await {
-        Err(Fallback(post_status)) => legacy_sse(&conn, &target.url, post_status).await,
+        Err(Fallback(post_status, post_detail)) => {
+            legacy_sse(&conn, &target.url, post_status, &post_detail).await
+        }
         Ok(result) => result,
     }
 }
@@ -212,7 +214,8 @@ struct Conn {
 }
 
 /// Streamable HTTP said "not here" with this status: try the older transport.
-struct Fallback(StatusCode);
+/// Also what the server said to the POST, for the message if the older transport fails too.
+struct Fallback(StatusCode, String);
 
 fn initialize_request() -> Value {
     json!({
@@ -274,7 +277,7 @@ async fn streamable(conn: &Conn, url: &Url) -> Result<Result<Probe, ProbeError>,
                 | StatusCode::TOO_MANY_REQUESTS
         )
     {
-        return Err(Fallback(status));
+        return Err(Fallback(status, body_excerpt(resp).await));
     }
     Ok(streamable_session(conn, url, resp).await)
 }
@@ -342,7 +345,12 @@ async fn streamable_session(
 
 /// The older HTTP+SSE transport (protocol 2024-11-05): GET opens an event stream whose first
 /// event names the endpoint to POST messages to; answers arrive on the stream.
-async fn legacy_sse(conn: &Conn, url: &Url, post_status: StatusCode) -> Result<Probe, ProbeError> {
+async fn legacy_sse(
+    conn: &Conn,
+    url: &Url,
+    post_status: StatusCode,
+    post_detail: &str,
+) -> Result<Probe, ProbeError> {
     let resp = conn
         .client
         .get(url.clone())
@@ -372,8 +380,8 @@ async fn legacy_sse(conn: &Conn, url: &Url, post_status: StatusCode) -> Result<P
             });
         }
         return Err(ProbeError::NotMcp(format!(
-            "a POST of an MCP initialize request got {post_status}, and a GET asking for an event \
-             stream got {status}{}",
+            "a POST of an MCP initialize request got {post_status}{post_detail}, and a GET asking \
+             for an event stream got {status}{}",
             describe_type(&content_type)
         )));
     }

@@ -25,6 +25,7 @@ use self::validate::Draft;
 use crate::auth::CurrentUser;
 use crate::error::{ApiJson, ApiPath, AppError, ErrorBody};
 use crate::redact::{Redactor, SecretSet};
+use crate::secrets::{SecretBox, SecretsError};
 use crate::state::AppState;
 use crate::store::{Connector, ConnectorCheck, ConnectorUpdate, NewConnector, StoreError};
 
@@ -191,14 +192,51 @@ fn not_found() -> AppError {
     AppError::NotFound("connector")
 }
 
-fn open_map(state: &AppState, sealed: Option<&str>) -> Result<BTreeMap<String, String>, AppError> {
+/// A connector's env and header values, opened. For the runner: it writes them into the agent's
+/// MCP config and adds every value to the task's redaction set.
+#[derive(Default)]
+pub struct ConnectorSecrets {
+    /// Environment variables of a stdio connector.
+    pub env: BTreeMap<String, String>,
+    /// Headers of an HTTP connector.
+    pub headers: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for ConnectorSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectorSecrets")
+            .field("env", &self.env.keys().collect::<Vec<_>>())
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// Opens a connector's sealed env and header maps.
+pub fn open_secrets(
+    secrets: &SecretBox,
+    row: &Connector,
+) -> Result<ConnectorSecrets, SecretsError> {
+    Ok(ConnectorSecrets {
+        env: open_sealed_map(secrets, row.env_enc.as_deref())?,
+        headers: open_sealed_map(secrets, row.headers_enc.as_deref())?,
+    })
+}
+
+fn open_sealed_map(
+    secrets: &SecretBox,
+    sealed: Option<&str>,
+) -> Result<BTreeMap<String, String>, SecretsError> {
     match sealed {
         None => Ok(BTreeMap::new()),
         Some(sealed) => {
-            let json = state.secrets.open_str(sealed)?;
-            serde_json::from_str(&json).map_err(AppError::internal)
+            let json = secrets.open_str(sealed)?;
+            serde_json::from_str(&json).map_err(|_| SecretsError::Malformed)
         }
     }
+}
+
+fn open_map(state: &AppState, sealed: Option<&str>) -> Result<BTreeMap<String, String>, AppError> {
+    Ok(open_sealed_map(&state.secrets, sealed)?)
 }
 
 fn seal_map(state: &AppState, map: &BTreeMap<String, String>) -> Result<Option<String>, AppError> {
