@@ -153,7 +153,7 @@ fn summarize(image: &str) -> String {
         &docker,
     ));
     out.push_str(&format!(
-        "\nRatio of medians, sandbox first output / docker run: **{:.2}** (with removal: {:.2}).\nImage `{image}`; all figures from one run of `bench/sandbox-start`, warm-up included.\n",
+        "\nRatio of medians, sandbox first output / docker run: **{:.2}** (with removal: {:.2}).\nImage `{image}`; all figures from one run of `bench/sandbox-start`, warm-up included.\nThe sandbox figure runs from `Sandboxes::create` (hardened create + start) to the first output chunk of an `echo` exec; the `docker run` figure includes the docker CLI's own start-up and waits for the container's removal. Other load on the machine shows up as run-to-run variation of the ratio.\n",
         sandbox.median / docker.median,
         with_remove.median / docker.median,
     ));
