@@ -124,6 +124,8 @@ pub enum ParserKind {
     CursorStreamJson,
     /// `codex exec --json` JSONL.
     CodexJson,
+    /// Copilot CLI `--output-format json` JSONL.
+    CopilotJson,
     /// Gemini CLI `-o stream-json` (also reads single-line `-o json`).
     GeminiStreamJson,
     /// `opencode run --format json`.

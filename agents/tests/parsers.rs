@@ -261,6 +261,72 @@ fn opencode_json() {
     assert!(events[1].text.starts_with("Failed"));
 }
 
+/// Real output: the CLIs driven by a scripted stand-in for the Anthropic API
+/// (one Bash tool call, then an answer).
+#[test]
+fn captured_tool_runs() {
+    let (events, final_message) = run(
+        ParserKind::ClaudeStreamJson,
+        &sample("captured-claude-tool-run.jsonl"),
+    );
+    let shown: Vec<(EventKind, &str)> = lines(&events)
+        .into_iter()
+        .filter(|(k, _)| *k != Text)
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            (ToolCall, "Bash echo hi > hello.txt"),
+            (ToolResult, "Bash: (Bash completed with no output)"),
+            (AgentMessage, "Created hello.txt with `hi`."),
+            (
+                Done,
+                "Done: 0.4s, 2 turns, 200 input / 40 output tokens, $0.0018"
+            ),
+        ]
+    );
+    assert_eq!(
+        final_message.as_deref(),
+        Some("Created hello.txt with `hi`.")
+    );
+
+    let (events, final_message) = run(
+        ParserKind::OpencodeJson,
+        &sample("captured-opencode-tool-run.jsonl"),
+    );
+    assert_eq!(
+        lines(&events)[..4],
+        [
+            (ToolCall, "bash echo hi > hello.txt"),
+            (ToolResult, "bash: (no output)"),
+            (AgentMessage, "Created hello.txt with `hi`."),
+            (Done, "Done: 2 steps, 200 input / 40 output tokens, $0.0012"),
+        ]
+    );
+    assert_eq!(
+        final_message.as_deref(),
+        Some("Created hello.txt with `hi`.")
+    );
+
+    let (events, final_message) = run(
+        ParserKind::CopilotJson,
+        &sample("captured-copilot-tool-run.jsonl"),
+    );
+    assert_eq!(
+        lines(&events),
+        [
+            (ToolCall, "bash echo hi > hello.txt"),
+            (ToolResult, "done: <shellId: 0 completed with exit code 0>"),
+            (AgentMessage, "Created hello.txt with `hi`."),
+            (Done, "Done: 0.4s, 0 premium requests"),
+        ]
+    );
+    assert_eq!(
+        final_message.as_deref(),
+        Some("Created hello.txt with `hi`.")
+    );
+}
+
 #[test]
 fn plain_text() {
     let (events, final_message) = run(ParserKind::Text, &sample("copilot-text.txt"));
@@ -315,11 +381,12 @@ fn unknown_and_malformed_lines_pass_through_as_text() {
     }
 }
 
-fn all_kinds() -> [ParserKind; 6] {
+fn all_kinds() -> [ParserKind; 7] {
     [
         ParserKind::ClaudeStreamJson,
         ParserKind::CursorStreamJson,
         ParserKind::CodexJson,
+        ParserKind::CopilotJson,
         ParserKind::GeminiStreamJson,
         ParserKind::OpencodeJson,
         ParserKind::Text,

@@ -5,6 +5,7 @@
 
 mod claude;
 mod codex;
+mod copilot;
 mod gemini;
 mod opencode;
 mod text;
@@ -75,6 +76,7 @@ pub struct OutputParser {
 enum Inner {
     Claude(claude::ClaudeParser),
     Codex(codex::CodexParser),
+    Copilot(copilot::CopilotParser),
     Gemini(gemini::GeminiParser),
     Opencode(opencode::OpencodeParser),
     Text(text::TextParser),
@@ -95,6 +97,7 @@ impl OutputParser {
             ParserKind::ClaudeStreamJson => Inner::Claude(claude::ClaudeParser::new(false)),
             ParserKind::CursorStreamJson => Inner::Claude(claude::ClaudeParser::new(true)),
             ParserKind::CodexJson => Inner::Codex(codex::CodexParser::default()),
+            ParserKind::CopilotJson => Inner::Copilot(copilot::CopilotParser),
             ParserKind::GeminiStreamJson => Inner::Gemini(gemini::GeminiParser::default()),
             ParserKind::OpencodeJson => Inner::Opencode(opencode::OpencodeParser::default()),
             ParserKind::Text => Inner::Text(text::TextParser::default()),
@@ -121,6 +124,7 @@ impl OutputParser {
                 Some(value) => match inner {
                     Inner::Claude(p) => p.event(&value),
                     Inner::Codex(p) => p.event(&value),
+                    Inner::Copilot(p) => p.event(&value),
                     Inner::Gemini(p) => p.event(&value),
                     Inner::Opencode(p) => p.event(&value),
                     Inner::Text(p) => p.line(line),
@@ -141,7 +145,7 @@ impl OutputParser {
             Inner::Gemini(p) => p.finish(),
             Inner::Opencode(p) => p.finish(),
             Inner::Text(p) => p.finish(),
-            Inner::Claude(_) | Inner::Codex(_) => Parsed::default(),
+            Inner::Claude(_) | Inner::Codex(_) | Inner::Copilot(_) => Parsed::default(),
         };
         self.absorb(parsed)
     }
