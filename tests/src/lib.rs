@@ -1,6 +1,7 @@
 //! Support code for drydock's end-to-end tests: throwaway databases on both backends and a
 //! running server on `127.0.0.1:0`.
 
+pub mod anthropic;
 pub mod app;
 pub mod db;
 pub mod git_http;

@@ -1,0 +1,436 @@
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+//! Real agent CLIs end to end: drydock runs the CLI from the sandbox image against a local
+//! stand-in of its model API, reached through drydock's own base-URL setting, with a stdio MCP
+//! connector created through the API. The stand-in plays a scripted model, so the CLI's real
+//! tool loop runs: it writes a file, calls the connector's tool, and answers.
+
+use std::time::{Duration, Instant};
+
+use drydock_tests::anthropic::{AnthropicStandIn, Block, Conversation};
+use drydock_tests::tasks::{git_in, sandbox_image};
+use drydock_tests::{App, TestDb};
+use reqwest::{Client, StatusCode};
+use serde_json::{Value, json};
+
+/// Alice's Anthropic key: only the stand-in accepts it.
+const ANTHROPIC_KEY: &str = "sk-ant-api03-standin-Q7vX2mLp9RtY4wZc8NbK1dFh6JsG3eUa0oIi5";
+
+/// What the scripted model writes into HELLO.md.
+const HELLO: &str = "# Hello\n\nWritten by Claude Code through drydock.\n";
+
+/// A stdio MCP server with one tool, `echo`, in standard-library Python (the sandbox has
+/// python3 but not the `mcp` package): newline-delimited JSON-RPC on stdin/stdout.
+const ECHO_MCP_SERVER: &str = r#"import json, sys
+for line in sys.stdin:
+    if not line.strip():
+        continue
+    msg = json.loads(line)
+    if "id" not in msg:
+        continue
+    method, params = msg.get("method"), msg.get("params") or {}
+    if method == "initialize":
+        result = {"protocolVersion": params.get("protocolVersion", "2025-06-18"),
+                  "capabilities": {"tools": {}},
+                  "serverInfo": {"name": "echo", "version": "1.0.0"}}
+    elif method == "tools/list":
+        result = {"tools": [{"name": "echo", "description": "Echoes its text back.",
+                             "inputSchema": {"type": "object",
+                                             "properties": {"text": {"type": "string"}},
+                                             "required": ["text"]}}]}
+    elif method == "tools/call":
+        text = (params.get("arguments") or {}).get("text", "")
+        result = {"content": [{"type": "text", "text": "echo: " + text}]}
+    elif method == "ping":
+        result = {}
+    else:
+        print(json.dumps({"jsonrpc": "2.0", "id": msg["id"],
+                          "error": {"code": -32601, "message": "no method " + str(method)}}), flush=True)
+        continue
+    print(json.dumps({"jsonrpc": "2.0", "id": msg["id"], "result": result}), flush=True)
+"#;
+
+/// The connector's name, and its tool as Claude Code names it.
+const CONNECTOR: &str = "echo";
+const ECHO_TOOL: &str = "mcp__echo__echo";
+
+/// The scripted model: write HELLO.md, call the connector's tool (loading it through
+/// ToolSearch first when Claude Code defers MCP tools), then answer with what it said.
+fn claude_script(c: &Conversation<'_>) -> Vec<Block> {
+    if !c.offers("Write") {
+        // A side request without tools (titles, summaries): a plain answer.
+        return vec![Block::text("Stand-in summary.")];
+    }
+    if !c.called("Write") {
+        return vec![
+            Block::text("I'll create HELLO.md."),
+            Block::tool_use(
+                "Write",
+                json!({ "file_path": "/workspace/HELLO.md", "content": HELLO }),
+            ),
+        ];
+    }
+    if !c.called(ECHO_TOOL) {
+        if c.offers(ECHO_TOOL) {
+            return vec![Block::tool_use(
+                ECHO_TOOL,
+                json!({ "text": "ping from the model" }),
+            )];
+        }
+        if c.offers("ToolSearch") && !c.called("ToolSearch") {
+            return vec![Block::tool_use(
+                "ToolSearch",
+                json!({ "query": format!("select:{ECHO_TOOL}"), "max_results": 1 }),
+            )];
+        }
+    }
+    let echoed = c
+        .result_of(ECHO_TOOL)
+        .map(|r| r.text)
+        .unwrap_or_else(|| "(no echo tool)".to_owned());
+    vec![Block::text(format!(
+        "Created HELLO.md. The echo tool answered: {echoed}"
+    ))]
+}
+
+/// drydock with Alice signed in, her repository `alice/demo` and her Anthropic key.
+struct Env {
+    app: App,
+    alice: Client,
+}
+
+impl Env {
+    async fn start(db: TestDb, extra: &[&str]) -> Self {
+        let image = sandbox_image();
+        let mut settings = vec!["--sandbox-image", &image, "--sandbox-network", "host"];
+        settings.extend_from_slice(extra);
+        let app = App::start(db, &settings).await;
+        app.gh
+            .create_repo("alice", "demo", &[("README.md", "# demo\n")], "main");
+        let alice = app.sign_in("alice").await;
+        Self { app, alice }
+    }
+
+    async fn put(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        let resp = self
+            .alice
+            .put(self.app.url(path))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        (resp.status(), resp.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        let resp = self
+            .alice
+            .post(self.app.url(path))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        (resp.status(), resp.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        self.alice
+            .get(self.app.url(path))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap_or(Value::Null)
+    }
+
+    /// The task's log as `kind: text` lines.
+    async fn log(&self, id: &str) -> Vec<String> {
+        let page = self
+            .get(&format!("/api/tasks/{id}/events?after=0&limit=1000"))
+            .await;
+        page["events"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| {
+                format!(
+                    "{}: {}",
+                    e["kind"].as_str().unwrap_or("?"),
+                    e["text"].as_str().unwrap_or("")
+                )
+            })
+            .collect()
+    }
+
+    /// Polls the task until it has ended.
+    async fn wait_done(&self, id: &str) -> Value {
+        let started = Instant::now();
+        loop {
+            let task = self.get(&format!("/api/tasks/{id}")).await;
+            if !matches!(task["status"].as_str(), Some("queued" | "running")) {
+                return task;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(300),
+                "task {id} never ended; last seen: {task}\nlog:\n{}",
+                self.log(id).await.join("\n")
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claude_code_writes_a_file_and_calls_an_mcp_tool_through_drydock() {
+    let model = AnthropicStandIn::start(ANTHROPIC_KEY, claude_script).await;
+    let env = Env::start(
+        TestDb::sqlite().await,
+        &["--anthropic-base-url", &model.url],
+    )
+    .await;
+    let (status, body) = env
+        .put("/api/keys/anthropic", json!({ "key": ANTHROPIC_KEY }))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, connector) = env
+        .post(
+            "/api/connectors",
+            json!({
+                "name": CONNECTOR,
+                "description": "Echoes text (standard-library Python)",
+                "transport": "stdio",
+                "command": "python3",
+                "args": ["-c", ECHO_MCP_SERVER],
+            }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{connector}");
+
+    let (status, task) = env
+        .post(
+            "/api/tasks",
+            json!({
+                "repo": "alice/demo",
+                "agent": "claude",
+                "model": "sonnet",
+                "prompt": "Create HELLO.md with a greeting, then try the echo tool.",
+            }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{task}");
+    let id = task["id"].as_str().unwrap().to_owned();
+    let task = env.wait_done(&id).await;
+    let log = env.log(&id).await;
+    let text = log.join("\n");
+    let requests = model.requests();
+    let summary: Vec<String> = requests
+        .iter()
+        .map(|r| format!("{} {} -> {}", r.method, r.path, r.status))
+        .collect();
+    eprintln!("task log:\n{text}\nstand-in saw: {summary:#?}");
+    assert_eq!(
+        task["status"], "succeeded",
+        "{task}\nlog:\n{text}\nstand-in saw: {summary:#?}"
+    );
+
+    // The file is on the pushed branch, exactly as the model wrote it.
+    let branch = task["branch"].as_str().unwrap();
+    let bare = env.app.gh.repo_path("alice", "demo");
+    let (ok, hello) = git_in(&bare, &["show", &format!("{branch}:HELLO.md")]);
+    assert!(ok, "HELLO.md is not on {branch}\n{text}");
+    assert_eq!(hello, HELLO);
+    assert_eq!(env.app.gh.pulls("alice", "demo").len(), 1);
+
+    // The log reads well: the session with its MCP server, the Write call and its result, the
+    // MCP tool call with the server's answer, and the final message.
+    let has = |line: &str| log.iter().any(|l| l == line);
+    let has_prefix = |prefix: &str| log.iter().any(|l| l.starts_with(prefix));
+    assert!(
+        has_prefix("stdout: Session started: model ") || has_prefix("agent: Session started"),
+        "{text}"
+    );
+    assert!(
+        log.iter()
+            .any(|l| l.contains("Session started") && l.contains("echo (connected)")),
+        "the MCP server is connected at start:\n{text}"
+    );
+    assert!(has("agent: I'll create HELLO.md."), "{text}");
+    assert!(has("agent: Write /workspace/HELLO.md"), "{text}");
+    assert!(
+        has_prefix("agent: Write: File created successfully"),
+        "{text}"
+    );
+    assert!(has_prefix(&format!("agent: {ECHO_TOOL}")), "{text}");
+    assert!(
+        has(&format!("agent: {ECHO_TOOL}: echo: ping from the model")),
+        "{text}"
+    );
+    assert!(
+        has("agent: Created HELLO.md. The echo tool answered: echo: ping from the model"),
+        "{text}"
+    );
+    assert!(
+        log.iter()
+            .any(|l| l.starts_with("agent: ") && l.contains("turns")),
+        "a result summary:\n{text}"
+    );
+
+    // The stand-in got the key on every call; the key never reached the log.
+    let turns = model.message_requests();
+    assert!(turns.len() >= 3, "{summary:#?}");
+    for r in &turns {
+        assert_eq!(r.header("x-api-key"), Some(ANTHROPIC_KEY), "{}", r.path);
+        assert_eq!(r.status, 200, "{summary:#?}");
+        assert_eq!(r.body["stream"], true);
+    }
+    assert!(!text.contains(ANTHROPIC_KEY));
+    assert!(!text.contains(&ANTHROPIC_KEY[..24]));
+    let whole_task = env.get(&format!("/api/tasks/{id}")).await.to_string();
+    assert!(!whole_task.contains(ANTHROPIC_KEY));
+
+    // Claude Code offered the MCP tool to the model, under its `mcp__<server>__<tool>` name.
+    assert!(
+        turns
+            .iter()
+            .any(|r| drydock_tests::anthropic::tool_names(&r.body)
+                .iter()
+                .any(|t| t == ECHO_TOOL)),
+        "no request offered {ECHO_TOOL}: {:#?}",
+        turns
+            .iter()
+            .map(|r| drydock_tests::anthropic::tool_names(&r.body))
+            .collect::<Vec<_>>()
+    );
+
+    // Nothing else was asked of the stand-in (each unknown call is a 404 and shows here).
+    assert!(
+        requests.iter().all(|r| r.status != 404),
+        "unknown calls: {summary:#?}"
+    );
+}
+
+/// The stand-in itself: the key check, a JSON reply and a streamed one, without Docker.
+#[tokio::test]
+async fn the_anthropic_stand_in_speaks_the_messages_protocol() {
+    let model = AnthropicStandIn::start("right-key", |c: &Conversation<'_>| {
+        if c.called("Write") {
+            vec![Block::text(format!(
+                "done: {}",
+                c.result_of("Write").unwrap().text
+            ))]
+        } else {
+            vec![
+                Block::text("writing"),
+                Block::tool_use("Write", json!({ "file_path": "/x", "content": "é ü" })),
+            ]
+        }
+    })
+    .await;
+    let client = Client::new();
+    let url = format!("{}/v1/messages?beta=true", model.url);
+    let first = json!({
+        "model": "claude-x", "max_tokens": 100,
+        "messages": [{ "role": "user", "content": "hi" }],
+        "tools": [{ "name": "Write", "input_schema": { "type": "object" } }],
+    });
+
+    let resp = client
+        .post(&url)
+        .header("x-api-key", "wrong")
+        .json(&first)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["type"], "error");
+    assert_eq!(body["error"]["type"], "authentication_error");
+
+    let message: Value = client
+        .post(&url)
+        .header("x-api-key", "right-key")
+        .json(&first)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(message["type"], "message");
+    assert_eq!(message["stop_reason"], "tool_use");
+    assert_eq!(message["content"][0]["text"], "writing");
+    let call = &message["content"][1];
+    assert_eq!(call["name"], "Write");
+    assert_eq!(call["input"]["content"], "é ü");
+    let id = call["id"].as_str().unwrap();
+
+    let mut second = first.clone();
+    second["stream"] = json!(true);
+    second["messages"] = json!([
+        { "role": "user", "content": "hi" },
+        { "role": "assistant", "content": message["content"] },
+        { "role": "user", "content": [{ "type": "tool_result", "tool_use_id": id, "content": "ok" }] },
+    ]);
+    let resp = client
+        .post(&url)
+        .header("x-api-key", "right-key")
+        .json(&second)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.headers()["content-type"].to_str().unwrap(),
+        "text/event-stream"
+    );
+    let sse = resp.text().await.unwrap();
+    let events: Vec<Value> = sse
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "message_start",
+            "ping",
+            "content_block_start",
+            "content_block_delta",
+            "content_block_stop",
+            "message_delta",
+            "message_stop"
+        ]
+    );
+    assert_eq!(events[3]["delta"]["text"], "done: ok");
+    assert_eq!(events[5]["delta"]["stop_reason"], "end_turn");
+
+    // A streamed tool call arrives as input_json_delta pieces that join into the input.
+    let resp = client
+        .post(&url)
+        .header("x-api-key", "right-key")
+        .json(&json!({ "model": "m", "stream": true, "messages": [{ "role": "user", "content": "hi" }],
+                       "tools": [{ "name": "Write" }] }))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let partial: String = resp
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(|d| serde_json::from_str::<Value>(d).unwrap())
+        .filter(|e| e["delta"]["type"] == "input_json_delta")
+        .map(|e| e["delta"]["partial_json"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        serde_json::from_str::<Value>(&partial).unwrap(),
+        json!({ "file_path": "/x", "content": "é ü" })
+    );
+
+    let recorded = model.requests();
+    assert_eq!(recorded.len(), 4);
+    assert_eq!(recorded[0].status, 401);
+    assert!(recorded.iter().all(|r| r.is_message()));
+}
