@@ -162,9 +162,36 @@ fn codex_captured_api_error() {
         &sample("captured-codex-api-error.jsonl"),
     );
     let kinds: Vec<EventKind> = events.iter().map(|e| e.kind).collect();
-    assert_eq!(kinds, [Error, Error, Error, Done]);
+    assert_eq!(kinds, [Text, Error, Error, Done]);
+    assert!(events[0].text.starts_with("warning: Model metadata"));
     assert!(events[3].text.starts_with("Failed"));
     assert_eq!(final_message, None);
+}
+
+#[test]
+fn codex_captured_tool_run() {
+    // Real `codex exec --json` output against a scripted Responses API.
+    let (events, final_message) = run(
+        ParserKind::CodexJson,
+        &sample("captured-codex-tool-run.jsonl"),
+    );
+    assert_eq!(
+        lines(&events),
+        [
+            (
+                Text,
+                "warning: Model metadata for `gpt-5.6` not found. Defaulting to fallback metadata; this can degrade performance and cause issues."
+            ),
+            (ToolCall, "Run /bin/bash -lc 'echo hi > hello.txt'"),
+            (ToolResult, "exit 0"),
+            (AgentMessage, "Created hello.txt with `hi`."),
+            (Done, "Turn done: 200 input (80 cached) / 40 output tokens"),
+        ]
+    );
+    assert_eq!(
+        final_message.as_deref(),
+        Some("Created hello.txt with `hi`.")
+    );
 }
 
 #[test]
@@ -194,6 +221,32 @@ fn gemini_stream_json() {
         ]
     );
     assert_eq!(final_message.as_deref(), Some("Fixed the addition."));
+}
+
+#[test]
+fn gemini_captured_tool_run() {
+    // Real `gemini -o stream-json` output against a scripted Gemini API.
+    let (events, final_message) = run(
+        ParserKind::GeminiStreamJson,
+        &sample("captured-gemini-tool-run.jsonl"),
+    );
+    assert_eq!(
+        lines(&events),
+        [
+            (Text, "Session started: model gemini-2.5-pro"),
+            (ToolCall, "run_shell_command echo hi > hello.txt"),
+            (ToolResult, "run_shell_command: done"),
+            (AgentMessage, "Created hello.txt with `hi`."),
+            (
+                Done,
+                "Done: 0.6s, 1 tool call, 200 input / 40 output tokens"
+            ),
+        ]
+    );
+    assert_eq!(
+        final_message.as_deref(),
+        Some("Created hello.txt with `hi`.")
+    );
 }
 
 #[test]

@@ -6,7 +6,8 @@ use std::collections::HashMap;
 use serde_json::Value;
 
 use super::{
-    AgentEvent, EventKind, Parsed, one_line, result_text, seconds, str_field, tool_line, u64_field,
+    AgentEvent, EventKind, Parsed, count, one_line, result_text, seconds, str_field, tool_line,
+    u64_field,
 };
 
 #[derive(Debug)]
@@ -272,7 +273,7 @@ fn result_event(v: &Value, out: &mut Parsed) {
         event = event.with("duration_ms", ms);
     }
     if let Some(turns) = u64_field(v, "num_turns") {
-        parts.push(format!("{turns} turns"));
+        parts.push(count(turns, "turn"));
         event = event.with("num_turns", turns);
     }
     if let Some(usage) = v.get("usage").filter(|u| u.is_object()) {

@@ -178,10 +178,18 @@ impl CodexParser {
                     ));
                 }
             }
+            // Error *items* are warnings in practice (model metadata missing,
+            // WebSocket fallback...); fatal errors come as top-level `error`
+            // and `turn.failed` events.
             Some("error") => {
                 let message = str_field(item, "message").unwrap_or("error");
-                out.events
-                    .push(AgentEvent::new(EventKind::Error, one_line(message, 500)));
+                out.events.push(
+                    AgentEvent::new(
+                        EventKind::Text,
+                        format!("warning: {}", one_line(message, 500)),
+                    )
+                    .with("severity", "warning"),
+                );
             }
             // Reasoning summaries are the model thinking aloud; the log shows
             // what it did and said instead.

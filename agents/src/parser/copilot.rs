@@ -4,7 +4,8 @@
 use serde_json::Value;
 
 use super::{
-    AgentEvent, EventKind, Parsed, one_line, result_text, seconds, str_field, tool_line, u64_field,
+    AgentEvent, EventKind, Parsed, count, one_line, result_text, seconds, str_field, tool_line,
+    u64_field,
 };
 
 #[derive(Debug, Default)]
@@ -85,7 +86,7 @@ impl CopilotParser {
                     parts.push(seconds(ms));
                 }
                 if let Some(n) = u64_field(usage, "premiumRequests") {
-                    parts.push(format!("{n} premium requests"));
+                    parts.push(count(n, "premium request"));
                 }
                 let mut event = AgentEvent::new(EventKind::Result, status).with("is_error", failed);
                 if !parts.is_empty() {

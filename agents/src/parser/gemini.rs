@@ -6,7 +6,8 @@ use std::collections::HashMap;
 use serde_json::Value;
 
 use super::{
-    AgentEvent, EventKind, Parsed, one_line, result_text, seconds, str_field, tool_line, u64_field,
+    AgentEvent, EventKind, Parsed, count, one_line, result_text, seconds, str_field, tool_line,
+    u64_field,
 };
 
 #[derive(Debug, Default)]
@@ -144,7 +145,7 @@ fn stats_event(stats: Option<&Value>, failed: bool) -> AgentEvent {
             parts.push(seconds(ms));
         }
         if let Some(calls) = u64_field(stats, "tool_calls") {
-            parts.push(format!("{calls} tool calls"));
+            parts.push(count(calls, "tool call"));
         }
         let input = u64_field(stats, "input_tokens");
         let output = u64_field(stats, "output_tokens");

@@ -267,6 +267,15 @@ pub(crate) fn u64_field(value: &Value, key: &str) -> Option<u64> {
     })
 }
 
+/// `1 turn`, `2 turns`.
+pub(crate) fn count(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 /// `12.3s` from milliseconds.
 pub(crate) fn seconds(ms: u64) -> String {
     format!("{:.1}s", ms as f64 / 1000.0)

@@ -4,7 +4,7 @@
 use serde_json::Value;
 
 use super::{
-    AgentEvent, EventKind, Parsed, one_line, result_text, str_field, tool_line, u64_field,
+    AgentEvent, EventKind, Parsed, count, one_line, result_text, str_field, tool_line, u64_field,
 };
 
 #[derive(Debug, Default)]
@@ -105,8 +105,11 @@ impl OpencodeParser {
         }
         let status = if self.failed { "Failed" } else { "Done" };
         let text = format!(
-            "{status}: {} steps, {} input / {} output tokens, ${:.4}",
-            self.steps, self.input_tokens, self.output_tokens, self.cost
+            "{status}: {}, {} input / {} output tokens, ${:.4}",
+            count(self.steps, "step"),
+            self.input_tokens,
+            self.output_tokens,
+            self.cost
         );
         out.events.push(
             AgentEvent::new(EventKind::Result, text)
