@@ -6,6 +6,7 @@ pub mod app;
 pub mod db;
 pub mod git_http;
 pub mod github;
+pub mod openai;
 pub mod server;
 pub mod tasks;
 

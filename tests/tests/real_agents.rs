@@ -8,6 +8,7 @@
 use std::time::{Duration, Instant};
 
 use drydock_tests::anthropic::{AnthropicStandIn, Block, Conversation};
+use drydock_tests::openai::{self, Item, OpenAiStandIn};
 use drydock_tests::tasks::{git_in, sandbox_image};
 use drydock_tests::{App, TestDb};
 use reqwest::{Client, StatusCode};
@@ -15,6 +16,9 @@ use serde_json::{Value, json};
 
 /// Alice's Anthropic key: only the stand-in accepts it.
 const ANTHROPIC_KEY: &str = "sk-ant-api03-standin-Q7vX2mLp9RtY4wZc8NbK1dFh6JsG3eUa0oIi5";
+
+/// Alice's OpenAI key: only the stand-in accepts it.
+const OPENAI_KEY: &str = "sk-proj-standin-Hq3Vn8Rw1Zt6Yp0Lc4Mx9Bk2Jd7Fs5Ga";
 
 /// What the scripted model writes into HELLO.md.
 const HELLO: &str = "# Hello\n\nWritten by Claude Code through drydock.\n";
@@ -144,6 +148,50 @@ impl Env {
             .unwrap_or(Value::Null)
     }
 
+    /// Sets Alice's key for `provider` and creates her stdio MCP connector `echo`.
+    async fn key_and_connector(&self, provider: &str, key: &str) {
+        let (status, body) = self
+            .put(&format!("/api/keys/{provider}"), json!({ "key": key }))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let (status, connector) = self
+            .post(
+                "/api/connectors",
+                json!({
+                    "name": CONNECTOR,
+                    "description": "Echoes text (standard-library Python)",
+                    "transport": "stdio",
+                    "command": "python3",
+                    "args": ["-c", ECHO_MCP_SERVER],
+                }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{connector}");
+    }
+
+    /// Submits a task on `alice/demo` and waits for its end; answers the task and its log.
+    async fn run(&self, agent: &str, model: &str, prompt: &str) -> (Value, Vec<String>) {
+        let (status, task) = self
+            .post(
+                "/api/tasks",
+                json!({ "repo": "alice/demo", "agent": agent, "model": model, "prompt": prompt }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{task}");
+        let id = task["id"].as_str().unwrap().to_owned();
+        let task = self.wait_done(&id).await;
+        let log = self.log(&id).await;
+        (task, log)
+    }
+
+    /// HELLO.md on the task's branch in the stand-in's repository.
+    fn hello_on_branch(&self, task: &Value) -> Option<String> {
+        let branch = task["branch"].as_str()?;
+        let bare = self.app.gh.repo_path("alice", "demo");
+        let (ok, hello) = git_in(&bare, &["show", &format!("{branch}:HELLO.md")]);
+        ok.then_some(hello)
+    }
+
     /// The task's log as `kind: text` lines.
     async fn log(&self, id: &str) -> Vec<String> {
         let page = self
@@ -189,39 +237,14 @@ async fn claude_code_writes_a_file_and_calls_an_mcp_tool_through_drydock() {
         &["--anthropic-base-url", &model.url],
     )
     .await;
-    let (status, body) = env
-        .put("/api/keys/anthropic", json!({ "key": ANTHROPIC_KEY }))
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    let (status, connector) = env
-        .post(
-            "/api/connectors",
-            json!({
-                "name": CONNECTOR,
-                "description": "Echoes text (standard-library Python)",
-                "transport": "stdio",
-                "command": "python3",
-                "args": ["-c", ECHO_MCP_SERVER],
-            }),
+    env.key_and_connector("anthropic", ANTHROPIC_KEY).await;
+    let (task, log) = env
+        .run(
+            "claude",
+            "sonnet",
+            "Create HELLO.md with a greeting, then try the echo tool.",
         )
         .await;
-    assert_eq!(status, StatusCode::CREATED, "{connector}");
-
-    let (status, task) = env
-        .post(
-            "/api/tasks",
-            json!({
-                "repo": "alice/demo",
-                "agent": "claude",
-                "model": "sonnet",
-                "prompt": "Create HELLO.md with a greeting, then try the echo tool.",
-            }),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{task}");
-    let id = task["id"].as_str().unwrap().to_owned();
-    let task = env.wait_done(&id).await;
-    let log = env.log(&id).await;
     let text = log.join("\n");
     let requests = model.requests();
     let summary: Vec<String> = requests
@@ -235,11 +258,7 @@ async fn claude_code_writes_a_file_and_calls_an_mcp_tool_through_drydock() {
     );
 
     // The file is on the pushed branch, exactly as the model wrote it.
-    let branch = task["branch"].as_str().unwrap();
-    let bare = env.app.gh.repo_path("alice", "demo");
-    let (ok, hello) = git_in(&bare, &["show", &format!("{branch}:HELLO.md")]);
-    assert!(ok, "HELLO.md is not on {branch}\n{text}");
-    assert_eq!(hello, HELLO);
+    assert_eq!(env.hello_on_branch(&task).as_deref(), Some(HELLO), "{text}");
     assert_eq!(env.app.gh.pulls("alice", "demo").len(), 1);
 
     // The log reads well: the session with its MCP server, the Write call and its result, the
@@ -286,7 +305,10 @@ async fn claude_code_writes_a_file_and_calls_an_mcp_tool_through_drydock() {
     }
     assert!(!text.contains(ANTHROPIC_KEY));
     assert!(!text.contains(&ANTHROPIC_KEY[..24]));
-    let whole_task = env.get(&format!("/api/tasks/{id}")).await.to_string();
+    let whole_task = env
+        .get(&format!("/api/tasks/{}", task["id"].as_str().unwrap()))
+        .await
+        .to_string();
     assert!(!whole_task.contains(ANTHROPIC_KEY));
 
     // Claude Code offered the MCP tool to the model, under its `mcp__<server>__<tool>` name.
@@ -304,6 +326,128 @@ async fn claude_code_writes_a_file_and_calls_an_mcp_tool_through_drydock() {
     );
 
     // Nothing else was asked of the stand-in (each unknown call is a 404 and shows here).
+    assert!(
+        requests.iter().all(|r| r.status != 404),
+        "unknown calls: {summary:#?}"
+    );
+}
+
+/// What the scripted Codex model writes into HELLO.md, and the patch that writes it.
+const CODEX_HELLO: &str = "# Hello\n\nWritten by Codex through drydock.\n";
+const CODEX_PATCH: &str = "*** Begin Patch\n*** Add File: HELLO.md\n+# Hello\n+\n+Written by Codex through drydock.\n*** End Patch\n";
+
+/// The connector's tool as Codex names it: namespace `mcp__<server>`, function `<tool>`.
+const CODEX_ECHO_TOOL: &str = "mcp__echo.echo";
+
+/// The scripted Codex model: write HELLO.md with `apply_patch`, find the connector's tool with
+/// `tool_search` (Codex defers MCP tools), call it, then answer with what it said.
+fn codex_script(c: &openai::Conversation<'_>) -> Vec<Item> {
+    if !c.called("apply_patch") {
+        return vec![
+            Item::message("I'll create HELLO.md."),
+            Item::custom_tool_call("apply_patch", CODEX_PATCH),
+        ];
+    }
+    if !c.called(CODEX_ECHO_TOOL) {
+        if c.tools_found().iter().any(|t| t == CODEX_ECHO_TOOL) {
+            return vec![Item::FunctionCall {
+                namespace: Some("mcp__echo".to_owned()),
+                name: "echo".to_owned(),
+                arguments: json!({ "text": "ping from the model" }),
+            }];
+        }
+        if c.offers("tool_search") && !c.searched() {
+            return vec![Item::ToolSearch {
+                query: "echo".to_owned(),
+            }];
+        }
+    }
+    let echoed = c
+        .output_of(CODEX_ECHO_TOOL)
+        .map(|o| o.text)
+        .unwrap_or_else(|| "(no echo tool)".to_owned());
+    vec![Item::message(format!(
+        "Created HELLO.md. The echo tool answered: {}",
+        echoed.lines().last().unwrap_or_default()
+    ))]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn codex_writes_a_file_and_calls_an_mcp_tool_through_drydock() {
+    let model = OpenAiStandIn::start(OPENAI_KEY, codex_script).await;
+    let env = Env::start(
+        TestDb::sqlite().await,
+        &["--openai-base-url", &model.base_url],
+    )
+    .await;
+    env.key_and_connector("openai", OPENAI_KEY).await;
+    let (task, log) = env
+        .run(
+            "codex",
+            "gpt-5.5",
+            "Create HELLO.md with a greeting, then try the echo tool.",
+        )
+        .await;
+    let text = log.join("\n");
+    let requests = model.requests();
+    let summary: Vec<String> = requests
+        .iter()
+        .map(|r| format!("{} {} -> {}", r.method, r.path, r.status))
+        .collect();
+    eprintln!("task log:\n{text}\nstand-in saw: {summary:#?}");
+    assert_eq!(
+        task["status"], "succeeded",
+        "{task}\nlog:\n{text}\nstand-in saw: {summary:#?}"
+    );
+    assert_eq!(
+        env.hello_on_branch(&task).as_deref(),
+        Some(CODEX_HELLO),
+        "{text}"
+    );
+    assert_eq!(env.app.gh.pulls("alice", "demo").len(), 1);
+
+    // The log reads well.
+    let has = |line: &str| log.iter().any(|l| l == line);
+    assert!(has("agent: I'll create HELLO.md."), "{text}");
+    assert!(
+        log.iter()
+            .any(|l| l.starts_with("agent: ") && l.contains("HELLO.md") && !l.contains("I'll")),
+        "the file change:\n{text}"
+    );
+    assert!(
+        log.iter().any(|l| l.starts_with("agent: ")
+            && l.contains("echo")
+            && l.contains("ping from the model")),
+        "the MCP call:\n{text}"
+    );
+    assert!(
+        has("agent: Created HELLO.md. The echo tool answered: echo: ping from the model"),
+        "{text}"
+    );
+
+    // The stand-in got the key on every call; the key never reached the log.
+    let turns = model.response_requests();
+    assert!(turns.len() >= 3, "{summary:#?}");
+    for r in &turns {
+        assert_eq!(
+            r.header("authorization"),
+            Some(format!("Bearer {OPENAI_KEY}").as_str())
+        );
+        assert_eq!(r.status, 200, "{summary:#?}");
+        assert_eq!(r.body["stream"], true);
+    }
+    assert!(!text.contains(OPENAI_KEY));
+    assert!(!text.contains(&OPENAI_KEY[..20]));
+
+    // Codex offered the MCP tool: deferred behind tool_search, it comes back in the search's
+    // output as namespace `mcp__echo` with function `echo`.
+    assert!(
+        turns.iter().any(|r| openai::Conversation { body: &r.body }
+            .tools_found()
+            .iter()
+            .any(|t| t == CODEX_ECHO_TOOL)),
+        "no request carried {CODEX_ECHO_TOOL}"
+    );
     assert!(
         requests.iter().all(|r| r.status != 404),
         "unknown calls: {summary:#?}"
