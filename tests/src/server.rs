@@ -43,6 +43,11 @@ impl TestServer {
             "--shutdown-grace".into(),
             "5".into(),
         ];
+        // Sandboxes started by tests never get a network unless the test asks for one
+        // (`--sandbox-network host` to reach stand-ins on loopback).
+        if !extra.iter().any(|a| a == "--sandbox-network") {
+            args.extend(["--sandbox-network".to_owned(), "none".to_owned()]);
+        }
         args.extend(extra);
         let config = Config::parse_from_args(args).expect("valid test configuration");
         if std::env::var_os("DRYDOCK_TEST_LOG").is_some() {

@@ -772,21 +772,7 @@ async fn connection_tests_speak_mcp_to_a_real_server() {
         .unwrap();
     assert!(!row.last_error.unwrap().contains(WRONG_TOKEN));
 
-    // stdio connectors are not tested from the server.
-    let (status, stdio) = seen
-        .send(alice.post(app.url("/api/connectors")).json(&json!({
-            "name": "local", "transport": "stdio", "command": "npx", "args": ["-y", "@playwright/mcp"],
-        })))
-        .await;
-    assert_eq!(status, StatusCode::CREATED);
-    let (status, body) = seen
-        .send(alice.post(app.url(&format!(
-            "/api/connectors/{}/test",
-            stdio["id"].as_str().unwrap()
-        ))))
-        .await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
-    assert_eq!(body["error"]["field"], "transport");
+    // stdio connectors are tested inside a sandbox: see stdio_connection_tests_run_inside_a_sandbox.
 
     seen.assert_never_contains(&[MCP_TOKEN, WRONG_TOKEN]);
 }
@@ -960,4 +946,117 @@ fn chrono_now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as i64
+}
+
+/// A stdio MCP server in plain Python (the sandbox image has python3 but not the mcp package):
+/// newline-delimited JSON-RPC, one tool, and it checks the secret it is given in its env.
+const TINY_STDIO_SERVER: &str = r#"
+import json, os, sys
+for line in sys.stdin:
+    msg = json.loads(line)
+    if "id" not in msg:
+        continue
+    if msg["method"] == "initialize":
+        ok = os.environ.get("TINY_TOKEN") == "tiny-secret-token-123456"
+        result = {"protocolVersion": msg["params"]["protocolVersion"], "capabilities": {"tools": {}},
+                  "serverInfo": {"name": "tiny" if ok else "tiny-without-token", "version": "1.0"}}
+    elif msg["method"] == "tools/list":
+        result = {"tools": [{"name": "shout", "description": "Says it louder", "inputSchema": {"type": "object"}}]}
+    else:
+        result = {}
+    print(json.dumps({"jsonrpc": "2.0", "id": msg["id"], "result": result}), flush=True)
+"#;
+
+/// stdio connectors are tested by running their command inside a short-lived sandbox.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stdio_connection_tests_run_inside_a_sandbox() {
+    let image = drydock_tests::tasks::sandbox_image();
+    let app = App::start(
+        TestDb::sqlite().await,
+        &["--sandbox-image", &image, "--sandbox-network", "none"],
+    )
+    .await;
+    let alice = app.sign_in("alice").await;
+    let resp = alice
+        .post(app.url("/api/connectors"))
+        .json(&json!({
+            "name": "tiny", "transport": "stdio", "command": "python3", "args": ["-c", TINY_STDIO_SERVER],
+            "env": { "TINY_TOKEN": "tiny-secret-token-123456" }
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let id = resp.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let result: Value = alice
+        .post(app.url(&format!("/api/connectors/{id}/test")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(result["status"], "ok", "{result}");
+    assert_eq!(result["transport_used"], "stdio");
+    assert_eq!(result["server"], "tiny 1.0", "the command got its env");
+    assert_eq!(result["tools"][0]["name"], "shout");
+    let listed: Value = alice
+        .get(app.url(&format!("/api/connectors/{id}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            listed["last_status"].as_str(),
+            listed["tool_count"].as_i64()
+        ),
+        (Some("ok"), Some(1))
+    );
+
+    let resp = alice
+        .post(app.url("/api/connectors"))
+        .json(&json!({ "name": "missing", "transport": "stdio", "command": "no-such-mcp-server" }))
+        .send()
+        .await
+        .unwrap();
+    let id = resp.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let result: Value = alice
+        .post(app.url(&format!("/api/connectors/{id}/test")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(result["status"], "error", "{result}");
+    let error = result["error"].as_str().unwrap();
+    assert!(
+        error.contains("no-such-mcp-server") || error.contains("not found"),
+        "{error}"
+    );
+    let labels = std::process::Command::new("docker")
+        .args([
+            "ps",
+            "-a",
+            "--filter",
+            "label=drydock.task",
+            "--format",
+            "{{.Label \"drydock.task\"}}",
+        ])
+        .output()
+        .unwrap();
+    let labels = String::from_utf8_lossy(&labels.stdout).into_owned();
+    assert!(
+        !labels.lines().any(|l| l.starts_with("connector-test-")),
+        "connector test sandboxes are removed: {labels}"
+    );
 }

@@ -8,6 +8,7 @@
 pub mod catalog;
 pub mod mcp_client;
 pub mod outbound;
+mod sandboxed;
 pub mod validate;
 
 use std::collections::BTreeMap;
@@ -497,7 +498,8 @@ async fn delete_connector(
     }
 }
 
-/// Connects to an HTTP connector, speaks MCP (initialize, tools/list) and records the outcome.
+/// Connects to a connector (an HTTP endpoint directly; a stdio command inside a short-lived
+/// sandbox), speaks MCP (initialize, tools/list) and records the outcome.
 /// Connection failures are a 200 with `status: error` and a message for people.
 #[utoipa::path(post, path = "/api/connectors/{id}/test", tag = "connectors",
     params(("id" = String, Path, description = "Connector id")),
@@ -513,30 +515,38 @@ async fn test_connector(
         .get_connector(&user.user.id, &id)
         .await?
         .ok_or_else(not_found)?;
-    if row.transport != "http" {
-        return Err(AppError::invalid(
-            "transport",
-            "connection tests run for http connectors only; a stdio connector starts inside the \
-             task's sandbox when a task uses it",
-        ));
-    }
     let headers = open_map(&state, row.headers_enc.as_deref())?;
     let env = open_map(&state, row.env_enc.as_deref())?;
     let scrubber = Scrubber::new(headers.values().chain(env.values()))?;
-    let url = validate::check_url(row.url.as_deref().unwrap_or_default())?;
-    let mut header_map = HeaderMap::new();
-    for (name, value) in &headers {
-        let (name, value) = mcp_client::header_pair(name, value).ok_or_else(|| {
-            AppError::invalid(format!("headers.{name}"), "not a valid HTTP header")
-        })?;
-        header_map.append(name, value);
-    }
-    let target = mcp_client::HttpTarget {
-        url,
-        headers: header_map,
-        allow_private: state.config.allow_private_connector_urls,
+    let outcome: Result<mcp_client::Probe, String> = if row.transport == "http" {
+        let url = validate::check_url(row.url.as_deref().unwrap_or_default())?;
+        let mut header_map = HeaderMap::new();
+        for (name, value) in &headers {
+            let (name, value) = mcp_client::header_pair(name, value).ok_or_else(|| {
+                AppError::invalid(format!("headers.{name}"), "not a valid HTTP header")
+            })?;
+            header_map.append(name, value);
+        }
+        let target = mcp_client::HttpTarget {
+            url,
+            headers: header_map,
+            allow_private: state.config.allow_private_connector_urls,
+        };
+        mcp_client::probe(&target, TEST_TIMEOUT)
+            .await
+            .map_err(|err| err.to_string())
+    } else {
+        let args: Vec<String> = serde_json::from_str(&row.args).unwrap_or_default();
+        sandboxed::probe_in_sandbox(
+            &state.runner,
+            &row.id,
+            row.command.as_deref().unwrap_or_default(),
+            &args,
+            &env,
+            TEST_TIMEOUT,
+        )
+        .await
     };
-    let outcome = mcp_client::probe(&target, TEST_TIMEOUT).await;
     let (status, error, tools, transport_used, server) = match outcome {
         Ok(probe) => {
             let tools: Vec<ToolView> = probe
@@ -556,13 +566,7 @@ async fn test_connector(
             });
             ("ok", None, tools, Some(probe.transport.to_owned()), server)
         }
-        Err(err) => (
-            "error",
-            Some(scrubber.scrub(&err.to_string())),
-            Vec::new(),
-            None,
-            None,
-        ),
+        Err(err) => ("error", Some(scrubber.scrub(&err)), Vec::new(), None, None),
     };
     let tool_count = (status == "ok").then(|| i64::try_from(tools.len()).unwrap_or(i64::MAX));
     let row = state
