@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::AgentError;
+
 /// The home directory of the sandbox user that runs every agent (uid 1000).
 pub const AGENT_HOME: &str = "/home/agent";
 /// The sandbox user's name.
@@ -151,6 +153,33 @@ impl AgentDefinition {
             .provider
             .as_deref()
             .or_else(|| self.keys.first().map(|k| k.provider.as_str()))
+    }
+
+    /// The model a request means: `id`, or the default when `None`.
+    pub fn resolve_model(&self, id: Option<&str>) -> Result<&ModelDefinition, AgentError> {
+        match id {
+            Some(id) => self.model(id).ok_or_else(|| AgentError::UnknownModel {
+                agent: self.id.clone(),
+                model: id.to_owned(),
+            }),
+            None => self
+                .default_model()
+                .ok_or_else(|| AgentError::InvalidDefinition {
+                    agent: self.id.clone(),
+                    message: "no models".into(),
+                }),
+        }
+    }
+
+    /// The key provider a run with this model (default when `None`) needs,
+    /// e.g. to tell a user which key is missing before they start a task.
+    pub fn required_provider(&self, model: Option<&str>) -> Result<&str, AgentError> {
+        let model = self.resolve_model(model)?;
+        self.provider_for(model)
+            .ok_or_else(|| AgentError::InvalidDefinition {
+                agent: self.id.clone(),
+                message: "no key providers".into(),
+            })
     }
 
     /// The key spec for a provider.

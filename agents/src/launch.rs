@@ -111,19 +111,8 @@ pub fn plan_for(
     agent: &AgentDefinition,
     request: &LaunchRequest,
 ) -> Result<LaunchPlan, AgentError> {
-    let model = match &request.model {
-        Some(id) => agent.model(id).ok_or_else(|| AgentError::UnknownModel {
-            agent: agent.id.clone(),
-            model: id.clone(),
-        })?,
-        None => agent
-            .default_model()
-            .ok_or_else(|| AgentError::InvalidDefinition {
-                agent: agent.id.clone(),
-                message: "no models".into(),
-            })?,
-    };
-    let provider = agent.provider_for(model).unwrap_or_default().to_owned();
+    let model = agent.resolve_model(request.model.as_deref())?;
+    let provider = agent.required_provider(Some(&model.id))?.to_owned();
     let missing_key = || AgentError::MissingKey {
         agent: agent.id.clone(),
         provider: provider.clone(),

@@ -166,6 +166,14 @@ fn request_errors_are_clear() {
         "agent `codex` does not offer model `gpt-1`"
     );
 
+    let opencode = registry.get("opencode").unwrap();
+    assert_eq!(opencode.required_provider(None).unwrap(), "anthropic");
+    assert_eq!(
+        opencode.required_provider(Some("openai/gpt-5.5")).unwrap(),
+        "openai"
+    );
+    assert!(opencode.required_provider(Some("nope")).is_err());
+
     let err = registry.plan(&request("codex", "anthropic")).unwrap_err();
     assert_eq!(err.to_string(), "agent `codex` needs a `openai` API key");
 
