@@ -335,19 +335,23 @@ pub struct Me {
     pub name: Option<String>,
     /// Avatar URL.
     pub avatar_url: Option<String>,
+    /// Today's task quota.
+    pub quota: crate::tasks::Quota,
 }
 
 /// Who is signed in.
 #[utoipa::path(get, path = "/api/me", tag = "auth",
     responses((status = 200, body = Me), (status = 401, body = ErrorBody)))]
-async fn get_me(user: CurrentUser) -> Json<Me> {
+async fn get_me(State(state): State<AppState>, user: CurrentUser) -> Result<Json<Me>, AppError> {
+    let quota = crate::tasks::quota_of(&state, &user.user.id).await?;
     let user = user.user;
-    Json(Me {
+    Ok(Json(Me {
         id: user.id,
         login: user.login,
         name: user.name,
         avatar_url: user.avatar_url,
-    })
+        quota,
+    }))
 }
 
 #[cfg(test)]

@@ -166,14 +166,43 @@ fn utc_day() -> (i64, i64) {
     (start, start + 86_400_000)
 }
 
-/// Refuses when the user has used up today's tasks.
-pub async fn check_quota(state: &AppState, user_id: &str) -> Result<(), AppError> {
+/// A user's tasks of today (UTC): each task and follow-up counts once; deleting gives nothing back.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Quota {
+    /// Tasks allowed per day.
+    pub limit: i64,
+    /// Started today.
+    pub used: i64,
+    /// Left today.
+    pub remaining: i64,
+    /// When the count starts again, unix ms.
+    pub reset_at: i64,
+}
+
+/// The user's quota now.
+pub async fn quota_of(state: &AppState, user_id: &str) -> Result<Quota, AppError> {
     let (day_start, reset_at) = utc_day();
     let used = state
         .store
         .count_task_starts_since(user_id, day_start)
         .await?;
     let limit = i64::from(state.config.max_tasks_per_day);
+    Ok(Quota {
+        limit,
+        used,
+        remaining: (limit - used).max(0),
+        reset_at,
+    })
+}
+
+/// Refuses when the user has used up today's tasks.
+pub async fn check_quota(state: &AppState, user_id: &str) -> Result<(), AppError> {
+    let Quota {
+        limit,
+        used,
+        reset_at,
+        ..
+    } = quota_of(state, user_id).await?;
     if used >= limit {
         return Err(AppError::RateLimited {
             message: format!(

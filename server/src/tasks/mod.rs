@@ -7,6 +7,6 @@ mod logs;
 pub mod runner;
 mod sse;
 
-pub use api::{TaskView, check_quota, routes};
+pub use api::{Quota, TaskView, check_quota, quota_of, routes};
 pub use hub::EventHub;
 pub use runner::{RunnerSettings, TaskRunner};
