@@ -34,9 +34,13 @@ pub(crate) struct KnownMatcher {
     step: usize,
     bits: Vec<u64>,
     shift: u32,
-    /// Exact set of indexed grams, sorted, to drop bitset false positives cheaply.
-    grams: Vec<u64>,
+    /// Exact set of indexed grams (open addressing, `EMPTY` marks a free slot), to
+    /// drop bitset false positives with about one memory access.
+    table: Vec<u64>,
 }
+
+/// Free slot in the gram table: no 6-byte gram has its top bits set.
+const EMPTY: u64 = u64::MAX;
 
 impl KnownMatcher {
     /// Builds the matcher; `patterns` must be non-empty, each at least 8 bytes long.
@@ -70,9 +74,16 @@ impl KnownMatcher {
             .clamp(1 << 12, 1 << 24);
         let shift = 64 - nbits.trailing_zeros();
         let mut bits = vec![0u64; nbits / 64];
+        let mut table = vec![EMPTY; (grams.len() * 2).next_power_of_two()];
+        let mask = table.len() - 1;
         for &g in &grams {
             let h = hash(g, shift);
             bits[h >> 6] |= 1 << (h & 63);
+            let mut slot = slot_of(g, mask);
+            while table[slot] != EMPTY {
+                slot = (slot + 1) & mask;
+            }
+            table[slot] = g;
         }
         Ok(Self {
             automaton,
@@ -81,7 +92,7 @@ impl KnownMatcher {
             step,
             bits,
             shift,
-            grams,
+            table,
         })
     }
 
@@ -101,7 +112,7 @@ impl KnownMatcher {
         while pos <= last {
             let g = gram_at(buf, pos);
             let h = hash(g, self.shift);
-            if self.bits[h >> 6] & (1 << (h & 63)) != 0 && self.grams.binary_search(&g).is_ok() {
+            if self.bits[h >> 6] & (1 << (h & 63)) != 0 && self.indexed(g) {
                 let start = (pos + 1).saturating_sub(self.step);
                 let end = (pos + self.max_len).min(buf.len());
                 window = match window {
@@ -117,6 +128,19 @@ impl KnownMatcher {
         }
         if let Some((ws, we)) = window {
             self.search(buf, ws, we, spans);
+        }
+    }
+
+    /// Whether `g` is one of the indexed grams.
+    fn indexed(&self, g: u64) -> bool {
+        let mask = self.table.len() - 1;
+        let mut slot = slot_of(g, mask);
+        loop {
+            match self.table[slot] {
+                EMPTY => return false,
+                v if v == g => return true,
+                _ => slot = (slot + 1) & mask,
+            }
         }
     }
 
@@ -151,6 +175,13 @@ fn gram_at(buf: &[u8], pos: usize) -> u64 {
         g |= u64::from(b) << (8 * i);
     }
     g
+}
+
+/// Home slot of a gram in the table (other hash bits than the bitset's).
+#[inline]
+fn slot_of(g: u64, mask: usize) -> usize {
+    // Truncation keeps the low bits, which is all the mask wants.
+    (g.wrapping_mul(HASH_MUL) >> 20) as usize & mask
 }
 
 #[inline]
