@@ -67,6 +67,23 @@ impl EventHub {
         self.sender(task_id).subscribe()
     }
 
+    /// Forgets a task's channel when nobody listens any more (a viewer of a finished task
+    /// subscribed, found it ended, and left), so channels do not pile up.
+    pub fn forget_if_idle(&self, task_id: &str) {
+        let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
+        if tasks
+            .get(task_id)
+            .is_some_and(|sender| sender.receiver_count() == 0)
+        {
+            tasks.remove(task_id);
+        }
+    }
+
+    /// How many tasks have a channel (for tests and metrics).
+    pub fn channel_count(&self) -> usize {
+        self.tasks.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
     /// Tells viewers of a task about stored events.
     pub fn publish(&self, task_id: &str, events: &[TaskEvent]) {
         let sender = self.sender(task_id);
@@ -97,5 +114,25 @@ impl EventHub {
     /// Subscribes to status changes of every task (filter by user).
     pub fn subscribe_status(&self) -> broadcast::Receiver<StatusChange> {
         self.status.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channels_of_idle_or_ended_tasks_are_forgotten() {
+        let hub = EventHub::default();
+        let rx = hub.subscribe("t1");
+        hub.forget_if_idle("t1");
+        assert_eq!(hub.channel_count(), 1, "a channel with a viewer stays");
+        drop(rx);
+        hub.forget_if_idle("t1");
+        assert_eq!(hub.channel_count(), 0);
+        let mut rx = hub.subscribe("t2");
+        hub.end("t2", "succeeded");
+        assert_eq!(hub.channel_count(), 0, "ending a task drops its channel");
+        assert!(matches!(rx.try_recv(), Ok(TaskSignal::End(status)) if status == "succeeded"));
     }
 }

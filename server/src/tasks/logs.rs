@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use drydock_agents::{EventKind, OutputParser};
+use drydock_agents::{AgentEvent, EventKind, OutputParser};
 use drydock_sandbox::OutputStream;
 
 use super::hub::EventHub;
@@ -73,7 +73,6 @@ pub struct ExecLog {
     stdout: (RedactingStream, LineSplitter),
     stderr: (RedactingStream, LineSplitter),
     parser: Option<OutputParser>,
-    final_message: Option<String>,
 }
 
 /// Writes one task's events.
@@ -128,7 +127,6 @@ impl LogSink {
             stdout: (self.redactor.stream(), LineSplitter::default()),
             stderr: (self.redactor.stream(), LineSplitter::default()),
             parser,
-            final_message: None,
         }
     }
 
@@ -141,10 +139,11 @@ impl LogSink {
         let clean = redacting.push(bytes);
         let mut lines = Vec::new();
         splitter.push(&clean, |line| lines.push(line));
-        self.lines(&mut log.parser, &mut log.final_message, stream, lines);
+        self.lines(&mut log.parser, stream, lines);
     }
 
-    /// Ends an exec's output: flushes held bytes; answers the agent's final message, if any.
+    /// Ends an exec's output: flushes held bytes and the parser; answers the agent's final
+    /// message (redacted), if it had one.
     pub fn finish_exec(&mut self, mut log: ExecLog) -> Option<String> {
         for stream in [OutputStream::Stdout, OutputStream::Stderr] {
             let (redacting, splitter) = match stream {
@@ -155,15 +154,21 @@ impl LogSink {
             let mut lines = Vec::new();
             splitter.push(&rest, |line| lines.push(line));
             splitter.finish(|line| lines.push(line));
-            self.lines(&mut log.parser, &mut log.final_message, stream, lines);
+            self.lines(&mut log.parser, stream, lines);
         }
-        log.final_message
+        let parser = log.parser.as_mut()?;
+        // Some parsers buffer (Gemini's message chunks, opencode's totals) until the end.
+        for event in parser.finish() {
+            self.agent_event(event);
+        }
+        parser
+            .final_message()
+            .map(|message| self.redactor.redact(message))
     }
 
     fn lines(
         &mut self,
         parser: &mut Option<OutputParser>,
-        final_message: &mut Option<String>,
         stream: OutputStream,
         lines: Vec<String>,
     ) {
@@ -171,22 +176,7 @@ impl LogSink {
             match (stream, parser.as_mut()) {
                 (OutputStream::Stdout, Some(parser)) => {
                     for event in parser.parse_line(&line) {
-                        let kind = match event.kind {
-                            EventKind::Error => "error",
-                            EventKind::Text => "stdout",
-                            _ => "agent",
-                        };
-                        if event.kind == EventKind::AgentMessage && !event.text.is_empty() {
-                            *final_message = Some(event.text.clone());
-                        }
-                        // Parsed text comes from redacted bytes, but a parser may decode
-                        // escapes (JSON `\u0041`) back into a secret: redact again.
-                        for text in self.redactor.redact(&event.text).lines() {
-                            self.pending.push(NewEvent {
-                                kind,
-                                text: text.to_owned(),
-                            });
-                        }
+                        self.agent_event(event);
                     }
                 }
                 (OutputStream::Stdout, None) => self.pending.push(NewEvent {
@@ -198,6 +188,22 @@ impl LogSink {
                     text: line,
                 }),
             }
+        }
+    }
+
+    fn agent_event(&mut self, event: AgentEvent) {
+        let kind = match event.kind {
+            EventKind::Error => "error",
+            EventKind::Text => "stdout",
+            _ => "agent",
+        };
+        // Parsed text comes from redacted bytes, but a parser may decode escapes (JSON
+        // `\u0041`) back into a secret: redact again.
+        for text in self.redactor.redact(&event.text).lines() {
+            self.pending.push(NewEvent {
+                kind,
+                text: text.to_owned(),
+            });
         }
     }
 

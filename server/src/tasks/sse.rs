@@ -87,14 +87,19 @@ async fn ended(state: &AppState, task_id: &str) -> bool {
 }
 
 async fn produce_task_log(state: AppState, task_id: String, after: i64, tx: Tx) {
+    follow_task_log(&state, &task_id, after, &tx).await;
+    state.hub.forget_if_idle(&task_id);
+}
+
+async fn follow_task_log(state: &AppState, task_id: &str, after: i64, tx: &Tx) {
     // Subscribe before reading history, so nothing stored in between is missed.
-    let mut rx = state.hub.subscribe(&task_id);
-    let Some(mut cursor) = catch_up(&state, &task_id, after, &tx).await else {
+    let mut rx = state.hub.subscribe(task_id);
+    let Some(mut cursor) = catch_up(state, task_id, after, tx).await else {
         return;
     };
-    if ended(&state, &task_id).await {
-        if catch_up(&state, &task_id, cursor, &tx).await.is_some() {
-            send_end(&state, &task_id, &tx).await;
+    if ended(state, task_id).await {
+        if catch_up(state, task_id, cursor, tx).await.is_some() {
+            send_end(state, task_id, tx).await;
         }
         return;
     }
@@ -114,14 +119,14 @@ async fn produce_task_log(state: AppState, task_id: String, after: i64, tx: Tx) 
             // A gap (events published before we subscribed, or skipped) or a lag: read the
             // database, which has everything.
             Ok(TaskSignal::Event(_)) | Err(broadcast::error::RecvError::Lagged(_)) => {
-                let Some(next) = catch_up(&state, &task_id, cursor, &tx).await else {
+                let Some(next) = catch_up(state, task_id, cursor, tx).await else {
                     return;
                 };
                 cursor = next;
             }
             Ok(TaskSignal::End(_)) | Err(broadcast::error::RecvError::Closed) => {
-                if catch_up(&state, &task_id, cursor, &tx).await.is_some() {
-                    send_end(&state, &task_id, &tx).await;
+                if catch_up(state, task_id, cursor, tx).await.is_some() {
+                    send_end(state, task_id, tx).await;
                 }
                 return;
             }
