@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderName, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use serde_json::{Value, json};
@@ -293,11 +293,16 @@ impl AnthropicStandIn {
     }
 }
 
-/// Anthropic's error body.
+/// Anthropic's error body. None of the stand-in's errors is transient, so each says a retry
+/// cannot help (`x-should-retry: false`, the server hint Anthropic's SDKs honour): without it
+/// Claude Code 2.1.330 retries even a 401 ten times, over about three minutes.
 fn error(status: StatusCode, kind: &str, message: &str) -> Response {
     (
         status,
-        [(header::CONTENT_TYPE, "application/json")],
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (HeaderName::from_static("x-should-retry"), "false"),
+        ],
         json!({ "type": "error", "error": { "type": kind, "message": message } }).to_string(),
     )
         .into_response()

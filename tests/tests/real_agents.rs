@@ -578,3 +578,195 @@ async fn the_anthropic_stand_in_speaks_the_messages_protocol() {
     assert_eq!(recorded[0].status, 401);
     assert!(recorded.iter().all(|r| r.is_message()));
 }
+
+/// A key the model API refuses: the task fails, and the log says why without the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claude_code_with_a_refused_key_fails_with_the_apis_reason() {
+    let model = AnthropicStandIn::start(ANTHROPIC_KEY, claude_script).await;
+    let env = Env::start(
+        TestDb::sqlite().await,
+        &["--anthropic-base-url", &model.url],
+    )
+    .await;
+    let wrong = "sk-ant-api03-revoked-Zq1Wx2Ec3Rv4Tb5Yn6Um7Ik8Ol9Pa0Sd";
+    let (status, body) = env
+        .put("/api/keys/anthropic", json!({ "key": wrong }))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (task, log) = env.run("claude", "sonnet", "Create HELLO.md.").await;
+    let text = log.join("\n");
+    assert_eq!(task["status"], "failed", "{task}\n{text}");
+    assert!(
+        log.iter()
+            .any(|l| l.starts_with("error: ") && l.contains("Invalid API key")),
+        "the API's answer is in the log:\n{text}"
+    );
+    assert!(
+        !text.contains(wrong) && !text.contains(&wrong[..24]),
+        "{text}"
+    );
+    // One try: the stand-in's 401 says a retry cannot help.
+    let turns = model.message_requests();
+    assert_eq!(turns.len(), 1);
+    assert_eq!(turns[0].status, 401);
+    assert_eq!(turns[0].header("x-api-key"), Some(wrong));
+    assert!(env.hello_on_branch(&task).is_none());
+}
+
+/// The OpenAI stand-in itself: the key check, a JSON reply and a streamed one, without Docker.
+#[tokio::test]
+async fn the_openai_stand_in_speaks_the_responses_protocol() {
+    let model = OpenAiStandIn::start("right-key", |c: &openai::Conversation<'_>| {
+        if c.called("apply_patch") {
+            vec![Item::message(format!(
+                "patched: {}",
+                c.output_of("apply_patch").unwrap().text
+            ))]
+        } else {
+            vec![
+                Item::function_call("exec_command", json!({ "cmd": "ls" })),
+                Item::custom_tool_call(
+                    "apply_patch",
+                    "*** Begin Patch\n*** Add File: é.md\n+ü\n*** End Patch\n",
+                ),
+            ]
+        }
+    })
+    .await;
+    let client = Client::new();
+    let url = format!("{}/responses", model.base_url);
+    let first = json!({
+        "model": "gpt-x",
+        "input": [{ "type": "message", "role": "user", "content": [{ "type": "input_text", "text": "hi" }] }],
+        "tools": [
+            { "type": "function", "name": "exec_command", "parameters": { "type": "object" } },
+            { "type": "custom", "name": "apply_patch" },
+        ],
+    });
+
+    let resp = client.post(&url).json(&first).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "invalid_api_key");
+
+    let response: Value = client
+        .post(&url)
+        .bearer_auth("right-key")
+        .json(&first)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(response["object"], "response");
+    assert_eq!(response["status"], "completed");
+    let output = response["output"].as_array().unwrap();
+    assert_eq!(output[0]["type"], "function_call");
+    assert_eq!(output[0]["arguments"], r#"{"cmd":"ls"}"#);
+    assert_eq!(output[1]["type"], "custom_tool_call");
+    assert!(response["usage"]["total_tokens"].as_u64().unwrap() > 0);
+
+    let mut streamed = first.clone();
+    streamed["stream"] = json!(true);
+    let resp = client
+        .post(&url)
+        .bearer_auth("right-key")
+        .json(&streamed)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.headers()["content-type"].to_str().unwrap(),
+        "text/event-stream"
+    );
+    let events = sse_events(&resp.text().await.unwrap());
+    let numbers: Vec<u64> = events
+        .iter()
+        .map(|(_, e)| e["sequence_number"].as_u64().unwrap())
+        .collect();
+    assert_eq!(numbers, (0..events.len() as u64).collect::<Vec<_>>());
+    assert!(events.iter().all(|(name, e)| e["type"] == name.as_str()));
+    let kinds: Vec<&str> = events.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(kinds.first(), Some(&"response.created"));
+    assert_eq!(kinds.last(), Some(&"response.completed"));
+    let joined = |kind: &str| -> String {
+        events
+            .iter()
+            .filter(|(name, _)| name == kind)
+            .map(|(_, e)| e["delta"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(
+        joined("response.function_call_arguments.delta"),
+        r#"{"cmd":"ls"}"#
+    );
+    assert_eq!(
+        joined("response.custom_tool_call_input.delta"),
+        "*** Begin Patch\n*** Add File: é.md\n+ü\n*** End Patch\n"
+    );
+    let done: Vec<&Value> = events
+        .iter()
+        .filter(|(name, _)| name == "response.output_item.done")
+        .map(|(_, e)| &e["item"])
+        .collect();
+    assert_eq!(done.len(), 2);
+
+    // The client sends the call and its output back; the script answers with a message.
+    let call = done[1].clone();
+    let mut second = streamed.clone();
+    second["input"]
+        .as_array_mut()
+        .unwrap()
+        .extend([call.clone(), json!({ "type": "custom_tool_call_output", "call_id": call["call_id"], "output": "Success." })]);
+    let events = sse_events(
+        &client
+            .post(&url)
+            .bearer_auth("right-key")
+            .json(&second)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    );
+    assert_eq!(joined_text(&events), "patched: Success.");
+    let completed = &events.last().unwrap().1["response"];
+    assert_eq!(
+        completed["output"][0]["content"][0]["text"],
+        "patched: Success."
+    );
+
+    let recorded = model.requests();
+    assert_eq!(recorded.len(), 4);
+    assert_eq!(recorded[0].status, 401);
+    assert!(recorded.iter().all(openai::Recorded::is_response));
+}
+
+/// `(event, data)` pairs of a server-sent event stream.
+fn sse_events(text: &str) -> Vec<(String, Value)> {
+    text.split("\n\n")
+        .filter(|block| !block.trim().is_empty())
+        .map(|block| {
+            let mut event = String::new();
+            let mut data = Value::Null;
+            for line in block.lines() {
+                if let Some(name) = line.strip_prefix("event: ") {
+                    event = name.to_owned();
+                } else if let Some(d) = line.strip_prefix("data: ") {
+                    data = serde_json::from_str(d).unwrap();
+                }
+            }
+            (event, data)
+        })
+        .collect()
+}
+
+fn joined_text(events: &[(String, Value)]) -> String {
+    events
+        .iter()
+        .filter(|(name, _)| name == "response.output_text.delta")
+        .map(|(_, e)| e["delta"].as_str().unwrap().to_owned())
+        .collect()
+}
