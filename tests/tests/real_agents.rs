@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use drydock_tests::anthropic::{AnthropicStandIn, Block, Conversation};
 use drydock_tests::openai::{self, Item, OpenAiStandIn};
-use drydock_tests::tasks::{git_in, sandbox_image};
+use drydock_tests::tasks::{containers_of, git_in, sandbox_image};
 use drydock_tests::{App, TestDb};
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
@@ -260,6 +260,10 @@ async fn claude_code_writes_a_file_and_calls_an_mcp_tool_through_drydock() {
     // The file is on the pushed branch, exactly as the model wrote it.
     assert_eq!(env.hello_on_branch(&task).as_deref(), Some(HELLO), "{text}");
     assert_eq!(env.app.gh.pulls("alice", "demo").len(), 1);
+    assert!(
+        containers_of(task["id"].as_str().unwrap()).is_empty(),
+        "the sandbox is removed"
+    );
 
     // The log reads well: the session with its MCP server, the Write call and its result, the
     // MCP tool call with the server's answer, and the final message.
@@ -405,6 +409,10 @@ async fn codex_writes_a_file_and_calls_an_mcp_tool_through_drydock() {
         "{text}"
     );
     assert_eq!(env.app.gh.pulls("alice", "demo").len(), 1);
+    assert!(
+        containers_of(task["id"].as_str().unwrap()).is_empty(),
+        "the sandbox is removed"
+    );
 
     // The log reads well.
     let has = |line: &str| log.iter().any(|l| l == line);
@@ -610,6 +618,52 @@ async fn claude_code_with_a_refused_key_fails_with_the_apis_reason() {
     assert_eq!(turns.len(), 1);
     assert_eq!(turns[0].status, 401);
     assert_eq!(turns[0].header("x-api-key"), Some(wrong));
+    assert!(env.hello_on_branch(&task).is_none());
+}
+
+/// A key the model API refuses: the Codex task fails, and the log says why without the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn codex_with_a_refused_key_fails_with_the_apis_reason() {
+    let model = OpenAiStandIn::start(OPENAI_KEY, codex_script).await;
+    let env = Env::start(
+        TestDb::sqlite().await,
+        &["--openai-base-url", &model.base_url],
+    )
+    .await;
+    let wrong = "sk-proj-revoked-Pl0Ok9Ij8Uh7Yg6Tf5Rd4Es3Wa2Qz1Xc";
+    let (status, body) = env.put("/api/keys/openai", json!({ "key": wrong })).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let started = Instant::now();
+    let (task, log) = env.run("codex", "gpt-5.5", "Create HELLO.md.").await;
+    let text = log.join("\n");
+    let summary: Vec<String> = model
+        .requests()
+        .iter()
+        .map(|r| format!("{} {} -> {}", r.method, r.path, r.status))
+        .collect();
+    eprintln!(
+        "task log:\n{text}\nstand-in saw: {summary:#?}\ntook {:?}",
+        started.elapsed()
+    );
+    assert_eq!(task["status"], "failed", "{task}\n{text}");
+    assert!(
+        log.iter()
+            .any(|l| l.starts_with("error: ") && l.contains("401")),
+        "the API's answer is in the log:\n{text}"
+    );
+    assert!(
+        !text.contains(wrong) && !text.contains(&wrong[..20]),
+        "{text}"
+    );
+    let turns = model.response_requests();
+    assert!(!turns.is_empty());
+    for r in &turns {
+        assert_eq!(r.status, 401);
+        assert_eq!(
+            r.header("authorization"),
+            Some(format!("Bearer {wrong}").as_str())
+        );
+    }
     assert!(env.hello_on_branch(&task).is_none());
 }
 
