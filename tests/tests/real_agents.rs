@@ -192,6 +192,25 @@ impl Env {
         ok.then_some(hello)
     }
 
+    /// Checks that the agent's final answer is the task's last message and the pull request's
+    /// summary.
+    async fn assert_final_message(&self, task: &Value, answer: &str) {
+        let id = task["id"].as_str().unwrap();
+        let messages = self.get(&format!("/api/tasks/{id}/messages")).await;
+        let last = messages.as_array().and_then(|m| m.last()).cloned();
+        assert_eq!(
+            last.as_ref().map(|m| (&m["role"], &m["content"])),
+            Some((&json!("agent"), &json!(answer))),
+            "{messages}"
+        );
+        let pulls = self.app.gh.pulls("alice", "demo");
+        let body = pulls[0]["body"].as_str().unwrap_or_default();
+        assert!(
+            body.contains("### Summary from the agent") && body.contains(answer),
+            "{body}"
+        );
+    }
+
     /// The task's log as `kind: text` lines.
     async fn log(&self, id: &str) -> Vec<String> {
         let page = self
@@ -293,6 +312,11 @@ async fn claude_code_writes_a_file_and_calls_an_mcp_tool_through_drydock() {
         has("agent: Created HELLO.md. The echo tool answered: echo: ping from the model"),
         "{text}"
     );
+    env.assert_final_message(
+        &task,
+        "Created HELLO.md. The echo tool answered: echo: ping from the model",
+    )
+    .await;
     assert!(
         log.iter()
             .any(|l| l.starts_with("agent: ") && l.contains("turns")),
@@ -432,6 +456,11 @@ async fn codex_writes_a_file_and_calls_an_mcp_tool_through_drydock() {
         has("agent: Created HELLO.md. The echo tool answered: echo: ping from the model"),
         "{text}"
     );
+    env.assert_final_message(
+        &task,
+        "Created HELLO.md. The echo tool answered: echo: ping from the model",
+    )
+    .await;
 
     // The stand-in got the key on every call; the key never reached the log.
     let turns = model.response_requests();
