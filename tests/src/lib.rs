@@ -3,6 +3,7 @@
 
 pub mod anthropic;
 pub mod app;
+pub mod browser;
 pub mod db;
 pub mod git_http;
 pub mod github;

@@ -1,126 +1,85 @@
 //! Server-rendered pages and the static files embedded in the binary.
 //!
 //! Static files are served under `/static/{name}`; pages link them as `/static/{name}?v={hash}`
-//! so a response can be cached for a year and a new build still reaches every browser.
+//! so a response can be cached for a year and a new build still reaches every browser. Every page
+//! carries a strict Content-Security-Policy: no inline script or style, nothing from elsewhere
+//! except avatar images.
 
-use std::collections::HashMap;
-use std::sync::OnceLock;
+mod assets;
+mod pages;
 
 use askama::Template;
-use askama_web::WebTemplate;
 use axum::Router;
-use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
-use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
-use sha2::{Digest, Sha256};
+use tower_http::set_header::SetResponseHeaderLayer;
 
-use crate::auth::CurrentUser;
+pub use self::assets::asset_url;
 use crate::error::AppError;
 use crate::state::AppState;
 use crate::store::User;
+use crate::tasks::Quota;
 
-#[derive(rust_embed::Embed)]
-#[folder = "../web/static"]
-struct Assets;
+/// The Content-Security-Policy of every page.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' https: data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
 
 /// Routes of pages and static files.
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/", get(home_page))
-        .route("/static/{*name}", get(serve_static))
+        .route("/", get(pages::home_page))
+        .route("/tasks/new", get(pages::new_task_page))
+        .route("/tasks/{id}", get(pages::task_page))
+        .route("/settings/keys", get(pages::keys_page))
+        .route("/settings/connectors", get(pages::connectors_page))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        ))
+        .route("/static/{*name}", get(assets::serve_static))
 }
 
-/// Short content hash of each embedded file, computed once.
-fn hashes() -> &'static HashMap<String, String> {
-    static HASHES: OnceLock<HashMap<String, String>> = OnceLock::new();
-    HASHES.get_or_init(|| {
-        Assets::iter()
-            .filter_map(|name| {
-                let file = Assets::get(&name)?;
-                let digest = hex::encode(Sha256::digest(&file.data));
-                Some((name.to_string(), digest[..12].to_owned()))
-            })
-            .collect()
-    })
+/// What every page's frame shows: the signed-in user, their quota and where they are.
+#[derive(Debug, Default)]
+pub struct Chrome {
+    /// The signed-in user, if any.
+    pub user: Option<User>,
+    /// Their quota today.
+    pub quota: Option<Quota>,
+    /// The navigation entry of this page (`tasks`, `new`, `keys`, `connectors`).
+    pub nav: &'static str,
 }
 
-/// The cache-busting URL of an embedded static file.
-pub fn asset_url(name: &str) -> String {
-    match hashes().get(name) {
-        Some(hash) => format!("/static/{name}?v={hash}"),
-        None => format!("/static/{name}"),
+impl Chrome {
+    /// The cache-busting URL of a static file.
+    pub fn asset(&self, name: &str) -> String {
+        asset_url(name)
     }
-}
 
-#[derive(serde::Deserialize)]
-struct Version {
-    v: Option<String>,
-}
-
-async fn serve_static(Path(name): Path<String>, Query(version): Query<Version>) -> Response {
-    let Some(file) = Assets::get(&name) else {
-        return AppError::NotFound("file").into_response();
-    };
-    let mime = mime_guess::from_path(&name).first_or_octet_stream();
-    let current = hashes().get(&name);
-    // Immutable only when the URL names this exact content; otherwise revalidate.
-    let cache = if version.v.is_some() && version.v.as_ref() == current {
-        "public, max-age=31536000, immutable"
-    } else {
-        "no-cache"
-    };
-    let mut response = (StatusCode::OK, file.data.into_owned()).into_response();
-    let headers = response.headers_mut();
-    if let Ok(value) = HeaderValue::from_str(mime.as_ref()) {
-        headers.insert(header::CONTENT_TYPE, value);
+    /// The avatar to show: only `https:` URLs, which the page's CSP allows.
+    pub fn avatar(&self) -> Option<&str> {
+        self.user
+            .as_ref()
+            .and_then(|u| u.avatar_url.as_deref())
+            .filter(|url| url.starts_with("https://"))
     }
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
-    if let Some(hash) = current.and_then(|h| HeaderValue::from_str(&format!("\"{h}\"")).ok()) {
-        headers.insert(header::ETAG, hash);
+
+    /// The first letter of the login, shown when there is no avatar.
+    pub fn initial(&self) -> String {
+        self.user
+            .as_ref()
+            .and_then(|u| u.login.chars().next())
+            .map(|c| c.to_uppercase().to_string())
+            .unwrap_or_default()
     }
-    response
-}
 
-#[derive(Template, WebTemplate)]
-#[template(path = "home.html")]
-struct HomePage {
-    css_url: String,
-    user: Option<User>,
-    oauth_configured: bool,
-    sign_in_url: String,
-    register_url: String,
-    callback_url: String,
-}
-
-#[derive(serde::Deserialize)]
-struct HomeParams {
-    next: Option<String>,
-}
-
-/// The home page: the signed-in user's start, or sign-in, or set-up instructions.
-async fn home_page(
-    State(state): State<AppState>,
-    user: Option<CurrentUser>,
-    Query(params): Query<HomeParams>,
-) -> HomePage {
-    let next = crate::auth::safe_next(params.next.as_deref());
-    let sign_in_url = if next == "/" {
-        "/auth/github".to_owned()
-    } else {
-        format!(
-            "/auth/github?next={}",
-            utf8_percent_encode(&next, NON_ALPHANUMERIC)
-        )
-    };
-    HomePage {
-        css_url: asset_url("drydock.css"),
-        user: user.map(|u| u.user),
-        oauth_configured: state.github.oauth_configured(),
-        sign_in_url,
-        register_url: format!("{}/settings/applications/new", state.github.web_url()),
-        callback_url: format!("{}/auth/github/callback", state.public_url),
+    /// Whether `entry` is the current navigation entry.
+    pub fn is(&self, entry: &str) -> bool {
+        self.nav == entry
     }
 }
 
@@ -129,7 +88,7 @@ async fn home_page(
 #[template(path = "error.html")]
 pub struct ErrorPage {
     status: StatusCode,
-    css_url: String,
+    chrome: Chrome,
     title: String,
     message: String,
     link: Option<(String, String)>,
@@ -140,7 +99,7 @@ impl ErrorPage {
     pub fn new(status: StatusCode, title: &str, message: &str) -> Self {
         Self {
             status,
-            css_url: asset_url("drydock.css"),
+            chrome: Chrome::default(),
             title: title.to_owned(),
             message: message.to_owned(),
             link: None,
@@ -152,12 +111,26 @@ impl ErrorPage {
         self.link = Some((href.to_owned(), label.to_owned()));
         self
     }
+
+    /// Shows the signed-in user's header on the page.
+    pub fn with_chrome(mut self, chrome: Chrome) -> Self {
+        self.chrome = chrome;
+        self
+    }
 }
 
 impl IntoResponse for ErrorPage {
     fn into_response(self) -> Response {
         match self.render() {
-            Ok(html) => (self.status, Html(html)).into_response(),
+            Ok(html) => (
+                self.status,
+                [(
+                    header::CONTENT_SECURITY_POLICY,
+                    HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+                )],
+                Html(html),
+            )
+                .into_response(),
             Err(err) => AppError::internal(err).into_response(),
         }
     }

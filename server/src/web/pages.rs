@@ -1,0 +1,382 @@
+//! The page handlers: each reads what the first paint needs and renders a template; the page's
+//! script takes over for live updates and actions through the JSON API.
+
+use askama::Template;
+use askama_web::WebTemplate;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+
+use super::{Chrome, ErrorPage};
+use crate::auth::CurrentUser;
+use crate::error::AppError;
+use crate::state::AppState;
+use crate::store::{Task, TaskFilter, now_ms};
+
+/// Every task status, in the order the filter offers them.
+const STATUSES: [&str; 6] = [
+    "queued",
+    "running",
+    "succeeded",
+    "failed",
+    "stopped",
+    "timed_out",
+];
+
+/// Tasks shown on the first paint of the list.
+const LIST_SIZE: i64 = 50;
+
+async fn chrome(state: &AppState, user: &CurrentUser, nav: &'static str) -> Chrome {
+    // The header is decoration: a failed quota lookup must not break the page.
+    let quota = crate::tasks::quota_of(state, &user.user.id).await.ok();
+    Chrome {
+        user: Some(user.user.clone()),
+        quota,
+        nav,
+    }
+}
+
+/// `2026-11-22 05:01 UTC` (the page's script shows it in local time).
+fn fmt_time(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
+        .unwrap_or_default()
+}
+
+/// ISO 8601 for `<time datetime>`.
+fn iso_time(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_default()
+}
+
+/// `42s`, `3m 05s`, `2h 03m`.
+fn fmt_duration(ms: i64) -> String {
+    let s = ms.max(0) / 1000;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m {:02}s", s / 60, s % 60),
+        _ => format!("{}h {:02}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+/// A task as the pages show it.
+pub struct TaskRow {
+    id: String,
+    title: String,
+    prompt: String,
+    repo: String,
+    agent: String,
+    model: String,
+    status: String,
+    status_reason: String,
+    base_branch: String,
+    branch: String,
+    pr_url: String,
+    pr_number: String,
+    created: String,
+    created_iso: String,
+    started: String,
+    started_iso: String,
+    started_ms: String,
+    finished: String,
+    finished_iso: String,
+    finished_ms: String,
+    duration: String,
+    active: bool,
+    install_deps: bool,
+    create_pr: bool,
+    max_duration: String,
+}
+
+impl TaskRow {
+    fn from_task(t: Task) -> Self {
+        let active = matches!(t.status.as_str(), "queued" | "running");
+        let duration = match (t.started_at, t.finished_at) {
+            (Some(start), Some(end)) => fmt_duration(end - start),
+            (Some(start), None) if active => fmt_duration(now_ms() - start),
+            _ => String::new(),
+        };
+        let opt_time = |ms: Option<i64>, f: fn(i64) -> String| ms.map(f).unwrap_or_default();
+        Self {
+            status_reason: t.status_reason.unwrap_or_default(),
+            base_branch: t.base_branch.unwrap_or_default(),
+            branch: t.branch.unwrap_or_default(),
+            pr_url: t.pr_url.unwrap_or_default(),
+            pr_number: t.pr_number.map(|n| n.to_string()).unwrap_or_default(),
+            model: t.model.unwrap_or_default(),
+            created: fmt_time(t.created_at),
+            created_iso: iso_time(t.created_at),
+            started: opt_time(t.started_at, fmt_time),
+            started_iso: opt_time(t.started_at, iso_time),
+            started_ms: t.started_at.map(|m| m.to_string()).unwrap_or_default(),
+            finished: opt_time(t.finished_at, fmt_time),
+            finished_iso: opt_time(t.finished_at, iso_time),
+            finished_ms: t.finished_at.map(|m| m.to_string()).unwrap_or_default(),
+            duration,
+            active,
+            install_deps: t.install_deps,
+            create_pr: t.create_pr,
+            max_duration: fmt_duration(t.max_duration_s * 1000),
+            id: t.id,
+            title: t.title,
+            prompt: t.prompt,
+            repo: t.repo,
+            agent: t.agent,
+            status: t.status,
+        }
+    }
+
+    /// The status for people: `timed out`, not `timed_out`.
+    fn status_label(&self) -> String {
+        self.status.replace('_', " ")
+    }
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "home.html")]
+struct SignInPage {
+    chrome: Chrome,
+    oauth_configured: bool,
+    sign_in_url: String,
+    register_url: String,
+    callback_url: String,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "tasks.html")]
+struct TasksPage {
+    chrome: Chrome,
+    rows: Vec<TaskRow>,
+    statuses: [&'static str; 6],
+    status_filter: String,
+    repo_filter: String,
+    repos: Vec<String>,
+    has_next: bool,
+}
+
+#[derive(serde::Deserialize)]
+pub(super) struct HomeParams {
+    next: Option<String>,
+    status: Option<String>,
+    repo: Option<String>,
+}
+
+/// The home page: the signed-in user's tasks, or sign-in, or set-up instructions.
+pub(super) async fn home_page(
+    State(state): State<AppState>,
+    user: Option<CurrentUser>,
+    Query(params): Query<HomeParams>,
+) -> Result<Response, AppError> {
+    let Some(user) = user else {
+        let next = crate::auth::safe_next(params.next.as_deref());
+        let sign_in_url = if next == "/" {
+            "/auth/github".to_owned()
+        } else {
+            format!(
+                "/auth/github?next={}",
+                utf8_percent_encode(&next, NON_ALPHANUMERIC)
+            )
+        };
+        return Ok(SignInPage {
+            chrome: Chrome::default(),
+            oauth_configured: state.github.oauth_configured(),
+            sign_in_url,
+            register_url: format!("{}/settings/applications/new", state.github.web_url()),
+            callback_url: format!("{}/auth/github/callback", state.public_url),
+        }
+        .into_response());
+    };
+    let status_filter = params
+        .status
+        .filter(|s| STATUSES.contains(&s.as_str()))
+        .unwrap_or_default();
+    let repo_filter = params.repo.map(|r| r.trim().to_owned()).unwrap_or_default();
+    let mut tasks = state
+        .store
+        .list_tasks(
+            &user.user.id,
+            &TaskFilter {
+                status: Some(status_filter.as_str()).filter(|s| !s.is_empty()),
+                repo: Some(repo_filter.as_str()).filter(|r| !r.is_empty()),
+                limit: LIST_SIZE + 1,
+                offset: 0,
+            },
+        )
+        .await?;
+    let has_next = tasks.len() > LIST_SIZE as usize;
+    tasks.truncate(LIST_SIZE as usize);
+    // The repositories the user has worked on, for the filter's suggestions.
+    let recent = state
+        .store
+        .list_tasks(
+            &user.user.id,
+            &TaskFilter {
+                status: None,
+                repo: None,
+                limit: 200,
+                offset: 0,
+            },
+        )
+        .await?;
+    let mut repos: Vec<String> = recent.into_iter().map(|t| t.repo).collect();
+    repos.sort();
+    repos.dedup();
+    Ok(TasksPage {
+        chrome: chrome(&state, &user, "tasks").await,
+        rows: tasks.into_iter().map(TaskRow::from_task).collect(),
+        statuses: STATUSES,
+        status_filter,
+        repo_filter,
+        repos,
+        has_next,
+    }
+    .into_response())
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "task.html")]
+struct TaskPage {
+    chrome: Chrome,
+    t: TaskRow,
+    repo_url: String,
+    branch_url: String,
+}
+
+/// One task: header, live log, changes.
+pub(super) async fn task_page(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path(id): Path<String>,
+) -> Result<Response, AppError> {
+    let chrome = chrome(&state, &user, "").await;
+    let Some(task) = state.store.get_task(&user.user.id, &id).await? else {
+        return Ok(ErrorPage::new(
+            StatusCode::NOT_FOUND,
+            "Task not found",
+            "There is no task of yours at this address. It may have been deleted.",
+        )
+        .with_link("/", "Back to your tasks")
+        .with_chrome(chrome)
+        .into_response());
+    };
+    let web = state.github.web_url().trim_end_matches('/').to_owned();
+    let repo_url = format!("{web}/{}", task.repo);
+    let branch_url = task
+        .branch
+        .as_deref()
+        .map(|b| format!("{repo_url}/tree/{b}"))
+        .unwrap_or_default();
+    Ok(TaskPage {
+        chrome,
+        t: TaskRow::from_task(task),
+        repo_url,
+        branch_url,
+    }
+    .into_response())
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "new_task.html")]
+pub(super) struct NewTaskPage {
+    chrome: Chrome,
+    repo: String,
+    max_minutes: u64,
+    default_minutes: u64,
+}
+
+#[derive(serde::Deserialize)]
+pub(super) struct NewTaskParams {
+    repo: Option<String>,
+}
+
+/// The new-task form.
+pub(super) async fn new_task_page(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Query(params): Query<NewTaskParams>,
+) -> NewTaskPage {
+    let max_minutes = (state.config.max_task_duration / 60).max(1);
+    NewTaskPage {
+        chrome: chrome(&state, &user, "new").await,
+        repo: params.repo.unwrap_or_default(),
+        max_minutes,
+        default_minutes: max_minutes.min(30),
+    }
+}
+
+/// A provider's key as the settings page shows it.
+struct KeyRow {
+    provider: String,
+    hint: String,
+    updated: String,
+    updated_iso: String,
+}
+
+impl KeyRow {
+    fn configured(&self) -> bool {
+        !self.updated.is_empty()
+    }
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "keys.html")]
+pub(super) struct KeysPage {
+    chrome: Chrome,
+    rows: Vec<KeyRow>,
+}
+
+/// Settings → API keys.
+pub(super) async fn keys_page(
+    State(state): State<AppState>,
+    user: CurrentUser,
+) -> Result<KeysPage, AppError> {
+    let stored = state.store.list_api_keys(&user.user.id).await?;
+    let rows = state
+        .providers
+        .iter()
+        .map(|provider| {
+            let row = stored.iter().find(|k| &k.provider == provider);
+            KeyRow {
+                provider: provider.clone(),
+                hint: row.map(|k| k.hint.clone()).unwrap_or_default(),
+                updated: row.map(|k| fmt_time(k.updated_at)).unwrap_or_default(),
+                updated_iso: row.map(|k| iso_time(k.updated_at)).unwrap_or_default(),
+            }
+        })
+        .collect();
+    Ok(KeysPage {
+        chrome: chrome(&state, &user, "keys").await,
+        rows,
+    })
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "connectors.html")]
+pub(super) struct ConnectorsPage {
+    chrome: Chrome,
+}
+
+/// Settings → Connectors (the list is drawn by the page's script from the API).
+pub(super) async fn connectors_page(
+    State(state): State<AppState>,
+    user: CurrentUser,
+) -> ConnectorsPage {
+    ConnectorsPage {
+        chrome: chrome(&state, &user, "connectors").await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fmt_duration;
+
+    #[test]
+    fn durations_read_naturally() {
+        assert_eq!(fmt_duration(42_000), "42s");
+        assert_eq!(fmt_duration(185_000), "3m 05s");
+        assert_eq!(fmt_duration(7_380_000), "2h 03m");
+        assert_eq!(fmt_duration(-5), "0s");
+    }
+}

@@ -1,0 +1,386 @@
+//! drydock's pages in headless Chromium over WebDriver, against the real server, real Docker
+//! sandboxes and the GitHub stand-in: what a person clicks, and what they see.
+//!
+//! Screenshots of every page land in `target/ui-screenshots/`.
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+use std::time::Duration;
+
+use drydock_tests::browser::{Browser, screenshot_path};
+use drydock_tests::tasks::{ACME_KEY, SCRIPTED_AGENT, sandbox_image};
+use drydock_tests::{App, TestDb};
+use serde_json::{Value, json};
+
+/// A server with the scripted agent and Alice's repository `alice/demo`, nobody signed in.
+async fn start_app() -> (App, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("agents.toml");
+    std::fs::write(&file, SCRIPTED_AGENT).unwrap();
+    let image = sandbox_image();
+    let app = App::start(
+        TestDb::sqlite().await,
+        &[
+            "--agents-file",
+            file.to_str().unwrap(),
+            "--sandbox-image",
+            &image,
+            "--sandbox-network",
+            "none",
+        ],
+    )
+    .await;
+    app.gh
+        .create_repo("alice", "demo", &[("README.md", "# demo\n")], "main");
+    (app, dir)
+}
+
+async fn shot(browser: &Browser, name: &str) {
+    browser.screenshot(&screenshot_path(name)).await;
+}
+
+/// The page's own marker survives only as long as the page is not reloaded.
+async fn mark_page(browser: &Browser) {
+    browser
+        .eval(
+            "window.__drydockNoReload = 'still here'; return null;",
+            json!([]),
+        )
+        .await;
+}
+
+async fn assert_not_reloaded(browser: &Browser) {
+    let marker = browser
+        .eval("return window.__drydockNoReload || null;", json!([]))
+        .await;
+    assert_eq!(marker, json!("still here"), "the page was reloaded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_signs_in_sets_a_key_adds_a_connector_runs_and_stops_tasks_and_signs_out() {
+    let (app, _agents) = start_app().await;
+    let browser = Browser::start().await;
+
+    // --- Sign in through GitHub by clicking the button.
+    browser.goto(&app.url("/")).await;
+    browser
+        .wait_text("main", "Run coding agents in isolated Docker sandboxes")
+        .await;
+    shot(&browser, "sign-in").await;
+    app.gh.approve_as(Some("alice"));
+    browser.click("a.button[href^='/auth/github']").await;
+    browser.wait_text("h1", "Tasks").await;
+    let header = browser.text(".site-header").await;
+    assert!(header.contains("alice"), "{header}");
+    assert!(header.contains("tasks left today"), "{header}");
+    browser.wait_text("#empty", "No tasks yet").await;
+    shot(&browser, "tasks-empty").await;
+
+    // --- Settings → API keys: set the key the scripted agent needs; it is never shown back.
+    browser.click("nav a[href='/settings/keys']").await;
+    browser.wait_text("#state-acme", "not set").await;
+    browser.type_into("#key-acme", "has spaces in it").await;
+    browser
+        .click("form[data-provider='acme'] button[type='submit']")
+        .await;
+    browser
+        .wait_text("#err-key-acme", "spaces or control characters")
+        .await;
+    browser.type_into("#key-acme", ACME_KEY).await;
+    browser
+        .click("form[data-provider='acme'] button[type='submit']")
+        .await;
+    browser.wait_text("#state-acme", "configured").await;
+    let state = browser.text("#state-acme").await;
+    assert!(state.contains("ends in fXYZ"), "{state}");
+    assert_eq!(browser.property("#key-acme", "value").await, json!(""));
+    assert_eq!(
+        browser.property("#key-acme", "type").await,
+        json!("password")
+    );
+    let page = browser.text("main").await;
+    assert!(!page.contains(ACME_KEY), "the key is shown back");
+    // After a reload the page still says configured, from the server.
+    browser.goto(&app.url("/settings/keys")).await;
+    browser.wait_text("#state-acme", "ends in fXYZ").await;
+    shot(&browser, "keys").await;
+
+    // --- Settings → Connectors: add a blank HTTP connector and test it; the private address is
+    // refused and the error is shown.
+    browser.click("nav a[href='/settings/connectors']").await;
+    browser.wait_text("#connectors", "No connectors yet").await;
+    browser.click("#add").await;
+    browser.type_into("#c-name", "internal-docs").await;
+    browser
+        .type_into("#c-description", "Docs server on the office network")
+        .await;
+    browser.type_into("#c-url", "http://10.0.0.1/mcp").await;
+    browser
+        .type_into(
+            "#c-secrets",
+            "Authorization: Bearer internal-docs-token-1234",
+        )
+        .await;
+    browser.click("#c-save").await;
+    browser.wait_text("#connectors", "internal-docs").await;
+    let card = browser.text("#connectors").await;
+    assert!(card.contains("not tested"), "{card}");
+    assert!(card.contains("headers: Authorization"), "{card}");
+    assert!(!card.contains("internal-docs-token-1234"), "{card}");
+    browser
+        .click("#connectors li[data-name='internal-docs'] button[data-action='test']")
+        .await;
+    let result = browser.wait_text("#connectors", "Test failed").await;
+    assert!(result.contains("private"), "{result}");
+    assert!(result.contains("error"), "{result}");
+    shot(&browser, "connectors").await;
+    // A second, disabled connector: it is offered unchecked on the new-task form.
+    browser.click("#add").await;
+    browser.type_into("#c-name", "bad name!").await;
+    browser
+        .type_into("#c-url", "https://mcp.example.com/mcp")
+        .await;
+    browser.click("#c-save").await;
+    browser
+        .wait_text("#err-name", "may contain only letters, digits")
+        .await;
+    browser.type_into("#c-name", "spare").await;
+    browser.click("#c-enabled").await;
+    browser.click("#c-save").await;
+    browser.wait_text("#connectors", "spare").await;
+    browser
+        .wait_text("#connectors li[data-name='spare']", "disabled")
+        .await;
+
+    // --- New task: an error from the API appears next to its field; then a task that succeeds.
+    browser.click("nav a[href='/tasks/new']").await;
+    browser.wait_text("#agent", "Scripted agent").await;
+    browser.wait_text("#connectors", "internal-docs").await;
+    let checked = browser
+        .eval(
+            "return Array.from(document.querySelectorAll('#connectors label')).map(l => [l.textContent.trim().split(' ')[0], l.querySelector('input').checked]);",
+            json!([]),
+        )
+        .await;
+    assert_eq!(
+        checked,
+        json!([["internal-docs", true], ["spare", false]]),
+        "enabled connectors are pre-checked"
+    );
+    browser.type_into("#repo", "alice/").await;
+    browser.wait_text("#repo-state", "match").await;
+    let options = browser
+        .eval(
+            "return Array.from(document.querySelectorAll('#repo-options option')).map(o => o.value);",
+            json!([]),
+        )
+        .await;
+    assert!(
+        options.as_array().unwrap().contains(&json!("alice/demo")),
+        "{options}"
+    );
+    browser.type_into("#repo", "alice/nope").await;
+    browser.type_into("#prompt", "echo hi").await;
+    browser.click("#submit").await;
+    browser.wait_text("#err-repo", "does not exist").await;
+    shot(&browser, "new-task-error").await;
+
+    let script = "for i in 1 2 3 4 5 6; do echo \"working on step $i\"; sleep 1; done; echo 'made by the agent' > AGENT.md; echo 'all steps done'";
+    browser.type_into("#repo", "alice/demo").await;
+    browser.type_into("#prompt", script).await;
+    // Connectors are offered but the internal one cannot be reached from the sandbox: leave it out.
+    browser
+        .click("#connectors input[type='checkbox']:checked")
+        .await;
+    shot(&browser, "new-task").await;
+    browser.click("#submit").await;
+    let url = browser
+        .wait_url("a task page", |u| {
+            u.contains("/tasks/") && !u.ends_with("/tasks/new")
+        })
+        .await;
+    let task_id = url.rsplit('/').next().unwrap().to_owned();
+    mark_page(&browser).await;
+
+    // The log streams in while the task runs, then the status turns to succeeded by itself.
+    let log = browser
+        .wait_text_for("#log", "working on step 1", Duration::from_secs(120))
+        .await;
+    let status = browser.text("#status").await;
+    assert!(
+        !log.contains("all steps done"),
+        "the first line arrived only at the end: {log}"
+    );
+    assert_eq!(status, "running", "the log streams while running");
+    browser
+        .wait_text_for("#status", "succeeded", Duration::from_secs(120))
+        .await;
+    let log = browser.text("#log").await;
+    assert!(log.contains("working on step 6"), "{log}");
+    assert!(log.contains("all steps done"), "{log}");
+    assert_not_reloaded(&browser).await;
+    assert!(browser.find_all("#stop").await.len() == 1);
+    assert_eq!(browser.text("#stop").await, "", "the stop button is hidden");
+    browser.wait_text("#pr", "#").await;
+    // Search within the log.
+    browser.type_into("#log-search", "step 4").await;
+    browser.wait_text("#log-matches", "1 matching line").await;
+    let visible = browser.text("#log").await;
+    assert!(visible.contains("working on step 4"), "{visible}");
+    assert!(!visible.contains("working on step 3"), "{visible}");
+    browser.type_into("#log-search", "").await;
+    browser
+        .eval(
+            "document.getElementById('log-search').dispatchEvent(new Event('input')); return null;",
+            json!([]),
+        )
+        .await;
+
+    // The diff shows the file the agent added.
+    let diff = browser.wait_text("#diff", "AGENT.md").await;
+    assert!(diff.contains("added"), "{diff}");
+    assert!(diff.contains("+made by the agent"), "{diff}");
+    shot(&browser, "task-succeeded").await;
+
+    // --- A long task is stopped from its page.
+    browser.goto(&app.url("/tasks/new")).await;
+    browser.wait_text("#agent", "Scripted agent").await;
+    browser.type_into("#repo", "alice/demo").await;
+    browser
+        .type_into("#prompt", "echo 'a long job begins'; sleep 600")
+        .await;
+    browser.click("#submit").await;
+    browser
+        .wait_url("the long task's page", |u| {
+            u.contains("/tasks/") && !u.ends_with("/tasks/new")
+        })
+        .await;
+    mark_page(&browser).await;
+    browser
+        .wait_text_for("#log", "a long job begins", Duration::from_secs(120))
+        .await;
+    shot(&browser, "task-running").await;
+    browser.click("#stop").await;
+    let question = browser.accept_dialog().await;
+    assert!(question.contains("Stop this task"), "{question}");
+    browser
+        .wait_text_for("#status", "stopped", Duration::from_secs(60))
+        .await;
+    assert_not_reloaded(&browser).await;
+
+    // --- The tasks list: both tasks with their badges; a task started elsewhere appears and
+    // finishes live.
+    browser.click("nav a[href='/']").await;
+    browser.wait_text("#task-rows", "succeeded").await;
+    browser.wait_text("#task-rows", "stopped").await;
+    mark_page(&browser).await;
+    let alice = app.sign_in("alice").await;
+    let resp: Value = alice
+        .post(app.url("/api/tasks"))
+        .json(&json!({ "repo": "alice/demo", "prompt": "sleep 2; echo 'from the API'", "agent": "scripted", "create_pr": false, "connectors": [] }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let api_task = resp["id"].as_str().unwrap().to_owned();
+    let row = format!("#task-rows tr[data-id='{api_task}']");
+    browser.find(&row).await;
+    browser
+        .wait_text_for(&row, "succeeded", Duration::from_secs(120))
+        .await;
+    assert_not_reloaded(&browser).await;
+    let rows = browser.find_all("#task-rows tr").await;
+    assert_eq!(rows.len(), 3);
+    shot(&browser, "tasks").await;
+    // Filter by status.
+    browser
+        .eval("const s = document.getElementById('filter-status'); s.value = 'stopped'; s.dispatchEvent(new Event('change')); return null;", json!([]))
+        .await;
+    let started = std::time::Instant::now();
+    while browser.find_all("#task-rows tr").await.len() != 1 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the filter never applied"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    browser.wait_text("#task-rows", "stopped").await;
+    browser
+        .eval("const s = document.getElementById('filter-status'); s.value = ''; s.dispatchEvent(new Event('change')); return null;", json!([]))
+        .await;
+    // Narrow screens.
+    browser.set_size(360, 800).await;
+    let width = browser.eval("return window.innerWidth;", json!([])).await;
+    assert!(width.as_u64().unwrap() <= 420, "window is {width} wide");
+    let overflow = browser
+        .eval(
+            "return document.documentElement.scrollWidth > window.innerWidth + 1;",
+            json!([]),
+        )
+        .await;
+    assert_eq!(
+        overflow,
+        json!(false),
+        "the page scrolls sideways at 360 px"
+    );
+    shot(&browser, "tasks-360").await;
+    browser.goto(&app.url(&format!("/tasks/{task_id}"))).await;
+    browser.wait_text("#log", "all steps done").await;
+    shot(&browser, "task-360").await;
+    browser.set_size(1280, 900).await;
+
+    // Delete with confirmation.
+    browser.goto(&app.url("/")).await;
+    let delete = format!("#task-rows tr[data-id='{api_task}'] button[data-action='delete']");
+    browser.click(&delete).await;
+    let question = browser.accept_dialog().await;
+    assert!(question.contains("Delete the task"), "{question}");
+    let started = std::time::Instant::now();
+    while !browser.find_all(&row).await.is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the row never went away"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Another user's task is a 404 page.
+    browser
+        .goto(&app.url("/tasks/00000000-0000-0000-0000-000000000000"))
+        .await;
+    browser.wait_text("h1", "Task not found").await;
+    shot(&browser, "task-not-found").await;
+
+    // --- Sign out.
+    browser.goto(&app.url("/")).await;
+    browser.click(".sign-out button").await;
+    browser.wait_text("main", "Sign in with GitHub").await;
+    browser.goto(&app.url("/settings/keys")).await;
+    browser.wait_text("main", "Sign in with GitHub").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_carry_a_strict_content_security_policy() {
+    let (app, _agents) = start_app().await;
+    let alice = app.sign_in("alice").await;
+    for path in ["/", "/tasks/new", "/settings/keys", "/settings/connectors"] {
+        let resp = alice.get(app.url(path)).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "{path}");
+        let csp = resp
+            .headers()
+            .get("content-security-policy")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        assert!(csp.contains("script-src 'self'"), "{path}: {csp}");
+        assert!(csp.contains("frame-ancestors 'none'"), "{path}: {csp}");
+        let html = resp.text().await.unwrap();
+        assert!(!html.contains("<script>"), "{path} has an inline script");
+        assert!(!html.contains("style="), "{path} has an inline style");
+        assert!(!html.contains("<style"), "{path} has an inline style");
+    }
+    let signed_out = reqwest::get(app.url("/")).await.unwrap();
+    assert!(signed_out.headers().contains_key("content-security-policy"));
+}

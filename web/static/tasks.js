@@ -1,0 +1,133 @@
+// drydock: the tasks list. Status changes arrive over SSE and the list redraws without a reload.
+"use strict";
+(function () {
+  const d = window.drydock;
+  const { el } = d;
+  const rows = document.getElementById("task-rows");
+  const empty = document.getElementById("empty");
+  const form = document.getElementById("filters");
+  const liveState = document.getElementById("live-state");
+  const flash = document.getElementById("flash");
+
+  function filters() {
+    const f = new FormData(form);
+    return { status: f.get("status") || "", repo: (f.get("repo") || "").trim() };
+  }
+
+  function row(t) {
+    const branch = t.pr_url
+      ? el("a", { href: t.pr_url }, "PR #" + t.pr_number)
+      : t.branch ? el("code", {}, t.branch) : el("span", { class: "muted" }, "—");
+    const actions = el("td", { class: "actions" },
+      d.isActive(t.status) ? el("button", { type: "button", class: "secondary small", dataset: { action: "stop" }, "aria-label": "Stop task " + t.title }, "Stop") : null,
+      el("button", { type: "button", class: "danger small", dataset: { action: "delete" }, "aria-label": "Delete task " + t.title }, "Delete"));
+    return el("tr", { dataset: { id: t.id, status: t.status, started: t.started_at || "", finished: t.finished_at || "" } },
+      el("td", { "data-label": "Status" }, d.badge(t.status)),
+      el("td", { "data-label": "Task", class: "task-title" }, el("a", { href: "/tasks/" + t.id, title: t.prompt }, t.title)),
+      el("td", { "data-label": "Repository" }, t.repo),
+      el("td", { "data-label": "Agent" }, t.agent, t.model ? el("span", { class: "muted" }, " / " + t.model) : null),
+      el("td", { "data-label": "Branch / PR" }, branch),
+      el("td", { "data-label": "Started" }, d.timeEl(t.started_at || t.created_at)),
+      el("td", { "data-label": "Duration", class: "duration" }, duration(t.started_at, t.finished_at, t.status)),
+      actions);
+  }
+
+  function duration(started, finished, status) {
+    started = Number(started) || 0;
+    finished = Number(finished) || 0;
+    if (!started) return "";
+    if (finished) return d.fmtDuration(finished - started);
+    return d.isActive(status) ? d.fmtDuration(Date.now() - started) : "";
+  }
+
+  let loading = null;
+  async function reload() {
+    if (loading) { loading.again = true; return; }
+    loading = { again: false };
+    const f = filters();
+    const q = new URLSearchParams({ per_page: "50" });
+    if (f.status) q.set("status", f.status);
+    if (f.repo) q.set("repo", f.repo);
+    const r = await d.api("GET", "/api/tasks?" + q);
+    if (r.ok) {
+      rows.replaceChildren(...r.data.tasks.map(row));
+      empty.hidden = r.data.tasks.length > 0;
+      document.getElementById("tasks").hidden = !empty.hidden;
+      if (!empty.hidden) empty.textContent = f.status || f.repo ? "No tasks match these filters." : "No tasks yet.";
+    }
+    const again = loading.again;
+    loading = null;
+    if (again) reload();
+  }
+
+  // Live status: update the badge at once, then refetch for branch, PR and timings.
+  function connect() {
+    const es = new EventSource("/api/tasks/events");
+    es.addEventListener("open", () => { liveState.textContent = "Live"; });
+    es.addEventListener("status", (ev) => {
+      let change;
+      try { change = JSON.parse(ev.data); } catch (_) { return; }
+      const tr = rows.querySelector("tr[data-id='" + CSS.escape(change.task_id) + "']");
+      if (tr) {
+        tr.dataset.status = change.status;
+        tr.querySelector(".badge").replaceWith(d.badge(change.status));
+      }
+      reload();
+      d.refreshQuota();
+    });
+    es.addEventListener("resync", () => reload());
+    es.addEventListener("error", () => { liveState.textContent = "Reconnecting…"; });
+  }
+
+  // Durations of running tasks tick every second.
+  setInterval(() => {
+    rows.querySelectorAll("tr[data-status='running']").forEach((tr) => {
+      const cell = tr.querySelector(".duration");
+      if (cell) cell.textContent = duration(tr.dataset.started, tr.dataset.finished, "running");
+    });
+  }, 1000);
+
+  function say(text, isError) {
+    flash.textContent = text;
+    flash.classList.toggle("error", !!isError);
+    flash.hidden = false;
+  }
+
+  rows.addEventListener("click", async (ev) => {
+    const button = ev.target.closest("button[data-action]");
+    if (!button) return;
+    const tr = button.closest("tr");
+    const id = tr.dataset.id;
+    const title = tr.querySelector(".task-title a").textContent;
+    if (button.dataset.action === "stop") {
+      if (!window.confirm("Stop the task \u201c" + title + "\u201d? The agent is interrupted and its sandbox removed.")) return;
+      d.busy(button, "Stopping…");
+      const r = await d.api("POST", "/api/tasks/" + id + "/stop");
+      if (!r.ok) { d.busy(button); say(d.errorOf(r).message, true); return; }
+      say("Stopped \u201c" + title + "\u201d.");
+    } else if (button.dataset.action === "delete") {
+      if (!window.confirm("Delete the task \u201c" + title + "\u201d with its log? This cannot be undone.")) return;
+      d.busy(button, "Deleting…");
+      const r = await d.api("DELETE", "/api/tasks/" + id);
+      if (!r.ok) { d.busy(button); say(d.errorOf(r).message, true); return; }
+      say("Deleted \u201c" + title + "\u201d.");
+    }
+    reload();
+  });
+
+  // Filters apply as they change; the URL keeps them for reloads and links.
+  function applyFilters() {
+    const f = filters();
+    const q = new URLSearchParams();
+    if (f.status) q.set("status", f.status);
+    if (f.repo) q.set("repo", f.repo);
+    history.replaceState(null, "", q.toString() ? "/?" + q : "/");
+    reload();
+  }
+  form.addEventListener("submit", (ev) => { ev.preventDefault(); applyFilters(); });
+  form.querySelector("#filter-status").addEventListener("change", applyFilters);
+  let typing;
+  form.querySelector("#filter-repo").addEventListener("input", () => { clearTimeout(typing); typing = setTimeout(applyFilters, 300); });
+
+  connect();
+})();
