@@ -32,6 +32,11 @@ impl ClaudeParser {
             Some("system") if str_field(v, "subtype") == Some("init") => {
                 out.events.push(init_event(v));
             }
+            // The API is failing and the CLI waits before retrying: say so, or the log goes
+            // silent for minutes.
+            Some("system") if str_field(v, "subtype") == Some("api_retry") => {
+                out.events.push(api_retry_event(v));
+            }
             Some("assistant") => self.assistant(v, &mut out),
             Some("user") => self.user(v, &mut out),
             Some("tool_call") => self.cursor_tool_call(v, &mut out),
@@ -295,4 +300,50 @@ fn result_event(v: &Value, out: &mut Parsed) {
         format!("{status}: {}", parts.join(", "))
     };
     out.events.push(event);
+}
+
+/// `API error 401 (authentication_failed); retry 3/10 in 2.1 s`.
+fn api_retry_event(v: &Value) -> AgentEvent {
+    let status = v
+        .get("error_status")
+        .and_then(Value::as_i64)
+        .map(|s| format!(" {s}"))
+        .unwrap_or_default();
+    let error = str_field(v, "error")
+        .map(|e| format!(" ({e})"))
+        .unwrap_or_default();
+    let attempt = v.get("attempt").and_then(Value::as_i64).unwrap_or(0);
+    let max = v
+        .get("max_retries")
+        .and_then(Value::as_i64)
+        .map(|m| format!("/{m}"))
+        .unwrap_or_default();
+    let delay = v
+        .get("retry_delay_ms")
+        .and_then(Value::as_f64)
+        .map(|ms| format!(" in {:.1} s", ms / 1000.0))
+        .unwrap_or_default();
+    AgentEvent::new(
+        EventKind::Error,
+        format!("API error{status}{error}; retry {attempt}{max}{delay}"),
+    )
+}
+
+#[cfg(test)]
+mod api_retry_tests {
+    use super::*;
+
+    #[test]
+    fn api_retries_are_shown() {
+        let v: Value = serde_json::from_str(
+            r#"{"type":"system","subtype":"api_retry","attempt":3,"max_retries":10,"retry_delay_ms":2100,"error_status":401,"error":"authentication_failed"}"#,
+        )
+        .unwrap();
+        let event = api_retry_event(&v);
+        assert_eq!(event.kind, EventKind::Error);
+        assert_eq!(
+            event.text,
+            "API error 401 (authentication_failed); retry 3/10 in 2.1 s"
+        );
+    }
 }
