@@ -353,6 +353,17 @@ impl Browser {
         .await;
     }
 
+    /// Makes the page see `prefers-color-scheme: dark` (or light), through Chromium's DevTools.
+    pub async fn prefer_dark(&self, dark: bool) {
+        let scheme = if dark { "dark" } else { "light" };
+        self.post(
+            "/goog/cdp/execute",
+            json!({ "cmd": "Emulation.setEmulatedMedia", "params": {
+                "features": [{ "name": "prefers-color-scheme", "value": scheme }] } }),
+        )
+        .await;
+    }
+
     /// Saves a screenshot of the whole page to `path` (grows the window to the page's height
     /// for the shot, then restores it).
     pub async fn screenshot(&self, path: &Path) {

@@ -241,13 +241,19 @@ async fn a_user_signs_in_sets_a_key_adds_a_connector_runs_and_stops_tasks_and_si
     assert!(diff.contains("added"), "{diff}");
     assert!(diff.contains("+made by the agent"), "{diff}");
     shot(&browser, "task-succeeded").await;
+    browser.prefer_dark(true).await;
+    shot(&browser, "task-succeeded-dark").await;
+    browser.prefer_dark(false).await;
 
     // --- A long task is stopped from its page.
     browser.goto(&app.url("/tasks/new")).await;
     browser.wait_text("#agent", "Scripted agent").await;
     browser.type_into("#repo", "alice/demo").await;
     browser
-        .type_into("#prompt", "echo 'a long job begins'; sleep 600")
+        .type_into(
+            "#prompt",
+            "seq 1 300 | sed 's/^/output line /'; echo 'a long job begins'; sleep 600",
+        )
         .await;
     browser.click("#submit").await;
     browser
@@ -260,6 +266,28 @@ async fn a_user_signs_in_sets_a_key_adds_a_connector_runs_and_stops_tasks_and_si
         .wait_text_for("#log", "a long job begins", Duration::from_secs(120))
         .await;
     shot(&browser, "task-running").await;
+    // The log follows new lines; scrolling up pauses that and offers a way back.
+    let at_bottom = "const l = document.getElementById('log'); return l.scrollHeight - l.scrollTop - l.clientHeight < 30;";
+    let started = std::time::Instant::now();
+    while browser.eval(at_bottom, json!([])).await != json!(true) {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the log does not follow"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        browser.text("#log-jump").await,
+        "",
+        "no jump button while following"
+    );
+    browser
+        .eval("const l = document.getElementById('log'); l.scrollTop = 0; l.dispatchEvent(new Event('scroll')); return null;", json!([]))
+        .await;
+    browser.wait_text("#log-jump", "Jump to latest").await;
+    browser.click("#log-jump").await;
+    assert_eq!(browser.eval(at_bottom, json!([])).await, json!(true));
+    assert_eq!(browser.text("#log-jump").await, "");
     browser.click("#stop").await;
     let question = browser.accept_dialog().await;
     assert!(question.contains("Stop this task"), "{question}");
@@ -294,6 +322,9 @@ async fn a_user_signs_in_sets_a_key_adds_a_connector_runs_and_stops_tasks_and_si
     let rows = browser.find_all("#task-rows tr").await;
     assert_eq!(rows.len(), 3);
     shot(&browser, "tasks").await;
+    browser.prefer_dark(true).await;
+    shot(&browser, "tasks-dark").await;
+    browser.prefer_dark(false).await;
     // Filter by status.
     browser
         .eval("const s = document.getElementById('filter-status'); s.value = 'stopped'; s.dispatchEvent(new Event('change')); return null;", json!([]))

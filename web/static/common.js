@@ -73,13 +73,28 @@
     return Math.floor(s / 3600) + "h " + pad(Math.floor((s % 3600) / 60)) + "m";
   }
   const timeFormat = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "short" });
+  const clockFormat = new Intl.DateTimeFormat(undefined, { hour: "numeric", minute: "2-digit" });
+  const dayFormat = new Intl.DateTimeFormat(undefined, { month: "short", day: "numeric", hour: "numeric", minute: "2-digit" });
   function fmtTime(ms) { return timeFormat.format(new Date(ms)); }
-  function timeEl(ms) { return el("time", { datetime: new Date(ms).toISOString(), title: new Date(ms).toISOString() }, fmtTime(ms)); }
+  /** Today: the time only; this year: no year; else the full date. */
+  function fmtShort(ms) {
+    const t = new Date(ms);
+    const now = new Date();
+    if (t.toDateString() === now.toDateString()) return clockFormat.format(t);
+    if (t.getFullYear() === now.getFullYear()) return dayFormat.format(t);
+    return timeFormat.format(t);
+  }
+  function timeEl(ms, short) {
+    return el("time", { datetime: new Date(ms).toISOString(), title: fmtTime(ms), "data-format": short ? "short" : null }, short ? fmtShort(ms) : fmtTime(ms));
+  }
   /** Shows server-rendered UTC times in the reader's time zone. */
   function localizeTimes(root) {
     (root || document).querySelectorAll("time[datetime]").forEach((t) => {
       const d = new Date(t.getAttribute("datetime"));
-      if (!isNaN(d)) { t.title = t.textContent; t.textContent = fmtTime(d.getTime()); }
+      if (!isNaN(d)) {
+        t.title = fmtTime(d.getTime());
+        t.textContent = t.dataset.format === "short" ? fmtShort(d.getTime()) : fmtTime(d.getTime());
+      }
     });
   }
 

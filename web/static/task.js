@@ -78,6 +78,8 @@
     follow = atBottom();
     jump.hidden = follow;
   });
+  // A resized window changes the frame's height: stay at the end when following.
+  new ResizeObserver(() => { if (follow) log.scrollTop = log.scrollHeight; }).observe(log);
   jump.addEventListener("click", () => {
     follow = true;
     jump.hidden = true;
@@ -246,7 +248,8 @@
         el("td", { class: "num" }, el("span", { class: "adds" }, "+" + (f.additions || 0)), " ", el("span", { class: "dels" }, "−" + (f.deletions || 0)))))));
     diffBox.replaceChildren(
       el("p", {}, files.length + (files.length === 1 ? " file changed, " : " files changed, "),
-        el("span", { class: "adds" }, total[0] + " additions"), ", ", el("span", { class: "dels" }, total[1] + " deletions")),
+        el("span", { class: "adds" }, total[0] + (total[0] === 1 ? " addition" : " additions")), ", ",
+        el("span", { class: "dels" }, total[1] + (total[1] === 1 ? " deletion" : " deletions"))),
       table, patchView(r.data.patch || ""));
   }
   diffButton.addEventListener("click", () => loadDiff(false));

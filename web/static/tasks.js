@@ -27,7 +27,7 @@
       el("td", { "data-label": "Repository" }, t.repo),
       el("td", { "data-label": "Agent" }, t.agent, t.model ? el("span", { class: "muted" }, " / " + t.model) : null),
       el("td", { "data-label": "Branch / PR" }, branch),
-      el("td", { "data-label": "Started" }, d.timeEl(t.started_at || t.created_at)),
+      el("td", { "data-label": "Started" }, d.timeEl(t.started_at || t.created_at, true)),
       el("td", { "data-label": "Duration", class: "duration" }, duration(t.started_at, t.finished_at, t.status)),
       actions);
   }

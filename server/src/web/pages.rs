@@ -61,6 +61,16 @@ fn fmt_duration(ms: i64) -> String {
     }
 }
 
+/// A time limit: `30 min`, `1 h 30 min`, `45 s`.
+fn fmt_limit(seconds: i64) -> String {
+    match seconds {
+        s if s % 60 != 0 => format!("{s} s"),
+        s if s < 3600 || s % 3600 != 0 && s < 7200 => format!("{} min", s / 60),
+        s if s % 3600 == 0 => format!("{} h", s / 3600),
+        s => format!("{} h {} min", s / 3600, (s % 3600) / 60),
+    }
+}
+
 /// A task as the pages show it.
 pub struct TaskRow {
     id: String,
@@ -118,7 +128,7 @@ impl TaskRow {
             active,
             install_deps: t.install_deps,
             create_pr: t.create_pr,
-            max_duration: fmt_duration(t.max_duration_s * 1000),
+            max_duration: fmt_limit(t.max_duration_s),
             id: t.id,
             title: t.title,
             prompt: t.prompt,
@@ -370,7 +380,7 @@ pub(super) async fn connectors_page(
 
 #[cfg(test)]
 mod tests {
-    use super::fmt_duration;
+    use super::{fmt_duration, fmt_limit};
 
     #[test]
     fn durations_read_naturally() {
@@ -378,5 +388,10 @@ mod tests {
         assert_eq!(fmt_duration(185_000), "3m 05s");
         assert_eq!(fmt_duration(7_380_000), "2h 03m");
         assert_eq!(fmt_duration(-5), "0s");
+        assert_eq!(fmt_limit(1800), "30 min");
+        assert_eq!(fmt_limit(5400), "90 min");
+        assert_eq!(fmt_limit(7200), "2 h");
+        assert_eq!(fmt_limit(9000), "2 h 30 min");
+        assert_eq!(fmt_limit(45), "45 s");
     }
 }
