@@ -152,6 +152,39 @@ async fn a_user_signs_in_sets_a_key_adds_a_connector_runs_and_stops_tasks_and_si
         .wait_text("#connectors li[data-name='spare']", "disabled")
         .await;
 
+    // Edit: a new description, and the stored header removed; values are never shown.
+    browser
+        .click("#connectors li[data-name='internal-docs'] button[data-action='edit']")
+        .await;
+    browser.wait_text("#c-existing", "Authorization").await;
+    browser
+        .type_into("#c-description", "Docs server, moved")
+        .await;
+    browser
+        .click("#c-existing input[name='remove-secret'][value='Authorization']")
+        .await;
+    shot(&browser, "connector-editor").await;
+    browser.click("#c-save").await;
+    browser.wait_text("#connectors", "Docs server, moved").await;
+    let card = browser
+        .text("#connectors li[data-name='internal-docs']")
+        .await;
+    assert!(!card.contains("headers:"), "{card}");
+    // A preset fills the form with its endpoint and the secrets it needs.
+    browser
+        .eval(
+            "const p = document.getElementById('preset'); p.value = 'github'; return null;",
+            json!([]),
+        )
+        .await;
+    browser.click("#add").await;
+    browser.wait_text("#preset-help", "Authorization").await;
+    assert_eq!(
+        browser.property("#c-url", "value").await,
+        json!("https://api.githubcopilot.com/mcp/")
+    );
+    browser.click("#c-cancel").await;
+
     // --- New task: an error from the API appears next to its field; then a task that succeeds.
     browser.click("nav a[href='/tasks/new']").await;
     browser.wait_text("#agent", "Scripted agent").await;
@@ -383,6 +416,16 @@ async fn a_user_signs_in_sets_a_key_adds_a_connector_runs_and_stops_tasks_and_si
         .await;
     browser.wait_text("h1", "Task not found").await;
     shot(&browser, "task-not-found").await;
+
+    // Bob cannot see Alice's task: a 404 page.
+    let bob = app.sign_in("bob").await;
+    let resp = bob
+        .get(app.url(&format!("/tasks/{task_id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    assert!(resp.text().await.unwrap().contains("Task not found"));
 
     // --- Sign out.
     browser.goto(&app.url("/")).await;

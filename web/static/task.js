@@ -189,16 +189,18 @@
   });
 
   // Status changes of this task (queued → running) from the user's status stream.
-  const statuses = new EventSource("/api/tasks/events");
-  statuses.addEventListener("status", (msg) => {
-    let change;
-    try { change = JSON.parse(msg.data); } catch (_) { return; }
-    if (change.task_id !== id) return;
-    setStatus(change.status, change.status_reason);
-    refreshTask();
-    if (!d.isActive(change.status)) statuses.close();
-  });
-  statuses.addEventListener("resync", () => refreshTask());
+  if (d.isActive(status)) {
+    const statuses = new EventSource("/api/tasks/events");
+    statuses.addEventListener("status", (msg) => {
+      let change;
+      try { change = JSON.parse(msg.data); } catch (_) { return; }
+      if (change.task_id !== id) return;
+      setStatus(change.status, change.status_reason);
+      refreshTask();
+      if (!d.isActive(change.status)) statuses.close();
+    });
+    statuses.addEventListener("resync", () => refreshTask());
+  }
 
   // ---- diff ---------------------------------------------------------------------------------
   const diffBox = document.getElementById("diff");
