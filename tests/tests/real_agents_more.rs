@@ -1,0 +1,345 @@
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+//! More real agent CLIs end to end (opencode, Gemini CLI, Copilot CLI): as in `real_agents.rs`,
+//! drydock runs the CLI from the sandbox image against a local stand-in of its model API,
+//! reached through drydock's own settings, with a stdio MCP connector created through the API.
+//! The stand-in plays a scripted model, so the CLI's real tool loop runs: it writes a file,
+//! calls the connector's tool, and answers.
+
+use std::time::{Duration, Instant};
+
+use drydock_tests::anthropic::{self, AnthropicStandIn, Block};
+use drydock_tests::tasks::{containers_of, git_in, sandbox_image};
+use drydock_tests::{App, TestDb};
+use reqwest::{Client, StatusCode};
+use serde_json::{Value, json};
+
+/// Alice's Anthropic key: only the stand-in accepts it.
+const ANTHROPIC_KEY: &str = "sk-ant-api03-standin-Q7vX2mLp9RtY4wZc8NbK1dFh6JsG3eUa0oIi5";
+
+/// The connector's name.
+const CONNECTOR: &str = "echo";
+
+/// What the model answers once the echo tool has answered.
+const ANSWER: &str = "Created HELLO.md. The echo tool answered: echo: ping from the model";
+
+/// A stdio MCP server with one tool, `echo`, in standard-library Python (the sandbox has
+/// python3 but not the `mcp` package): newline-delimited JSON-RPC on stdin/stdout.
+const ECHO_MCP_SERVER: &str = r#"import json, sys
+for line in sys.stdin:
+    if not line.strip():
+        continue
+    msg = json.loads(line)
+    if "id" not in msg:
+        continue
+    method, params = msg.get("method"), msg.get("params") or {}
+    if method == "initialize":
+        result = {"protocolVersion": params.get("protocolVersion", "2025-06-18"),
+                  "capabilities": {"tools": {}},
+                  "serverInfo": {"name": "echo", "version": "1.0.0"}}
+    elif method == "tools/list":
+        result = {"tools": [{"name": "echo", "description": "Echoes its text back.",
+                             "inputSchema": {"type": "object",
+                                             "properties": {"text": {"type": "string"}},
+                                             "required": ["text"]}}]}
+    elif method == "tools/call":
+        text = (params.get("arguments") or {}).get("text", "")
+        result = {"content": [{"type": "text", "text": "echo: " + text}]}
+    elif method == "ping":
+        result = {}
+    else:
+        print(json.dumps({"jsonrpc": "2.0", "id": msg["id"],
+                          "error": {"code": -32601, "message": "no method " + str(method)}}), flush=True)
+        continue
+    print(json.dumps({"jsonrpc": "2.0", "id": msg["id"], "result": result}), flush=True)
+"#;
+
+/// drydock with Alice signed in and her repository `alice/demo`.
+struct Env {
+    app: App,
+    alice: Client,
+}
+
+impl Env {
+    async fn start(db: TestDb, extra: &[&str]) -> Self {
+        let image = sandbox_image();
+        let mut settings = vec!["--sandbox-image", &image, "--sandbox-network", "host"];
+        settings.extend_from_slice(extra);
+        let app = App::start(db, &settings).await;
+        app.gh
+            .create_repo("alice", "demo", &[("README.md", "# demo\n")], "main");
+        let alice = app.sign_in("alice").await;
+        Self { app, alice }
+    }
+
+    async fn put(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        let resp = self
+            .alice
+            .put(self.app.url(path))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        (resp.status(), resp.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        let resp = self
+            .alice
+            .post(self.app.url(path))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        (resp.status(), resp.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        self.alice
+            .get(self.app.url(path))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap_or(Value::Null)
+    }
+
+    /// Sets Alice's key for `provider` and creates her stdio MCP connector `echo`.
+    async fn key_and_connector(&self, provider: &str, key: &str) {
+        let (status, body) = self
+            .put(&format!("/api/keys/{provider}"), json!({ "key": key }))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let (status, connector) = self
+            .post(
+                "/api/connectors",
+                json!({
+                    "name": CONNECTOR,
+                    "description": "Echoes text (standard-library Python)",
+                    "transport": "stdio",
+                    "command": "python3",
+                    "args": ["-c", ECHO_MCP_SERVER],
+                }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{connector}");
+    }
+
+    /// Submits a task on `alice/demo` and waits for its end; answers the task and its log.
+    async fn run(&self, agent: &str, model: &str, prompt: &str) -> (Value, Vec<String>) {
+        let (status, task) = self
+            .post(
+                "/api/tasks",
+                json!({ "repo": "alice/demo", "agent": agent, "model": model, "prompt": prompt }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{task}");
+        let id = task["id"].as_str().unwrap().to_owned();
+        let task = self.wait_done(&id).await;
+        let log = self.log(&id).await;
+        (task, log)
+    }
+
+    /// HELLO.md on the task's branch in the stand-in's repository.
+    fn hello_on_branch(&self, task: &Value) -> Option<String> {
+        let branch = task["branch"].as_str()?;
+        let bare = self.app.gh.repo_path("alice", "demo");
+        let (ok, hello) = git_in(&bare, &["show", &format!("{branch}:HELLO.md")]);
+        ok.then_some(hello)
+    }
+
+    /// Checks that the agent's final answer is the task's last message and the pull request's
+    /// summary.
+    async fn assert_final_message(&self, task: &Value, answer: &str) {
+        let id = task["id"].as_str().unwrap();
+        let messages = self.get(&format!("/api/tasks/{id}/messages")).await;
+        let last = messages.as_array().and_then(|m| m.last()).cloned();
+        assert_eq!(
+            last.as_ref().map(|m| (&m["role"], &m["content"])),
+            Some((&json!("agent"), &json!(answer))),
+            "{messages}"
+        );
+        let pulls = self.app.gh.pulls("alice", "demo");
+        let body = pulls[0]["body"].as_str().unwrap_or_default();
+        assert!(
+            body.contains("### Summary from the agent") && body.contains(answer),
+            "{body}"
+        );
+    }
+
+    /// The task's log as `kind: text` lines.
+    async fn log(&self, id: &str) -> Vec<String> {
+        let page = self
+            .get(&format!("/api/tasks/{id}/events?after=0&limit=1000"))
+            .await;
+        page["events"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| {
+                format!(
+                    "{}: {}",
+                    e["kind"].as_str().unwrap_or("?"),
+                    e["text"].as_str().unwrap_or("")
+                )
+            })
+            .collect()
+    }
+
+    /// Polls the task until it has ended.
+    async fn wait_done(&self, id: &str) -> Value {
+        let started = Instant::now();
+        loop {
+            let task = self.get(&format!("/api/tasks/{id}")).await;
+            if !matches!(task["status"].as_str(), Some("queued" | "running")) {
+                return task;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(300),
+                "task {id} never ended; last seen: {task}\nlog:\n{}",
+                self.log(id).await.join("\n")
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+}
+
+/// `METHOD path -> status` of each request a stand-in saw.
+fn summary<'a>(requests: impl IntoIterator<Item = (&'a str, &'a str, u16)>) -> Vec<String> {
+    requests
+        .into_iter()
+        .map(|(method, path, status)| format!("{method} {path} -> {status}"))
+        .collect()
+}
+
+/// What the scripted opencode model writes into HELLO.md.
+const OPENCODE_HELLO: &str = "# Hello\n\nWritten by opencode through drydock.\n";
+
+/// The connector's tool as opencode names it: `<server>_<tool>`.
+const OPENCODE_ECHO_TOOL: &str = "echo_echo";
+
+/// The scripted model behind opencode (Anthropic Messages API): write HELLO.md with `write`,
+/// call the connector's tool, then answer with what it said. A request without tools is a side
+/// request (the session's title) and gets a plain answer.
+fn opencode_script(c: &anthropic::Conversation<'_>) -> Vec<Block> {
+    if !c.offers("write") {
+        return vec![Block::text("Stand-in title")];
+    }
+    if !c.called("write") {
+        return vec![
+            Block::text("I'll create HELLO.md."),
+            Block::tool_use(
+                "write",
+                json!({ "filePath": "/workspace/HELLO.md", "content": OPENCODE_HELLO }),
+            ),
+        ];
+    }
+    if !c.called(OPENCODE_ECHO_TOOL) && c.offers(OPENCODE_ECHO_TOOL) {
+        return vec![Block::tool_use(
+            OPENCODE_ECHO_TOOL,
+            json!({ "text": "ping from the model" }),
+        )];
+    }
+    let echoed = c
+        .result_of(OPENCODE_ECHO_TOOL)
+        .map(|r| r.text)
+        .unwrap_or_else(|| "(no echo tool)".to_owned());
+    vec![Block::text(format!(
+        "Created HELLO.md. The echo tool answered: {echoed}"
+    ))]
+}
+
+/// opencode with an Anthropic model: drydock's `--anthropic-base-url` becomes the `anthropic`
+/// provider's `baseURL` (with `/v1`) in opencode.json, next to the `echo` connector.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opencode_writes_a_file_and_calls_an_mcp_tool_through_drydock() {
+    let model = AnthropicStandIn::start(ANTHROPIC_KEY, opencode_script).await;
+    let env = Env::start(
+        TestDb::sqlite().await,
+        &["--anthropic-base-url", &model.url],
+    )
+    .await;
+    env.key_and_connector("anthropic", ANTHROPIC_KEY).await;
+    let (task, log) = env
+        .run(
+            "opencode",
+            "anthropic/claude-sonnet-4-5",
+            "Create HELLO.md with a greeting, then try the echo tool.",
+        )
+        .await;
+    let text = log.join("\n");
+    let requests = model.requests();
+    let seen = summary(
+        requests
+            .iter()
+            .map(|r| (r.method.as_str(), r.path.as_str(), r.status)),
+    );
+    eprintln!("task log:\n{text}\nstand-in saw: {seen:#?}");
+    assert_eq!(
+        task["status"], "succeeded",
+        "{task}\nlog:\n{text}\nstand-in saw: {seen:#?}"
+    );
+
+    // The file is on the pushed branch, exactly as the model wrote it.
+    assert_eq!(
+        env.hello_on_branch(&task).as_deref(),
+        Some(OPENCODE_HELLO),
+        "{text}"
+    );
+    assert_eq!(env.app.gh.pulls("alice", "demo").len(), 1);
+    assert!(
+        containers_of(task["id"].as_str().unwrap()).is_empty(),
+        "the sandbox is removed"
+    );
+
+    // The log reads well: the model's words, the write and the MCP call with their results,
+    // the answer and a summary of the steps.
+    let has = |line: &str| log.iter().any(|l| l == line);
+    let has_prefix = |prefix: &str| log.iter().any(|l| l.starts_with(prefix));
+    assert!(has("agent: I'll create HELLO.md."), "{text}");
+    assert!(has("agent: write /workspace/HELLO.md"), "{text}");
+    assert!(has_prefix("agent: write: "), "{text}");
+    assert!(
+        has_prefix(&format!("agent: {OPENCODE_ECHO_TOOL}")),
+        "{text}"
+    );
+    assert!(
+        has(&format!(
+            "agent: {OPENCODE_ECHO_TOOL}: echo: ping from the model"
+        )),
+        "{text}"
+    );
+    assert!(has(&format!("agent: {ANSWER}")), "{text}");
+    env.assert_final_message(&task, ANSWER).await;
+    assert!(
+        has_prefix("agent: Done: 3 steps"),
+        "a result summary:\n{text}"
+    );
+
+    // The stand-in got the key on every call; the key never reached the log.
+    let turns = model.message_requests();
+    assert!(turns.len() >= 3, "{seen:#?}");
+    for r in &turns {
+        assert_eq!(r.header("x-api-key"), Some(ANTHROPIC_KEY), "{}", r.path);
+        assert_eq!(r.status, 200, "{seen:#?}");
+    }
+    assert!(!text.contains(ANTHROPIC_KEY));
+    assert!(!text.contains(&ANTHROPIC_KEY[..24]));
+
+    // opencode offered the MCP tool to the model under its `<server>_<tool>` name.
+    assert!(
+        turns.iter().any(|r| anthropic::tool_names(&r.body)
+            .iter()
+            .any(|t| t == OPENCODE_ECHO_TOOL)),
+        "no request offered {OPENCODE_ECHO_TOOL}: {:#?}",
+        turns
+            .iter()
+            .map(|r| anthropic::tool_names(&r.body))
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        requests.iter().all(|r| r.status != 404),
+        "unknown calls: {seen:#?}"
+    );
+}
