@@ -574,7 +574,16 @@ async fn run() -> String {
             let pg_version: String = with_raw!(&pg.raw, pool => {
                 sqlx::query_scalar("SHOW server_version").fetch_one(pool).await.unwrap_or_default()
             });
-            notes.push(format!("PostgreSQL {pg_version} on 127.0.0.1"));
+            let fsync: String = with_raw!(&pg.raw, pool => {
+                sqlx::query_scalar("SHOW fsync").fetch_one(pool).await.unwrap_or_default()
+            });
+            let sync_commit: String = with_raw!(&pg.raw, pool => {
+                sqlx::query_scalar("SHOW synchronous_commit").fetch_one(pool).await.unwrap_or_default()
+            });
+            notes.push(format!(
+                "PostgreSQL {pg_version} on 127.0.0.1 (fsync={fsync}, synchronous_commit={sync_commit}); \
+                 SQLite in WAL mode with synchronous=NORMAL, as the product opens it"
+            ));
             rows.extend(bench_backend(&pg, &inputs, &redactor).await);
             pg.store.close().await;
             with_raw!(&pg.raw, pool => pool.close().await);

@@ -6,7 +6,7 @@
 //! `DRYDOCK_SANDBOX_IMAGE`; PostgreSQL rows run when `DRYDOCK_TEST_POSTGRES_URL` is set. A
 //! markdown summary goes to stdout and, when `DRYDOCK_BENCH_OUT` is set, to that file.
 //! Knobs: `DRYDOCK_BENCH_LINES` (latency lines per task, default 500) and
-//! `DRYDOCK_BENCH_STARTS` (task starts and `docker run`s, default 7).
+//! `DRYDOCK_BENCH_STARTS` (task starts and `docker run`s, default 9).
 
 use std::fmt::Write as _;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -197,7 +197,7 @@ fn env_num(name: &str, default: usize) -> usize {
 async fn run() -> String {
     let image = sandbox_image();
     let lines = env_num("DRYDOCK_BENCH_LINES", 500);
-    let starts = env_num("DRYDOCK_BENCH_STARTS", 7).max(1);
+    let starts = env_num("DRYDOCK_BENCH_STARTS", 9).max(1);
     let mut latency_rows = Vec::new();
     let mut start_rows = Vec::new();
     let mut ratios = Vec::new();
