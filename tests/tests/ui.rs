@@ -458,3 +458,102 @@ async fn pages_carry_a_strict_content_security_policy() {
     let signed_out = reqwest::get(app.url("/")).await.unwrap();
     assert!(signed_out.headers().contains_key("content-security-policy"));
 }
+
+/// The Python MCP server of `tests/mcp/server.py` over Streamable HTTP on 127.0.0.1.
+struct McpServer {
+    port: u16,
+    _child: tokio::process::Child,
+}
+
+const MCP_TOKEN: &str = "ui-test-mcp-token-5678";
+
+impl McpServer {
+    async fn start() -> Self {
+        use tokio::io::AsyncBufReadExt;
+        let python = std::env::var("DRYDOCK_TEST_MCP_PYTHON")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|_| {
+                std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                    .join("../target/mcp-venv/bin/python")
+            });
+        assert!(
+            python.exists(),
+            "no Python with the mcp SDK: run scripts/test, or set DRYDOCK_TEST_MCP_PYTHON"
+        );
+        let script = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("mcp/server.py");
+        let mut child = tokio::process::Command::new(python)
+            .arg(script)
+            .args(["--token", MCP_TOKEN, "--transport", "streamable"])
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start tests/mcp/server.py");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+            .await
+            .expect("the MCP server printed its port in time")
+            .unwrap()
+            .expect("the MCP server printed its port");
+        let port: u16 = line.strip_prefix("PORT ").unwrap().trim().parse().unwrap();
+        for _ in 0..400 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                return Self {
+                    port,
+                    _child: child,
+                };
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("the MCP server on port {port} never answered");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn testing_a_working_connector_lists_its_tools() {
+    let mcp = McpServer::start().await;
+    let app = App::start(
+        TestDb::sqlite().await,
+        &["--allow-private-connector-urls", "true"],
+    )
+    .await;
+    let browser = Browser::start().await;
+    app.gh.approve_as(Some("alice"));
+    browser.goto(&app.url("/settings/connectors")).await;
+    // Signed out: the sign-in page, and back to the connectors after signing in.
+    browser.click("a.button[href^='/auth/github']").await;
+    browser.wait_text("h1", "Connectors").await;
+    browser.wait_text("#connectors", "No connectors yet").await;
+    browser.click("#add").await;
+    browser.type_into("#c-name", "test-tools").await;
+    browser
+        .type_into("#c-url", &format!("http://127.0.0.1:{}/mcp", mcp.port))
+        .await;
+    browser
+        .type_into("#c-secrets", &format!("Authorization: Bearer {MCP_TOKEN}"))
+        .await;
+    browser.click("#c-save").await;
+    browser
+        .click("#connectors li[data-name='test-tools'] button[data-action='test']")
+        .await;
+    let result = browser.wait_text("#connectors", "Connected").await;
+    assert!(result.contains("2 tools"), "{result}");
+    assert!(result.contains("Adds two integers"), "{result}");
+    assert!(result.contains("echo"), "{result}");
+    assert!(!result.contains(MCP_TOKEN), "{result}");
+    let badge = browser
+        .text("#connectors li[data-name='test-tools'] .badge")
+        .await;
+    assert_eq!(badge, "ok");
+    shot(&browser, "connectors-tested").await;
+    // Disabling it shows at once.
+    browser
+        .click("#connectors li[data-name='test-tools'] input[type='checkbox']")
+        .await;
+    browser
+        .wait_text("#connectors li[data-name='test-tools'] .badge", "disabled")
+        .await;
+}

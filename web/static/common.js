@@ -124,4 +124,14 @@
 
   window.drydock = { api, errorOf, el, clearErrors, showError, fmtDuration, fmtTime, timeEl, localizeTimes, statusLabel, badge, isActive, refreshQuota, busy };
   document.addEventListener("DOMContentLoaded", () => localizeTimes(document));
+  // Editing a control that was marked wrong clears its message.
+  document.addEventListener("input", (ev) => {
+    const control = ev.target;
+    if (!(control instanceof Element) || control.getAttribute("aria-invalid") !== "true") return;
+    control.removeAttribute("aria-invalid");
+    for (const id of (control.getAttribute("aria-describedby") || "").split(/\s+/)) {
+      const slot = id.startsWith("err-") ? document.getElementById(id) : null;
+      if (slot) { slot.hidden = true; slot.textContent = ""; }
+    }
+  });
 })();

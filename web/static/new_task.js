@@ -28,7 +28,10 @@
     if (!r.ok) { repoState.textContent = d.errorOf(r).message; return; }
     repoOptions.replaceChildren(...r.data.repos.map((x) => el("option", { value: x.full_name }, x.description || (x.private ? "private" : ""))));
     const n = r.data.repos.length;
-    repoState.textContent = n === 0 ? "No repository of yours matches." : (n + (r.data.has_next ? "+" : "") + (n === 1 ? " repository" : " repositories") + (q ? " match." : ". Type to narrow the list."));
+    const count = n + (r.data.has_next ? "+" : "");
+    repoState.textContent = n === 0 ? "No repository of yours matches."
+      : q ? count + (n === 1 && !r.data.has_next ? " repository matches." : " repositories match.")
+      : count + " repositories. Type to narrow the list.";
     const exact = r.data.repos.find((x) => x.full_name === q);
     if (exact && exact.default_branch) document.getElementById("base_branch").placeholder = exact.default_branch + " (the default branch)";
   }

@@ -8,6 +8,7 @@
   const form = document.getElementById("filters");
   const liveState = document.getElementById("live-state");
   const flash = document.getElementById("flash");
+  const github = document.getElementById("tasks").dataset.github;
 
   function filters() {
     const f = new FormData(form);
@@ -17,12 +18,12 @@
   function row(t) {
     const branch = t.pr_url
       ? el("a", { href: t.pr_url }, "PR #" + t.pr_number)
-      : t.branch ? el("code", {}, t.branch) : el("span", { class: "muted" }, "—");
+      : t.branch ? el("a", { href: github + "/" + t.repo + "/tree/" + t.branch }, el("code", {}, t.branch)) : el("span", { class: "muted" }, "—");
     const actions = el("td", { class: "actions" },
       d.isActive(t.status) ? el("button", { type: "button", class: "secondary small", dataset: { action: "stop" }, "aria-label": "Stop task " + t.title }, "Stop") : null,
       el("button", { type: "button", class: "danger small", dataset: { action: "delete" }, "aria-label": "Delete task " + t.title }, "Delete"));
     return el("tr", { dataset: { id: t.id, status: t.status, started: t.started_at || "", finished: t.finished_at || "" } },
-      el("td", { "data-label": "Status" }, d.badge(t.status)),
+      el("td", { "data-label": "Status" }, Object.assign(d.badge(t.status), { title: t.status_reason || "" })),
       el("td", { "data-label": "Task", class: "task-title" }, el("a", { href: "/tasks/" + t.id, title: t.prompt }, t.title)),
       el("td", { "data-label": "Repository" }, t.repo),
       el("td", { "data-label": "Agent" }, t.agent, t.model ? el("span", { class: "muted" }, " / " + t.model) : null),

@@ -164,6 +164,7 @@ struct TasksPage {
     repo_filter: String,
     repos: Vec<String>,
     has_next: bool,
+    github_url: String,
 }
 
 #[derive(serde::Deserialize)]
@@ -241,6 +242,7 @@ pub(super) async fn home_page(
         repo_filter,
         repos,
         has_next,
+        github_url: state.github.web_url().trim_end_matches('/').to_owned(),
     }
     .into_response())
 }
