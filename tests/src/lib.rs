@@ -5,6 +5,7 @@ pub mod anthropic;
 pub mod app;
 pub mod browser;
 pub mod db;
+pub mod gemini;
 pub mod git_http;
 pub mod github;
 pub mod openai;

@@ -9,6 +9,7 @@
 use std::time::{Duration, Instant};
 
 use drydock_tests::anthropic::{self, AnthropicStandIn, Block};
+use drydock_tests::gemini::{self, GeminiStandIn, Part};
 use drydock_tests::tasks::{containers_of, git_in, sandbox_image};
 use drydock_tests::{App, TestDb};
 use reqwest::{Client, StatusCode};
@@ -16,6 +17,9 @@ use serde_json::{Value, json};
 
 /// Alice's Anthropic key: only the stand-in accepts it.
 const ANTHROPIC_KEY: &str = "sk-ant-api03-standin-Q7vX2mLp9RtY4wZc8NbK1dFh6JsG3eUa0oIi5";
+
+/// Alice's Gemini key (Google's `AIza` shape): only the stand-in accepts it.
+const GEMINI_KEY: &str = "AIzaSyStandin-Qw3Er5Ty7Ui9Op1As3Df5Gh7J";
 
 /// The connector's name.
 const CONNECTOR: &str = "echo";
@@ -341,5 +345,359 @@ async fn opencode_writes_a_file_and_calls_an_mcp_tool_through_drydock() {
     assert!(
         requests.iter().all(|r| r.status != 404),
         "unknown calls: {seen:#?}"
+    );
+}
+
+/// What the scripted Gemini model writes into HELLO.md.
+const GEMINI_HELLO: &str = "# Hello\n\nWritten by Gemini CLI through drydock.\n";
+
+/// The connector's tool as Gemini CLI declares it: `mcp_<server>_<tool>`.
+const GEMINI_ECHO_TOOL: &str = "mcp_echo_echo";
+
+/// The scripted model behind Gemini CLI: write HELLO.md with `write_file`, call the connector's
+/// tool, then answer with what it said. A request without tools is a side question: a JSON one
+/// (who speaks next) gets the user, any other a plain answer.
+fn gemini_script(c: &gemini::Conversation<'_>) -> Vec<Part> {
+    if !c.offers("write_file") {
+        if c.wants_json() {
+            return vec![Part::text(
+                json!({ "reasoning": "The model has answered.", "next_speaker": "user" })
+                    .to_string(),
+            )];
+        }
+        return vec![Part::text("Stand-in summary.")];
+    }
+    if !c.called("write_file") {
+        return vec![
+            Part::text("I'll create HELLO.md."),
+            Part::function_call(
+                "write_file",
+                json!({ "file_path": "/workspace/HELLO.md", "content": GEMINI_HELLO }),
+            ),
+        ];
+    }
+    if !c.called(GEMINI_ECHO_TOOL) && c.offers(GEMINI_ECHO_TOOL) {
+        return vec![Part::function_call(
+            GEMINI_ECHO_TOOL,
+            json!({ "text": "ping from the model" }),
+        )];
+    }
+    // Gemini CLI wraps an MCP tool's output in `<untrusted_context>` lines.
+    let echoed = c
+        .response_of(GEMINI_ECHO_TOOL)
+        .and_then(|r| {
+            r.text
+                .lines()
+                .find(|l| l.starts_with("echo: "))
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| "(no echo tool)".to_owned());
+    vec![Part::text(format!(
+        "Created HELLO.md. The echo tool answered: {echoed}"
+    ))]
+}
+
+/// Gemini CLI through drydock's `--gemini-base-url` (`GOOGLE_GEMINI_BASE_URL` in the sandbox).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gemini_cli_writes_a_file_and_calls_an_mcp_tool_through_drydock() {
+    let model = GeminiStandIn::start(GEMINI_KEY, gemini_script).await;
+    let env = Env::start(TestDb::sqlite().await, &["--gemini-base-url", &model.url]).await;
+    env.key_and_connector("gemini", GEMINI_KEY).await;
+    let (task, log) = env
+        .run(
+            "gemini",
+            "gemini-2.5-pro",
+            "Create HELLO.md with a greeting, then try the echo tool.",
+        )
+        .await;
+    let text = log.join("\n");
+    let requests = model.requests();
+    let seen = summary(
+        requests
+            .iter()
+            .map(|r| (r.method.as_str(), r.path.as_str(), r.status)),
+    );
+    eprintln!("task log:\n{text}\nstand-in saw: {seen:#?}");
+    assert_eq!(
+        task["status"], "succeeded",
+        "{task}\nlog:\n{text}\nstand-in saw: {seen:#?}"
+    );
+
+    // The file is on the pushed branch, exactly as the model wrote it.
+    assert_eq!(
+        env.hello_on_branch(&task).as_deref(),
+        Some(GEMINI_HELLO),
+        "{text}"
+    );
+    assert_eq!(env.app.gh.pulls("alice", "demo").len(), 1);
+    assert!(
+        containers_of(task["id"].as_str().unwrap()).is_empty(),
+        "the sandbox is removed"
+    );
+
+    // The log reads well: the session, the model's words, the write and the MCP call with
+    // their results, the answer and a summary.
+    let has = |line: &str| log.iter().any(|l| l == line);
+    let has_prefix = |prefix: &str| log.iter().any(|l| l.starts_with(prefix));
+    assert!(
+        has("stdout: Session started: model gemini-2.5-pro"),
+        "{text}"
+    );
+    assert!(has("agent: I'll create HELLO.md."), "{text}");
+    assert!(has("agent: write_file /workspace/HELLO.md"), "{text}");
+    assert!(has_prefix("agent: write_file: "), "{text}");
+    assert!(has(&format!("agent: {GEMINI_ECHO_TOOL}")), "{text}");
+    assert!(
+        has(&format!(
+            "agent: {GEMINI_ECHO_TOOL}: echo: ping from the model"
+        )),
+        "{text}"
+    );
+    assert!(has(&format!("agent: {ANSWER}")), "{text}");
+    env.assert_final_message(&task, ANSWER).await;
+    assert!(
+        log.iter()
+            .any(|l| l.starts_with("agent: Done: ") && l.contains("2 tool calls")),
+        "a result summary:\n{text}"
+    );
+
+    // The stand-in got the key on every call, and the prompt verbatim; the key never reached
+    // the log.
+    let turns = model.generate_requests();
+    assert!(turns.len() >= 3, "{seen:#?}");
+    for r in &turns {
+        assert_eq!(r.header("x-goog-api-key"), Some(GEMINI_KEY), "{}", r.path);
+        assert_eq!(r.status, 200, "{seen:#?}");
+        assert_eq!(
+            r.model_call(),
+            Some(("gemini-2.5-pro", "streamGenerateContent")),
+            "{}",
+            r.path
+        );
+    }
+    assert!(
+        gemini::Conversation {
+            body: &turns[0].body
+        }
+        .user_text()
+        .contains("Create HELLO.md with a greeting, then try the echo tool."),
+        "{}",
+        turns[0].body["contents"]
+    );
+    assert!(!text.contains(GEMINI_KEY));
+    assert!(!text.contains(&GEMINI_KEY[..20]));
+
+    // Gemini CLI declared the MCP tool to the model as `mcp_<server>_<tool>`, and sent its
+    // result back as a functionResponse.
+    assert!(
+        turns.iter().any(|r| gemini::tool_names(&r.body)
+            .iter()
+            .any(|t| t == GEMINI_ECHO_TOOL)),
+        "no request declared {GEMINI_ECHO_TOOL}"
+    );
+    let last = gemini::Conversation {
+        body: &turns.last().unwrap().body,
+    };
+    assert!(
+        last.response_of(GEMINI_ECHO_TOOL)
+            .is_some_and(|r| r.text.contains("echo: ping from the model")),
+        "{}",
+        last.body["contents"]
+    );
+    assert!(
+        requests.iter().all(|r| r.status != 404),
+        "unknown calls: {seen:#?}"
+    );
+}
+
+/// A key the Gemini API refuses: the task fails, and the log says why without the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gemini_cli_with_a_refused_key_fails_with_the_apis_reason() {
+    let model = GeminiStandIn::start(GEMINI_KEY, gemini_script).await;
+    let env = Env::start(TestDb::sqlite().await, &["--gemini-base-url", &model.url]).await;
+    let wrong = "AIzaSyRevoked-Zq1Wx2Ec3Rv4Tb5Yn6Um7Ik8Ol";
+    let (status, body) = env.put("/api/keys/gemini", json!({ "key": wrong })).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (task, log) = env
+        .run("gemini", "gemini-2.5-pro", "Create HELLO.md.")
+        .await;
+    let text = log.join("\n");
+    let requests = model.requests();
+    let seen = summary(
+        requests
+            .iter()
+            .map(|r| (r.method.as_str(), r.path.as_str(), r.status)),
+    );
+    eprintln!("task log:\n{text}\nstand-in saw: {seen:#?}");
+    assert_eq!(task["status"], "failed", "{task}\n{text}");
+    assert!(
+        log.iter()
+            .any(|l| l.starts_with("error: ") && l.contains("API key not valid")),
+        "the API's answer is in the log:\n{text}"
+    );
+    assert!(
+        !text.contains(wrong) && !text.contains(&wrong[..20]),
+        "{text}"
+    );
+    let turns = model.generate_requests();
+    assert!(!turns.is_empty());
+    for r in &turns {
+        assert_eq!(r.status, 400);
+        assert_eq!(r.header("x-goog-api-key"), Some(wrong));
+    }
+    assert!(env.hello_on_branch(&task).is_none());
+}
+
+/// The Gemini stand-in itself: the key check, a JSON reply, a streamed one and the other calls,
+/// without Docker.
+#[tokio::test]
+async fn the_gemini_stand_in_speaks_the_generate_content_protocol() {
+    let model = GeminiStandIn::start("right-key", |c: &gemini::Conversation<'_>| {
+        if let Some(r) = c.response_of("write_file") {
+            vec![Part::text(format!(
+                "done: {} ({}), and that is all",
+                r.text,
+                c.user_text()
+            ))]
+        } else if c.offers("write_file") {
+            vec![
+                Part::text("writing"),
+                Part::function_call("write_file", json!({ "file_path": "/x", "content": "é ü" })),
+            ]
+        } else {
+            vec![Part::function_call("undeclared", json!({}))]
+        }
+    })
+    .await;
+    let client = Client::new();
+    let url = |call: &str| format!("{}/v1beta/models/gemini-x:{call}", model.url);
+    let first = json!({
+        "contents": [{ "role": "user", "parts": [{ "text": "hi" }] }],
+        "tools": [{ "functionDeclarations": [
+            { "name": "write_file", "parametersJsonSchema": { "type": "object" } },
+        ] }],
+    });
+
+    // A wrong key is refused as Google refuses it; no key at all too.
+    let resp = client
+        .post(url("generateContent"))
+        .header("x-goog-api-key", "wrong")
+        .json(&first)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["status"], "INVALID_ARGUMENT");
+    assert_eq!(body["error"]["details"][0]["reason"], "API_KEY_INVALID");
+    let resp = client
+        .post(url("generateContent"))
+        .json(&first)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+
+    // One JSON reply: a text part and a function call; the key may come as `?key=`.
+    let reply: Value = client
+        .post(format!("{}?key=right-key", url("generateContent")))
+        .json(&first)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let candidate = &reply["candidates"][0];
+    assert_eq!(candidate["finishReason"], "STOP");
+    assert_eq!(candidate["content"]["role"], "model");
+    assert_eq!(candidate["content"]["parts"][0]["text"], "writing");
+    let call = &candidate["content"]["parts"][1]["functionCall"];
+    assert_eq!(call["name"], "write_file");
+    assert_eq!(call["args"]["content"], "é ü");
+    assert!(reply["usageMetadata"]["totalTokenCount"].as_u64().unwrap() > 0);
+    assert_eq!(reply["modelVersion"], "gemini-x");
+
+    // The client sends the call and its response back; the streamed answer comes as SSE
+    // events, each a whole GenerateContentResponse, the last with the finish reason.
+    let mut second = first.clone();
+    second["contents"].as_array_mut().unwrap().extend([
+        json!({ "role": "model", "parts": [{ "functionCall": call }] }),
+        json!({ "role": "user", "parts": [{ "functionResponse": {
+            "name": "write_file", "response": { "output": "written" } } }] }),
+    ]);
+    let resp = client
+        .post(format!("{}?alt=sse", url("streamGenerateContent")))
+        .header("x-goog-api-key", "right-key")
+        .json(&second)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.headers()["content-type"].to_str().unwrap(),
+        "text/event-stream"
+    );
+    let sse = resp.text().await.unwrap();
+    let events: Vec<Value> = sse
+        .split("\r\n\r\n")
+        .filter(|e| !e.trim().is_empty())
+        .map(|e| serde_json::from_str(e.strip_prefix("data: ").unwrap()).unwrap())
+        .collect();
+    assert!(events.len() > 1, "{sse}");
+    let joined: String = events
+        .iter()
+        .map(|e| {
+            e["candidates"][0]["content"]["parts"][0]["text"]
+                .as_str()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(joined, "done: written (hi), and that is all");
+    let (last, rest) = events.split_last().unwrap();
+    assert_eq!(last["candidates"][0]["finishReason"], "STOP");
+    assert!(last["usageMetadata"].is_object());
+    assert!(
+        rest.iter()
+            .all(|e| e["candidates"][0]["finishReason"].is_null())
+    );
+
+    // countTokens answers; a script that calls an undeclared function is a 400 the client
+    // shows; unknown paths are 404s, recorded.
+    let tokens: Value = client
+        .post(url("countTokens"))
+        .header("x-goog-api-key", "right-key")
+        .json(&json!({ "contents": [] }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(tokens["totalTokens"].is_u64());
+    let resp = client
+        .post(url("generateContent"))
+        .header("x-goog-api-key", "right-key")
+        .json(&json!({ "contents": [{ "role": "user", "parts": [{ "text": "hi" }] }] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let resp = client
+        .post(format!("{}/v1/other", model.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+
+    let recorded = model.requests();
+    assert_eq!(recorded.len(), 7);
+    assert_eq!(
+        recorded.iter().map(|r| r.status).collect::<Vec<_>>(),
+        [400, 403, 200, 200, 200, 400, 404]
+    );
+    assert_eq!(model.generate_requests().len(), 5);
+    assert_eq!(
+        recorded[3].model_call(),
+        Some(("gemini-x", "streamGenerateContent"))
     );
 }
