@@ -392,7 +392,28 @@ async fn a_user_signs_in_sets_a_key_adds_a_connector_runs_and_stops_tasks_and_si
     shot(&browser, "tasks-360").await;
     browser.goto(&app.url(&format!("/tasks/{task_id}"))).await;
     browser.wait_text("#log", "all steps done").await;
+    browser.wait_text("#diff", "AGENT.md").await;
     shot(&browser, "task-360").await;
+    for (path, ready, name) in [
+        (format!("/tasks/{task_id}"), "#diff", "AGENT.md"),
+        ("/tasks/new".to_owned(), "#agent", "Scripted agent"),
+        ("/settings/keys".to_owned(), "#state-acme", "configured"),
+        ("/settings/connectors".to_owned(), "#connectors", "spare"),
+    ] {
+        browser.goto(&app.url(&path)).await;
+        browser.wait_text(ready, name).await;
+        let overflow = browser
+            .eval(
+                "return document.documentElement.scrollWidth > window.innerWidth + 1;",
+                json!([]),
+            )
+            .await;
+        assert_eq!(overflow, json!(false), "{path} scrolls sideways at 360 px");
+    }
+    shot(&browser, "connectors-360").await;
+    browser.goto(&app.url("/tasks/new")).await;
+    browser.wait_text("#agent", "Scripted agent").await;
+    shot(&browser, "new-task-360").await;
     browser.set_size(1280, 900).await;
 
     // Delete with confirmation.

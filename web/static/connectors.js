@@ -140,7 +140,7 @@
     for (const s of entries) {
       existing.append(el("label", { class: "check" },
         el("input", { type: "checkbox", name: "remove-secret", value: s.name }),
-        " Remove ", el("code", {}, s.name), s.hint ? el("span", { class: "muted" }, " (ends in " + s.hint + ")") : el("span", { class: "muted" }, " (set)")));
+        el("span", {}, "Remove ", el("code", {}, s.name), el("span", { class: "muted" }, s.hint ? " (ends in " + s.hint + ")" : " (set)"))));
     }
     if (entries.length) existing.prepend(el("p", { class: "help" }, "Stored values stay unless you replace them below or remove them here."));
   }

@@ -79,8 +79,8 @@
     }
     connectorsBox.replaceChildren(...list.map((c) => el("label", { class: "check" },
       el("input", { type: "checkbox", name: "connectors", value: c.id, checked: c.enabled }),
-      " " + c.name, c.description ? el("span", { class: "muted" }, " — " + c.description) : null,
-      c.enabled ? null : el("span", { class: "muted" }, " (disabled)"))));
+      el("span", {}, c.name, c.description ? el("span", { class: "muted" }, " — " + c.description) : null,
+        c.enabled ? null : el("span", { class: "muted" }, " (disabled)")))));
   }
 
   // ---- submit -------------------------------------------------------------------------------
