@@ -548,6 +548,147 @@ async fn gemini_cli_with_a_refused_key_fails_with_the_apis_reason() {
     assert!(env.hello_on_branch(&task).is_none());
 }
 
+/// What the scripted Copilot model writes into HELLO.md.
+const COPILOT_HELLO: &str = "# Hello\n\nWritten by Copilot CLI through drydock.\n";
+
+/// The connector's tool as Copilot CLI names it: `<server>-<tool>`.
+const COPILOT_ECHO_TOOL: &str = "echo-echo";
+
+/// The operator's agents file that runs Copilot CLI on its custom-provider (BYOK) mode: the
+/// user's Anthropic key becomes `COPILOT_PROVIDER_API_KEY` and drydock's
+/// `--anthropic-base-url` becomes `COPILOT_PROVIDER_BASE_URL`; `COPILOT_OFFLINE` keeps it off
+/// GitHub (no sign-in, telemetry, GitHub MCP server or update checks).
+const COPILOT_BYOK_AGENTS_FILE: &str = r#"
+[[agents]]
+id = "copilot"
+keys = [{ provider = "anthropic", env = ["COPILOT_PROVIDER_API_KEY"], base_url_env = "COPILOT_PROVIDER_BASE_URL" }]
+env = { COPILOT_PROVIDER_TYPE = "anthropic", COPILOT_OFFLINE = "true" }
+"#;
+
+/// The scripted model behind Copilot CLI (Anthropic Messages API): write HELLO.md with
+/// `create`, call the connector's tool, then answer with what it said.
+fn copilot_script(c: &anthropic::Conversation<'_>) -> Vec<Block> {
+    if !c.offers("create") {
+        return vec![Block::text("Stand-in summary.")];
+    }
+    if !c.called("create") {
+        return vec![
+            Block::text("I'll create HELLO.md."),
+            Block::tool_use(
+                "create",
+                json!({ "path": "/workspace/HELLO.md", "file_text": COPILOT_HELLO }),
+            ),
+        ];
+    }
+    if !c.called(COPILOT_ECHO_TOOL) && c.offers(COPILOT_ECHO_TOOL) {
+        return vec![Block::tool_use(
+            COPILOT_ECHO_TOOL,
+            json!({ "text": "ping from the model" }),
+        )];
+    }
+    let echoed = c
+        .result_of(COPILOT_ECHO_TOOL)
+        .map(|r| r.text)
+        .unwrap_or_else(|| "(no echo tool)".to_owned());
+    vec![Block::text(format!(
+        "Created HELLO.md. The echo tool answered: {echoed}"
+    ))]
+}
+
+/// Copilot CLI with an Anthropic model through its custom-provider mode, set up with drydock's
+/// own settings only: an agents file and `--anthropic-base-url`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copilot_cli_on_a_custom_provider_writes_a_file_and_calls_an_mcp_tool_through_drydock() {
+    let model = AnthropicStandIn::start(ANTHROPIC_KEY, copilot_script).await;
+    let dir = tempfile::tempdir().unwrap();
+    let agents_file = dir.path().join("agents.toml");
+    std::fs::write(&agents_file, COPILOT_BYOK_AGENTS_FILE).unwrap();
+    let env = Env::start(
+        TestDb::sqlite().await,
+        &[
+            "--anthropic-base-url",
+            &model.url,
+            "--agents-file",
+            agents_file.to_str().unwrap(),
+        ],
+    )
+    .await;
+    env.key_and_connector("anthropic", ANTHROPIC_KEY).await;
+    let (task, log) = env
+        .run(
+            "copilot",
+            "claude-sonnet-4.5",
+            "Create HELLO.md with a greeting, then try the echo tool.",
+        )
+        .await;
+    let text = log.join("\n");
+    let requests = model.requests();
+    let seen = summary(
+        requests
+            .iter()
+            .map(|r| (r.method.as_str(), r.path.as_str(), r.status)),
+    );
+    eprintln!("task log:\n{text}\nstand-in saw: {seen:#?}");
+    assert_eq!(
+        task["status"], "succeeded",
+        "{task}\nlog:\n{text}\nstand-in saw: {seen:#?}"
+    );
+
+    // The file is on the pushed branch, exactly as the model wrote it.
+    assert_eq!(
+        env.hello_on_branch(&task).as_deref(),
+        Some(COPILOT_HELLO),
+        "{text}"
+    );
+    assert_eq!(env.app.gh.pulls("alice", "demo").len(), 1);
+    assert!(
+        containers_of(task["id"].as_str().unwrap()).is_empty(),
+        "the sandbox is removed"
+    );
+
+    // The log reads well: the MCP server connected, the model's words, the file creation and
+    // the MCP call with their results, the answer and a summary.
+    let has = |line: &str| log.iter().any(|l| l == line);
+    let has_prefix = |prefix: &str| log.iter().any(|l| l.starts_with(prefix));
+    assert!(has("stdout: MCP servers: echo (connected)"), "{text}");
+    assert!(has("agent: I'll create HELLO.md."), "{text}");
+    assert!(has("agent: create /workspace/HELLO.md"), "{text}");
+    assert!(
+        has_prefix("agent: done: Created file /workspace/HELLO.md"),
+        "{text}"
+    );
+    assert!(has(&format!("agent: {COPILOT_ECHO_TOOL}")), "{text}");
+    assert!(has("agent: done: echo: ping from the model"), "{text}");
+    assert!(has(&format!("agent: {ANSWER}")), "{text}");
+    env.assert_final_message(&task, ANSWER).await;
+    assert!(has_prefix("agent: Done: "), "a result summary:\n{text}");
+
+    // The stand-in got the key on every call, and the model id as drydock offers it; the key
+    // never reached the log.
+    let turns = model.message_requests();
+    assert!(turns.len() >= 3, "{seen:#?}");
+    for r in &turns {
+        assert_eq!(r.header("x-api-key"), Some(ANTHROPIC_KEY), "{}", r.path);
+        assert_eq!(r.status, 200, "{seen:#?}");
+        assert_eq!(r.body["model"], "claude-sonnet-4.5");
+        assert_eq!(r.body["stream"], true);
+    }
+    assert!(!text.contains(ANTHROPIC_KEY));
+    assert!(!text.contains(&ANTHROPIC_KEY[..24]));
+
+    // Copilot CLI offered the MCP tool as `<server>-<tool>`.
+    assert!(
+        turns.iter().any(|r| anthropic::tool_names(&r.body)
+            .iter()
+            .any(|t| t == COPILOT_ECHO_TOOL)),
+        "no request offered {COPILOT_ECHO_TOOL}"
+    );
+    assert!(
+        requests.iter().all(|r| r.status != 404),
+        "unknown calls: {seen:#?}"
+    );
+}
+
 /// The Gemini stand-in itself: the key check, a JSON reply, a streamed one and the other calls,
 /// without Docker.
 #[tokio::test]
