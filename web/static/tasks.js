@@ -73,7 +73,7 @@
         tr.dataset.status = change.status;
         tr.querySelector(".badge").replaceWith(d.badge(change.status));
         // Say it for screen readers too (the live region next to the filters).
-        liveState.textContent = "\u201c" + tr.querySelector(".task-title a").textContent + "\u201d is " + d.statusLabel(change.status) + ".";
+        liveState.textContent = "\u201c" + tr.querySelector(".task-title a").textContent + "\u201d: " + d.statusLabel(change.status);
       }
       reload();
       d.refreshQuota();
