@@ -41,25 +41,45 @@
     return d.isActive(status) ? d.fmtDuration(Date.now() - started) : "";
   }
 
+  // Pages of 50 shown so far ("Show older tasks" adds one); a reload refetches them all.
+  const PER_PAGE = 50;
+  let pages = 1;
+  const more = document.getElementById("more");
   let loading = null;
   async function reload() {
     if (loading) { loading.again = true; return; }
     loading = { again: false };
     const f = filters();
-    const q = new URLSearchParams({ per_page: "50" });
-    if (f.status) q.set("status", f.status);
-    if (f.repo) q.set("repo", f.repo);
-    const r = await d.api("GET", "/api/tasks?" + q);
-    if (r.ok) {
-      rows.replaceChildren(...r.data.tasks.map(row));
-      empty.hidden = r.data.tasks.length > 0;
+    const tasks = [];
+    let hasNext = false;
+    let ok = true;
+    for (let page = 1; page <= pages; page++) {
+      const q = new URLSearchParams({ per_page: String(PER_PAGE), page: String(page) });
+      if (f.status) q.set("status", f.status);
+      if (f.repo) q.set("repo", f.repo);
+      const r = await d.api("GET", "/api/tasks?" + q);
+      if (!r.ok) { ok = false; break; }
+      tasks.push(...r.data.tasks);
+      hasNext = r.data.has_next;
+      if (!hasNext) break;
+    }
+    if (ok) {
+      rows.replaceChildren(...tasks.map(row));
+      empty.hidden = tasks.length > 0;
       document.getElementById("tasks").hidden = !empty.hidden;
       if (!empty.hidden) empty.textContent = f.status || f.repo ? "No tasks match these filters." : "No tasks yet.";
+      more.hidden = !hasNext;
     }
     const again = loading.again;
     loading = null;
     if (again) reload();
   }
+  more.addEventListener("click", async () => {
+    pages += 1;
+    d.busy(more, "Loading…");
+    await reload();
+    d.busy(more);
+  });
 
   // Live status: update the badge at once, then refetch for branch, PR and timings.
   function connect() {
@@ -120,6 +140,7 @@
 
   // Filters apply as they change; the URL keeps them for reloads and links.
   function applyFilters() {
+    pages = 1;
     const f = filters();
     const q = new URLSearchParams();
     if (f.status) q.set("status", f.status);
