@@ -84,7 +84,12 @@
   // Live status: update the badge at once, then refetch for branch, PR and timings.
   function connect() {
     const es = new EventSource("/api/tasks/events");
-    es.addEventListener("open", () => { liveState.textContent = "Live"; });
+    let dropped = false;
+    es.addEventListener("open", () => {
+      liveState.textContent = "Live";
+      // Changes made while the stream was down were missed: catch up.
+      if (dropped) { dropped = false; reload(); }
+    });
     es.addEventListener("status", (ev) => {
       let change;
       try { change = JSON.parse(ev.data); } catch (_) { return; }
@@ -99,7 +104,7 @@
       d.refreshQuota();
     });
     es.addEventListener("resync", () => reload());
-    es.addEventListener("error", () => { liveState.textContent = "Reconnecting…"; });
+    es.addEventListener("error", () => { dropped = true; liveState.textContent = "Reconnecting…"; });
   }
 
   // Durations of running tasks tick every second.
