@@ -71,7 +71,8 @@ pub struct FunctionResponse {
     pub id: Option<String>,
     /// The `response` object as sent.
     pub response: Value,
-    /// Its text: `output` when it is a string, else the text of `content` parts, else the JSON.
+    /// Its text: `output` or `content` when a string, else the text of `content` parts, else the
+    /// JSON.
     pub text: String,
 }
 
@@ -153,8 +154,11 @@ impl Conversation<'_> {
 
 /// The text of a `functionResponse.response`.
 fn response_text(response: &Value) -> String {
-    if let Some(output) = response["output"].as_str() {
-        return output.to_owned();
+    // Gemini CLI sends `{"output": "..."}`; the AI SDK (opencode) `{"name", "content": "..."}`.
+    for key in ["output", "content"] {
+        if let Some(text) = response[key].as_str() {
+            return text.to_owned();
+        }
     }
     if let Some(parts) = response["content"].as_array() {
         return parts

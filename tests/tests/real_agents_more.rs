@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use drydock_tests::anthropic::{self, AnthropicStandIn, Block};
 use drydock_tests::gemini::{self, GeminiStandIn, Part};
+use drydock_tests::openai::{self, Item, OpenAiStandIn};
 use drydock_tests::tasks::{containers_of, git_in, sandbox_image};
 use drydock_tests::{App, TestDb};
 use reqwest::{Client, StatusCode};
@@ -19,6 +20,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Alice's Anthropic key: only the stand-in accepts it.
 const ANTHROPIC_KEY: &str = "sk-ant-api03-standin-Q7vX2mLp9RtY4wZc8NbK1dFh6JsG3eUa0oIi5";
+
+/// Alice's OpenAI key: only the stand-in accepts it.
+const OPENAI_KEY: &str = "sk-proj-standin-Hq3Vn8Rw1Zt6Yp0Lc4Mx9Bk2Jd7Fs5Ga";
 
 /// Alice's Gemini key (Google's `AIza` shape): only the stand-in accepts it.
 const GEMINI_KEY: &str = "AIzaSyStandin-Qw3Er5Ty7Ui9Op1As3Df5Gh7J";
@@ -685,6 +689,215 @@ async fn copilot_cli_on_a_custom_provider_writes_a_file_and_calls_an_mcp_tool_th
             .any(|t| t == COPILOT_ECHO_TOOL)),
         "no request offered {COPILOT_ECHO_TOOL}"
     );
+    assert!(
+        requests.iter().all(|r| r.status != 404),
+        "unknown calls: {seen:#?}"
+    );
+}
+
+/// The patch opencode applies for a GPT model, which it gives `apply_patch` instead of `write`.
+const OPENCODE_PATCH: &str = "*** Begin Patch\n*** Add File: HELLO.md\n+# Hello\n+\n+Written by opencode through drydock.\n*** End Patch";
+
+/// The scripted model behind opencode with an OpenAI model (Responses API): write HELLO.md
+/// with `apply_patch`, call the connector's tool, then answer with what it said.
+fn opencode_openai_script(c: &openai::Conversation<'_>) -> Vec<Item> {
+    if !c.offers("apply_patch") {
+        return vec![Item::message("Stand-in title")];
+    }
+    if !c.called("apply_patch") {
+        return vec![
+            Item::message("I'll create HELLO.md."),
+            Item::function_call("apply_patch", json!({ "patchText": OPENCODE_PATCH })),
+        ];
+    }
+    if !c.called(OPENCODE_ECHO_TOOL) && c.offers(OPENCODE_ECHO_TOOL) {
+        return vec![Item::function_call(
+            OPENCODE_ECHO_TOOL,
+            json!({ "text": "ping from the model" }),
+        )];
+    }
+    let echoed = c
+        .output_of(OPENCODE_ECHO_TOOL)
+        .map(|o| o.text)
+        .unwrap_or_else(|| "(no echo tool)".to_owned());
+    vec![Item::message(format!(
+        "Created HELLO.md. The echo tool answered: {echoed}"
+    ))]
+}
+
+/// The scripted model behind opencode with a Gemini model: the same steps as
+/// [`opencode_script`].
+fn opencode_gemini_script(c: &gemini::Conversation<'_>) -> Vec<Part> {
+    if !c.offers("write") {
+        return vec![Part::text("Stand-in title")];
+    }
+    if !c.called("write") {
+        return vec![
+            Part::text("I'll create HELLO.md."),
+            Part::function_call(
+                "write",
+                json!({ "filePath": "/workspace/HELLO.md", "content": OPENCODE_HELLO }),
+            ),
+        ];
+    }
+    if !c.called(OPENCODE_ECHO_TOOL) && c.offers(OPENCODE_ECHO_TOOL) {
+        return vec![Part::function_call(
+            OPENCODE_ECHO_TOOL,
+            json!({ "text": "ping from the model" }),
+        )];
+    }
+    let echoed = c
+        .response_of(OPENCODE_ECHO_TOOL)
+        .map(|r| r.text)
+        .unwrap_or_else(|| "(no echo tool)".to_owned());
+    vec![Part::text(format!(
+        "Created HELLO.md. The echo tool answered: {echoed}"
+    ))]
+}
+
+/// Checks an opencode task that ran one of the opencode scripts: succeeded, HELLO.md on the
+/// pushed branch, and a log that shows the file tool (`file_tool`, its call line), the MCP call,
+/// the answer and the summary.
+async fn assert_opencode_task(env: &Env, task: &Value, log: &[String], file_tool: &str) {
+    let text = log.join("\n");
+    assert_eq!(task["status"], "succeeded", "{task}\nlog:\n{text}");
+    assert_eq!(
+        env.hello_on_branch(task).as_deref(),
+        Some(OPENCODE_HELLO),
+        "{text}"
+    );
+    assert_eq!(env.app.gh.pulls("alice", "demo").len(), 1);
+    assert!(
+        containers_of(task["id"].as_str().unwrap()).is_empty(),
+        "the sandbox is removed"
+    );
+    let has = |line: &str| log.iter().any(|l| l == line);
+    let has_prefix = |prefix: &str| log.iter().any(|l| l.starts_with(prefix));
+    assert!(has("agent: I'll create HELLO.md."), "{text}");
+    assert!(has(&format!("agent: {file_tool}")), "{text}");
+    let tool = file_tool.split(' ').next().unwrap_or_default();
+    assert!(has_prefix(&format!("agent: {tool}: ")), "{text}");
+    assert!(has(&format!("agent: {OPENCODE_ECHO_TOOL}")), "{text}");
+    assert!(
+        has(&format!(
+            "agent: {OPENCODE_ECHO_TOOL}: echo: ping from the model"
+        )),
+        "{text}"
+    );
+    assert!(has(&format!("agent: {ANSWER}")), "{text}");
+    env.assert_final_message(task, ANSWER).await;
+    assert!(
+        has_prefix("agent: Done: 3 steps"),
+        "a result summary:\n{text}"
+    );
+}
+
+/// opencode with an OpenAI model: drydock's `--openai-base-url` becomes the `openai` provider's
+/// `baseURL`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opencode_with_an_openai_model_writes_a_file_and_calls_an_mcp_tool_through_drydock() {
+    let model = OpenAiStandIn::start(OPENAI_KEY, opencode_openai_script).await;
+    let env = Env::start(
+        TestDb::sqlite().await,
+        &["--openai-base-url", &model.base_url],
+    )
+    .await;
+    env.key_and_connector("openai", OPENAI_KEY).await;
+    let (task, log) = env
+        .run(
+            "opencode",
+            "openai/gpt-5.5",
+            "Create HELLO.md with a greeting, then try the echo tool.",
+        )
+        .await;
+    let text = log.join("\n");
+    let requests = model.requests();
+    let seen = summary(
+        requests
+            .iter()
+            .map(|r| (r.method.as_str(), r.path.as_str(), r.status)),
+    );
+    eprintln!("task log:\n{text}\nstand-in saw: {seen:#?}");
+    assert_opencode_task(&env, &task, &log, "apply_patch").await;
+
+    // Every call carried the key; the main model got the MCP tool; the key never reached the
+    // log.
+    let turns = model.response_requests();
+    assert!(turns.len() >= 3, "{seen:#?}");
+    for r in &turns {
+        assert_eq!(
+            r.header("authorization"),
+            Some(format!("Bearer {OPENAI_KEY}").as_str())
+        );
+        assert_eq!(r.status, 200, "{seen:#?}");
+    }
+    assert!(
+        turns.iter().any(|r| r.body["model"] == "gpt-5.5"
+            && openai::tool_names(&r.body)
+                .iter()
+                .any(|t| t == OPENCODE_ECHO_TOOL)),
+        "no gpt-5.5 request offered {OPENCODE_ECHO_TOOL}"
+    );
+    assert!(!text.contains(OPENAI_KEY) && !text.contains(&OPENAI_KEY[..20]));
+    assert!(
+        requests.iter().all(|r| r.status != 404),
+        "unknown calls: {seen:#?}"
+    );
+}
+
+/// opencode with a Gemini model: drydock's `--gemini-base-url` becomes the `google` provider's
+/// `baseURL` (with `/v1beta`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opencode_with_a_gemini_model_writes_a_file_and_calls_an_mcp_tool_through_drydock() {
+    let model = GeminiStandIn::start(GEMINI_KEY, opencode_gemini_script).await;
+    let env = Env::start(TestDb::sqlite().await, &["--gemini-base-url", &model.url]).await;
+    env.key_and_connector("gemini", GEMINI_KEY).await;
+    let (task, log) = env
+        .run(
+            "opencode",
+            "google/gemini-2.5-pro",
+            "Create HELLO.md with a greeting, then try the echo tool.",
+        )
+        .await;
+    let text = log.join("\n");
+    let requests = model.requests();
+    let seen = summary(
+        requests
+            .iter()
+            .map(|r| (r.method.as_str(), r.path.as_str(), r.status)),
+    );
+    eprintln!("task log:\n{text}\nstand-in saw: {seen:#?}");
+    assert_opencode_task(&env, &task, &log, "write /workspace/HELLO.md").await;
+
+    // Every call carried the key; the main model got the MCP tool and its result back; the key
+    // never reached the log.
+    let turns = model.generate_requests();
+    assert!(turns.len() >= 3, "{seen:#?}");
+    for r in &turns {
+        assert_eq!(r.header("x-goog-api-key"), Some(GEMINI_KEY), "{}", r.path);
+        assert_eq!(r.status, 200, "{seen:#?}");
+    }
+    let main: Vec<_> = turns
+        .iter()
+        .filter(|r| r.model_call().is_some_and(|(m, _)| m == "gemini-2.5-pro"))
+        .collect();
+    assert!(main.len() >= 3, "{seen:#?}");
+    assert!(
+        main.iter().all(|r| gemini::tool_names(&r.body)
+            .iter()
+            .any(|t| t == OPENCODE_ECHO_TOOL)),
+        "{seen:#?}"
+    );
+    let last = gemini::Conversation {
+        body: &main.last().unwrap().body,
+    };
+    assert_eq!(
+        last.response_of(OPENCODE_ECHO_TOOL)
+            .map(|r| r.text)
+            .as_deref(),
+        Some("echo: ping from the model")
+    );
+    assert!(!text.contains(GEMINI_KEY) && !text.contains(&GEMINI_KEY[..20]));
     assert!(
         requests.iter().all(|r| r.status != 404),
         "unknown calls: {seen:#?}"
