@@ -563,12 +563,14 @@ const COPILOT_ECHO_TOOL: &str = "echo-echo";
 /// The operator's agents file that runs Copilot CLI on its custom-provider (BYOK) mode: the
 /// user's Anthropic key becomes `COPILOT_PROVIDER_API_KEY` and drydock's
 /// `--anthropic-base-url` becomes `COPILOT_PROVIDER_BASE_URL`; `COPILOT_OFFLINE` keeps it off
-/// GitHub (no sign-in, telemetry, GitHub MCP server or update checks).
+/// GitHub (no sign-in, telemetry, GitHub MCP server or update checks). Copilot CLI sends the
+/// model id as given to the provider, so the models are the provider's ids.
 const COPILOT_BYOK_AGENTS_FILE: &str = r#"
 [[agents]]
 id = "copilot"
 keys = [{ provider = "anthropic", env = ["COPILOT_PROVIDER_API_KEY"], base_url_env = "COPILOT_PROVIDER_BASE_URL" }]
 env = { COPILOT_PROVIDER_TYPE = "anthropic", COPILOT_OFFLINE = "true" }
+models = [{ id = "claude-sonnet-4-5", name = "Claude Sonnet 4.5 (own Anthropic key)" }]
 "#;
 
 /// The scripted model behind Copilot CLI (Anthropic Messages API): write HELLO.md with
@@ -623,7 +625,7 @@ async fn copilot_cli_on_a_custom_provider_writes_a_file_and_calls_an_mcp_tool_th
     let (task, log) = env
         .run(
             "copilot",
-            "claude-sonnet-4.5",
+            "claude-sonnet-4-5",
             "Create HELLO.md with a greeting, then try the echo tool.",
         )
         .await;
@@ -669,14 +671,14 @@ async fn copilot_cli_on_a_custom_provider_writes_a_file_and_calls_an_mcp_tool_th
     env.assert_final_message(&task, ANSWER).await;
     assert!(has_prefix("agent: Done: "), "a result summary:\n{text}");
 
-    // The stand-in got the key on every call, and the model id as drydock offers it; the key
-    // never reached the log.
+    // The stand-in got the key on every call, and the model id as the agents file names it; the
+    // key never reached the log.
     let turns = model.message_requests();
     assert!(turns.len() >= 3, "{seen:#?}");
     for r in &turns {
         assert_eq!(r.header("x-api-key"), Some(ANTHROPIC_KEY), "{}", r.path);
         assert_eq!(r.status, 200, "{seen:#?}");
-        assert_eq!(r.body["model"], "claude-sonnet-4.5");
+        assert_eq!(r.body["model"], "claude-sonnet-4-5");
         assert_eq!(r.body["stream"], true);
     }
     assert!(!text.contains(ANTHROPIC_KEY));
@@ -1014,6 +1016,7 @@ async fn copilot_cli_on_a_custom_provider_calls_nothing_but_the_gateway() {
 id = "copilot"
 keys = [{{ provider = "anthropic", env = ["COPILOT_PROVIDER_API_KEY"], base_url_env = "COPILOT_PROVIDER_BASE_URL" }}]
 env = {{ COPILOT_PROVIDER_TYPE = "anthropic", COPILOT_OFFLINE = "true", {} }}
+models = [{{ id = "claude-sonnet-4-5", name = "Claude Sonnet 4.5" }}]
 "#,
         proxy.env_entries()
     );
@@ -1023,7 +1026,7 @@ env = {{ COPILOT_PROVIDER_TYPE = "anthropic", COPILOT_OFFLINE = "true", {} }}
         ANTHROPIC_KEY,
         &model.url,
         "copilot",
-        "claude-sonnet-4.5",
+        "claude-sonnet-4-5",
     )
     .await;
     eprintln!("task log:\n{text}\nproxy saw: {:#?}", proxy.targets());
