@@ -681,6 +681,26 @@ proptest! {
     }
 
     #[test]
+    fn arbitrary_bytes_never_panic_nor_leak(
+        secret in secret(),
+        parts in prop::collection::vec((prop::collection::vec(any::<u8>(), 0..64), prop::bool::ANY), 1..10),
+        cuts in prop::collection::vec(any::<usize>(), 0..20),
+    ) {
+        let r = redactor(&[("k", &secret)]);
+        let mut input = Vec::new();
+        for (bytes, with_secret) in &parts {
+            input.extend_from_slice(bytes);
+            if *with_secret {
+                input.extend_from_slice(secret.as_bytes());
+            }
+        }
+        let cuts = chunk_cuts(input.len(), &cuts);
+        let streamed = stream_split(&r, &input, &cuts);
+        prop_assert!(!contains(&streamed, secret.as_bytes()));
+        prop_assert!(!contains(&r.redact_bytes(&input), secret.as_bytes()));
+    }
+
+    #[test]
     fn text_without_secrets_passes_unchanged(
         secrets in prop::collection::vec(secret(), 0..4),
         text in prop::collection::vec(filler(), 0..10),
