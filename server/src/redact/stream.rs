@@ -74,7 +74,8 @@ impl RedactingStream {
         out
     }
 
-    /// Like [`finish`](Self::finish), appending to `out`.
+    /// Like [`finish`](Self::finish), appending to `out`; the stream is then empty and
+    /// starts over with the next [`push`](Self::push).
     pub fn finish_into(&mut self, out: &mut Vec<u8>) {
         let pending = std::mem::take(&mut self.pending);
         self.engine
