@@ -708,3 +708,57 @@ echo "echoed: files-secret-value-0123456789"
     assert!(!log.contains("remote-secret-abcdef0123456789"), "{log}");
     assert!(log.contains("echoed: [REDACTED"), "{log}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_ends_live_streams_cleanly_and_explains_running_tasks() {
+    let env = TaskEnv::start(TestDb::sqlite().await, &[]).await;
+    let id = env.submit("echo streaming; sleep 600", json!({})).await;
+    env.wait_for(&id, "running", |t| {
+        t["status"] == "running" && t["event_count"].as_i64().unwrap_or(0) > 0
+    })
+    .await;
+    let open = |path: String| {
+        let req = env
+            .alice
+            .get(env.app.url(&path))
+            .header("accept", "text/event-stream");
+        async move {
+            let resp = req.send().await.unwrap();
+            assert_eq!(resp.status(), 200);
+            resp
+        }
+    };
+    let mut log = open(format!("/api/tasks/{id}/events")).await;
+    let mut statuses = open("/api/tasks/events".to_owned()).await;
+    assert!(
+        log.chunk().await.unwrap().is_some(),
+        "the log stream is live"
+    );
+
+    let drydock_tests::App { server, db, .. } = env.app;
+    server.stop().await.unwrap();
+    // A clean end of stream (Ok(None)), not a connection cut when the grace period ran out.
+    for stream in [&mut log, &mut statuses] {
+        let ended = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+            loop {
+                match stream.chunk().await {
+                    Ok(Some(_)) => continue,
+                    Ok(None) => break,
+                    Err(err) => panic!("the stream was cut instead of ended: {err}"),
+                }
+            }
+        })
+        .await;
+        assert!(
+            ended.is_ok(),
+            "the stream never ended after the server stopped"
+        );
+    }
+    let task = db.store.get_task_for_runner(&id).await.unwrap().unwrap();
+    assert_eq!(task.status, "failed");
+    assert_eq!(
+        task.status_reason.as_deref(),
+        Some("server shut down during the task")
+    );
+    assert!(containers_of(&id).is_empty());
+}

@@ -39,6 +39,9 @@ pub struct StatusChange {
 pub struct EventHub {
     tasks: Mutex<HashMap<String, broadcast::Sender<TaskSignal>>>,
     status: broadcast::Sender<StatusChange>,
+    /// Cancelled when the server shuts down, so live streams end cleanly instead of holding
+    /// the shutdown until its grace period is over.
+    closing: tokio_util::sync::CancellationToken,
 }
 
 /// Messages buffered per task channel before a slow viewer lags (and re-reads the database).
@@ -49,6 +52,7 @@ impl Default for EventHub {
         Self {
             tasks: Mutex::new(HashMap::new()),
             status: broadcast::channel(256).0,
+            closing: tokio_util::sync::CancellationToken::new(),
         }
     }
 }
@@ -60,6 +64,16 @@ impl EventHub {
             .entry(task_id.to_owned())
             .or_insert_with(|| broadcast::channel(TASK_CHANNEL).0)
             .clone()
+    }
+
+    /// Ends every live stream (the server is shutting down).
+    pub fn close(&self) {
+        self.closing.cancel();
+    }
+
+    /// Resolves when the server starts shutting down.
+    pub async fn closed(&self) {
+        self.closing.cancelled().await;
     }
 
     /// Subscribes to a task's events (subscribe before reading history, so nothing is missed).

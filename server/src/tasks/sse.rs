@@ -87,7 +87,10 @@ async fn ended(state: &AppState, task_id: &str) -> bool {
 }
 
 async fn produce_task_log(state: AppState, task_id: String, after: i64, tx: Tx) {
-    follow_task_log(&state, &task_id, after, &tx).await;
+    tokio::select! {
+        () = follow_task_log(&state, &task_id, after, &tx) => {}
+        () = state.hub.closed() => {}
+    }
     state.hub.forget_if_idle(&task_id);
 }
 
@@ -146,6 +149,7 @@ pub fn task_statuses(
             let change = tokio::select! {
                 change = changes.recv() => change,
                 () = tx.closed() => return,
+                () = state.hub.closed() => return,
             };
             let event = match change {
                 Ok(change) if change.user_id == user_id => Event::default()
