@@ -332,8 +332,11 @@ fn gemini_json(servers: &[(&str, &McpServer)]) -> Value {
         };
         out.insert((*name).to_owned(), entry);
     }
+    // Usage statistics go to play.googleapis.com whatever the base URL; only this setting
+    // (no environment variable) turns them off.
     json!({
         "security": { "auth": { "selectedType": "gemini-api-key" } },
+        "privacy": { "usageStatisticsEnabled": false },
         "mcpServers": out,
     })
 }

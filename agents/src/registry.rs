@@ -131,8 +131,16 @@ impl AgentSpec {
         if let Some(v) = self.mcp_args {
             agent.mcp_args = v;
         }
+        // env merges: an operator adding a variable (a proxy, say) must not drop the ones the
+        // built-in needs; an empty value removes a variable.
         if let Some(v) = self.env {
-            agent.env = v;
+            for (name, value) in v {
+                if value.is_empty() {
+                    agent.env.remove(&name);
+                } else {
+                    agent.env.insert(name, value);
+                }
+            }
         }
         if let Some(v) = self.mcp {
             agent.mcp = Some(v);

@@ -212,3 +212,26 @@ fn follow_ups_resume_where_the_cli_can() {
     let plan = registry.plan(&req).unwrap();
     assert!(!plan.resumes);
 }
+
+#[test]
+fn an_env_override_adds_to_the_builtin_env_and_an_empty_value_removes() {
+    let builtin = AgentRegistry::builtin().unwrap();
+    let before = builtin.get("claude").unwrap().env.clone();
+    assert!(before.contains_key("DISABLE_AUTOUPDATER"));
+    let registry = AgentRegistry::with_agents_file(
+        "[[agents]]\nid = \"claude\"\nenv = { HTTPS_PROXY = \"http://127.0.0.1:3128\", DISABLE_AUTOUPDATER = \"\" }\n",
+    )
+    .unwrap();
+    let env = &registry.get("claude").unwrap().env;
+    assert_eq!(
+        env.get("HTTPS_PROXY").map(String::as_str),
+        Some("http://127.0.0.1:3128")
+    );
+    assert!(
+        !env.contains_key("DISABLE_AUTOUPDATER"),
+        "an empty value removes a variable"
+    );
+    for (name, value) in before.iter().filter(|(n, _)| *n != "DISABLE_AUTOUPDATER") {
+        assert_eq!(env.get(name), Some(value), "{name} kept");
+    }
+}

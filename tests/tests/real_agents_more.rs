@@ -1070,7 +1070,6 @@ env = {{ OPENCODE_DISABLE_MODELS_FETCH = "1", npm_config_offline = "true", {} }}
 /// The built-in opencode agent, with only the proxy added: today it also fetches
 /// `models.opencode.ai` and installs `@opencode-ai/plugin` from `registry.npmjs.org`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "product fix pending: builtin.toml's opencode needs OPENCODE_DISABLE_MODELS_FETCH=1 and npm_config_offline=true"]
 async fn opencode_as_built_in_calls_nothing_but_the_gateway() {
     let model = AnthropicStandIn::start(ANTHROPIC_KEY, opencode_script).await;
     let proxy = RefusingProxy::start().await;
@@ -1096,7 +1095,6 @@ async fn opencode_as_built_in_calls_nothing_but_the_gateway() {
 /// statistics to `play.googleapis.com`, which only `privacy.usageStatisticsEnabled: false` in
 /// the settings.json drydock writes turns off (no environment variable does).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "product fix pending: the Gemini settings.json needs privacy.usageStatisticsEnabled = false"]
 async fn gemini_cli_calls_nothing_but_the_gateway() {
     let model = GeminiStandIn::start(GEMINI_KEY, gemini_script).await;
     let proxy = RefusingProxy::start().await;
