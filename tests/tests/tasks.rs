@@ -762,3 +762,51 @@ async fn a_shutdown_ends_live_streams_cleanly_and_explains_running_tasks() {
     );
     assert!(containers_of(&id).is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_that_does_not_read_neither_holds_up_the_task_nor_misses_lines() {
+    let env = TaskEnv::start(TestDb::sqlite().await, &[]).await;
+    let id = env
+        .submit(
+            "seq 1 5000 | sed 's/^/line-/'",
+            json!({ "create_pr": false }),
+        )
+        .await;
+    // Connect, then read nothing while the task runs to the end.
+    let resp = env
+        .alice
+        .get(env.app.url(&format!("/api/tasks/{id}/events")))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    let task = env.wait_done(&id).await;
+    assert_eq!(
+        task["status"], "succeeded",
+        "the task finished while its viewer was stalled"
+    );
+    let mut seen = Vec::new();
+    let end = read_sse(resp, &mut seen, usize::MAX).await;
+    assert_eq!(end.unwrap()["status"], "succeeded");
+    let lines: Vec<&str> = seen
+        .iter()
+        .filter_map(|(_, t)| t.strip_prefix("line-"))
+        .collect();
+    assert_eq!(
+        lines.len(),
+        5000,
+        "every line arrives, from the database where the stream fell behind"
+    );
+    assert!(
+        lines
+            .iter()
+            .enumerate()
+            .all(|(i, l)| *l == (i + 1).to_string()),
+        "in order"
+    );
+    let seqs: Vec<i64> = seen.iter().map(|(s, _)| *s).collect();
+    assert!(
+        seqs.windows(2).all(|w| w[1] == w[0] + 1),
+        "no seq repeated or skipped"
+    );
+}
