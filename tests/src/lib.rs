@@ -9,6 +9,7 @@ pub mod gemini;
 pub mod git_http;
 pub mod github;
 pub mod openai;
+pub mod real_agent;
 pub mod server;
 pub mod tasks;
 

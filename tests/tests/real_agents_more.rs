@@ -7,13 +7,13 @@
 //! calls the connector's tool, and answers.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
+use drydock_tests::TestDb;
 use drydock_tests::anthropic::{self, AnthropicStandIn, Block};
 use drydock_tests::gemini::{self, GeminiStandIn, Part};
 use drydock_tests::openai::{self, Item, OpenAiStandIn};
-use drydock_tests::tasks::{containers_of, git_in, sandbox_image};
-use drydock_tests::{App, TestDb};
+use drydock_tests::real_agent::AgentEnv;
+use drydock_tests::tasks::containers_of;
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -27,193 +27,10 @@ const OPENAI_KEY: &str = "sk-proj-standin-Hq3Vn8Rw1Zt6Yp0Lc4Mx9Bk2Jd7Fs5Ga";
 /// Alice's Gemini key (Google's `AIza` shape): only the stand-in accepts it.
 const GEMINI_KEY: &str = "AIzaSyStandin-Qw3Er5Ty7Ui9Op1As3Df5Gh7J";
 
-/// The connector's name.
-const CONNECTOR: &str = "echo";
-
 /// What the model answers once the echo tool has answered.
 const ANSWER: &str = "Created HELLO.md. The echo tool answered: echo: ping from the model";
 
-/// A stdio MCP server with one tool, `echo`, in standard-library Python (the sandbox has
-/// python3 but not the `mcp` package): newline-delimited JSON-RPC on stdin/stdout.
-const ECHO_MCP_SERVER: &str = r#"import json, sys
-for line in sys.stdin:
-    if not line.strip():
-        continue
-    msg = json.loads(line)
-    if "id" not in msg:
-        continue
-    method, params = msg.get("method"), msg.get("params") or {}
-    if method == "initialize":
-        result = {"protocolVersion": params.get("protocolVersion", "2025-06-18"),
-                  "capabilities": {"tools": {}},
-                  "serverInfo": {"name": "echo", "version": "1.0.0"}}
-    elif method == "tools/list":
-        result = {"tools": [{"name": "echo", "description": "Echoes its text back.",
-                             "inputSchema": {"type": "object",
-                                             "properties": {"text": {"type": "string"}},
-                                             "required": ["text"]}}]}
-    elif method == "tools/call":
-        text = (params.get("arguments") or {}).get("text", "")
-        result = {"content": [{"type": "text", "text": "echo: " + text}]}
-    elif method == "ping":
-        result = {}
-    else:
-        print(json.dumps({"jsonrpc": "2.0", "id": msg["id"],
-                          "error": {"code": -32601, "message": "no method " + str(method)}}), flush=True)
-        continue
-    print(json.dumps({"jsonrpc": "2.0", "id": msg["id"], "result": result}), flush=True)
-"#;
-
-/// drydock with Alice signed in and her repository `alice/demo`.
-struct Env {
-    app: App,
-    alice: Client,
-}
-
-impl Env {
-    async fn start(db: TestDb, extra: &[&str]) -> Self {
-        let image = sandbox_image();
-        let mut settings = vec!["--sandbox-image", &image, "--sandbox-network", "host"];
-        settings.extend_from_slice(extra);
-        let app = App::start(db, &settings).await;
-        app.gh
-            .create_repo("alice", "demo", &[("README.md", "# demo\n")], "main");
-        let alice = app.sign_in("alice").await;
-        Self { app, alice }
-    }
-
-    async fn put(&self, path: &str, body: Value) -> (StatusCode, Value) {
-        let resp = self
-            .alice
-            .put(self.app.url(path))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        (resp.status(), resp.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
-        let resp = self
-            .alice
-            .post(self.app.url(path))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        (resp.status(), resp.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn get(&self, path: &str) -> Value {
-        self.alice
-            .get(self.app.url(path))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap_or(Value::Null)
-    }
-
-    /// Sets Alice's key for `provider` and creates her stdio MCP connector `echo`.
-    async fn key_and_connector(&self, provider: &str, key: &str) {
-        let (status, body) = self
-            .put(&format!("/api/keys/{provider}"), json!({ "key": key }))
-            .await;
-        assert_eq!(status, StatusCode::OK, "{body}");
-        let (status, connector) = self
-            .post(
-                "/api/connectors",
-                json!({
-                    "name": CONNECTOR,
-                    "description": "Echoes text (standard-library Python)",
-                    "transport": "stdio",
-                    "command": "python3",
-                    "args": ["-c", ECHO_MCP_SERVER],
-                }),
-            )
-            .await;
-        assert_eq!(status, StatusCode::CREATED, "{connector}");
-    }
-
-    /// Submits a task on `alice/demo` and waits for its end; answers the task and its log.
-    async fn run(&self, agent: &str, model: &str, prompt: &str) -> (Value, Vec<String>) {
-        let (status, task) = self
-            .post(
-                "/api/tasks",
-                json!({ "repo": "alice/demo", "agent": agent, "model": model, "prompt": prompt }),
-            )
-            .await;
-        assert_eq!(status, StatusCode::CREATED, "{task}");
-        let id = task["id"].as_str().unwrap().to_owned();
-        let task = self.wait_done(&id).await;
-        let log = self.log(&id).await;
-        (task, log)
-    }
-
-    /// HELLO.md on the task's branch in the stand-in's repository.
-    fn hello_on_branch(&self, task: &Value) -> Option<String> {
-        let branch = task["branch"].as_str()?;
-        let bare = self.app.gh.repo_path("alice", "demo");
-        let (ok, hello) = git_in(&bare, &["show", &format!("{branch}:HELLO.md")]);
-        ok.then_some(hello)
-    }
-
-    /// Checks that the agent's final answer is the task's last message and the pull request's
-    /// summary.
-    async fn assert_final_message(&self, task: &Value, answer: &str) {
-        let id = task["id"].as_str().unwrap();
-        let messages = self.get(&format!("/api/tasks/{id}/messages")).await;
-        let last = messages.as_array().and_then(|m| m.last()).cloned();
-        assert_eq!(
-            last.as_ref().map(|m| (&m["role"], &m["content"])),
-            Some((&json!("agent"), &json!(answer))),
-            "{messages}"
-        );
-        let pulls = self.app.gh.pulls("alice", "demo");
-        let body = pulls[0]["body"].as_str().unwrap_or_default();
-        assert!(
-            body.contains("### Summary from the agent") && body.contains(answer),
-            "{body}"
-        );
-    }
-
-    /// The task's log as `kind: text` lines.
-    async fn log(&self, id: &str) -> Vec<String> {
-        let page = self
-            .get(&format!("/api/tasks/{id}/events?after=0&limit=1000"))
-            .await;
-        page["events"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|e| {
-                format!(
-                    "{}: {}",
-                    e["kind"].as_str().unwrap_or("?"),
-                    e["text"].as_str().unwrap_or("")
-                )
-            })
-            .collect()
-    }
-
-    /// Polls the task until it has ended.
-    async fn wait_done(&self, id: &str) -> Value {
-        let started = Instant::now();
-        loop {
-            let task = self.get(&format!("/api/tasks/{id}")).await;
-            if !matches!(task["status"].as_str(), Some("queued" | "running")) {
-                return task;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(300),
-                "task {id} never ended; last seen: {task}\nlog:\n{}",
-                self.log(id).await.join("\n")
-            );
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-    }
-}
+type Env = AgentEnv;
 
 /// `METHOD path -> status` of each request a stand-in saw.
 fn summary<'a>(requests: impl IntoIterator<Item = (&'a str, &'a str, u16)>) -> Vec<String> {

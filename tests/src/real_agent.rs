@@ -1,0 +1,208 @@
+//! Shared set-up of the real-agent tests: drydock with Alice signed in and her repository
+//! `alice/demo`, sandboxes on the host network so a CLI reaches model stand-ins on loopback, and
+//! a stdio MCP server (standard-library Python) to configure as a connector.
+
+use std::time::{Duration, Instant};
+
+use reqwest::{Client, StatusCode};
+use serde_json::{Value, json};
+
+use crate::tasks::{git_in, sandbox_image};
+use crate::{App, TestDb};
+
+/// The connector's name.
+pub const CONNECTOR: &str = "echo";
+
+/// A stdio MCP server with one tool, `echo`, in standard-library Python (the sandbox has
+/// python3 but not the `mcp` package): newline-delimited JSON-RPC on stdin/stdout.
+pub const ECHO_MCP_SERVER: &str = r#"import json, sys
+for line in sys.stdin:
+    if not line.strip():
+        continue
+    msg = json.loads(line)
+    if "id" not in msg:
+        continue
+    method, params = msg.get("method"), msg.get("params") or {}
+    if method == "initialize":
+        result = {"protocolVersion": params.get("protocolVersion", "2025-06-18"),
+                  "capabilities": {"tools": {}},
+                  "serverInfo": {"name": "echo", "version": "1.0.0"}}
+    elif method == "tools/list":
+        result = {"tools": [{"name": "echo", "description": "Echoes its text back.",
+                             "inputSchema": {"type": "object",
+                                             "properties": {"text": {"type": "string"}},
+                                             "required": ["text"]}}]}
+    elif method == "tools/call":
+        text = (params.get("arguments") or {}).get("text", "")
+        result = {"content": [{"type": "text", "text": "echo: " + text}]}
+    elif method == "ping":
+        result = {}
+    else:
+        print(json.dumps({"jsonrpc": "2.0", "id": msg["id"],
+                          "error": {"code": -32601, "message": "no method " + str(method)}}), flush=True)
+        continue
+    print(json.dumps({"jsonrpc": "2.0", "id": msg["id"], "result": result}), flush=True)
+"#;
+
+/// drydock with Alice signed in and her repository `alice/demo`.
+pub struct AgentEnv {
+    /// Server, stand-in and database.
+    pub app: App,
+    /// Alice's browser.
+    pub alice: Client,
+}
+
+impl AgentEnv {
+    #[allow(missing_docs)]
+    pub async fn start(db: TestDb, extra: &[&str]) -> Self {
+        let image = sandbox_image();
+        let mut settings = vec!["--sandbox-image", &image, "--sandbox-network", "host"];
+        settings.extend_from_slice(extra);
+        let app = App::start(db, &settings).await;
+        app.gh
+            .create_repo("alice", "demo", &[("README.md", "# demo\n")], "main");
+        let alice = app.sign_in("alice").await;
+        Self { app, alice }
+    }
+
+    #[allow(missing_docs)]
+    pub async fn put(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        let resp = self
+            .alice
+            .put(self.app.url(path))
+            .json(&body)
+            .send()
+            .await
+            .expect("request");
+        (resp.status(), resp.json().await.unwrap_or(Value::Null))
+    }
+
+    #[allow(missing_docs)]
+    pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        let resp = self
+            .alice
+            .post(self.app.url(path))
+            .json(&body)
+            .send()
+            .await
+            .expect("request");
+        (resp.status(), resp.json().await.unwrap_or(Value::Null))
+    }
+
+    #[allow(missing_docs)]
+    pub async fn get(&self, path: &str) -> Value {
+        self.alice
+            .get(self.app.url(path))
+            .send()
+            .await
+            .expect("request")
+            .json()
+            .await
+            .unwrap_or(Value::Null)
+    }
+
+    /// Sets Alice's key for `provider` and creates her stdio MCP connector `echo`.
+    #[allow(missing_docs)]
+    pub async fn key_and_connector(&self, provider: &str, key: &str) {
+        let (status, body) = self
+            .put(&format!("/api/keys/{provider}"), json!({ "key": key }))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let (status, connector) = self
+            .post(
+                "/api/connectors",
+                json!({
+                    "name": CONNECTOR,
+                    "description": "Echoes text (standard-library Python)",
+                    "transport": "stdio",
+                    "command": "python3",
+                    "args": ["-c", ECHO_MCP_SERVER],
+                }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{connector}");
+    }
+
+    /// Submits a task on `alice/demo` and waits for its end; answers the task and its log.
+    #[allow(missing_docs)]
+    pub async fn run(&self, agent: &str, model: &str, prompt: &str) -> (Value, Vec<String>) {
+        let (status, task) = self
+            .post(
+                "/api/tasks",
+                json!({ "repo": "alice/demo", "agent": agent, "model": model, "prompt": prompt }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{task}");
+        let id = task["id"].as_str().expect("request").to_owned();
+        let task = self.wait_done(&id).await;
+        let log = self.log(&id).await;
+        (task, log)
+    }
+
+    /// HELLO.md on the task's branch in the stand-in's repository.
+    #[allow(missing_docs)]
+    pub fn hello_on_branch(&self, task: &Value) -> Option<String> {
+        let branch = task["branch"].as_str()?;
+        let bare = self.app.gh.repo_path("alice", "demo");
+        let (ok, hello) = git_in(&bare, &["show", &format!("{branch}:HELLO.md")]);
+        ok.then_some(hello)
+    }
+
+    /// Checks that the agent's final answer is the task's last message and the pull request's
+    /// summary.
+    #[allow(missing_docs)]
+    pub async fn assert_final_message(&self, task: &Value, answer: &str) {
+        let id = task["id"].as_str().expect("request");
+        let messages = self.get(&format!("/api/tasks/{id}/messages")).await;
+        let last = messages.as_array().and_then(|m| m.last()).cloned();
+        assert_eq!(
+            last.as_ref().map(|m| (&m["role"], &m["content"])),
+            Some((&json!("agent"), &json!(answer))),
+            "{messages}"
+        );
+        let pulls = self.app.gh.pulls("alice", "demo");
+        let body = pulls[0]["body"].as_str().unwrap_or_default();
+        assert!(
+            body.contains("### Summary from the agent") && body.contains(answer),
+            "{body}"
+        );
+    }
+
+    /// The task's log as `kind: text` lines.
+    #[allow(missing_docs)]
+    pub async fn log(&self, id: &str) -> Vec<String> {
+        let page = self
+            .get(&format!("/api/tasks/{id}/events?after=0&limit=1000"))
+            .await;
+        page["events"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| {
+                format!(
+                    "{}: {}",
+                    e["kind"].as_str().unwrap_or("?"),
+                    e["text"].as_str().unwrap_or("")
+                )
+            })
+            .collect()
+    }
+
+    /// Polls the task until it has ended.
+    #[allow(missing_docs)]
+    pub async fn wait_done(&self, id: &str) -> Value {
+        let started = Instant::now();
+        loop {
+            let task = self.get(&format!("/api/tasks/{id}")).await;
+            if !matches!(task["status"].as_str(), Some("queued" | "running")) {
+                return task;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(300),
+                "task {id} never ended; last seen: {task}\nlog:\n{}",
+                self.log(id).await.join("\n")
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+}
