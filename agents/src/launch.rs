@@ -12,7 +12,7 @@ use crate::registry::AgentRegistry;
 
 /// Everything needed to plan one agent run. The server fills it from the
 /// task, the user's stored keys and connectors, and its settings.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct LaunchRequest {
     /// Agent id, e.g. `claude`.
     pub agent: String,
@@ -39,7 +39,7 @@ pub struct LaunchRequest {
 
 /// A file the runner writes into the sandbox before starting the agent.
 /// Parent directories are created owned by the agent user.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Clone, PartialEq, Eq, Serialize)]
 pub struct PlanFile {
     /// Absolute path inside the sandbox.
     pub path: String,
@@ -57,7 +57,7 @@ pub struct PlanFile {
 /// Run it with stdin closed or empty (`/dev/null`): Codex, Gemini CLI and
 /// opencode read piped stdin and add it to the prompt, and would wait on an
 /// open pipe. No TTY is needed; every argv is the CLI's headless mode.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Clone, PartialEq, Eq, Serialize)]
 pub struct LaunchPlan {
     /// Program and arguments, executed directly (no shell).
     pub argv: Vec<String>,
@@ -259,6 +259,47 @@ impl Values<'_> {
         }
         out.push_str(rest);
         out
+    }
+}
+
+// Hand-written Debug: these hold API keys, connector secrets and config files with secrets, so
+// a `{:?}` anywhere (a log line, a panic message) shows names, never values.
+
+impl std::fmt::Debug for LaunchRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LaunchRequest")
+            .field("agent", &self.agent)
+            .field("model", &self.model)
+            .field("prompt_len", &self.prompt.len())
+            .field("keys", &self.keys.keys().collect::<Vec<_>>())
+            .field("base_urls", &self.base_urls)
+            .field("mcp_servers", &self.mcp_servers)
+            .field("resume", &self.resume)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for PlanFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PlanFile")
+            .field("path", &self.path)
+            .field("bytes", &self.contents.len())
+            .field("mode", &format_args!("{:o}", self.mode))
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for LaunchPlan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LaunchPlan")
+            .field("argv0", &self.argv.first())
+            .field("args", &self.argv.len().saturating_sub(1))
+            .field("env", &self.env.keys().collect::<Vec<_>>())
+            .field("files", &self.files)
+            .field("workdir", &self.workdir)
+            .field("user", &self.user)
+            .field("parser", &self.parser)
+            .finish_non_exhaustive()
     }
 }
 

@@ -24,7 +24,7 @@ pub struct McpServer {
 }
 
 /// How a CLI reaches an MCP server.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "transport", rename_all = "lowercase")]
 pub enum McpTransport {
     /// A process the CLI starts and talks to over stdin/stdout.
@@ -570,6 +570,25 @@ impl serde_json::ser::Formatter for BraceEscaping {
     }
     fn end_object_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
         self.pretty.end_object_value(w)
+    }
+}
+
+impl std::fmt::Debug for McpTransport {
+    // Hand-written: env and header values are secrets; show their names only.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            McpTransport::Stdio { command, args, env } => f
+                .debug_struct("Stdio")
+                .field("command", command)
+                .field("args", &args.len())
+                .field("env", &env.keys().collect::<Vec<_>>())
+                .finish(),
+            McpTransport::Http { url, headers } => f
+                .debug_struct("Http")
+                .field("url", url)
+                .field("headers", &headers.keys().collect::<Vec<_>>())
+                .finish(),
+        }
     }
 }
 

@@ -235,3 +235,39 @@ fn an_env_override_adds_to_the_builtin_env_and_an_empty_value_removes() {
         assert_eq!(env.get(name), Some(value), "{name} kept");
     }
 }
+
+#[test]
+fn debug_output_of_requests_and_plans_never_shows_a_secret() {
+    use std::collections::BTreeMap;
+    let registry = AgentRegistry::builtin().unwrap();
+    let request = LaunchRequest {
+        agent: "claude".into(),
+        prompt: "fix it".into(),
+        keys: BTreeMap::from([(
+            "anthropic".to_owned(),
+            "sk-ant-debug-secret-0001".to_owned(),
+        )]),
+        mcp_servers: vec![
+            McpServer::stdio("files", "npx", vec![]).with_env("TOKEN", "stdio-debug-secret-0002"),
+            McpServer::http("docs", "https://mcp.example.com/mcp")
+                .with_header("Authorization", "Bearer http-debug-secret-0003"),
+        ],
+        ..Default::default()
+    };
+    let plan = registry.plan(&request).unwrap();
+    let shown = format!("{request:?}\n{plan:?}\n{:?}", plan.files);
+    for secret in [
+        "sk-ant-debug-secret-0001",
+        "stdio-debug-secret-0002",
+        "http-debug-secret-0003",
+    ] {
+        assert!(
+            !shown.contains(secret),
+            "{secret} in Debug output:\n{shown}"
+        );
+    }
+    assert!(
+        shown.contains("anthropic") && shown.contains("TOKEN") && shown.contains("Authorization"),
+        "names stay visible"
+    );
+}
