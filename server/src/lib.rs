@@ -79,8 +79,7 @@ pub async fn run(
 
 /// Applies database migrations and returns (the `migrate` subcommand).
 pub async fn migrate(config: &Config) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
+    create_data_dir(&config.data_dir)?;
     let store = Store::open(config.database_url().expose()).await?;
     tracing::info!(backend = ?store.backend(), "migrations applied");
     store.close().await;
@@ -88,8 +87,7 @@ pub async fn migrate(config: &Config) -> anyhow::Result<()> {
 }
 
 async fn build_state(config: Config, bound: std::net::SocketAddr) -> anyhow::Result<AppState> {
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
+    create_data_dir(&config.data_dir)?;
     let keys = ServerKeys::load(
         &config.data_dir,
         config.encryption_key.as_ref(),
@@ -171,4 +169,18 @@ fn instance_id(config: &Config) -> anyhow::Result<String> {
             Ok(id)
         }
     }
+}
+
+/// Creates the data directory (keys, SQLite database) readable by the server's user only. A
+/// directory that already exists is the operator's choice and keeps its mode.
+fn create_data_dir(path: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if path.is_dir() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .with_context(|| format!("creating the data directory {}", path.display()))
 }

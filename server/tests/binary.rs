@@ -131,6 +131,11 @@ fn first_start_generates_private_secrets_serves_and_stops_on_sigterm() {
         data.join("drydock.db").exists(),
         "SQLite file created in the data directory"
     );
+    let dir_mode = std::fs::metadata(&data).unwrap().permissions().mode() & 0o777;
+    assert_eq!(
+        dir_mode, 0o700,
+        "a data directory drydock creates is private to its user"
+    );
 
     let body = reqwest::blocking::get(format!("http://{addr}/healthz")).unwrap();
     assert_eq!(body.status(), 200);
