@@ -10,6 +10,7 @@ pub mod git_http;
 pub mod github;
 pub mod openai;
 pub mod real_agent;
+pub mod recorded;
 pub mod server;
 pub mod tasks;
 

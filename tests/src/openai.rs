@@ -233,30 +233,9 @@ pub fn tool_names(body: &Value) -> Vec<String> {
         .collect()
 }
 
-/// One request the stand-in received.
-#[derive(Debug, Clone)]
-pub struct Recorded {
-    /// HTTP method.
-    pub method: String,
-    /// Path and query.
-    pub path: String,
-    /// Headers, names in lower case.
-    pub headers: Vec<(String, String)>,
-    /// The body as JSON (`Null` when empty or not JSON).
-    pub body: Value,
-    /// The status the stand-in answered.
-    pub status: u16,
-}
+pub use crate::recorded::Recorded;
 
 impl Recorded {
-    /// A header's value.
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
     /// Whether this is a model turn (`POST /v1/responses`).
     pub fn is_response(&self) -> bool {
         self.method == "POST" && self.path.split('?').next() == Some("/v1/responses")
@@ -277,23 +256,7 @@ impl Shared {
     }
 
     fn record(&self, method: &Method, uri: &Uri, headers: &HeaderMap, body: &[u8], status: u16) {
-        let recorded = Recorded {
-            method: method.to_string(),
-            path: uri
-                .path_and_query()
-                .map_or_else(|| uri.path().to_owned(), |p| p.to_string()),
-            headers: headers
-                .iter()
-                .map(|(n, v)| {
-                    (
-                        n.as_str().to_owned(),
-                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                    )
-                })
-                .collect(),
-            body: serde_json::from_slice(body).unwrap_or(Value::Null),
-            status,
-        };
+        let recorded = Recorded::of(method, uri, headers, body, status);
         if !recorded.is_response() {
             tracing::info!(method = %recorded.method, path = %recorded.path, status, "openai stand-in: other request");
         }
