@@ -44,6 +44,26 @@ pub enum SandboxError {
         /// Last bytes of its stderr, lossily decoded.
         stderr: String,
     },
+    /// [`Sandbox::connect_port`](crate::Sandbox::connect_port): nothing
+    /// listens on this port on `127.0.0.1` inside the sandbox (the connection
+    /// was refused).
+    #[error(
+        "nothing listens on port {port} inside the sandbox (127.0.0.1:{port} refused the connection)"
+    )]
+    PortClosed {
+        /// The port inside the sandbox.
+        port: u16,
+    },
+    /// [`Sandbox::connect_port`](crate::Sandbox::connect_port): the relay
+    /// inside the sandbox could not connect for another reason (no
+    /// `python3` in the image, a connect timeout, the sandbox ending, ...).
+    #[error("cannot connect to port {port} inside the sandbox: {detail}")]
+    PortRelay {
+        /// The port inside the sandbox.
+        port: u16,
+        /// What went wrong, with the relay's error output.
+        detail: String,
+    },
     /// Docker answered with an error.
     #[error("docker: {0}")]
     Docker(#[from] bollard::errors::Error),

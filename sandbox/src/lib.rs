@@ -53,11 +53,13 @@
 //! memory (swap equal, so no swap) and CPU limits, no mounts (never the Docker
 //! socket), a configurable network mode, and a hard deadline. Images must
 //! provide `/bin/sh`, `setsid` and `sleep` (any Debian-based image does);
-//! `sandbox/image/` builds a suitable one.
+//! `sandbox/image/` builds a suitable one. [`Sandbox::connect_port`] also
+//! needs `python3` in the image.
 
 mod client;
 mod error;
 mod exec;
+mod port;
 mod sandbox;
 mod spec;
 mod upload;
@@ -67,6 +69,7 @@ pub use error::{Result, SandboxError};
 pub use exec::{
     ExecCanceller, ExecExit, ExecOutput, ExecSpec, ExecStdin, OutputChunk, OutputStream,
 };
+pub use port::PortStream;
 pub use sandbox::{ExitReason, Owner, Sandbox};
 pub use spec::{
     LABEL_DEADLINE, LABEL_INSTANCE, LABEL_TASK, Limits, NetworkMode, SandboxDefaults, SandboxSpec,

@@ -17,6 +17,7 @@ use tracing::{debug, info, warn};
 
 use crate::error::{Result, SandboxError, docker_status};
 use crate::exec::{self, ExecExit, ExecOutput, ExecSpec, OutputStream};
+use crate::port::{self, PortStream};
 use crate::upload;
 
 /// Why a sandbox stopped running.
@@ -345,6 +346,39 @@ impl Sandbox {
             }
         });
         Ok(stream.boxed())
+    }
+
+    /// Opens a TCP connection to `port` on `127.0.0.1` inside the sandbox,
+    /// without publishing a port and without giving the container any
+    /// network: it works with [`NetworkMode::None`](crate::NetworkMode::None).
+    ///
+    /// The connection is an exec. A small relay, `python3 -I -c <script>
+    /// <port>` (the port is an argument, never spliced into code or a shell
+    /// line), runs as the sandbox's unprivileged user, connects to
+    /// `127.0.0.1:<port>` and copies bytes both ways between the socket and
+    /// its stdin/stdout; the exec's stdin and stdout travel over the Docker
+    /// API connection like any other exec's. Half-close is kept: shutting
+    /// down the [`PortStream`]'s write side closes the relay's stdin, which
+    /// becomes `shutdown(SHUT_WR)` on the socket; when the peer closes its
+    /// side, the relay writes out what it has received and exits, and reads
+    /// see end-of-file. Stderr carries only the relay's diagnostics, never
+    /// data. Only IPv4 loopback is tried: a server listening on `::1` alone
+    /// is not reached.
+    ///
+    /// Before returning, this waits for the relay to report: it writes a
+    /// one-byte marker once connected, which is consumed here. When nothing
+    /// listens, the relay exits with a distinct code and this returns
+    /// [`SandboxError::PortClosed`] instead of a stream that just closes;
+    /// other failures (no `python3`, the sandbox not running) are
+    /// [`SandboxError::PortRelay`] or the usual exec errors.
+    ///
+    /// Memory stays bounded: the relay moves at most 64 KiB at a time with
+    /// blocking writes, and the stream holds at most one output frame, so a
+    /// slow reader on either end slows the other down. Dropping the stream
+    /// cancels the exec, which kills the relay (and with it the connection).
+    /// Each call opens a new, independent connection.
+    pub async fn connect_port(&self, port: u16) -> Result<PortStream> {
+        port::connect(&self.shared, port).await
     }
 
     /// Extracts a tar stream into `dest` (an existing directory). Ownership
