@@ -107,6 +107,14 @@ pub struct Config {
     #[arg(long, env = "DRYDOCK_MAX_TASK_DURATION", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_task_duration: u64,
 
+    /// Seconds a kept-alive sandbox may sit idle after a turn before it is removed.
+    #[arg(long, env = "DRYDOCK_SANDBOX_IDLE_TIMEOUT", default_value_t = 1800, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub sandbox_idle_timeout: u64,
+
+    /// Longest a kept-alive sandbox lives in all, in seconds, however busy (its hard deadline).
+    #[arg(long, env = "DRYDOCK_SANDBOX_MAX_LIFETIME", default_value_t = 28_800, value_parser = clap::value_parser!(u64).range(60..=604_800))]
+    pub sandbox_max_lifetime: u64,
+
     /// Tasks (and follow-up messages) one user may start per day (UTC).
     #[arg(long, env = "DRYDOCK_MAX_TASKS_PER_DAY", default_value_t = 50)]
     pub max_tasks_per_day: u32,

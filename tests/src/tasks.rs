@@ -10,11 +10,15 @@ use serde_json::{Value, json};
 use crate::{App, TestDb};
 
 /// The scripted agent: runs its prompt with `sh`, with the user's `acme` key in `ACME_API_KEY`.
+/// The script sees the whole prompt as `$1` and, when drydock resumes its session, the resume
+/// flag as `$2`; of a follow-up's prompt (earlier turns, then drydock's `## New request` line,
+/// then the message) only the part after that line is run.
 pub const SCRIPTED_AGENT: &str = r#"
 [[agents]]
 id = "scripted"
 name = "Scripted agent"
-argv = ["sh", "-c", "eval \"$1\"", "scripted-agent", "{prompt}"]
+argv = ["sh", "-c", "eval \"${1##*## New request}\"", "scripted-agent", "{prompt}", "{resume}"]
+resume = ["--resume-session"]
 parser = "text"
 keys = [{ provider = "acme", env = ["ACME_API_KEY"] }]
 models = [{ id = "acme-1", name = "Acme One" }]

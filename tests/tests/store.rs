@@ -23,6 +23,7 @@ on_both_backends!(
     deleting_a_task_removes_its_events_and_messages,
     events_are_appended_in_batches_and_read_after_a_seq,
     concurrent_appends_get_unique_gap_free_seqs,
+    follow_ups_wait_in_order_and_kept_sandboxes_are_released_once,
 );
 
 async fn user(store: &Store, github_id: i64, login: &str) -> User {
@@ -382,7 +383,7 @@ async fn task_lifecycle_claims_once_and_finishes_once(db: TestDb) {
         !s.claim_task(&t.id).await.unwrap(),
         "a task is claimed once"
     );
-    s.set_task_branch(&t.id, "main", "drydock/fix-it-abc123")
+    s.set_task_branch(&t.id, "main", "drydock/fix-it-abc123", "base1")
         .await
         .unwrap();
     s.set_task_container(&t.id, Some("c0ffee")).await.unwrap();
@@ -440,9 +441,13 @@ async fn task_connectors_and_messages_belong_to_a_task(db: TestDb) {
     );
     s.set_task_connectors(&t.id, &["c3".into()]).await.unwrap();
     assert_eq!(s.list_task_connector_ids(&t.id).await.unwrap(), vec!["c3"]);
-    s.insert_task_message(&t.id, "user", "first").await.unwrap();
+    s.insert_task_message(&t.id, "user", "first", Some(1))
+        .await
+        .unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(3)).await;
-    s.insert_task_message(&t.id, "agent", "done").await.unwrap();
+    s.insert_task_message(&t.id, "agent", "done", Some(1))
+        .await
+        .unwrap();
     let msgs: Vec<_> = s
         .list_task_messages(&t.id)
         .await
@@ -458,7 +463,9 @@ async fn task_connectors_and_messages_belong_to_a_task(db: TestDb) {
         ]
     );
     assert!(
-        s.insert_task_message(&t.id, "system", "x").await.is_err(),
+        s.insert_task_message(&t.id, "system", "x", None)
+            .await
+            .is_err(),
         "roles are checked by the schema"
     );
 }
@@ -470,7 +477,9 @@ async fn deleting_a_task_removes_its_events_and_messages(db: TestDb) {
     s.append_task_events(&t.id, &events(&["one", "two"]))
         .await
         .unwrap();
-    s.insert_task_message(&t.id, "user", "p").await.unwrap();
+    s.insert_task_message(&t.id, "user", "p", None)
+        .await
+        .unwrap();
     assert!(!s.delete_task("someone-else", &t.id).await.unwrap());
     assert!(s.delete_task(&a.id, &t.id).await.unwrap());
     assert!(
@@ -598,4 +607,94 @@ async fn concurrent_appends_get_unique_gap_free_seqs(db: TestDb) {
         let texts: HashSet<_> = stored.iter().map(|e| e.text.clone()).collect();
         assert_eq!(texts.len(), stored.len(), "no line stored twice");
     }
+}
+
+async fn follow_ups_wait_in_order_and_kept_sandboxes_are_released_once(db: TestDb) {
+    let s = &db.store;
+    let a = user(s, 1, "a").await;
+    let t = s
+        .insert_task(&new_task(&a.id, "o/r", "first"))
+        .await
+        .unwrap();
+    s.insert_task_message(&t.id, "user", "first", None)
+        .await
+        .unwrap();
+    assert!(s.claim_task_for(&t.id, "r1").await.unwrap());
+    let turn = s.begin_turn(&t.id).await.unwrap();
+    assert_eq!(turn.number, 1);
+    assert_eq!(turn.message.map(|m| m.content).as_deref(), Some("first"));
+    assert!(!s.has_waiting_messages(&t.id).await.unwrap());
+    assert!(
+        !s.requeue_task(&t.id).await.unwrap(),
+        "a running task is not queued again"
+    );
+    // Two follow-ups arrive while the first turn runs.
+    for text in ["second", "third"] {
+        s.insert_task_message(&t.id, "user", text, None)
+            .await
+            .unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+    }
+    s.set_task_container(&t.id, Some("c1")).await.unwrap();
+    let ok = TaskOutcome {
+        status: "succeeded",
+        ..Default::default()
+    };
+    assert!(s.finish_task(&t.id, &ok).await.unwrap());
+    assert!(s.has_waiting_messages(&t.id).await.unwrap());
+    assert!(s.requeue_task(&t.id).await.unwrap());
+    assert!(!s.requeue_task(&t.id).await.unwrap(), "queued once");
+    let queued = s.get_task(&a.id, &t.id).await.unwrap().unwrap();
+    assert_eq!(
+        (queued.status.as_str(), queued.finished_at),
+        ("queued", None)
+    );
+    assert!(
+        !s.release_task_sandbox(&t.id, "c1", None).await.unwrap(),
+        "a queued turn keeps its sandbox"
+    );
+    assert!(s.claim_task_for(&t.id, "r1").await.unwrap());
+    let turn = s.begin_turn(&t.id).await.unwrap();
+    assert_eq!(
+        (turn.number, turn.message.map(|m| m.content)),
+        (2, Some("second".to_owned())),
+        "the oldest waiting message runs next"
+    );
+    assert!(s.finish_task(&t.id, &ok).await.unwrap());
+    // The sandbox is kept until t=1000.
+    s.keep_task_sandbox(&t.id, 1000).await.unwrap();
+    assert_eq!(s.list_kept_sandboxes("r1").await.unwrap().len(), 1);
+    assert!(s.list_kept_sandboxes("r2").await.unwrap().is_empty());
+    assert!(
+        !s.release_task_sandbox(&t.id, "c1", Some(999))
+            .await
+            .unwrap(),
+        "not idle long enough"
+    );
+    assert!(!s.release_task_sandbox(&t.id, "other", None).await.unwrap());
+    assert!(
+        s.release_task_sandbox(&t.id, "c1", Some(1000))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.release_task_sandbox(&t.id, "c1", None).await.unwrap(),
+        "released once"
+    );
+    assert!(s.list_kept_sandboxes("r1").await.unwrap().is_empty());
+    let turns: Vec<_> = s
+        .list_task_messages(&t.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| (m.content, m.turn))
+        .collect();
+    assert_eq!(
+        turns,
+        vec![
+            ("first".to_owned(), Some(1)),
+            ("second".to_owned(), Some(2)),
+            ("third".to_owned(), None)
+        ]
+    );
 }

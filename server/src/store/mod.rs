@@ -24,7 +24,7 @@ use sqlx::sqlite::{
 pub use connectors::{ConnectorCheck, ConnectorUpdate, NewConnector};
 pub use events::NewEvent;
 pub use models::*;
-pub use tasks::{NewTask, TaskDiff, TaskFilter, TaskOutcome};
+pub use tasks::{NewTask, TaskDiff, TaskFilter, TaskOutcome, Turn};
 pub use users::GithubProfile;
 
 /// Runs `$body` with `$pool` bound to the configured backend's pool.

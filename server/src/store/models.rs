@@ -188,6 +188,14 @@ pub struct Task {
     pub event_seq: i64,
     /// Server instance that claimed it.
     pub runner_id: Option<String>,
+    /// Turns started so far (the first run and each follow-up).
+    pub turns: i64,
+    /// The commit the first turn started from.
+    pub base_sha: Option<String>,
+    /// When a kept-alive sandbox is removed for idleness, unix ms.
+    pub sandbox_expires_at: Option<i64>,
+    /// Port of the dev server in the kept-alive sandbox, while it runs.
+    pub preview_port: Option<i64>,
     /// Submitted.
     pub created_at: i64,
     /// Started running.
@@ -209,6 +217,8 @@ pub struct TaskMessage {
     pub role: String,
     /// Text, redacted.
     pub content: String,
+    /// The turn it belongs to; `None` for a follow-up still waiting for its turn.
+    pub turn: Option<i64>,
     /// Written.
     pub created_at: i64,
 }

@@ -155,18 +155,24 @@ impl Store {
         Ok(n > 0)
     }
 
-    /// Records the branch a task works on.
+    /// Records the branch a task works on and the commit its first turn started from (kept
+    /// once set).
     pub async fn set_task_branch(
         &self,
         id: &str,
         base_branch: &str,
         branch: &str,
+        base_sha: &str,
     ) -> StoreResult<()> {
         with_pool!(self, pool => {
-            sqlx::query("UPDATE tasks SET base_branch = $2, branch = $3, updated_at = $4 WHERE id = $1")
+            sqlx::query(
+                "UPDATE tasks SET base_branch = $2, branch = $3, base_sha = COALESCE(base_sha, $4),
+                        updated_at = $5 WHERE id = $1",
+            )
                 .bind(id)
                 .bind(base_branch)
                 .bind(branch)
+                .bind(base_sha)
                 .bind(now_ms())
                 .execute(pool)
                 .await?;
@@ -264,22 +270,25 @@ impl Store {
         }))
     }
 
-    /// Adds a message (already redacted) to a task's conversation.
+    /// Adds a message (already redacted) to a task's conversation; `turn` is `None` for a
+    /// follow-up that waits for its turn.
     pub async fn insert_task_message(
         &self,
         task_id: &str,
         role: &str,
         content: &str,
+        turn: Option<i64>,
     ) -> StoreResult<TaskMessage> {
         Ok(with_pool!(self, pool => {
             sqlx::query_as::<_, TaskMessage>(
-                "INSERT INTO task_messages (id, task_id, role, content, created_at)
-                 VALUES ($1, $2, $3, $4, $5) RETURNING *",
+                "INSERT INTO task_messages (id, task_id, role, content, turn, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING *",
             )
             .bind(new_id())
             .bind(task_id)
             .bind(role)
             .bind(content)
+            .bind(turn)
             .bind(now_ms())
             .fetch_one(pool)
             .await?
@@ -290,7 +299,8 @@ impl Store {
     pub async fn list_task_messages(&self, task_id: &str) -> StoreResult<Vec<TaskMessage>> {
         Ok(with_pool!(self, pool => {
             sqlx::query_as::<_, TaskMessage>(
-                "SELECT * FROM task_messages WHERE task_id = $1 ORDER BY created_at, id",
+                "SELECT * FROM task_messages WHERE task_id = $1
+                 ORDER BY turn IS NULL, turn, created_at, id",
             )
             .bind(task_id)
             .fetch_all(pool)
@@ -418,5 +428,148 @@ impl Store {
                 .fetch_optional(pool)
                 .await?
         }))
+    }
+}
+
+/// The turn a runner is about to run.
+#[derive(Debug, Clone)]
+pub struct Turn {
+    /// 1 for the first run, then one more per follow-up.
+    pub number: i64,
+    /// The user message it answers (`None` only for tasks queued before turns were recorded).
+    pub message: Option<TaskMessage>,
+}
+
+impl Store {
+    /// Starts the next turn of a task the caller has claimed: counts it and assigns it the oldest
+    /// waiting user message.
+    pub async fn begin_turn(&self, task_id: &str) -> StoreResult<Turn> {
+        Ok(with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let number = sqlx::query_scalar::<_, i64>(
+                "UPDATE tasks SET turns = turns + 1, updated_at = $2 WHERE id = $1 RETURNING turns",
+            )
+            .bind(task_id)
+            .bind(now_ms())
+            .fetch_one(&mut *tx)
+            .await?;
+            let waiting = sqlx::query_as::<_, TaskMessage>(
+                "SELECT * FROM task_messages WHERE task_id = $1 AND role = 'user' AND turn IS NULL
+                 ORDER BY created_at, id LIMIT 1",
+            )
+            .bind(task_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let message = match waiting {
+                Some(mut message) => {
+                    sqlx::query("UPDATE task_messages SET turn = $2 WHERE id = $1")
+                        .bind(&message.id)
+                        .bind(number)
+                        .execute(&mut *tx)
+                        .await?;
+                    message.turn = Some(number);
+                    Some(message)
+                }
+                None => None,
+            };
+            tx.commit().await?;
+            Turn { number, message }
+        }))
+    }
+
+    /// Whether a follow-up of the task waits for its turn.
+    pub async fn has_waiting_messages(&self, task_id: &str) -> StoreResult<bool> {
+        Ok(with_pool!(self, pool => {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT COUNT(*) FROM task_messages WHERE task_id = $1 AND role = 'user' AND turn IS NULL",
+            )
+            .bind(task_id)
+            .fetch_one(pool)
+            .await?
+        }) > 0)
+    }
+
+    /// Queues an ended task again for its next turn; answers false when it is queued or running.
+    pub async fn requeue_task(&self, id: &str) -> StoreResult<bool> {
+        let n = with_pool!(self, pool => {
+            sqlx::query(
+                "UPDATE tasks SET status = 'queued', status_reason = NULL, finished_at = NULL,
+                        updated_at = $2
+                 WHERE id = $1 AND status NOT IN ('queued', 'running')",
+            )
+            .bind(id)
+            .bind(now_ms())
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        Ok(n > 0)
+    }
+
+    /// Records that the task's sandbox stays after its turn, until `expires_at` (unix ms).
+    pub async fn keep_task_sandbox(&self, id: &str, expires_at: i64) -> StoreResult<()> {
+        with_pool!(self, pool => {
+            sqlx::query("UPDATE tasks SET sandbox_expires_at = $2, updated_at = $3 WHERE id = $1")
+                .bind(id)
+                .bind(expires_at)
+                .bind(now_ms())
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// Takes a kept-alive sandbox away from its task so the caller may remove it: answers false
+    /// when the task has no such sandbox any more or a turn is using it. With `expired_by`, only
+    /// a sandbox whose idle time ended by then.
+    pub async fn release_task_sandbox(
+        &self,
+        id: &str,
+        container_id: &str,
+        expired_by: Option<i64>,
+    ) -> StoreResult<bool> {
+        let n = with_pool!(self, pool => {
+            sqlx::query(
+                "UPDATE tasks SET container_id = NULL, sandbox_expires_at = NULL, preview_port = NULL,
+                        updated_at = $4
+                 WHERE id = $1 AND container_id = $2 AND status NOT IN ('queued', 'running')
+                   AND ($3 IS NULL OR sandbox_expires_at <= $3)",
+            )
+            .bind(id)
+            .bind(container_id)
+            .bind(expired_by)
+            .bind(now_ms())
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        Ok(n > 0)
+    }
+
+    /// Tasks of one runner that ended a turn and kept their sandbox (some may wait for their
+    /// next turn).
+    pub async fn list_kept_sandboxes(&self, runner_id: &str) -> StoreResult<Vec<Task>> {
+        Ok(with_pool!(self, pool => {
+            sqlx::query_as::<_, Task>(
+                "SELECT * FROM tasks WHERE runner_id = $1 AND container_id IS NOT NULL
+                   AND status <> 'running' ORDER BY sandbox_expires_at",
+            )
+            .bind(runner_id)
+            .fetch_all(pool)
+            .await?
+        }))
+    }
+
+    /// Records (or clears) the port of the dev server running in the task's sandbox.
+    pub async fn set_task_preview(&self, id: &str, port: Option<i64>) -> StoreResult<()> {
+        with_pool!(self, pool => {
+            sqlx::query("UPDATE tasks SET preview_port = $2, updated_at = $3 WHERE id = $1")
+                .bind(id)
+                .bind(port)
+                .bind(now_ms())
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
     }
 }

@@ -29,7 +29,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(stop_task))
         .routes(routes!(task_events))
         .routes(routes!(task_diff))
-        .routes(routes!(task_messages))
+        .routes(routes!(task_messages, post_message))
+        .routes(routes!(stop_sandbox))
 }
 
 /// A task as the API shows it.
@@ -75,10 +76,22 @@ pub struct TaskView {
     pub finished_at: Option<i64>,
     /// Log lines so far.
     pub event_count: i64,
+    /// The sandbox is kept after each turn for follow-ups (until idle).
+    pub keep_alive: bool,
+    /// Turns started: the first run and each follow-up.
+    pub turns: i64,
+    /// While a kept-alive sandbox waits for a follow-up: when it will be removed, unix ms.
+    pub sandbox_expires_at: Option<i64>,
+    /// Where the dev server running in the kept sandbox is shown, while it runs.
+    pub preview_url: Option<String>,
 }
 
 impl From<Task> for TaskView {
     fn from(t: Task) -> Self {
+        let preview_url = t
+            .preview_port
+            .and(t.container_id.as_ref())
+            .map(|_| format!("/tasks/{}/preview/", t.id));
         TaskView {
             id: t.id,
             title: t.title,
@@ -100,6 +113,10 @@ impl From<Task> for TaskView {
             started_at: t.started_at,
             finished_at: t.finished_at,
             event_count: t.event_seq,
+            keep_alive: t.keep_alive,
+            turns: t.turns,
+            sandbox_expires_at: t.container_id.as_ref().and(t.sandbox_expires_at),
+            preview_url,
         }
     }
 }
@@ -127,6 +144,9 @@ pub struct CreateTask {
     pub max_duration_s: Option<i64>,
     /// Open a pull request when done (default true).
     pub create_pr: Option<bool>,
+    /// Keep the sandbox after each turn so follow-ups continue in it (removed when idle).
+    #[serde(default)]
+    pub keep_alive: bool,
 }
 
 fn valid_repo(repo: &str) -> bool {
@@ -154,6 +174,24 @@ fn valid_branch(branch: &str) -> bool {
         && branch
             .chars()
             .all(|c| !c.is_control() && !" ~^:?*[\\".contains(c))
+}
+
+/// The prompt trimmed, or why it cannot be run.
+fn valid_prompt(prompt: &str) -> Result<&str, AppError> {
+    let prompt = prompt.trim();
+    if prompt.is_empty() {
+        return Err(AppError::invalid(
+            "prompt",
+            "the prompt is empty: say what the agent should do",
+        ));
+    }
+    if prompt.len() > MAX_PROMPT {
+        return Err(AppError::invalid(
+            "prompt",
+            "the prompt is longer than 64 KiB",
+        ));
+    }
+    Ok(prompt)
 }
 
 /// Start of the current UTC day and of the next, unix ms.
@@ -230,19 +268,7 @@ async fn create_task(
             "the repository must be written owner/name",
         ));
     }
-    let prompt = body.prompt.trim();
-    if prompt.is_empty() {
-        return Err(AppError::invalid(
-            "prompt",
-            "the prompt is empty: say what the agent should do",
-        ));
-    }
-    if prompt.len() > MAX_PROMPT {
-        return Err(AppError::invalid(
-            "prompt",
-            "the prompt is longer than 64 KiB",
-        ));
-    }
+    let prompt = valid_prompt(&body.prompt)?;
     let base_branch = body
         .base_branch
         .as_deref()
@@ -354,7 +380,7 @@ async fn create_task(
             model: model.map(|m| m.id.as_str()),
             install_deps: body.install_deps,
             max_duration_s,
-            keep_alive: false,
+            keep_alive: body.keep_alive,
             create_pr: body.create_pr.unwrap_or(true),
         })
         .await?;
@@ -365,7 +391,7 @@ async fn create_task(
     state.store.record_task_start(user_id, &task.id).await?;
     state
         .store
-        .insert_task_message(&task.id, "user", prompt)
+        .insert_task_message(&task.id, "user", prompt, None)
         .await?;
     tracing::info!(task_id = %task.id, user_id = %user_id, repo = %repo, agent = %agent.id, "task submitted");
     state.hub.status_changed(StatusChange {
@@ -495,6 +521,12 @@ async fn delete_task(
     if matches!(task.status.as_str(), "queued" | "running") {
         state.runner.stop(&task).await;
     }
+    if let Some(task) = state.store.get_task(&user.user.id, &id).await? {
+        state
+            .runner
+            .remove_kept_sandbox(&task, None, "the task was deleted")
+            .await;
+    }
     state.store.delete_task(&user.user.id, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -591,12 +623,99 @@ async fn task_diff(
 /// A message of a task's conversation.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct MessageView {
+    /// Message id.
+    pub id: String,
     /// `user` or `agent`.
     pub role: String,
-    /// Text (redacted).
+    /// Text (an agent's reply is redacted).
     pub content: String,
+    /// The turn it belongs to; null for a follow-up waiting for its turn.
+    pub turn: Option<i64>,
     /// Written, unix ms.
     pub created_at: i64,
+}
+
+impl From<crate::store::TaskMessage> for MessageView {
+    fn from(m: crate::store::TaskMessage) -> Self {
+        MessageView {
+            id: m.id,
+            role: m.role,
+            content: m.content,
+            turn: m.turn,
+            created_at: m.created_at,
+        }
+    }
+}
+
+/// Body of `POST /api/tasks/{id}/messages`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewMessage {
+    /// What the agent should do next.
+    pub prompt: String,
+}
+
+/// Continues a task: the message runs as the task's next turn on the same branch (at once when
+/// the task has ended, after the running turn otherwise). Counts against the daily quota.
+#[utoipa::path(post, path = "/api/tasks/{id}/messages", tag = "tasks", request_body = NewMessage,
+    params(("id" = String, Path, description = "Task id")),
+    responses((status = 201, body = MessageView), (status = 404, body = ErrorBody),
+        (status = 422, body = ErrorBody), (status = 429, body = ErrorBody)))]
+async fn post_message(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(body): ApiJson<NewMessage>,
+) -> Result<(StatusCode, Json<MessageView>), AppError> {
+    let task = own_task(&state, &user, &id).await?;
+    let prompt = valid_prompt(&body.prompt)?;
+    check_quota(&state, &user.user.id).await?;
+    let message = state
+        .store
+        .insert_task_message(&task.id, "user", prompt, None)
+        .await?;
+    state
+        .store
+        .record_task_start(&user.user.id, &task.id)
+        .await?;
+    tracing::info!(task_id = %task.id, "follow-up message received");
+    if state.store.requeue_task(&task.id).await? {
+        state.hub.status_changed(StatusChange {
+            user_id: user.user.id.clone(),
+            task_id: task.id.clone(),
+            status: "queued".into(),
+            status_reason: None,
+        });
+        let runner = state.runner.clone();
+        tokio::spawn(async move { runner.schedule().await });
+    }
+    Ok((StatusCode::CREATED, Json(message.into())))
+}
+
+/// Ends the task's kept-alive sandbox now (the next follow-up starts a fresh one from the branch).
+#[utoipa::path(post, path = "/api/tasks/{id}/sandbox/stop", tag = "tasks", params(("id" = String, Path, description = "Task id")),
+    responses((status = 200, body = TaskView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn stop_sandbox(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<TaskView>, AppError> {
+    let task = own_task(&state, &user, &id).await?;
+    if task.status == "running" {
+        return Err(AppError::Conflict(
+            "a turn is running in the sandbox; stop the task to end both".into(),
+        ));
+    }
+    if !state
+        .runner
+        .remove_kept_sandbox(&task, None, "stopped by the user")
+        .await
+    {
+        return Err(AppError::Conflict(
+            "the task has no kept-alive sandbox".into(),
+        ));
+    }
+    Ok(Json(own_task(&state, &user, &id).await?.into()))
 }
 
 /// A task's conversation, oldest first.
@@ -609,16 +728,7 @@ async fn task_messages(
 ) -> Result<Json<Vec<MessageView>>, AppError> {
     let task = own_task(&state, &user, &id).await?;
     let messages = state.store.list_task_messages(&task.id).await?;
-    Ok(Json(
-        messages
-            .into_iter()
-            .map(|m| MessageView {
-                role: m.role,
-                content: m.content,
-                created_at: m.created_at,
-            })
-            .collect(),
-    ))
+    Ok(Json(messages.into_iter().map(MessageView::from).collect()))
 }
 
 #[cfg(test)]

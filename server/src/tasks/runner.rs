@@ -29,7 +29,7 @@ use crate::config::{Config, SecretString};
 use crate::github::Github;
 use crate::redact::{Redactor, SecretSet};
 use crate::secrets::SecretBox;
-use crate::store::{Store, Task, TaskOutcome};
+use crate::store::{Store, Task, TaskMessage, TaskOutcome, Turn};
 
 /// How often queued tasks are looked at even when nothing signalled a change (other replicas
 /// may have freed a slot).
@@ -62,6 +62,10 @@ pub struct RunnerSettings {
     pub public_url: String,
     /// GitHub's web URL (for the noreply email domain).
     pub github_url: String,
+    /// How long a kept-alive sandbox may sit idle after a turn.
+    pub idle_timeout: Duration,
+    /// Hard deadline of a kept-alive sandbox, however busy.
+    pub keep_alive_lifetime: Duration,
 }
 
 impl RunnerSettings {
@@ -93,6 +97,8 @@ impl RunnerSettings {
             base_urls,
             public_url,
             github_url: config.github_url.clone(),
+            idle_timeout: Duration::from_secs(config.sandbox_idle_timeout),
+            keep_alive_lifetime: Duration::from_secs(config.sandbox_max_lifetime),
         }
     }
 }
@@ -166,6 +172,8 @@ struct RunState {
     secret_values: Vec<SecretString>,
     sandbox: Option<Sandbox>,
     checkout: Option<PathBuf>,
+    /// The turn being run (1 for the first run).
+    turn: i64,
 }
 
 impl RunState {
@@ -177,6 +185,19 @@ impl RunState {
 }
 
 type StepResult<T> = Result<T, Outcome>;
+
+/// The host checkout of a turn.
+struct Checkout {
+    git: HostGit,
+    /// Branch the task started from.
+    base_branch: String,
+    /// Commit the turn starts from (the branch's head on GitHub, or the base's).
+    start_sha: String,
+    /// Branch the work is pushed to.
+    branch: String,
+    /// An earlier turn had pushed the branch.
+    branch_existed: bool,
+}
 
 impl TaskRunner {
     /// A runner; call [`TaskRunner::start`] to recover and begin scheduling.
@@ -232,7 +253,10 @@ impl TaskRunner {
             loop {
                 tokio::select! {
                     () = runner.inner.shutdown.cancelled() => break,
-                    _ = tick.tick() => runner.schedule().await,
+                    _ = tick.tick() => {
+                        runner.schedule().await;
+                        runner.reap_idle().await;
+                    }
                 }
             }
         });
@@ -297,8 +321,17 @@ impl TaskRunner {
             }
             Err(err) => tracing::error!(error = %err, "recovery: could not list running tasks"),
         }
+        // Kept-alive sandboxes of ended turns are adopted; every other sandbox is removed.
+        let kept = store
+            .list_kept_sandboxes(&self.inner.settings.runner_id)
+            .await
+            .unwrap_or_else(|err| {
+                tracing::error!(error = %err, "recovery: could not list kept sandboxes");
+                Vec::new()
+            });
+        let keep: HashSet<String> = kept.iter().map(|t| t.id.clone()).collect();
         match self.sandboxes().await {
-            Ok(sandboxes) => match sandboxes.reap(Reap::NotIn(HashSet::new())).await {
+            Ok(sandboxes) => match sandboxes.reap(Reap::NotIn(keep)).await {
                 Ok(removed) if !removed.is_empty() => {
                     tracing::warn!(
                         count = removed.len(),
@@ -314,6 +347,26 @@ impl TaskRunner {
                 tracing::warn!(error = %err, "recovery: Docker unavailable; old sandboxes not checked")
             }
         }
+        for task in kept {
+            if self.live_sandbox(&task).await.is_some() {
+                tracing::info!(task_id = %task.id, "adopted a kept-alive sandbox");
+            } else {
+                self.remove_kept_sandbox(&task, None, "it did not survive the server restart")
+                    .await;
+            }
+        }
+    }
+
+    /// The task's kept-alive sandbox, when it still runs.
+    async fn live_sandbox(&self, task: &Task) -> Option<Sandbox> {
+        let container_id = task.container_id.as_deref()?;
+        let sandbox = self.sandboxes().await.ok()?.get(container_id).await.ok()?;
+        sandbox
+            .is_running()
+            .await
+            .ok()
+            .filter(|running| *running)
+            .map(|_| sandbox)
     }
 
     /// Starts queued tasks, oldest first, while the limits allow.
@@ -342,6 +395,15 @@ impl TaskRunner {
                 return;
             }
             if mine >= s.max_concurrent_per_user {
+                continue;
+            }
+            // A follow-up whose sandbox another server keeps runs there while it lives.
+            if task.container_id.is_some()
+                && task.runner_id.as_deref().is_some_and(|r| r != s.runner_id)
+                && task
+                    .sandbox_expires_at
+                    .is_some_and(|at| at > chrono::Utc::now().timestamp_millis())
+            {
                 continue;
             }
             match store.claim_task_for(&task.id, &s.runner_id).await {
@@ -405,9 +467,18 @@ impl TaskRunner {
 
     async fn run(self, task: Task, cancel: CancellationToken) {
         let mut state = RunState::default();
+        let turn = match self.inner.store.begin_turn(&task.id).await {
+            Ok(turn) => turn,
+            Err(err) => {
+                tracing::error!(error = %err, "could not start the turn");
+                let outcome = Outcome::failed("could not start the turn: the database failed");
+                return self.finish(&task, state, outcome).await;
+            }
+        };
+        state.turn = turn.number;
         let deadline = Duration::from_secs(u64::try_from(task.max_duration_s).unwrap_or(3600));
         let outcome = tokio::select! {
-            outcome = self.execute(&task, &mut state) => outcome.unwrap_or_else(|outcome| outcome),
+            outcome = self.execute(&task, &turn, &mut state) => outcome.unwrap_or_else(|outcome| outcome),
             () = cancel.cancelled() => if self.inner.shutdown.is_cancelled() {
                 Outcome::failed("server shut down during the task")
             } else {
@@ -428,13 +499,31 @@ impl TaskRunner {
         {
             state.sandbox = Some(sandbox);
         }
-        if let Some(sandbox) = state.sandbox.take() {
-            if let Err(err) = sandbox.remove().await {
-                tracing::error!(error = %err, "could not remove the sandbox");
+        let kept = match state.sandbox.take() {
+            Some(sandbox) if self.keeps(task, &outcome, &sandbox).await => {
+                let expires = self.keep_sandbox(task, &sandbox).await;
+                state.log(
+                    "info",
+                    &format!(
+                        "The sandbox stays for follow-ups until {} (or {} idle)",
+                        expires.format("%H:%M UTC"),
+                        human_duration(self.inner.settings.idle_timeout)
+                    ),
+                );
+                true
             }
-            let _ = store.set_task_container(&task.id, None).await;
+            Some(sandbox) => {
+                if let Err(err) = sandbox.remove().await {
+                    tracing::error!(error = %err, "could not remove the sandbox");
+                }
+                let _ = store.set_task_container(&task.id, None).await;
+                false
+            }
+            None => false,
+        };
+        if !kept {
+            self.sweep_sandboxes_of(&task.id).await;
         }
-        self.sweep_sandboxes_of(&task.id).await;
         if let Some(dir) = state.checkout.take() {
             let _ = tokio::fs::remove_dir_all(&dir).await;
         }
@@ -472,8 +561,133 @@ impl TaskRunner {
             status: outcome.status.to_owned(),
             status_reason: Some(reason),
         });
+        // Follow-ups sent while this turn ran start the next one.
+        if store.has_waiting_messages(&task.id).await.unwrap_or(false)
+            && store.requeue_task(&task.id).await.unwrap_or(false)
+        {
+            self.inner.hub.status_changed(StatusChange {
+                user_id: task.user_id.clone(),
+                task_id: task.id.clone(),
+                status: "queued".into(),
+                status_reason: None,
+            });
+        }
         let runner = self.clone();
         tokio::spawn(async move { runner.schedule().await });
+    }
+
+    /// Whether the sandbox of a task that asked for it stays after this turn: only after a turn
+    /// that ran to its end (not a stop, timeout or shutdown) in a sandbox that still runs.
+    async fn keeps(&self, task: &Task, outcome: &Outcome, sandbox: &Sandbox) -> bool {
+        task.keep_alive
+            && matches!(outcome.status, "succeeded" | "failed")
+            && !self.inner.shutdown.is_cancelled()
+            && sandbox.is_running().await.unwrap_or(false)
+    }
+
+    /// Records that the sandbox stays until it has been idle for the idle limit (or reaches its
+    /// hard deadline); answers when it will be removed.
+    async fn keep_sandbox(&self, task: &Task, sandbox: &Sandbox) -> chrono::DateTime<chrono::Utc> {
+        let idle_end = chrono::Utc::now()
+            + chrono::Duration::from_std(self.inner.settings.idle_timeout)
+                .unwrap_or(chrono::Duration::MAX);
+        let expires = sandbox
+            .deadline_unix()
+            .and_then(|d| chrono::DateTime::from_timestamp(i64::try_from(d).ok()?, 0))
+            .map_or(idle_end, |deadline| deadline.min(idle_end));
+        if let Err(err) = self
+            .inner
+            .store
+            .keep_task_sandbox(&task.id, expires.timestamp_millis())
+            .await
+        {
+            tracing::error!(error = %err, "could not record the kept sandbox");
+        }
+        expires
+    }
+
+    /// Removes a task's kept-alive sandbox (idle, asked for, or the task deleted) and says so in
+    /// its log. Answers false when it had none, or a turn is using it.
+    pub async fn remove_kept_sandbox(
+        &self,
+        task: &Task,
+        expired_by: Option<i64>,
+        why: &str,
+    ) -> bool {
+        let Some(container_id) = task.container_id.as_deref() else {
+            return false;
+        };
+        match self
+            .inner
+            .store
+            .release_task_sandbox(&task.id, container_id, expired_by)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => return false,
+            Err(err) => {
+                tracing::error!(task_id = %task.id, error = %err, "could not release a kept sandbox");
+                return false;
+            }
+        }
+        if let Ok(sandboxes) = self.sandboxes().await {
+            match sandboxes.get(container_id).await {
+                Ok(sandbox) => {
+                    if let Err(err) = sandbox.remove().await {
+                        tracing::error!(task_id = %task.id, error = %err, "could not remove a kept sandbox");
+                    }
+                }
+                Err(SandboxError::NotFound(_)) => {}
+                Err(err) => {
+                    tracing::error!(task_id = %task.id, error = %err, "could not find a kept sandbox")
+                }
+            }
+        }
+        tracing::info!(task_id = %task.id, reason = why, "kept sandbox removed");
+        let _ = self
+            .inner
+            .store
+            .append_task_events(
+                &task.id,
+                &[crate::store::NewEvent {
+                    kind: "info",
+                    text: format!("Sandbox removed: {why}"),
+                }],
+            )
+            .await;
+        self.inner.hub.status_changed(StatusChange {
+            user_id: task.user_id.clone(),
+            task_id: task.id.clone(),
+            status: task.status.clone(),
+            status_reason: task.status_reason.clone(),
+        });
+        true
+    }
+
+    /// Removes the kept-alive sandboxes of this server whose idle time is over.
+    async fn reap_idle(&self) {
+        let kept = match self
+            .inner
+            .store
+            .list_kept_sandboxes(&self.inner.settings.runner_id)
+            .await
+        {
+            Ok(kept) => kept,
+            Err(err) => {
+                tracing::error!(error = %err, "could not list kept sandboxes");
+                return;
+            }
+        };
+        let now = chrono::Utc::now().timestamp_millis();
+        for task in kept {
+            if task.sandbox_expires_at.is_some_and(|at| at <= now) {
+                let why = format!(
+                    "idle for {}",
+                    human_duration(self.inner.settings.idle_timeout)
+                );
+                self.remove_kept_sandbox(&task, Some(now), &why).await;
+            }
+        }
     }
 
     /// Removes any container still labelled with this task (a backstop: every path above
@@ -496,10 +710,30 @@ impl TaskRunner {
         }
     }
 
-    /// The steps of a run; `Err` carries the outcome of a step that ended it early.
-    async fn execute(&self, task: &Task, state: &mut RunState) -> StepResult<Outcome> {
+    /// The steps of a turn; `Err` carries the outcome of a step that ended it early.
+    async fn execute(&self, task: &Task, turn: &Turn, state: &mut RunState) -> StepResult<Outcome> {
         let token = self.github_token(task).await?;
-        let plan = self.plan(task).await?;
+        let message = turn
+            .message
+            .as_ref()
+            .map_or(task.prompt.as_str(), |m| m.content.as_str());
+        let follow_up = turn.number > 1;
+        // A follow-up continues in the kept sandbox when there is one, resuming the agent's own
+        // session where its CLI can; otherwise it starts afresh from the branch with the earlier
+        // turns in its prompt.
+        let live = if follow_up {
+            self.live_sandbox(task).await
+        } else {
+            None
+        };
+        let resume = live.is_some()
+            && self
+                .inner
+                .agents
+                .get(&task.agent)
+                .is_ok_and(|a| a.supports_resume());
+        let prompt = self.turn_prompt(task, turn, message, resume).await?;
+        let mut plan = self.plan(task, prompt, resume).await?;
         let mut secrets = SecretSet::new();
         secrets.add("github-token", token.expose());
         state.secret_values.push(token.clone());
@@ -515,22 +749,50 @@ impl TaskRunner {
             self.inner.hub.clone(),
             redactor,
         ));
+        if follow_up {
+            self.log(
+                state,
+                "info",
+                &format!("Follow-up (turn {}): {}", turn.number, title_of(message)),
+            )
+            .await;
+        }
 
-        let (git, base_branch, base_sha, branch) = self.clone_repo(task, &token, state).await?;
-        let sandbox = self.create_sandbox(task, state).await?;
-        self.log(state, "info", "Uploading the working tree").await;
-        sandbox
-            .upload_dir("/workspace", git.dir())
-            .await
-            .map_err(|err| Outcome::failed(format!("could not upload the working tree: {err}")))?;
+        let checkout = self.clone_repo(task, &token, state).await?;
+        let git = &checkout.git;
+        let branch = checkout.branch.as_str();
+        let sandbox = match live {
+            Some(sandbox) => self.reuse_sandbox(sandbox, &checkout, state).await?,
+            None => None,
+        };
+        if resume && sandbox.is_none() {
+            // The kept sandbox could not be used: nothing to resume, so the earlier turns go
+            // into the prompt.
+            let prompt = self.turn_prompt(task, turn, message, false).await?;
+            plan = self.plan(task, prompt, false).await?;
+        }
+        let sandbox = match sandbox {
+            Some(sandbox) => sandbox,
+            None => {
+                let sandbox = self.create_sandbox(task, state).await?;
+                self.log(state, "info", "Uploading the working tree").await;
+                sandbox
+                    .upload_dir("/workspace", git.dir())
+                    .await
+                    .map_err(|err| {
+                        Outcome::failed(format!("could not upload the working tree: {err}"))
+                    })?;
+                if task.install_deps {
+                    self.install_deps(&sandbox, git.dir(), state).await?;
+                }
+                sandbox
+            }
+        };
         for file in &plan.files {
             sandbox
                 .write_file(&file.path, &file.contents, file.mode, None)
                 .await
                 .map_err(|err| Outcome::failed(format!("could not write {}: {err}", file.path)))?;
-        }
-        if task.install_deps {
-            self.install_deps(&sandbox, git.dir(), state).await?;
         }
 
         let final_message = self.run_agent(task, &sandbox, &plan, state).await?;
@@ -542,39 +804,60 @@ impl TaskRunner {
             let _ = self
                 .inner
                 .store
-                .insert_task_message(&task.id, "agent", &text)
+                .insert_task_message(&task.id, "agent", &text, Some(turn.number))
                 .await;
         }
 
-        let Some(_commit) = self.commit_in_sandbox(task, &sandbox, state).await? else {
+        let Some(_commit) = self
+            .commit_in_sandbox(task, message, &sandbox, state)
+            .await?
+        else {
             return Ok(Outcome::ended(
                 "succeeded",
-                "no changes: the agent changed nothing, so nothing was pushed",
+                if follow_up {
+                    "no changes in this turn, so nothing was pushed"
+                } else {
+                    "no changes: the agent changed nothing, so nothing was pushed"
+                },
             ));
         };
+        let start_sha = checkout.start_sha.as_str();
         let commit_sha = self
-            .fetch_bundle(&sandbox, &git, &branch, &base_sha, state)
+            .fetch_bundle(&sandbox, git, branch, start_sha, state)
             .await?;
-        self.save_diff(task, &git, &base_sha, state).await;
-        self.refuse_secrets(&git, &base_sha, state).await?;
-        self.push(&git, &branch, state).await?;
+        // The diff shown is the whole task's work, from where its first turn started.
+        let diff_base = match (&task.base_sha, checkout.branch_existed) {
+            (Some(base), true) => base.as_str(),
+            _ => start_sha,
+        };
+        self.save_diff(task, git, diff_base, state).await;
+        self.refuse_secrets(git, start_sha, state).await?;
+        self.push(git, branch, state).await?;
+        let short = &commit_sha[..commit_sha.len().min(12)];
         let mut outcome = Outcome {
             status: "succeeded",
-            reason: format!(
-                "pushed {branch} ({})",
-                &commit_sha[..commit_sha.len().min(12)]
-            ),
-            commit_sha: Some(commit_sha),
+            reason: format!("pushed {branch} ({short})"),
+            commit_sha: Some(commit_sha.clone()),
             pr: None,
         };
-        if task.create_pr {
+        if let Some(number) = task.pr_number {
+            // Pushing to the branch updated the pull request.
+            outcome.reason = format!("pushed {short} to pull request #{number}");
+        } else if task.create_pr {
             self.log(state, "info", "Opening a pull request").await;
             let title = title_of(&task.prompt);
             let body = self.pr_body(task, final_message.as_deref(), state);
             match self
                 .inner
                 .github
-                .create_pull(&token, &task.repo, &title, &body, &branch, &base_branch)
+                .create_pull(
+                    &token,
+                    &task.repo,
+                    &title,
+                    &body,
+                    branch,
+                    &checkout.base_branch,
+                )
                 .await
             {
                 Ok((url, number)) => {
@@ -589,6 +872,66 @@ impl TaskRunner {
             }
         }
         Ok(outcome)
+    }
+
+    /// The prompt of a turn: the message itself on the first turn and when the agent resumes its
+    /// own session; otherwise the message after the earlier turns (bounded).
+    async fn turn_prompt(
+        &self,
+        task: &Task,
+        turn: &Turn,
+        message: &str,
+        resume: bool,
+    ) -> StepResult<String> {
+        if turn.number <= 1 || resume {
+            return Ok(message.to_owned());
+        }
+        let earlier = self
+            .inner
+            .store
+            .list_task_messages(&task.id)
+            .await
+            .map_err(|_| Outcome::failed("could not read the task's conversation"))?;
+        Ok(follow_up_prompt(task, &earlier, turn.number, message))
+    }
+
+    /// Takes over the kept sandbox for a follow-up when its working tree is where the branch is
+    /// on GitHub; otherwise removes it (the next step creates a fresh one from the branch).
+    async fn reuse_sandbox(
+        &self,
+        sandbox: Sandbox,
+        checkout: &Checkout,
+        state: &mut RunState,
+    ) -> StepResult<Option<Sandbox>> {
+        state.sandbox = Some(sandbox.clone());
+        let mut out = sandbox
+            .exec(&ExecSpec::new(["git", "rev-parse", "HEAD"]).workdir("/workspace"))
+            .await
+            .map_err(|err| Outcome::failed(sandbox_failure(&err)))?;
+        let mut head = Vec::new();
+        while let Some(chunk) = out.next().await {
+            let chunk = chunk.map_err(|err| Outcome::failed(sandbox_failure(&err)))?;
+            if chunk.stream == drydock_sandbox::OutputStream::Stdout {
+                head.extend_from_slice(&chunk.data);
+            }
+        }
+        let _ = out.exit().await;
+        if String::from_utf8_lossy(&head).trim() == checkout.start_sha {
+            self.log(state, "info", "Continuing in the task's sandbox")
+                .await;
+            return Ok(Some(sandbox));
+        }
+        self.log(
+            state,
+            "info",
+            "The branch is not where the kept sandbox left it; starting a fresh sandbox from the branch",
+        )
+        .await;
+        state.sandbox = None;
+        if let Err(err) = sandbox.remove().await {
+            tracing::error!(error = %err, "could not remove the kept sandbox");
+        }
+        Ok(None)
     }
 
     async fn log(&self, state: &mut RunState, kind: &'static str, text: &str) {
@@ -619,7 +962,7 @@ impl TaskRunner {
     }
 
     /// The launch plan, with the one key the chosen model needs.
-    async fn plan(&self, task: &Task) -> StepResult<LaunchPlan> {
+    async fn plan(&self, task: &Task, prompt: String, resume: bool) -> StepResult<LaunchPlan> {
         let agent = self.inner.agents.get(&task.agent).map_err(|_| {
             Outcome::failed(format!("the agent {} is no longer offered", task.agent))
         })?;
@@ -652,11 +995,11 @@ impl TaskRunner {
         let request = LaunchRequest {
             agent: task.agent.clone(),
             model: task.model.clone(),
-            prompt: task.prompt.clone(),
+            prompt,
             keys,
             base_urls: self.inner.settings.base_urls.clone(),
             mcp_servers: self.mcp_servers(task).await?,
-            resume: false,
+            resume,
         };
         self.inner
             .agents
@@ -715,13 +1058,15 @@ impl TaskRunner {
         Ok(servers)
     }
 
+    /// Clones the repository on the host: the task's branch when an earlier turn pushed it,
+    /// otherwise the base branch, with the task's branch created on it.
     #[instrument(skip_all, fields(task_id = %task.id))]
     async fn clone_repo(
         &self,
         task: &Task,
         token: &SecretString,
         state: &mut RunState,
-    ) -> StepResult<(HostGit, String, String, String)> {
+    ) -> StepResult<Checkout> {
         let dir = self.inner.settings.work_dir.join(&task.id);
         let _ = tokio::fs::remove_dir_all(&dir).await;
         tokio::fs::create_dir_all(&self.inner.settings.work_dir)
@@ -736,9 +1081,32 @@ impl TaskRunner {
             self.inner.settings.github_url.trim_end_matches('/'),
             task.repo
         );
+        let branch = task
+            .branch
+            .clone()
+            .unwrap_or_else(|| branch_name(&task.prompt, &task.id));
+        let branch_existed = if task.branch.is_some() {
+            let refname = format!("refs/heads/{branch}");
+            let out = git
+                .run(&["ls-remote", "--heads", "--", &url, &refname])
+                .await
+                .map_err(Outcome::failed)?;
+            if !out.ok {
+                return Err(Outcome::failed(format!(
+                    "could not reach {}: {}",
+                    task.repo,
+                    last_line(&out.stderr)
+                )));
+            }
+            !out.text().is_empty()
+        } else {
+            false
+        };
         let dir_arg = dir.to_string_lossy().into_owned();
         let mut args = vec!["clone", "--no-tags", "--single-branch"];
-        if let Some(base) = task.base_branch.as_deref() {
+        if branch_existed {
+            args.extend(["--branch", branch.as_str()]);
+        } else if let Some(base) = task.base_branch.as_deref() {
             args.extend(["--branch", base]);
         }
         args.extend(["--", &url, &dir_arg]);
@@ -757,42 +1125,50 @@ impl TaskRunner {
                 task.repo
             )));
         }
-        let base_branch = git
-            .run(&["symbolic-ref", "--short", "HEAD"])
-            .await
-            .map_err(Outcome::failed)?
-            .text();
-        let base_sha = git
+        let start_sha = git
             .run(&["rev-parse", "HEAD"])
             .await
             .map_err(Outcome::failed)?
             .text();
-        let branch = branch_name(&task.prompt, &task.id);
-        let out = git
-            .run(&["checkout", "-q", "-b", &branch])
-            .await
-            .map_err(Outcome::failed)?;
-        if !out.ok {
-            return Err(Outcome::failed(format!(
-                "could not create the branch {branch}: {}",
-                last_line(&out.stderr)
-            )));
-        }
-        let _ = self
-            .inner
-            .store
-            .set_task_branch(&task.id, &base_branch, &branch)
-            .await;
-        self.log(
-            state,
-            "info",
-            &format!(
-                "Working on {branch} from {base_branch} ({})",
-                &base_sha[..base_sha.len().min(12)]
-            ),
-        )
-        .await;
-        Ok((git, base_branch, base_sha, branch))
+        let base_branch = if branch_existed {
+            task.base_branch.clone().unwrap_or_default()
+        } else {
+            let base_branch = git
+                .run(&["symbolic-ref", "--short", "HEAD"])
+                .await
+                .map_err(Outcome::failed)?
+                .text();
+            let out = git
+                .run(&["checkout", "-q", "-b", &branch])
+                .await
+                .map_err(Outcome::failed)?;
+            if !out.ok {
+                return Err(Outcome::failed(format!(
+                    "could not create the branch {branch}: {}",
+                    last_line(&out.stderr)
+                )));
+            }
+            let _ = self
+                .inner
+                .store
+                .set_task_branch(&task.id, &base_branch, &branch, &start_sha)
+                .await;
+            base_branch
+        };
+        let short = &start_sha[..start_sha.len().min(12)];
+        let text = if branch_existed {
+            format!("Working on {branch} ({short})")
+        } else {
+            format!("Working on {branch} from {base_branch} ({short})")
+        };
+        self.log(state, "info", &text).await;
+        Ok(Checkout {
+            git,
+            base_branch,
+            start_sha,
+            branch,
+            branch_existed,
+        })
     }
 
     async fn log_stderr(&self, state: &mut RunState, stderr: &str) {
@@ -948,6 +1324,7 @@ impl TaskRunner {
     async fn commit_in_sandbox(
         &self,
         task: &Task,
+        request: &str,
         sandbox: &Sandbox,
         state: &mut RunState,
     ) -> StepResult<Option<String>> {
@@ -972,8 +1349,8 @@ impl TaskRunner {
             .map_or(task.agent.clone(), |a| a.name.clone());
         let message = format!(
             "{}\n\n{}\n\nMade by {agent_name}{} with drydock: {}/tasks/{}",
-            title_of(&task.prompt),
-            wrap(&task.prompt, 72),
+            title_of(request),
+            wrap(request, 72),
             task.model
                 .as_deref()
                 .map(|m| format!(" ({m})"))
@@ -1270,6 +1647,99 @@ pub fn title_of(prompt: &str) -> String {
     }
 }
 
+/// Most of the earlier conversation put into a follow-up's prompt, in bytes.
+const CONTEXT_BUDGET: usize = 24 * 1024;
+/// Most of one earlier message put into it.
+const CONTEXT_MESSAGE_MAX: usize = 6 * 1024;
+/// The line before the new request in a follow-up's prompt. Operator-defined agents may look for
+/// it to tell the new request from the context.
+pub const NEW_REQUEST_MARKER: &str = "## New request";
+
+/// The prompt of a follow-up that starts afresh: what the task is, the earlier turns (the
+/// original request and then the most recent messages, within a budget, saying when something
+/// was left out or cut), then the new request after [`NEW_REQUEST_MARKER`].
+pub fn follow_up_prompt(task: &Task, earlier: &[TaskMessage], turn: i64, message: &str) -> String {
+    let earlier: Vec<&TaskMessage> = earlier
+        .iter()
+        .filter(|m| m.turn.is_some_and(|t| t < turn))
+        .collect();
+    let render = |m: &TaskMessage| {
+        let who = if m.role == "user" {
+            "Request"
+        } else {
+            "Your reply"
+        };
+        let mut text = m.content.trim().to_owned();
+        let mut cut = false;
+        if text.len() > CONTEXT_MESSAGE_MAX {
+            let mut at = CONTEXT_MESSAGE_MAX;
+            while !text.is_char_boundary(at) {
+                at -= 1;
+            }
+            text.truncate(at);
+            cut = true;
+        }
+        format!(
+            "### {who} (turn {})\n{text}{}\n",
+            m.turn.unwrap_or_default(),
+            if cut { "\n[… cut]" } else { "" }
+        )
+    };
+    // The first request says what the task is; then as many of the latest messages as fit.
+    let mut parts: Vec<String> = Vec::new();
+    let mut used = 0;
+    let first = earlier.first().map(|m| render(m));
+    if let Some(first) = &first {
+        used += first.len();
+    }
+    let mut left_out = 0;
+    for m in earlier.iter().skip(1).rev() {
+        let part = render(m);
+        if used + part.len() > CONTEXT_BUDGET {
+            left_out += 1;
+            continue;
+        }
+        used += part.len();
+        parts.push(part);
+    }
+    parts.reverse();
+    let branch = task.branch.as_deref().unwrap_or("the task's branch");
+    let mut prompt = format!(
+        "This continues earlier work on {} (branch {branch}). The work of the earlier turns is \
+         committed on this branch, which is checked out. The conversation so far:\n\n",
+        task.repo
+    );
+    if let Some(first) = first {
+        prompt.push_str(&first);
+        prompt.push('\n');
+    }
+    if left_out > 0 {
+        prompt.push_str(&format!(
+            "[{left_out} earlier message(s) left out to keep this prompt short]\n\n"
+        ));
+    }
+    for part in parts {
+        prompt.push_str(&part);
+        prompt.push('\n');
+    }
+    prompt.push_str(NEW_REQUEST_MARKER);
+    prompt.push('\n');
+    prompt.push_str(message);
+    prompt
+}
+
+/// "30 min", "2 h", "45 s".
+fn human_duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    if secs >= 3600 && secs.is_multiple_of(3600) {
+        format!("{} h", secs / 3600)
+    } else if secs >= 60 && secs.is_multiple_of(60) {
+        format!("{} min", secs / 60)
+    } else {
+        format!("{secs} s")
+    }
+}
+
 fn wrap(text: &str, width: usize) -> String {
     let mut out = String::new();
     for paragraph in text.lines() {
@@ -1392,6 +1862,82 @@ mod tests {
         assert_eq!(title_of("\n  Fix the bug \nmore"), "Fix the bug");
         let long = "x".repeat(100);
         assert_eq!(title_of(&long).chars().count(), 72);
+    }
+
+    fn message(role: &str, turn: i64, content: String) -> TaskMessage {
+        TaskMessage {
+            id: format!("{role}{turn}"),
+            task_id: "t1".into(),
+            role: role.into(),
+            content,
+            turn: Some(turn),
+            created_at: turn,
+        }
+    }
+
+    #[test]
+    fn follow_up_prompts_keep_the_first_request_and_the_latest_turns_within_bounds() {
+        let task = Task {
+            id: "t1".into(),
+            user_id: "u".into(),
+            title: "t".into(),
+            prompt: "fix the parser".into(),
+            repo: "o/r".into(),
+            base_branch: Some("main".into()),
+            branch: Some("drydock/fix-t1".into()),
+            agent: "a".into(),
+            model: None,
+            status: "succeeded".into(),
+            status_reason: None,
+            install_deps: false,
+            max_duration_s: 60,
+            keep_alive: false,
+            create_pr: true,
+            container_id: None,
+            commit_sha: None,
+            pr_url: None,
+            pr_number: None,
+            event_seq: 0,
+            runner_id: None,
+            turns: 9,
+            base_sha: None,
+            sandbox_expires_at: None,
+            preview_port: None,
+            created_at: 0,
+            started_at: None,
+            finished_at: None,
+            updated_at: 0,
+        };
+        let mut earlier = vec![message("user", 1, "fix the parser".into())];
+        for turn in 1..10 {
+            if turn > 1 {
+                earlier.push(message(
+                    "user",
+                    turn,
+                    format!("request {turn} {}", "x".repeat(5000)),
+                ));
+            }
+            earlier.push(message(
+                "agent",
+                turn,
+                format!("reply {turn} {}", "y".repeat(9000)),
+            ));
+        }
+        // The message of the turn being run is not context.
+        earlier.push(message("user", 10, "now this".into()));
+        let prompt = follow_up_prompt(&task, &earlier, 10, "now this");
+        assert!(prompt.contains("o/r (branch drydock/fix-t1)"));
+        assert!(prompt.contains("### Request (turn 1)\nfix the parser\n"));
+        assert!(prompt.contains("### Your reply (turn 9)\nreply 9 "));
+        assert!(prompt.contains("[… cut]"), "long replies are cut");
+        assert!(prompt.contains("earlier message(s) left out to keep this prompt short"));
+        assert!(
+            !prompt.contains("request 2 "),
+            "the oldest follow-ups go first"
+        );
+        assert!(prompt.ends_with("## New request\nnow this"));
+        assert_eq!(prompt.matches("now this").count(), 1);
+        assert!(prompt.len() < CONTEXT_BUDGET + 1024, "{}", prompt.len());
     }
 
     #[test]

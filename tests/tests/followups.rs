@@ -1,0 +1,437 @@
+//! Follow-up messages and kept-alive sandboxes, end to end: the real server, real Docker, real git
+//! against the GitHub stand-in, and the scripted agent (which sees the whole prompt as `$1` and a
+//! resume flag as `$2`).
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+use drydock_tests::TestDb;
+use drydock_tests::tasks::{TaskEnv, containers_of, git_in};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+/// Sends a follow-up; answers the status and body.
+async fn follow_up(env: &TaskEnv, id: &str, prompt: &str) -> (StatusCode, Value) {
+    let resp = env
+        .alice
+        .post(env.app.url(&format!("/api/tasks/{id}/messages")))
+        .json(&json!({ "prompt": prompt }))
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+/// Waits until the task has ended its `turns`-th turn.
+async fn wait_turn(env: &TaskEnv, id: &str, turns: i64) -> Value {
+    env.wait_for(id, &format!("the end of turn {turns}"), |t| {
+        t["turns"] == turns && !matches!(t["status"].as_str(), Some("queued" | "running"))
+    })
+    .await
+}
+
+async fn messages(env: &TaskEnv, id: &str) -> Vec<(String, Option<i64>, String)> {
+    let list: Value = env
+        .alice
+        .get(env.app.url(&format!("/api/tasks/{id}/messages")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["role"].as_str().unwrap().to_owned(),
+                m["turn"].as_i64(),
+                m["content"].as_str().unwrap().trim().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// Subjects of the branch's commits after `main`, oldest first.
+fn commits_on(env: &TaskEnv, branch: &str) -> Vec<String> {
+    let bare = env.app.gh.repo_path("alice", "demo");
+    let (ok, out) = git_in(
+        &bare,
+        &[
+            "log",
+            "--reverse",
+            "--format=%s",
+            &format!("main..{branch}"),
+        ],
+    );
+    assert!(ok, "branch {branch} is in the repository");
+    out.lines().map(str::to_owned).collect()
+}
+
+fn show(env: &TaskEnv, branch: &str, path: &str) -> String {
+    let bare = env.app.gh.repo_path("alice", "demo");
+    let (ok, out) = git_in(&bare, &["show", &format!("{branch}:{path}")]);
+    assert!(ok, "{path} is on {branch}");
+    out
+}
+
+async fn quota_used(env: &TaskEnv) -> i64 {
+    let me: Value = env
+        .alice
+        .get(env.app.url("/api/me"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    me["quota"]["used"].as_i64().unwrap()
+}
+
+async fn a_follow_up_continues_in_the_kept_sandbox(db: TestDb) {
+    let env = TaskEnv::start(db, &[]).await;
+    let id = env
+        .submit(
+            "touch /tmp/turn-one-was-here && echo one > one.txt && echo 'first turn done'",
+            json!({ "keep_alive": true }),
+        )
+        .await;
+    let task = wait_turn(&env, &id, 1).await;
+    assert_eq!(task["status"], "succeeded", "{task}");
+    assert!(task["keep_alive"].as_bool().unwrap());
+    assert!(
+        task["sandbox_expires_at"].as_i64().unwrap() > chrono_now_ms(),
+        "{task}"
+    );
+    assert_eq!(containers_of(&id).len(), 1, "the sandbox is kept");
+    let pr_number = task["pr_number"].as_i64().unwrap();
+
+    let (status, message) = follow_up(
+        &env,
+        &id,
+        "echo \"resume flag: $2\"; test -f /tmp/turn-one-was-here && echo 'same sandbox'; echo two > two.txt",
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{message}");
+    assert!(message["turn"].is_null(), "not run yet: {message}");
+    let task = wait_turn(&env, &id, 2).await;
+    let log = env.log(&id).await;
+    assert_eq!(task["status"], "succeeded", "{task}\n{}", log.join("\n"));
+    assert!(
+        log.iter()
+            .any(|l| l == "agent: resume flag: --resume-session"),
+        "the agent resumes its session: {log:#?}"
+    );
+    assert!(log.iter().any(|l| l == "agent: same sandbox"), "{log:#?}");
+    assert!(
+        log.iter()
+            .any(|l| l.starts_with("info: Continuing in the task's sandbox")),
+        "{log:#?}"
+    );
+
+    // Both turns' commits are on the one branch, in order, and the pull request follows it.
+    let branch = task["branch"].as_str().unwrap();
+    let commits = commits_on(&env, branch);
+    assert_eq!(commits.len(), 2, "{commits:?}");
+    assert!(commits[0].starts_with("touch /tmp/turn-one"), "{commits:?}");
+    assert!(commits[1].starts_with("echo \"resume flag"), "{commits:?}");
+    assert_eq!(show(&env, branch, "one.txt"), "one\n");
+    assert_eq!(show(&env, branch, "two.txt"), "two\n");
+    assert_eq!(
+        task["pr_number"].as_i64(),
+        Some(pr_number),
+        "same pull request"
+    );
+    assert_eq!(env.app.gh.pulls("alice", "demo").len(), 1, "no second PR");
+    assert_eq!(
+        task["status_reason"],
+        format!(
+            "pushed {} to pull request #{pr_number}",
+            &task["commit_sha"].as_str().unwrap()[..12]
+        )
+    );
+    // The diff is the whole task's work.
+    let diff: Value = env
+        .alice
+        .get(env.app.url(&format!("/api/tasks/{id}/diff")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let files: Vec<&str> = diff["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(files, ["one.txt", "two.txt"]);
+
+    // The conversation, each reply with its turn; each turn counted once.
+    let conversation = messages(&env, &id).await;
+    let roles: Vec<(&str, Option<i64>)> = conversation
+        .iter()
+        .map(|(role, turn, _)| (role.as_str(), *turn))
+        .collect();
+    assert_eq!(
+        roles,
+        [
+            ("user", Some(1)),
+            ("agent", Some(1)),
+            ("user", Some(2)),
+            ("agent", Some(2))
+        ]
+    );
+    assert_eq!(conversation[1].2, "first turn done");
+    assert!(conversation[3].2.contains("same sandbox"));
+    assert_eq!(quota_used(&env).await, 2);
+    assert_eq!(containers_of(&id).len(), 1, "still kept after turn 2");
+
+    // Ending the sandbox early; a second time there is none; another user cannot.
+    let bob = env.app.sign_in("bob").await;
+    let resp = bob
+        .post(env.app.url(&format!("/api/tasks/{id}/sandbox/stop")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    let resp = env
+        .alice
+        .post(env.app.url(&format!("/api/tasks/{id}/sandbox/stop")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let task: Value = resp.json().await.unwrap();
+    assert!(task["sandbox_expires_at"].is_null(), "{task}");
+    assert!(containers_of(&id).is_empty(), "the sandbox is gone");
+    let resp = env
+        .alice
+        .post(env.app.url(&format!("/api/tasks/{id}/sandbox/stop")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CONFLICT);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "conflict", "{body}");
+}
+
+fn chrono_now_ms() -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    i64::try_from(now.as_millis()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follow_up_continues_in_the_kept_sandbox_on_sqlite() {
+    a_follow_up_continues_in_the_kept_sandbox(TestDb::sqlite().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follow_up_continues_in_the_kept_sandbox_on_postgres() {
+    a_follow_up_continues_in_the_kept_sandbox(TestDb::postgres().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_the_idle_reaper_a_follow_up_starts_afresh_with_the_earlier_turns() {
+    let env = TaskEnv::start(TestDb::sqlite().await, &["--sandbox-idle-timeout", "2"]).await;
+    let id = env
+        .submit(
+            "echo a > a.txt && echo 'reply of turn one'",
+            json!({ "keep_alive": true }),
+        )
+        .await;
+    let task = wait_turn(&env, &id, 1).await;
+    assert_eq!(task["status"], "succeeded", "{task}");
+    // The idle reaper removes the container and says so.
+    env.wait_for(&id, "the sandbox reaped", |t| {
+        t["sandbox_expires_at"].is_null() && containers_of(&id).is_empty()
+    })
+    .await;
+    assert!(
+        env.log(&id)
+            .await
+            .iter()
+            .any(|l| l == "info: Sandbox removed: idle for 2 s"),
+        "{:#?}",
+        env.log(&id).await
+    );
+
+    let (status, body) = follow_up(
+        &env,
+        &id,
+        "printf '%s' \"$1\" > context.txt; echo \"resume flag: [$2]\"; test -f a.txt && echo 'turn one work is here'",
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let task = wait_turn(&env, &id, 2).await;
+    let log = env.log(&id).await;
+    assert_eq!(task["status"], "succeeded", "{task}\n{}", log.join("\n"));
+    assert!(
+        log.iter().any(|l| l == "agent: resume flag: []"),
+        "a fresh sandbox has no session to resume: {log:#?}"
+    );
+    assert!(log.iter().any(|l| l == "agent: turn one work is here"));
+
+    // What the agent was given: the earlier turns, then the new request.
+    let branch = task["branch"].as_str().unwrap();
+    let context = show(&env, branch, "context.txt");
+    let request = context
+        .find("### Request (turn 1)\necho a > a.txt")
+        .unwrap();
+    let reply = context
+        .find("### Your reply (turn 1)\nreply of turn one")
+        .unwrap();
+    let new = context.find("## New request\nprintf").unwrap();
+    assert!(request < reply && reply < new, "{context}");
+    assert!(context.contains(branch), "{context}");
+    assert_eq!(commits_on(&env, branch).len(), 2);
+    // A fresh sandbox was created for the turn and kept again.
+    assert_eq!(containers_of(&id).len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_sent_mid_turn_run_next_in_order_and_each_counts_once() {
+    let env = TaskEnv::start(TestDb::sqlite().await, &[]).await;
+    let id = env
+        .submit("sleep 4; echo one >> order.txt; echo 'turn one'", json!({}))
+        .await;
+    env.wait_for(&id, "running", |t| t["status"] == "running")
+        .await;
+    for prompt in [
+        "echo two >> order.txt; echo 'turn two'",
+        "echo three >> order.txt; echo 'turn three'",
+    ] {
+        let (status, body) = follow_up(&env, &id, prompt).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    let task = wait_turn(&env, &id, 3).await;
+    assert_eq!(task["status"], "succeeded", "{task}");
+    let branch = task["branch"].as_str().unwrap();
+    assert_eq!(show(&env, branch, "order.txt"), "one\ntwo\nthree\n");
+    assert_eq!(commits_on(&env, branch).len(), 3);
+    let turns: Vec<(String, Option<i64>)> = messages(&env, &id)
+        .await
+        .into_iter()
+        .map(|(role, turn, _)| (role, turn))
+        .collect();
+    assert_eq!(
+        turns,
+        [
+            ("user".to_owned(), Some(1)),
+            ("agent".to_owned(), Some(1)),
+            ("user".to_owned(), Some(2)),
+            ("agent".to_owned(), Some(2)),
+            ("user".to_owned(), Some(3)),
+            ("agent".to_owned(), Some(3)),
+        ]
+    );
+    assert_eq!(quota_used(&env).await, 3);
+    assert!(containers_of(&id).is_empty(), "no keep-alive: removed");
+
+    // Bad follow-ups are refused and cost nothing.
+    let (status, body) = follow_up(&env, &id, "   ").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let bob = env.app.sign_in("bob").await;
+    let resp = bob
+        .post(env.app.url(&format!("/api/tasks/{id}/messages")))
+        .json(&json!({ "prompt": "echo hi" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    assert_eq!(quota_used(&env).await, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follow_ups_are_refused_past_the_daily_quota() {
+    let env = TaskEnv::start(TestDb::sqlite().await, &["--max-tasks-per-day", "2"]).await;
+    let id = env.submit("echo hi > hi.txt", json!({})).await;
+    wait_turn(&env, &id, 1).await;
+    let (status, _) = follow_up(&env, &id, "echo again >> hi.txt").await;
+    assert_eq!(status, StatusCode::CREATED);
+    wait_turn(&env, &id, 2).await;
+    let (status, body) = follow_up(&env, &id, "echo more >> hi.txt").await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert_eq!(body["error"]["code"], "rate_limited", "{body}");
+    let asked = messages(&env, &id)
+        .await
+        .into_iter()
+        .filter(|(role, _, _)| role == "user")
+        .count();
+    assert_eq!(asked, 2, "the refused message is not stored");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_adopts_kept_sandboxes_and_removes_the_rest() {
+    let db = TestDb::sqlite().await;
+    let url = db.url.clone();
+    let env = TaskEnv::start(db, &["--instance-id", "keep-test"]).await;
+    let kept = env
+        .submit("echo kept > kept.txt", json!({ "keep_alive": true }))
+        .await;
+    let other = env
+        .submit("echo gone > gone.txt", json!({ "keep_alive": true }))
+        .await;
+    wait_turn(&env, &kept, 1).await;
+    wait_turn(&env, &other, 1).await;
+    assert_eq!(containers_of(&kept).len(), 1);
+    assert_eq!(containers_of(&other).len(), 1);
+    let drydock_tests::App { server, db, gh } = env.app;
+    server.stop().await.unwrap();
+    assert_eq!(
+        containers_of(&kept).len(),
+        1,
+        "a kept sandbox outlives a graceful stop"
+    );
+    // While the server is down, one sandbox disappears.
+    let gone = containers_of(&other);
+    let out = std::process::Command::new("docker")
+        .args(["rm", "-f", &gone[0]])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+
+    let mut settings = gh.settings();
+    settings.extend(["--instance-id".to_owned(), "keep-test".to_owned()]);
+    settings.extend(["--sandbox-idle-timeout".to_owned(), "600".to_owned()]);
+    let restarted = drydock_tests::TestServer::start_with(&url, settings).await;
+    let adopted = db.store.get_task_for_runner(&kept).await.unwrap().unwrap();
+    assert!(adopted.container_id.is_some(), "adopted: {adopted:?}");
+    assert_eq!(containers_of(&kept).len(), 1);
+    let lost = db.store.get_task_for_runner(&other).await.unwrap().unwrap();
+    assert!(lost.container_id.is_none(), "forgotten: {lost:?}");
+    let events = db
+        .store
+        .list_task_events_after(&other, 0, 100)
+        .await
+        .unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.text == "Sandbox removed: it did not survive the server restart"),
+        "{events:?}"
+    );
+    restarted.stop().await.unwrap();
+
+    // A restart with a short idle limit reaps the adopted sandbox: nothing is left behind.
+    db.store
+        .keep_task_sandbox(&kept, chrono_now_ms() - 1)
+        .await
+        .unwrap();
+    let mut settings = gh.settings();
+    settings.extend(["--instance-id".to_owned(), "keep-test".to_owned()]);
+    let restarted = drydock_tests::TestServer::start_with(&url, settings).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !containers_of(&kept).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the expired sandbox was never reaped"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    restarted.stop().await.unwrap();
+}
