@@ -115,6 +115,17 @@ pub struct Config {
     #[arg(long, env = "DRYDOCK_SANDBOX_MAX_LIFETIME", default_value_t = 28_800, value_parser = clap::value_parser!(u64).range(60..=604_800))]
     pub sandbox_max_lifetime: u64,
 
+    /// Host name under which dev-server previews are served (e.g. preview.drydock.example, with
+    /// DNS pointing at this server; add :PORT when it differs from the public URL's). It must
+    /// differ from the public URL's host, so preview pages never see drydock's cookies. Previews
+    /// are off when unset.
+    #[arg(long, env = "DRYDOCK_PREVIEW_HOST")]
+    pub preview_host: Option<String>,
+
+    /// Port the dev server listens on inside a kept-alive sandbox (given to it as PORT).
+    #[arg(long, env = "DRYDOCK_PREVIEW_PORT", default_value_t = 3000, value_parser = clap::value_parser!(u16).range(1..))]
+    pub preview_port: u16,
+
     /// Tasks (and follow-up messages) one user may start per day (UTC).
     #[arg(long, env = "DRYDOCK_MAX_TASKS_PER_DAY", default_value_t = 50)]
     pub max_tasks_per_day: u32,

@@ -99,6 +99,7 @@ async fn build_state(config: Config, bound: std::net::SocketAddr) -> anyhow::Res
     let secrets = SecretBox::new(&keys.encryption_key);
     let github = github::Github::new(&config)?;
     let public_url = config.public_url_for(bound);
+    check_preview_host(config.preview_host.as_deref(), &public_url)?;
     let hub = Arc::new(tasks::EventHub::default());
     let runner = tasks::TaskRunner::new(
         tasks::RunnerSettings::from_config(&config, instance_id(&config)?, public_url.clone()),
@@ -183,4 +184,62 @@ fn create_data_dir(path: &std::path::Path) -> anyhow::Result<()> {
         .mode(0o700)
         .create(path)
         .with_context(|| format!("creating the data directory {}", path.display()))
+}
+
+/// Refuses a preview host that shares the public URL's host name: cookies are shared across ports,
+/// so preview pages there could act as the signed-in user.
+fn check_preview_host(preview_host: Option<&str>, public_url: &str) -> anyhow::Result<()> {
+    let Some(preview) = preview_host.map(str::trim).filter(|h| !h.is_empty()) else {
+        return Ok(());
+    };
+    let name_of = |authority: &str| -> String {
+        let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
+        let name = if authority.starts_with('[') {
+            authority
+                .split(']')
+                .next()
+                .map(|h| format!("{h}]"))
+                .unwrap_or_default()
+        } else {
+            authority.split(':').next().unwrap_or_default().to_owned()
+        };
+        name.to_ascii_lowercase()
+    };
+    let public_authority = public_url
+        .split_once("://")
+        .map_or(public_url, |(_, rest)| rest)
+        .split('/')
+        .next()
+        .unwrap_or_default();
+    if preview.contains('/') || name_of(preview).is_empty() {
+        anyhow::bail!(
+            "DRYDOCK_PREVIEW_HOST must be a host name (with an optional :PORT), such as preview.drydock.example"
+        );
+    }
+    if name_of(preview) == name_of(public_authority) {
+        anyhow::bail!(
+            "DRYDOCK_PREVIEW_HOST ({preview}) must be another host name than the public URL's ({public_authority}): browsers share cookies across ports, so previews there could act as the signed-in user"
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_preview_host;
+
+    #[test]
+    fn the_preview_host_must_be_another_host_name() {
+        assert!(check_preview_host(None, "https://drydock.example").is_ok());
+        assert!(
+            check_preview_host(Some("preview.drydock.example"), "https://drydock.example").is_ok()
+        );
+        assert!(check_preview_host(Some("localhost"), "http://127.0.0.1:8080").is_ok());
+        let same = check_preview_host(Some("drydock.example:8443"), "https://drydock.example")
+            .unwrap_err()
+            .to_string();
+        assert!(same.contains("another host name"), "{same}");
+        assert!(check_preview_host(Some("DRYDOCK.example"), "https://drydock.example/").is_err());
+        assert!(check_preview_host(Some("https://x.example/"), "https://drydock.example").is_err());
+    }
 }

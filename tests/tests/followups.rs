@@ -7,7 +7,9 @@
 use drydock_tests::TestDb;
 use drydock_tests::tasks::{TaskEnv, containers_of, git_in};
 use reqwest::StatusCode;
+use reqwest::cookie::CookieStore;
 use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Sends a follow-up; answers the status and body.
 async fn follow_up(env: &TaskEnv, id: &str, prompt: &str) -> (StatusCode, Value) {
@@ -434,4 +436,179 @@ async fn a_restart_adopts_kept_sandboxes_and_removes_the_rest() {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
     restarted.stop().await.unwrap();
+}
+
+/// The agent's first turn writes a project whose dev script is a small HTTP server (serving a
+/// page under the base path drydock gives it, showing the cookies it received, and echoing
+/// bytes after an `Upgrade: echo` request) inside the sandbox.
+const DEV_PROJECT: &str = r#"cat > package.json <<'JSON'
+{"name": "demo", "version": "1.0.0", "private": true, "scripts": {"dev": "python3 serve.py"}}
+JSON
+cat > serve.py <<'PY'
+import os, socketserver
+base = os.environ["DRYDOCK_PREVIEW_BASE"]
+page = open("index.html", "rb").read()
+class Handler(socketserver.StreamRequestHandler):
+    def handle(self):
+        while True:
+            line = self.rfile.readline()
+            if not line:
+                return
+            method, path, _ = line.decode().split(" ", 2)
+            headers = {}
+            while True:
+                header = self.rfile.readline().decode().strip()
+                if not header:
+                    break
+                name, value = header.split(":", 1)
+                headers[name.strip().lower()] = value.strip()
+            if headers.get("upgrade") == "echo":
+                self.wfile.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n")
+                self.wfile.flush()
+                while True:
+                    data = self.request.recv(65536)
+                    if not data:
+                        return
+                    self.request.sendall(data)
+            if path.startswith(base):
+                status, body = "200 OK", page + ("cookies: [%s]" % headers.get("cookie", "")).encode()
+            else:
+                status, body = "404 Not Found", b"not under the base path"
+            head = "HTTP/1.1 %s\r\nContent-Type: text/html\r\nContent-Length: %d\r\n\r\n" % (status, len(body))
+            self.wfile.write(head.encode() + body)
+            self.wfile.flush()
+socketserver.ThreadingTCPServer.allow_reuse_address = True
+socketserver.ThreadingTCPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
+PY
+echo '<h1>Preview of the demo</h1>' > index.html
+echo 'project written'"#;
+
+fn location(resp: &reqwest::Response) -> String {
+    resp.headers()[reqwest::header::LOCATION]
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_preview_shows_the_dev_server_to_its_owner_only() {
+    // The public URL is http://127.0.0.1:PORT; previews are served as http://localhost:PORT.
+    let env = TaskEnv::start(TestDb::sqlite().await, &["--preview-host", "localhost"]).await;
+    let id = env
+        .submit(
+            DEV_PROJECT,
+            json!({ "keep_alive": true, "install_deps": true }),
+        )
+        .await;
+    let task = env
+        .wait_for(&id, "a preview", |t| t["preview_url"].is_string())
+        .await;
+    let preview = task["preview_url"].as_str().unwrap();
+    assert_eq!(preview, format!("/tasks/{id}/preview/"));
+    assert!(
+        env.log(&id)
+            .await
+            .iter()
+            .any(|l| l.starts_with("info: Preview ready: ")),
+        "{:#?}",
+        env.log(&id).await
+    );
+
+    // The owner is sent to the preview host with a hand-off, which becomes a cookie there.
+    let (alice, jar) = env.app.sign_in_with_jar("alice").await;
+    let resp = alice.get(env.app.url(preview)).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    let handoff = location(&resp);
+    let port = env.app.server.addr.port();
+    let preview_origin = format!("http://localhost:{port}");
+    assert!(
+        handoff.starts_with(&format!("{preview_origin}{preview}?drydock_preview_token=")),
+        "{handoff}"
+    );
+    let resp = alice.get(&handoff).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    assert_eq!(location(&resp), *preview, "the token leaves the address");
+    let page = alice
+        .get(format!("{preview_origin}{preview}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    let page = page.text().await.unwrap();
+    assert!(page.contains("<h1>Preview of the demo</h1>"), "{page}");
+    assert!(
+        page.ends_with("cookies: []"),
+        "drydock's cookies never reach the sandbox: {page}"
+    );
+    // Nothing else of drydock is served on the preview host.
+    let resp = alice
+        .get(format!("{preview_origin}/api/me"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+
+    // A WebSocket-style upgrade goes through to the dev server and bytes flow both ways.
+    let cookie = jar
+        .cookies(&format!("{preview_origin}{preview}").parse().unwrap())
+        .unwrap();
+    let mut socket = tokio::net::TcpStream::connect(env.app.server.addr)
+        .await
+        .unwrap();
+    let request = format!(
+        "GET {preview}live HTTP/1.1\r\nHost: localhost:{port}\r\nConnection: Upgrade\r\nUpgrade: echo\r\nCookie: {}\r\n\r\n",
+        cookie.to_str().unwrap()
+    );
+    socket.write_all(request.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        assert_eq!(socket.read(&mut byte).await.unwrap(), 1, "{head:?}");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    socket.write_all(b"ping through the relay").await.unwrap();
+    let mut echo = [0u8; 22];
+    socket.read_exact(&mut echo).await.unwrap();
+    assert_eq!(&echo, b"ping through the relay");
+    drop(socket);
+
+    // Another user gets nothing, on either host.
+    let bob = env.app.sign_in("bob").await;
+    let resp = bob.get(env.app.url(preview)).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    let resp = bob
+        .get(format!("{preview_origin}{preview}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    let forged = handoff.replace("drydock_preview_token=", "drydock_preview_token=x");
+    let resp = bob.get(&forged).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+
+    // No port of the sandbox is published on the host.
+    let container = &containers_of(&id)[0];
+    let out = std::process::Command::new("docker")
+        .args(["port", container])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).trim().is_empty());
+
+    // Ending the sandbox ends the preview.
+    let resp = env
+        .alice
+        .post(env.app.url(&format!("/api/tasks/{id}/sandbox/stop")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(env.task(&id).await["preview_url"].is_null());
+    let resp = alice
+        .get(format!("{preview_origin}{preview}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
 }

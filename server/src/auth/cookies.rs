@@ -80,6 +80,46 @@ pub fn verify_oauth(jwe_secret: &[u8; 32], token: &str) -> Option<OAuthClaims> {
         .map(|data| data.claims)
 }
 
+/// Claims of a preview token: who may see which task's preview, until when. `handoff` tokens
+/// travel once in a redirect from drydock's origin to the preview host; the others are the
+/// preview host's cookie.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PreviewClaims {
+    /// User id.
+    pub sub: String,
+    /// Task id.
+    pub task: String,
+    /// A short-lived hand-off (in a redirect) rather than a cookie.
+    pub handoff: bool,
+    /// Expiry, unix seconds.
+    pub exp: i64,
+}
+
+/// Name of the preview host's cookie.
+pub const PREVIEW_COOKIE: &str = "drydock_preview";
+
+/// Signs preview claims (HS256, with a key derived for previews only).
+pub fn sign_preview(jwe_secret: &[u8; 32], claims: &PreviewClaims) -> Option<String> {
+    let key = jsonwebtoken::EncodingKey::from_secret(&derive(jwe_secret, b"drydock preview v1"));
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        claims,
+        &key,
+    )
+    .ok()
+}
+
+/// Verifies a preview token; `None` when tampered, malformed or expired.
+pub fn verify_preview(jwe_secret: &[u8; 32], token: &str) -> Option<PreviewClaims> {
+    let key = jsonwebtoken::DecodingKey::from_secret(&derive(jwe_secret, b"drydock preview v1"));
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+    validation.leeway = 0;
+    validation.set_required_spec_claims(&["exp"]);
+    jsonwebtoken::decode::<PreviewClaims>(token, &key, &validation)
+        .ok()
+        .map(|data| data.claims)
+}
+
 /// The value of a cookie in the request.
 pub fn read_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers

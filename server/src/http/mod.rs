@@ -65,10 +65,15 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/metrics", axum::routing::get(metrics::render_metrics))
         .merge(crate::web::routes())
+        .merge(crate::tasks::preview::routes())
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::auth::refuse_cross_site,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::tasks::preview::dispatch,
         ))
         .layer(axum::middleware::from_fn(metrics::track_requests))
         .layer(

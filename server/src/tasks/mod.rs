@@ -4,6 +4,7 @@ mod api;
 mod git;
 pub mod hub;
 mod logs;
+pub mod preview;
 pub mod runner;
 mod sse;
 

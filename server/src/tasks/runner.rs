@@ -34,6 +34,8 @@ use crate::store::{Store, Task, TaskMessage, TaskOutcome, Turn};
 /// How often queued tasks are looked at even when nothing signalled a change (other replicas
 /// may have freed a slot).
 const SCHEDULE_EVERY: Duration = Duration::from_secs(2);
+/// How long a dev server may take to listen before the preview is given up.
+const PREVIEW_START_TIMEOUT: Duration = Duration::from_secs(90);
 /// Longest `git bundle` output accepted from a sandbox.
 const MAX_BUNDLE_BYTES: u64 = 2 * 1024 * 1024 * 1024;
 
@@ -66,6 +68,8 @@ pub struct RunnerSettings {
     pub idle_timeout: Duration,
     /// Hard deadline of a kept-alive sandbox, however busy.
     pub keep_alive_lifetime: Duration,
+    /// Port of dev-server previews inside sandboxes; `None` when previews are off.
+    pub preview_port: Option<u16>,
 }
 
 impl RunnerSettings {
@@ -99,6 +103,11 @@ impl RunnerSettings {
             github_url: config.github_url.clone(),
             idle_timeout: Duration::from_secs(config.sandbox_idle_timeout),
             keep_alive_lifetime: Duration::from_secs(config.sandbox_max_lifetime),
+            preview_port: config
+                .preview_host
+                .as_deref()
+                .filter(|h| !h.trim().is_empty())
+                .map(|_| config.preview_port),
         }
     }
 }
@@ -502,6 +511,16 @@ impl TaskRunner {
         let kept = match state.sandbox.take() {
             Some(sandbox) if self.keeps(task, &outcome, &sandbox).await => {
                 let expires = self.keep_sandbox(task, &sandbox).await;
+                if task.install_deps
+                    && let Some(port) = self.inner.settings.preview_port
+                {
+                    let runner = self.clone();
+                    let (task, sandbox) = (task.clone(), sandbox.clone());
+                    tokio::spawn(
+                        async move { runner.start_preview(&task, &sandbox, port).await }
+                            .instrument(tracing::info_span!("preview")),
+                    );
+                }
                 state.log(
                     "info",
                     &format!(
@@ -662,6 +681,79 @@ impl TaskRunner {
             status_reason: task.status_reason.clone(),
         });
         true
+    }
+
+    /// Starts the project's dev script (`npm run dev`) in a kept sandbox, unless it already runs,
+    /// and records the preview once it listens on `port`.
+    async fn start_preview(&self, task: &Task, sandbox: &Sandbox, port: u16) {
+        let store = &self.inner.store;
+        let note = |text: String| async move {
+            let _ = store
+                .append_task_events(&task.id, &[crate::store::NewEvent { kind: "info", text }])
+                .await;
+        };
+        if sandbox.connect_port(port).await.is_err() {
+            // The dev server gets its own session so it outlives this exec.
+            let script = r#"cd /workspace || exit 1
+[ -f package.json ] || exit 3
+node -e 'const s = require("./package.json").scripts || {}; process.exit(typeof s.dev === "string" ? 0 : 3)' || exit 3
+setsid npm run dev </dev/null >/tmp/drydock-preview.log 2>&1 &"#;
+            let base = format!("/tasks/{}/preview/", task.id);
+            let spec = ExecSpec::shell(script)
+                .workdir("/workspace")
+                .env("PORT", port.to_string())
+                .env("DRYDOCK_PREVIEW_BASE", base);
+            let exit = match sandbox.exec(&spec).await {
+                Ok(out) => out.exit().await,
+                Err(err) => Err(err),
+            };
+            match exit {
+                Ok(exit) if exit.success() => {}
+                Ok(exit) if exit.code() == Some(3) => return,
+                Ok(exit) => {
+                    return note(format!("Preview: the dev script could not start ({exit})")).await;
+                }
+                Err(err) => {
+                    return note(format!("Preview: the dev script could not start ({err})")).await;
+                }
+            }
+            let started = tokio::time::Instant::now();
+            loop {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                if sandbox.connect_port(port).await.is_ok() {
+                    break;
+                }
+                if started.elapsed() > PREVIEW_START_TIMEOUT
+                    || !sandbox.is_running().await.unwrap_or(false)
+                {
+                    return note(format!(
+                        "Preview: the dev server did not listen on port {port} within {} s (its output is in /tmp/drydock-preview.log in the sandbox)",
+                        PREVIEW_START_TIMEOUT.as_secs()
+                    ))
+                    .await;
+                }
+            }
+        }
+        if let Err(err) = store
+            .set_task_preview(&task.id, Some(i64::from(port)))
+            .await
+        {
+            tracing::error!(error = %err, "could not record the preview");
+            return;
+        }
+        note(format!(
+            "Preview ready: {}/tasks/{}/preview/",
+            self.inner.settings.public_url, task.id
+        ))
+        .await;
+        if let Ok(Some(task)) = store.get_task_for_runner(&task.id).await {
+            self.inner.hub.status_changed(StatusChange {
+                user_id: task.user_id.clone(),
+                task_id: task.id.clone(),
+                status: task.status.clone(),
+                status_reason: task.status_reason.clone(),
+            });
+        }
     }
 
     /// Removes the kept-alive sandboxes of this server whose idle time is over.
@@ -1185,8 +1277,13 @@ impl TaskRunner {
             .sandboxes()
             .await
             .map_err(|err| Outcome::failed(sandbox_failure(&err)))?;
-        // The sandbox outlives the run's own deadline a little, so the run reports the timeout.
-        let deadline = Duration::from_secs(u64::try_from(task.max_duration_s).unwrap_or(3600) + 60);
+        // The sandbox outlives the run's own deadline a little, so the run reports the timeout;
+        // a kept-alive one lives until its hard lifetime (each turn still has its own deadline).
+        let mut deadline =
+            Duration::from_secs(u64::try_from(task.max_duration_s).unwrap_or(3600) + 60);
+        if task.keep_alive {
+            deadline = deadline.max(self.inner.settings.keep_alive_lifetime);
+        }
         let spec = sandboxes.spec(task.id.clone()).deadline(deadline);
         let creating = state
             .creating
