@@ -578,3 +578,94 @@ async fn testing_a_working_connector_lists_its_tools() {
         .wait_text("#connectors li[data-name='test-tools'] .badge", "disabled")
         .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_is_continued_from_its_page_and_its_kept_sandbox_ended() {
+    let (app, _agents) = start_app().await;
+    let browser = Browser::start().await;
+    browser.goto(&app.url("/")).await;
+    app.gh.approve_as(Some("alice"));
+    browser.click("a.button[href^='/auth/github']").await;
+    browser.wait_text("h1", "Tasks").await;
+    browser.click("nav a[href='/settings/keys']").await;
+    browser.type_into("#key-acme", ACME_KEY).await;
+    browser
+        .click("form[data-provider='acme'] button[type='submit']")
+        .await;
+    browser.wait_text("#state-acme", "configured").await;
+
+    // A task that keeps its sandbox.
+    browser.goto(&app.url("/tasks/new")).await;
+    browser.wait_text("#agent", "Scripted agent").await;
+    browser.type_into("#repo", "alice/demo").await;
+    browser
+        .type_into("#prompt", "echo one > one.txt; echo 'first turn answer'")
+        .await;
+    browser.click("#keep_alive").await;
+    browser.click("#submit").await;
+    browser
+        .wait_url("the task's page", |u| {
+            u.contains("/tasks/") && !u.ends_with("/tasks/new")
+        })
+        .await;
+    mark_page(&browser).await;
+    browser
+        .wait_text_for("#status", "succeeded", Duration::from_secs(120))
+        .await;
+    browser.wait_text("#sandbox", "kept until").await;
+    browser
+        .wait_text("#conversation", "first turn answer")
+        .await;
+
+    // An empty follow-up is refused next to the field; a real one runs as turn 2 on the page.
+    browser
+        .eval(
+            "document.getElementById('follow-up').removeAttribute('required'); return null;",
+            json!([]),
+        )
+        .await;
+    browser.click("#follow-up-send").await;
+    browser
+        .wait_text("#err-prompt", "the prompt is empty")
+        .await;
+    browser
+        .type_into(
+            "#follow-up",
+            "echo two > two.txt; echo \"second turn answer, resumed with $2\"",
+        )
+        .await;
+    browser.click("#follow-up-send").await;
+    browser
+        .wait_text("#flash", "Sent: the next turn starts shortly")
+        .await;
+    browser
+        .wait_text_for(
+            "#conversation",
+            "second turn answer, resumed with --resume-session",
+            Duration::from_secs(120),
+        )
+        .await;
+    browser
+        .wait_text_for("#status", "succeeded", Duration::from_secs(120))
+        .await;
+    browser.wait_text("#turns", "2 turns").await;
+    let log = browser
+        .wait_text("#log", "second turn answer, resumed with --resume-session")
+        .await;
+    assert!(log.contains("first turn answer"), "{log}");
+    assert!(log.contains("Follow-up (turn 2)"), "{log}");
+    let conversation = browser.text("#conversation").await;
+    assert!(conversation.contains("turn 1"), "{conversation}");
+    assert_eq!(browser.property("#follow-up", "value").await, json!(""));
+    assert_not_reloaded(&browser).await;
+    shot(&browser, "task-follow-up").await;
+
+    // Ending the kept sandbox from the page.
+    browser.click("#sandbox-stop").await;
+    let question = browser.accept_dialog().await;
+    assert!(question.contains("End this task's sandbox"), "{question}");
+    browser
+        .wait_text("#sandbox", "kept between turns while idle")
+        .await;
+    browser.wait_text("#flash", "The sandbox was removed").await;
+}

@@ -95,6 +95,7 @@
       agent: agentSelect.value,
       install_deps: document.getElementById("install_deps").checked,
       create_pr: document.getElementById("create_pr").checked,
+      keep_alive: document.getElementById("keep_alive").checked,
     };
     const base = document.getElementById("base_branch").value.trim();
     if (base) body.base_branch = base;

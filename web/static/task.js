@@ -38,7 +38,19 @@
     else if (!d.isActive(t.status)) set("pr", el("span", { class: "muted" }, t.create_pr ? "none opened" : "not requested"));
     if (t.started_at) set("started", d.timeEl(t.started_at));
     if (t.finished_at) set("finished", d.timeEl(t.finished_at));
+    else set("finished", el("span", { class: "muted" }, "—"));
+    if (t.sandbox_expires_at) {
+      const end = el("button", { type: "button", class: "secondary small", id: "sandbox-stop" }, "End now");
+      set("sandbox", "kept until ", d.timeEl(t.sandbox_expires_at), " ", end);
+      end.addEventListener("click", endSandbox);
+    } else {
+      set("sandbox", el("span", { class: "muted" }, t.keep_alive ? "kept between turns while idle" : "removed after each turn"));
+    }
+    if (t.preview_url) set("preview", el("a", { href: t.preview_url, target: "_blank", rel: "noopener" }, "Open the dev server"));
+    else set("preview", el("span", { class: "muted" }, "none running"));
+    document.getElementById("turns").textContent = t.turns === 1 ? "1 turn" : t.turns + " turns";
     tickDuration();
+    loadConversation();
   }
 
   function tickDuration() {
@@ -64,6 +76,51 @@
     if (!r.ok) { say(d.errorOf(r).message, true); return; }
     say("The task was stopped.");
     refreshTask();
+  });
+
+  async function endSandbox(ev) {
+    if (!window.confirm("End this task's sandbox now? The next follow-up starts a fresh one from the branch.")) return;
+    const button = ev.currentTarget;
+    d.busy(button, "Ending…");
+    const r = await d.api("POST", "/api/tasks/" + id + "/sandbox/stop");
+    d.busy(button);
+    if (!r.ok) { say(d.errorOf(r).message, true); return; }
+    say("The sandbox was removed.");
+    refreshTask();
+  }
+  const sandboxStop = document.getElementById("sandbox-stop");
+  if (sandboxStop) sandboxStop.addEventListener("click", endSandbox);
+
+  // ---- conversation -------------------------------------------------------------------------
+  const conversation = document.getElementById("conversation");
+  async function loadConversation() {
+    const r = await d.api("GET", "/api/tasks/" + id + "/messages");
+    if (!r.ok) return;
+    conversation.replaceChildren(...r.data.map((m) => el("li", { class: "message message-" + m.role },
+      el("p", { class: "message-meta" }, el("strong", {}, m.role === "user" ? "You" : "Agent"), " ",
+        el("span", { class: "muted" }, m.turn ? "turn " + m.turn : "waiting")),
+      el("pre", {}, m.content))));
+  }
+
+  const followForm = document.getElementById("follow-up-form");
+  const followText = document.getElementById("follow-up");
+  const followSend = document.getElementById("follow-up-send");
+  followForm.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    d.clearErrors(followForm);
+    const wasActive = d.isActive(status);
+    d.busy(followSend, "Sending…");
+    const r = await d.api("POST", "/api/tasks/" + id + "/messages", { prompt: followText.value });
+    d.busy(followSend);
+    if (!r.ok) { d.showError(followForm, d.errorOf(r)); return; }
+    followText.value = "";
+    say(wasActive ? "Sent: it runs after the current turn." : "Sent: the next turn starts shortly.");
+    d.refreshQuota();
+    await loadConversation();
+    // The log stream and the status stream ended with the last turn: follow the next one.
+    if (!d.isActive(status)) setStatus("queued", "");
+    if (!source || source.readyState === EventSource.CLOSED) stream();
+    watchStatuses();
   });
 
   // ---- log ----------------------------------------------------------------------------------
@@ -143,7 +200,8 @@
 
   let source = null;
   function stream() {
-    source = new EventSource("/api/tasks/" + id + "/events");
+    const last = lines.length ? lines[lines.length - 1].li.dataset.seq : 0;
+    source = new EventSource("/api/tasks/" + id + "/events?after=" + last);
     source.addEventListener("open", () => {
       logState.replaceChildren(d.isActive(status)
         ? el("span", {}, el("span", { class: "spinner", "aria-hidden": "true" }), " Streaming live…")
@@ -188,19 +246,23 @@
     setTimeout(() => { button.textContent = "Copy log"; }, 2500);
   });
 
-  // Status changes of this task (queued → running) from the user's status stream.
-  if (d.isActive(status)) {
-    const statuses = new EventSource("/api/tasks/events");
+  // Status changes of this task (queued → running, a queued follow-up, the sandbox or preview)
+  // from the user's status stream, while there is something to follow.
+  let statuses = null;
+  function watchStatuses() {
+    if (statuses && statuses.readyState !== EventSource.CLOSED) return;
+    statuses = new EventSource("/api/tasks/events");
     statuses.addEventListener("status", (msg) => {
       let change;
       try { change = JSON.parse(msg.data); } catch (_) { return; }
       if (change.task_id !== id) return;
       setStatus(change.status, change.status_reason);
       refreshTask();
-      if (!d.isActive(change.status)) statuses.close();
+      if (d.isActive(change.status) && (!source || source.readyState === EventSource.CLOSED)) stream();
     });
     statuses.addEventListener("resync", () => refreshTask());
   }
+  if (d.isActive(status) || article.dataset.keepAlive === "true") watchStatuses();
 
   // ---- diff ---------------------------------------------------------------------------------
   const diffBox = document.getElementById("diff");

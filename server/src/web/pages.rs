@@ -98,6 +98,12 @@ pub struct TaskRow {
     install_deps: bool,
     create_pr: bool,
     max_duration: String,
+    keep_alive: bool,
+    turns: i64,
+    /// When the kept sandbox goes, while there is one.
+    sandbox_until: String,
+    sandbox_until_iso: String,
+    preview_url: String,
 }
 
 impl TaskRow {
@@ -109,7 +115,18 @@ impl TaskRow {
             _ => String::new(),
         };
         let opt_time = |ms: Option<i64>, f: fn(i64) -> String| ms.map(f).unwrap_or_default();
+        let kept_until = t.container_id.as_ref().and(t.sandbox_expires_at);
+        let preview_url = t
+            .preview_port
+            .and(t.container_id.as_ref())
+            .map(|_| format!("/tasks/{}/preview/", t.id))
+            .unwrap_or_default();
         Self {
+            keep_alive: t.keep_alive,
+            turns: t.turns,
+            sandbox_until: opt_time(kept_until, fmt_time),
+            sandbox_until_iso: opt_time(kept_until, iso_time),
+            preview_url,
             status_reason: t.status_reason.unwrap_or_default(),
             base_branch: t.base_branch.unwrap_or_default(),
             branch: t.branch.unwrap_or_default(),
@@ -254,6 +271,16 @@ struct TaskPage {
     t: TaskRow,
     repo_url: String,
     branch_url: String,
+    messages: Vec<MessageRow>,
+}
+
+/// A message of the conversation as the task page shows it.
+struct MessageRow {
+    role: String,
+    who: &'static str,
+    /// "turn 2", or "waiting" for a follow-up not run yet.
+    turn: String,
+    content: String,
 }
 
 /// One task: header, live log, changes.
@@ -280,11 +307,26 @@ pub(super) async fn task_page(
         .as_deref()
         .map(|b| format!("{repo_url}/tree/{b}"))
         .unwrap_or_default();
+    let messages = state
+        .store
+        .list_task_messages(&task.id)
+        .await?
+        .into_iter()
+        .map(|m| MessageRow {
+            who: if m.role == "user" { "You" } else { "Agent" },
+            turn: m
+                .turn
+                .map_or_else(|| "waiting".to_owned(), |n| format!("turn {n}")),
+            role: m.role,
+            content: m.content,
+        })
+        .collect();
     Ok(TaskPage {
         chrome,
         t: TaskRow::from_task(task),
         repo_url,
         branch_url,
+        messages,
     }
     .into_response())
 }
