@@ -612,3 +612,50 @@ async fn the_preview_shows_the_dev_server_to_its_owner_only() {
         .unwrap();
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_a_turn_drops_the_follow_ups_waiting_behind_it() {
+    let env = TaskEnv::start(TestDb::sqlite().await, &[]).await;
+    let id = env.submit("echo started; sleep 600", json!({})).await;
+    let started = std::time::Instant::now();
+    while !env.log(&id).await.iter().any(|l| l == "agent: started") {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(120),
+            "the agent never started"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let (status, _) = follow_up(&env, &id, "echo never > never.txt").await;
+    assert_eq!(status, StatusCode::CREATED);
+    let resp = env
+        .alice
+        .post(env.app.url(&format!("/api/tasks/{id}/stop")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let task = env.wait_done(&id).await;
+    assert_eq!(task["status"], "stopped", "{task}");
+    // The stop holds: the waiting follow-up is marked as not run, and no turn starts for it.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let task = env.task(&id).await;
+    assert_eq!(
+        (task["status"].as_str(), task["turns"].as_i64()),
+        (Some("stopped"), Some(1))
+    );
+    let conversation = messages(&env, &id).await;
+    assert_eq!(
+        conversation
+            .last()
+            .map(|(role, turn, text)| (role.as_str(), *turn, text.as_str())),
+        Some(("user", Some(0), "echo never > never.txt"))
+    );
+    // A new follow-up runs on its own.
+    let (status, _) = follow_up(&env, &id, "echo later > later.txt; echo 'later ran'").await;
+    assert_eq!(status, StatusCode::CREATED);
+    let task = wait_turn(&env, &id, 2).await;
+    assert_eq!(task["status"], "succeeded", "{task}");
+    let log = env.log(&id).await;
+    assert!(log.iter().any(|l| l == "agent: later ran"), "{log:#?}");
+    assert!(!log.iter().any(|l| l.contains("never")), "{log:#?}");
+}

@@ -98,7 +98,7 @@
     if (!r.ok) return;
     conversation.replaceChildren(...r.data.map((m) => el("li", { class: "message message-" + m.role },
       el("p", { class: "message-meta" }, el("strong", {}, m.role === "user" ? "You" : "Agent"), " ",
-        el("span", { class: "muted" }, m.turn ? "turn " + m.turn : "waiting")),
+        el("span", { class: "muted" }, m.turn ? "turn " + m.turn : m.turn === 0 ? "not run: the task was stopped" : "waiting")),
       el("pre", {}, m.content))));
   }
 

@@ -217,7 +217,8 @@ pub struct TaskMessage {
     pub role: String,
     /// Text, redacted.
     pub content: String,
-    /// The turn it belongs to; `None` for a follow-up still waiting for its turn.
+    /// The turn it belongs to; `None` for a follow-up still waiting for its turn, 0 for one
+    /// that never ran because the task was stopped.
     pub turn: Option<i64>,
     /// Written.
     pub created_at: i64,

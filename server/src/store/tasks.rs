@@ -295,12 +295,14 @@ impl Store {
         }))
     }
 
-    /// A task's conversation, oldest first.
+    /// A task's conversation: turn by turn (the request, then the reply), then the follow-ups
+    /// that did not run (stopped) or wait, oldest first.
     pub async fn list_task_messages(&self, task_id: &str) -> StoreResult<Vec<TaskMessage>> {
         Ok(with_pool!(self, pool => {
             sqlx::query_as::<_, TaskMessage>(
                 "SELECT * FROM task_messages WHERE task_id = $1
-                 ORDER BY turn IS NULL, turn, created_at, id",
+                 ORDER BY CASE WHEN turn > 0 THEN 0 ELSE 1 END, CASE WHEN turn > 0 THEN turn ELSE 0 END,
+                          created_at, id",
             )
             .bind(task_id)
             .fetch_all(pool)
@@ -487,6 +489,20 @@ impl Store {
             .fetch_one(pool)
             .await?
         }) > 0)
+    }
+
+    /// Marks the follow-ups still waiting as not run (turn 0): the user stopped the task.
+    /// Answers how many there were.
+    pub async fn cancel_waiting_messages(&self, task_id: &str) -> StoreResult<u64> {
+        Ok(with_pool!(self, pool => {
+            sqlx::query(
+                "UPDATE task_messages SET turn = 0 WHERE task_id = $1 AND role = 'user' AND turn IS NULL",
+            )
+            .bind(task_id)
+            .execute(pool)
+            .await?
+            .rows_affected()
+        }))
     }
 
     /// Queues an ended task again for its next turn; answers false when it is queued or running.

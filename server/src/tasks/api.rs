@@ -629,7 +629,8 @@ pub struct MessageView {
     pub role: String,
     /// Text (an agent's reply is redacted).
     pub content: String,
-    /// The turn it belongs to; null for a follow-up waiting for its turn.
+    /// The turn it belongs to; null for a follow-up waiting for its turn, 0 for one that never
+    /// ran because the task was stopped.
     pub turn: Option<i64>,
     /// Written, unix ms.
     pub created_at: i64,

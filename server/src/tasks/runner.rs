@@ -461,6 +461,7 @@ impl TaskRunner {
         };
         match self.inner.store.finish_task(&task.id, &outcome).await {
             Ok(true) => {
+                let _ = self.inner.store.cancel_waiting_messages(&task.id).await;
                 self.inner.hub.end(&task.id, "stopped");
                 self.inner.hub.status_changed(StatusChange {
                     user_id: task.user_id.clone(),
@@ -580,8 +581,10 @@ impl TaskRunner {
             status: outcome.status.to_owned(),
             status_reason: Some(reason),
         });
-        // Follow-ups sent while this turn ran start the next one.
-        if store.has_waiting_messages(&task.id).await.unwrap_or(false)
+        // Follow-ups sent while this turn ran start the next one, unless the user stopped it.
+        if outcome.status == "stopped" {
+            let _ = store.cancel_waiting_messages(&task.id).await;
+        } else if store.has_waiting_messages(&task.id).await.unwrap_or(false)
             && store.requeue_task(&task.id).await.unwrap_or(false)
         {
             self.inner.hub.status_changed(StatusChange {

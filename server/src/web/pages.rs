@@ -314,9 +314,11 @@ pub(super) async fn task_page(
         .into_iter()
         .map(|m| MessageRow {
             who: if m.role == "user" { "You" } else { "Agent" },
-            turn: m
-                .turn
-                .map_or_else(|| "waiting".to_owned(), |n| format!("turn {n}")),
+            turn: match m.turn {
+                None => "waiting".to_owned(),
+                Some(0) => "not run: the task was stopped".to_owned(),
+                Some(n) => format!("turn {n}"),
+            },
             role: m.role,
             content: m.content,
         })
