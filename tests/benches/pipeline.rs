@@ -12,6 +12,7 @@ use std::fmt::Write as _;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use drydock_tests::TestDb;
+use drydock_tests::stats::{env_num, median, stats_row};
 use drydock_tests::tasks::{TaskEnv, sandbox_image};
 use serde_json::{Value, json};
 
@@ -82,34 +83,6 @@ fn now_ns() -> i128 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as i128)
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let rank = (p / 100.0 * (sorted.len() - 1) as f64).round() as usize;
-    sorted[rank.min(sorted.len() - 1)]
-}
-
-fn median(xs: &[f64]) -> f64 {
-    let mut xs = xs.to_vec();
-    xs.sort_by(f64::total_cmp);
-    percentile(&xs, 50.0)
-}
-
-fn stats_row(what: &str, xs: &[f64]) -> String {
-    let mut s = xs.to_vec();
-    s.sort_by(f64::total_cmp);
-    format!(
-        "| {what} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} |",
-        s.len(),
-        percentile(&s, 50.0),
-        percentile(&s, 90.0),
-        percentile(&s, 99.0),
-        s.first().copied().unwrap_or(f64::NAN),
-        s.last().copied().unwrap_or(f64::NAN),
-    )
 }
 
 /// Latency of `lines` timestamped lines written 10 ms apart in the container; answers the table
@@ -185,13 +158,6 @@ fn docker_run_true(image: &str) -> f64 {
         .expect("docker run");
     assert!(status.success(), "docker run failed");
     started.elapsed().as_secs_f64() * 1000.0
-}
-
-fn env_num(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 async fn run() -> String {

@@ -12,6 +12,7 @@ pub mod openai;
 pub mod real_agent;
 pub mod recorded;
 pub mod server;
+pub mod stats;
 pub mod tasks;
 
 pub use app::App;
