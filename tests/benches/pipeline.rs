@@ -254,18 +254,5 @@ async fn run() -> String {
 }
 
 fn main() {
-    // Only when benchmarking: `cargo test --benches` runs this binary without `--bench`.
-    if !std::env::args().any(|a| a == "--bench") {
-        return;
-    }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    let summary = runtime.block_on(run());
-    println!("{summary}");
-    if let Ok(path) = std::env::var("DRYDOCK_BENCH_OUT") {
-        std::fs::write(&path, &summary).expect("write DRYDOCK_BENCH_OUT");
-    }
+    drydock_tests::stats::bench_main(run);
 }

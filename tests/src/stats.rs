@@ -39,6 +39,25 @@ pub fn env_num(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
+/// The `main` of a `harness = false` bench: runs `bench` on a two-thread runtime only when
+/// benchmarking (`cargo test --benches` runs the binary without `--bench`), prints its markdown
+/// summary and writes it to `DRYDOCK_BENCH_OUT` when set.
+pub fn bench_main<F: std::future::Future<Output = String>>(bench: impl FnOnce() -> F) {
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let summary = runtime.block_on(bench());
+    println!("{summary}");
+    if let Ok(path) = std::env::var("DRYDOCK_BENCH_OUT") {
+        std::fs::write(&path, &summary).expect("write DRYDOCK_BENCH_OUT");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

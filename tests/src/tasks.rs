@@ -105,6 +105,27 @@ impl TaskEnv {
         body["id"].as_str().expect("task id").to_owned()
     }
 
+    /// `GET path` as Alice, as JSON (`null` when the body is not JSON).
+    pub async fn get_json(&self, path: &str) -> Value {
+        self.alice
+            .get(self.app.url(path))
+            .send()
+            .await
+            .expect("GET")
+            .json()
+            .await
+            .unwrap_or(Value::Null)
+    }
+
+    /// `POST path` as Alice, without a body.
+    pub async fn post(&self, path: &str) -> reqwest::Response {
+        self.alice
+            .post(self.app.url(path))
+            .send()
+            .await
+            .expect("POST")
+    }
+
     /// The task as Alice sees it.
     pub async fn task(&self, id: &str) -> Value {
         self.alice

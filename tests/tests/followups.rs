@@ -33,15 +33,7 @@ async fn wait_turn(env: &TaskEnv, id: &str, turns: i64) -> Value {
 }
 
 async fn messages(env: &TaskEnv, id: &str) -> Vec<(String, Option<i64>, String)> {
-    let list: Value = env
-        .alice
-        .get(env.app.url(&format!("/api/tasks/{id}/messages")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = env.get_json(&format!("/api/tasks/{id}/messages")).await;
     list.as_array()
         .unwrap()
         .iter()
@@ -79,15 +71,7 @@ fn show(env: &TaskEnv, branch: &str, path: &str) -> String {
 }
 
 async fn quota_used(env: &TaskEnv) -> i64 {
-    let me: Value = env
-        .alice
-        .get(env.app.url("/api/me"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let me = env.get_json("/api/me").await;
     me["quota"]["used"].as_i64().unwrap()
 }
 
@@ -154,15 +138,7 @@ async fn a_follow_up_continues_in_the_kept_sandbox(db: TestDb) {
         )
     );
     // The diff is the whole task's work.
-    let diff: Value = env
-        .alice
-        .get(env.app.url(&format!("/api/tasks/{id}/diff")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let diff = env.get_json(&format!("/api/tasks/{id}/diff")).await;
     let files: Vec<&str> = diff["files"]
         .as_array()
         .unwrap()
@@ -199,22 +175,12 @@ async fn a_follow_up_continues_in_the_kept_sandbox(db: TestDb) {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
-    let resp = env
-        .alice
-        .post(env.app.url(&format!("/api/tasks/{id}/sandbox/stop")))
-        .send()
-        .await
-        .unwrap();
+    let resp = env.post(&format!("/api/tasks/{id}/sandbox/stop")).await;
     assert_eq!(resp.status(), StatusCode::OK);
     let task: Value = resp.json().await.unwrap();
     assert!(task["sandbox_expires_at"].is_null(), "{task}");
     assert!(containers_of(&id).is_empty(), "the sandbox is gone");
-    let resp = env
-        .alice
-        .post(env.app.url(&format!("/api/tasks/{id}/sandbox/stop")))
-        .send()
-        .await
-        .unwrap();
+    let resp = env.post(&format!("/api/tasks/{id}/sandbox/stop")).await;
     assert_eq!(resp.status(), StatusCode::CONFLICT);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["error"]["code"], "conflict", "{body}");
@@ -227,15 +193,7 @@ fn chrono_now_ms() -> i64 {
     i64::try_from(now.as_millis()).unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_follow_up_continues_in_the_kept_sandbox_on_sqlite() {
-    a_follow_up_continues_in_the_kept_sandbox(TestDb::sqlite().await).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_follow_up_continues_in_the_kept_sandbox_on_postgres() {
-    a_follow_up_continues_in_the_kept_sandbox(TestDb::postgres().await).await;
-}
+drydock_tests::on_both_backends!(a_follow_up_continues_in_the_kept_sandbox);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_the_idle_reaper_a_follow_up_starts_afresh_with_the_earlier_turns() {
@@ -597,12 +555,7 @@ async fn the_preview_shows_the_dev_server_to_its_owner_only() {
     assert!(String::from_utf8_lossy(&out.stdout).trim().is_empty());
 
     // Ending the sandbox ends the preview.
-    let resp = env
-        .alice
-        .post(env.app.url(&format!("/api/tasks/{id}/sandbox/stop")))
-        .send()
-        .await
-        .unwrap();
+    let resp = env.post(&format!("/api/tasks/{id}/sandbox/stop")).await;
     assert_eq!(resp.status(), StatusCode::OK);
     assert!(env.task(&id).await["preview_url"].is_null());
     let resp = alice
@@ -627,12 +580,7 @@ async fn stopping_a_turn_drops_the_follow_ups_waiting_behind_it() {
     }
     let (status, _) = follow_up(&env, &id, "echo never > never.txt").await;
     assert_eq!(status, StatusCode::CREATED);
-    let resp = env
-        .alice
-        .post(env.app.url(&format!("/api/tasks/{id}/stop")))
-        .send()
-        .await
-        .unwrap();
+    let resp = env.post(&format!("/api/tasks/{id}/stop")).await;
     assert_eq!(resp.status(), StatusCode::OK);
     let task = env.wait_done(&id).await;
     assert_eq!(task["status"], "stopped", "{task}");

@@ -56,10 +56,9 @@ pub fn open_session(key: &[u8; 32], token: &str, now_s: i64) -> Option<SessionCl
     (claims.exp > now_s).then_some(claims)
 }
 
-/// Signs the OAuth claims (HS256, with a key derived from the JWE secret for this one purpose).
-pub fn sign_oauth(jwe_secret: &[u8; 32], claims: &OAuthClaims) -> Option<String> {
-    let key =
-        jsonwebtoken::EncodingKey::from_secret(&derive(jwe_secret, b"drydock oauth state v1"));
+/// Signs claims as an HS256 JWT with a key derived from the JWE secret for one purpose.
+fn sign_hs256<T: Serialize>(jwe_secret: &[u8; 32], purpose: &[u8], claims: &T) -> Option<String> {
+    let key = jsonwebtoken::EncodingKey::from_secret(&derive(jwe_secret, purpose));
     jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
         claims,
@@ -68,16 +67,30 @@ pub fn sign_oauth(jwe_secret: &[u8; 32], claims: &OAuthClaims) -> Option<String>
     .ok()
 }
 
-/// Verifies the OAuth cookie; `None` when tampered, malformed or expired.
-pub fn verify_oauth(jwe_secret: &[u8; 32], token: &str) -> Option<OAuthClaims> {
-    let key =
-        jsonwebtoken::DecodingKey::from_secret(&derive(jwe_secret, b"drydock oauth state v1"));
+/// Verifies an HS256 JWT of [`sign_hs256`] for the same purpose; `None` when tampered, malformed
+/// or expired (no leeway).
+fn verify_hs256<T: serde::de::DeserializeOwned>(
+    jwe_secret: &[u8; 32],
+    purpose: &[u8],
+    token: &str,
+) -> Option<T> {
+    let key = jsonwebtoken::DecodingKey::from_secret(&derive(jwe_secret, purpose));
     let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
     validation.leeway = 0;
     validation.set_required_spec_claims(&["exp"]);
-    jsonwebtoken::decode::<OAuthClaims>(token, &key, &validation)
+    jsonwebtoken::decode::<T>(token, &key, &validation)
         .ok()
         .map(|data| data.claims)
+}
+
+/// Signs the OAuth claims (HS256, with a key derived from the JWE secret for this one purpose).
+pub fn sign_oauth(jwe_secret: &[u8; 32], claims: &OAuthClaims) -> Option<String> {
+    sign_hs256(jwe_secret, b"drydock oauth state v1", claims)
+}
+
+/// Verifies the OAuth cookie; `None` when tampered, malformed or expired.
+pub fn verify_oauth(jwe_secret: &[u8; 32], token: &str) -> Option<OAuthClaims> {
+    verify_hs256(jwe_secret, b"drydock oauth state v1", token)
 }
 
 /// Claims of a preview token: who may see which task's preview, until when. `handoff` tokens
@@ -100,24 +113,12 @@ pub const PREVIEW_COOKIE: &str = "drydock_preview";
 
 /// Signs preview claims (HS256, with a key derived for previews only).
 pub fn sign_preview(jwe_secret: &[u8; 32], claims: &PreviewClaims) -> Option<String> {
-    let key = jsonwebtoken::EncodingKey::from_secret(&derive(jwe_secret, b"drydock preview v1"));
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        claims,
-        &key,
-    )
-    .ok()
+    sign_hs256(jwe_secret, b"drydock preview v1", claims)
 }
 
 /// Verifies a preview token; `None` when tampered, malformed or expired.
 pub fn verify_preview(jwe_secret: &[u8; 32], token: &str) -> Option<PreviewClaims> {
-    let key = jsonwebtoken::DecodingKey::from_secret(&derive(jwe_secret, b"drydock preview v1"));
-    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
-    validation.leeway = 0;
-    validation.set_required_spec_claims(&["exp"]);
-    jsonwebtoken::decode::<PreviewClaims>(token, &key, &validation)
-        .ok()
-        .map(|data| data.claims)
+    verify_hs256(jwe_secret, b"drydock preview v1", token)
 }
 
 /// The value of a cookie in the request.

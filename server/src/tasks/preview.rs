@@ -282,6 +282,20 @@ fn harmless_set_cookie(value: &HeaderValue) -> bool {
             .any(|attr| attr.trim().to_ascii_lowercase().starts_with("domain"))
 }
 
+/// Drops the dev server's `Set-Cookie` headers that are not [harmless](harmless_set_cookie).
+fn keep_harmless_set_cookies(headers: &mut HeaderMap) {
+    let kept: Vec<HeaderValue> = headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .filter(|v| harmless_set_cookie(v))
+        .cloned()
+        .collect();
+    headers.remove(header::SET_COOKIE);
+    for cookie in kept {
+        headers.append(header::SET_COOKIE, cookie);
+    }
+}
+
 /// Relays one request to the dev server inside the sandbox.
 async fn proxy(
     state: &AppState,
@@ -369,17 +383,7 @@ async fn proxy(
             }
         });
         let (mut parts, _) = response.into_parts();
-        let cookies: Vec<HeaderValue> = parts
-            .headers
-            .get_all(header::SET_COOKIE)
-            .iter()
-            .filter(|v| harmless_set_cookie(v))
-            .cloned()
-            .collect();
-        parts.headers.remove(header::SET_COOKIE);
-        for cookie in cookies {
-            parts.headers.append(header::SET_COOKIE, cookie);
-        }
+        keep_harmless_set_cookies(&mut parts.headers);
         return Ok(Response::from_parts(parts, Body::empty()));
     }
 
@@ -387,17 +391,7 @@ async fn proxy(
     for name in HOP_BY_HOP {
         parts.headers.remove(name);
     }
-    let cookies: Vec<HeaderValue> = parts
-        .headers
-        .get_all(header::SET_COOKIE)
-        .iter()
-        .filter(|v| harmless_set_cookie(v))
-        .cloned()
-        .collect();
-    parts.headers.remove(header::SET_COOKIE);
-    for cookie in cookies {
-        parts.headers.append(header::SET_COOKIE, cookie);
-    }
+    keep_harmless_set_cookies(&mut parts.headers);
     Ok(Response::from_parts(parts, Body::new(body)))
 }
 
