@@ -155,6 +155,8 @@ async fn run() -> String {
         fresh.push(follow_up_ms(&env, &id, turn, &format!("fresh-{i}")).await);
     }
 
+    stop_sandbox(&env, &id).await;
+
     let mut out = String::new();
     let _ = writeln!(
         out,

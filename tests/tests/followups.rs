@@ -251,6 +251,9 @@ async fn after_the_idle_reaper_a_follow_up_starts_afresh_with_the_earlier_turns(
     assert_eq!(commits_on(&env, branch).len(), 2);
     // A fresh sandbox was created for the turn and kept again.
     assert_eq!(containers_of(&id).len(), 1);
+    let resp = env.post(&format!("/api/tasks/{id}/sandbox/stop")).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(containers_of(&id).is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
