@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
 
-use crate::tasks::{git_in, sandbox_image};
+use crate::tasks::{containers_of, git_in, sandbox_image};
 use crate::{App, TestDb};
 
 /// The connector's name.
@@ -204,5 +204,105 @@ impl AgentEnv {
             );
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
+    }
+}
+
+/// The follow-up of the resume test, and the model's answer to it.
+pub const SECOND_TURN: &str = "Second turn: say what you did before.";
+pub const SECOND_ANSWER: &str = "Before, I created HELLO.md.";
+
+impl AgentEnv {
+    /// Runs a keep-alive task with `agent`, then the follow-up [`SECOND_TURN`] in its kept sandbox,
+    /// and checks the CLI resumed its own session: drydock gave it only the new message, yet the
+    /// model's request (from `requests`, recorded by the stand-in) carries the first turn. The
+    /// stand-in's script answers [`SECOND_ANSWER`] to a request carrying [`SECOND_TURN`].
+    pub async fn assert_resumes_in_a_kept_sandbox(
+        &self,
+        agent: &str,
+        model: &str,
+        requests: impl Fn() -> Vec<crate::recorded::Recorded>,
+    ) {
+        let env = self;
+        let first_prompt = "Create HELLO.md with a greeting, then try the echo tool.";
+        let (status, task) = env
+            .post(
+                "/api/tasks",
+                json!({ "repo": "alice/demo", "agent": agent, "model": model,
+                    "prompt": first_prompt, "keep_alive": true }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{task}");
+        let id = task["id"].as_str().expect("task id").to_owned();
+        let task = env.wait_done(&id).await;
+        assert_eq!(
+            task["status"],
+            "succeeded",
+            "{task}\n{:#?}",
+            env.log(&id).await
+        );
+        let first_turn_requests = requests().len();
+
+        let (status, body) = env
+            .post(
+                &format!("/api/tasks/{id}/messages"),
+                json!({ "prompt": SECOND_TURN }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let started = Instant::now();
+        let task = loop {
+            let task = env.get(&format!("/api/tasks/{id}")).await;
+            if task["turns"] == 2 && !matches!(task["status"].as_str(), Some("queued" | "running"))
+            {
+                break task;
+            }
+            assert!(
+                started.elapsed().as_secs() < 300,
+                "turn 2 never ended: {task}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        };
+        let log = env.log(&id).await;
+        let text = log.join("\n");
+        assert_eq!(task["status"], "succeeded", "{task}\n{text}");
+        assert!(text.contains("Continuing in the task's sandbox"), "{text}");
+        assert!(
+            log.iter().any(|l| l == &format!("agent: {SECOND_ANSWER}")),
+            "{text}"
+        );
+
+        let second: Vec<String> = requests()[first_turn_requests..]
+            .iter()
+            .map(|r| r.body.to_string())
+            .filter(|body| body.contains(SECOND_TURN))
+            .collect();
+        assert!(!second.is_empty(), "no request carried the follow-up");
+        assert!(
+            second[0].contains(first_prompt),
+            "the session was not resumed: {}",
+            second[0]
+        );
+        assert!(second[0].contains("HELLO.md"), "{}", second[0]);
+        assert!(
+            !second[0].contains("## New request"),
+            "a resumed session gets no replayed context"
+        );
+        let messages = env.get(&format!("/api/tasks/{id}/messages")).await;
+        let last = messages
+            .as_array()
+            .and_then(|m| m.last())
+            .cloned()
+            .expect("a message");
+        assert_eq!(
+            (last["role"].as_str(), last["turn"].as_i64()),
+            (Some("agent"), Some(2))
+        );
+        assert_eq!(last["content"], SECOND_ANSWER);
+
+        let (status, _) = env
+            .post(&format!("/api/tasks/{id}/sandbox/stop"), json!({}))
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(containers_of(&id).is_empty());
     }
 }

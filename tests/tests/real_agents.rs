@@ -10,7 +10,7 @@ use std::time::Instant;
 use drydock_tests::TestDb;
 use drydock_tests::anthropic::{AnthropicStandIn, Block, Conversation};
 use drydock_tests::openai::{self, Item, OpenAiStandIn};
-use drydock_tests::real_agent::AgentEnv;
+use drydock_tests::real_agent::{AgentEnv, SECOND_ANSWER, SECOND_TURN};
 use drydock_tests::tasks::containers_of;
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
@@ -180,97 +180,6 @@ async fn claude_code_writes_a_file_and_calls_an_mcp_tool_through_drydock() {
     );
 }
 
-/// The follow-up of the resume test, and the model's answer to it.
-const SECOND_TURN: &str = "Second turn: say what you did before.";
-const SECOND_ANSWER: &str = "Before, I created HELLO.md.";
-
-/// Runs a keep-alive task with `agent`, then the follow-up [`SECOND_TURN`] in its kept sandbox,
-/// and checks the CLI resumed its own session: drydock gave it only the new message, yet the
-/// model's request (from `requests`, recorded by the stand-in) carries the first turn.
-async fn resumes_in_the_kept_sandbox(
-    env: &Env,
-    agent: &str,
-    model: &str,
-    requests: impl Fn() -> Vec<drydock_tests::recorded::Recorded>,
-) {
-    let first_prompt = "Create HELLO.md with a greeting, then try the echo tool.";
-    let (status, task) = env
-        .post(
-            "/api/tasks",
-            json!({ "repo": "alice/demo", "agent": agent, "model": model,
-                    "prompt": first_prompt, "keep_alive": true }),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{task}");
-    let id = task["id"].as_str().unwrap().to_owned();
-    let task = env.wait_done(&id).await;
-    assert_eq!(
-        task["status"],
-        "succeeded",
-        "{task}\n{:#?}",
-        env.log(&id).await
-    );
-    let first_turn_requests = requests().len();
-
-    let (status, body) = env
-        .post(
-            &format!("/api/tasks/{id}/messages"),
-            json!({ "prompt": SECOND_TURN }),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    let started = Instant::now();
-    let task = loop {
-        let task = env.get(&format!("/api/tasks/{id}")).await;
-        if task["turns"] == 2 && !matches!(task["status"].as_str(), Some("queued" | "running")) {
-            break task;
-        }
-        assert!(
-            started.elapsed().as_secs() < 300,
-            "turn 2 never ended: {task}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-    };
-    let log = env.log(&id).await;
-    let text = log.join("\n");
-    assert_eq!(task["status"], "succeeded", "{task}\n{text}");
-    assert!(text.contains("Continuing in the task's sandbox"), "{text}");
-    assert!(
-        log.iter().any(|l| l == &format!("agent: {SECOND_ANSWER}")),
-        "{text}"
-    );
-
-    let second: Vec<String> = requests()[first_turn_requests..]
-        .iter()
-        .map(|r| r.body.to_string())
-        .filter(|body| body.contains(SECOND_TURN))
-        .collect();
-    assert!(!second.is_empty(), "no request carried the follow-up");
-    assert!(
-        second[0].contains(first_prompt),
-        "the session was not resumed: {}",
-        second[0]
-    );
-    assert!(second[0].contains("HELLO.md"), "{}", second[0]);
-    assert!(
-        !second[0].contains("## New request"),
-        "a resumed session gets no replayed context"
-    );
-    let messages = env.get(&format!("/api/tasks/{id}/messages")).await;
-    let last = messages.as_array().and_then(|m| m.last()).cloned().unwrap();
-    assert_eq!(
-        (last["role"].as_str(), last["turn"].as_i64()),
-        (Some("agent"), Some(2))
-    );
-    assert_eq!(last["content"], SECOND_ANSWER);
-
-    let (status, _) = env
-        .post(&format!("/api/tasks/{id}/sandbox/stop"), json!({}))
-        .await;
-    assert_eq!(status, StatusCode::OK);
-    assert!(containers_of(&id).is_empty());
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claude_code_resumes_its_session_in_a_kept_sandbox() {
     let model = AnthropicStandIn::start(ANTHROPIC_KEY, |c| {
@@ -286,7 +195,8 @@ async fn claude_code_resumes_its_session_in_a_kept_sandbox() {
     )
     .await;
     env.key_and_connector("anthropic", ANTHROPIC_KEY).await;
-    resumes_in_the_kept_sandbox(&env, "claude", "sonnet", || model.message_requests()).await;
+    env.assert_resumes_in_a_kept_sandbox("claude", "sonnet", || model.message_requests())
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -304,7 +214,8 @@ async fn codex_resumes_its_session_in_a_kept_sandbox() {
     )
     .await;
     env.key_and_connector("openai", OPENAI_KEY).await;
-    resumes_in_the_kept_sandbox(&env, "codex", "gpt-5.5", || model.requests()).await;
+    env.assert_resumes_in_a_kept_sandbox("codex", "gpt-5.5", || model.requests())
+        .await;
 }
 
 /// What the scripted Codex model writes into HELLO.md, and the patch that writes it.

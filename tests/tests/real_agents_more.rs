@@ -12,7 +12,7 @@ use drydock_tests::TestDb;
 use drydock_tests::anthropic::{self, AnthropicStandIn, Block};
 use drydock_tests::gemini::{self, GeminiStandIn, Part};
 use drydock_tests::openai::{self, Item, OpenAiStandIn};
-use drydock_tests::real_agent::AgentEnv;
+use drydock_tests::real_agent::{AgentEnv, SECOND_ANSWER, SECOND_TURN};
 use drydock_tests::tasks::containers_of;
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
@@ -1085,4 +1085,69 @@ async fn the_gemini_stand_in_speaks_the_generate_content_protocol() {
         recorded[3].model_call(),
         Some(("gemini-x", "streamGenerateContent"))
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opencode_resumes_its_session_in_a_kept_sandbox() {
+    let model = AnthropicStandIn::start(ANTHROPIC_KEY, |c| {
+        if c.body.to_string().contains(SECOND_TURN) {
+            return vec![Block::text(SECOND_ANSWER)];
+        }
+        opencode_script(c)
+    })
+    .await;
+    let env = Env::start(
+        TestDb::sqlite().await,
+        &["--anthropic-base-url", &model.url],
+    )
+    .await;
+    env.key_and_connector("anthropic", ANTHROPIC_KEY).await;
+    env.assert_resumes_in_a_kept_sandbox("opencode", "anthropic/claude-sonnet-4-5", || {
+        model.message_requests()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gemini_cli_resumes_its_session_in_a_kept_sandbox() {
+    let model = GeminiStandIn::start(GEMINI_KEY, |c| {
+        if c.body.to_string().contains(SECOND_TURN) {
+            return vec![Part::text(SECOND_ANSWER)];
+        }
+        gemini_script(c)
+    })
+    .await;
+    let env = Env::start(TestDb::sqlite().await, &["--gemini-base-url", &model.url]).await;
+    env.key_and_connector("gemini", GEMINI_KEY).await;
+    env.assert_resumes_in_a_kept_sandbox("gemini", "gemini-2.5-pro", || model.requests())
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copilot_cli_resumes_its_session_in_a_kept_sandbox() {
+    let model = AnthropicStandIn::start(ANTHROPIC_KEY, |c| {
+        if c.body.to_string().contains(SECOND_TURN) {
+            return vec![Block::text(SECOND_ANSWER)];
+        }
+        copilot_script(c)
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let agents_file = dir.path().join("agents.toml");
+    std::fs::write(&agents_file, COPILOT_BYOK_AGENTS_FILE).unwrap();
+    let env = Env::start(
+        TestDb::sqlite().await,
+        &[
+            "--anthropic-base-url",
+            &model.url,
+            "--agents-file",
+            agents_file.to_str().unwrap(),
+        ],
+    )
+    .await;
+    env.key_and_connector("anthropic", ANTHROPIC_KEY).await;
+    env.assert_resumes_in_a_kept_sandbox("copilot", "claude-sonnet-4-5", || {
+        model.message_requests()
+    })
+    .await;
 }
