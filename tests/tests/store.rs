@@ -663,8 +663,19 @@ async fn follow_ups_wait_in_order_and_kept_sandboxes_are_released_once(db: TestD
     assert!(s.finish_task(&t.id, &ok).await.unwrap());
     // The sandbox is kept until t=1000.
     s.keep_task_sandbox(&t.id, 1000).await.unwrap();
-    assert_eq!(s.list_kept_sandboxes("r1").await.unwrap().len(), 1);
-    assert!(s.list_kept_sandboxes("r2").await.unwrap().is_empty());
+    assert_eq!(s.list_kept_sandboxes("r1", None).await.unwrap().len(), 1);
+    assert_eq!(
+        s.list_kept_sandboxes("r1", Some(1000)).await.unwrap().len(),
+        1
+    );
+    assert!(
+        s.list_kept_sandboxes("r1", Some(999))
+            .await
+            .unwrap()
+            .is_empty(),
+        "not expired yet"
+    );
+    assert!(s.list_kept_sandboxes("r2", None).await.unwrap().is_empty());
     assert!(
         !s.release_task_sandbox(&t.id, "c1", Some(999))
             .await
@@ -681,7 +692,7 @@ async fn follow_ups_wait_in_order_and_kept_sandboxes_are_released_once(db: TestD
         !s.release_task_sandbox(&t.id, "c1", None).await.unwrap(),
         "released once"
     );
-    assert!(s.list_kept_sandboxes("r1").await.unwrap().is_empty());
+    assert!(s.list_kept_sandboxes("r1", None).await.unwrap().is_empty());
     let turns: Vec<_> = s
         .list_task_messages(&t.id)
         .await

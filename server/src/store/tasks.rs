@@ -563,14 +563,20 @@ impl Store {
     }
 
     /// Tasks of one runner that ended a turn and kept their sandbox (some may wait for their
-    /// next turn).
-    pub async fn list_kept_sandboxes(&self, runner_id: &str) -> StoreResult<Vec<Task>> {
+    /// next turn); with `expired_by`, only those whose idle time ended by then.
+    pub async fn list_kept_sandboxes(
+        &self,
+        runner_id: &str,
+        expired_by: Option<i64>,
+    ) -> StoreResult<Vec<Task>> {
         Ok(with_pool!(self, pool => {
             sqlx::query_as::<_, Task>(
                 "SELECT * FROM tasks WHERE runner_id = $1 AND container_id IS NOT NULL
-                   AND status <> 'running' ORDER BY sandbox_expires_at",
+                   AND status <> 'running' AND ($2 IS NULL OR sandbox_expires_at <= $2)
+                 ORDER BY sandbox_expires_at",
             )
             .bind(runner_id)
+            .bind(expired_by)
             .fetch_all(pool)
             .await?
         }))

@@ -98,12 +98,16 @@ impl EventHub {
         self.tasks.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
-    /// Tells viewers of a task about stored events.
+    /// Tells viewers of a task about stored events (nobody subscribed: nothing to do, and no
+    /// channel is made for it).
     pub fn publish(&self, task_id: &str, events: &[TaskEvent]) {
-        let sender = self.sender(task_id);
-        if sender.receiver_count() == 0 {
+        let sender = {
+            let tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
+            tasks.get(task_id).cloned()
+        };
+        let Some(sender) = sender.filter(|s| s.receiver_count() > 0) else {
             return;
-        }
+        };
         for event in events {
             let _ = sender.send(TaskSignal::Event(Arc::new(event.clone())));
         }
@@ -148,5 +152,11 @@ mod tests {
         hub.end("t2", "succeeded");
         assert_eq!(hub.channel_count(), 0, "ending a task drops its channel");
         assert!(matches!(rx.try_recv(), Ok(TaskSignal::End(status)) if status == "succeeded"));
+        hub.publish("t3", &[]);
+        assert_eq!(
+            hub.channel_count(),
+            0,
+            "publishing with no viewer makes no channel"
+        );
     }
 }

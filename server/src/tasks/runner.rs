@@ -181,8 +181,6 @@ struct RunState {
     secret_values: Vec<SecretString>,
     sandbox: Option<Sandbox>,
     checkout: Option<PathBuf>,
-    /// The turn being run (1 for the first run).
-    turn: i64,
 }
 
 impl RunState {
@@ -303,15 +301,7 @@ impl TaskRunner {
             Ok(tasks) => {
                 for task in tasks {
                     let reason = "server restarted during the task";
-                    let _ = store
-                        .append_task_events(
-                            &task.id,
-                            &[crate::store::NewEvent {
-                                kind: "error",
-                                text: reason.into(),
-                            }],
-                        )
-                        .await;
+                    self.note(&task.id, "error", reason.into()).await;
                     if let Ok(true) = store
                         .finish_task(
                             &task.id,
@@ -332,7 +322,7 @@ impl TaskRunner {
         }
         // Kept-alive sandboxes of ended turns are adopted; every other sandbox is removed.
         let kept = store
-            .list_kept_sandboxes(&self.inner.settings.runner_id)
+            .list_kept_sandboxes(&self.inner.settings.runner_id, None)
             .await
             .unwrap_or_else(|err| {
                 tracing::error!(error = %err, "recovery: could not list kept sandboxes");
@@ -485,7 +475,6 @@ impl TaskRunner {
                 return self.finish(&task, state, outcome).await;
             }
         };
-        state.turn = turn.number;
         let deadline = Duration::from_secs(u64::try_from(task.max_duration_s).unwrap_or(3600));
         let outcome = tokio::select! {
             outcome = self.execute(&task, &turn, &mut state) => outcome.unwrap_or_else(|outcome| outcome),
@@ -666,16 +655,7 @@ impl TaskRunner {
             }
         }
         tracing::info!(task_id = %task.id, reason = why, "kept sandbox removed");
-        let _ = self
-            .inner
-            .store
-            .append_task_events(
-                &task.id,
-                &[crate::store::NewEvent {
-                    kind: "info",
-                    text: format!("Sandbox removed: {why}"),
-                }],
-            )
+        self.note(&task.id, "info", format!("Sandbox removed: {why}"))
             .await;
         self.inner.hub.status_changed(StatusChange {
             user_id: task.user_id.clone(),
@@ -690,11 +670,7 @@ impl TaskRunner {
     /// and records the preview once it listens on `port`.
     async fn start_preview(&self, task: &Task, sandbox: &Sandbox, port: u16) {
         let store = &self.inner.store;
-        let note = |text: String| async move {
-            let _ = store
-                .append_task_events(&task.id, &[crate::store::NewEvent { kind: "info", text }])
-                .await;
-        };
+        let note = |text: String| self.note(&task.id, "info", text);
         if sandbox.connect_port(port).await.is_err() {
             // The dev server gets its own session so it outlives this exec.
             let script = r#"cd /workspace || exit 1
@@ -759,29 +735,41 @@ setsid npm run dev </dev/null >/tmp/drydock-preview.log 2>&1 &"#;
         }
     }
 
-    /// Removes the kept-alive sandboxes of this server whose idle time is over.
-    async fn reap_idle(&self) {
-        let kept = match self
+    /// Adds a line of drydock's own (no secrets in it) to a task's log outside a run, and shows
+    /// it to live viewers.
+    async fn note(&self, task_id: &str, kind: &'static str, text: String) {
+        match self
             .inner
             .store
-            .list_kept_sandboxes(&self.inner.settings.runner_id)
+            .append_task_events(task_id, &[crate::store::NewEvent { kind, text }])
             .await
         {
-            Ok(kept) => kept,
+            Ok(stored) => self.inner.hub.publish(task_id, &stored),
+            Err(err) => tracing::error!(task_id, error = %err, "could not add to the task's log"),
+        }
+    }
+
+    /// Removes the kept-alive sandboxes of this server whose idle time is over.
+    async fn reap_idle(&self) {
+        let now = chrono::Utc::now().timestamp_millis();
+        let expired = match self
+            .inner
+            .store
+            .list_kept_sandboxes(&self.inner.settings.runner_id, Some(now))
+            .await
+        {
+            Ok(expired) => expired,
             Err(err) => {
                 tracing::error!(error = %err, "could not list kept sandboxes");
                 return;
             }
         };
-        let now = chrono::Utc::now().timestamp_millis();
-        for task in kept {
-            if task.sandbox_expires_at.is_some_and(|at| at <= now) {
-                let why = format!(
-                    "idle for {}",
-                    human_duration(self.inner.settings.idle_timeout)
-                );
-                self.remove_kept_sandbox(&task, Some(now), &why).await;
-            }
+        let why = format!(
+            "idle for {}",
+            human_duration(self.inner.settings.idle_timeout)
+        );
+        for task in expired {
+            self.remove_kept_sandbox(&task, Some(now), &why).await;
         }
     }
 
@@ -999,18 +987,11 @@ setsid npm run dev </dev/null >/tmp/drydock-preview.log 2>&1 &"#;
         state: &mut RunState,
     ) -> StepResult<Option<Sandbox>> {
         state.sandbox = Some(sandbox.clone());
-        let mut out = sandbox
+        let out = sandbox
             .exec(&ExecSpec::new(["git", "rev-parse", "HEAD"]).workdir("/workspace"))
             .await
             .map_err(|err| Outcome::failed(sandbox_failure(&err)))?;
-        let mut head = Vec::new();
-        while let Some(chunk) = out.next().await {
-            let chunk = chunk.map_err(|err| Outcome::failed(sandbox_failure(&err)))?;
-            if chunk.stream == drydock_sandbox::OutputStream::Stdout {
-                head.extend_from_slice(&chunk.data);
-            }
-        }
-        let _ = out.exit().await;
+        let (_, head, _) = capture(out).await?;
         if String::from_utf8_lossy(&head).trim() == checkout.start_sha {
             self.log(state, "info", "Continuing in the task's sandbox")
                 .await;
@@ -1464,7 +1445,7 @@ $DRYDOCK_MESSAGE
 DRYDOCK_EOF
 git rev-parse HEAD; fi"#;
         state.log("command", "git add -A && git commit");
-        let mut out = sandbox
+        let out = sandbox
             .exec(
                 &ExecSpec::shell(script)
                     .workdir("/workspace")
@@ -1474,19 +1455,7 @@ git rev-parse HEAD; fi"#;
             )
             .await
             .map_err(|err| Outcome::failed(sandbox_failure(&err)))?;
-        let mut stdout = Vec::new();
-        let mut stderr = Vec::new();
-        while let Some(chunk) = out.next().await {
-            let chunk = chunk.map_err(|err| Outcome::failed(sandbox_failure(&err)))?;
-            match chunk.stream {
-                drydock_sandbox::OutputStream::Stdout => stdout.extend_from_slice(&chunk.data),
-                _ => stderr.extend_from_slice(&chunk.data),
-            }
-        }
-        let exit = out
-            .exit()
-            .await
-            .map_err(|err| Outcome::failed(sandbox_failure(&err)))?;
+        let (exit, stdout, stderr) = capture(out).await?;
         self.log_stderr(state, &String::from_utf8_lossy(&stderr))
             .await;
         if !exit.success() {
@@ -1688,6 +1657,24 @@ git rev-parse HEAD; fi"#;
         }
         body
     }
+}
+
+/// Reads an exec to its end: how it exited, its stdout and its stderr (for short commands).
+async fn capture(mut out: drydock_sandbox::ExecOutput) -> StepResult<(ExecExit, Vec<u8>, Vec<u8>)> {
+    let mut stdout = Vec::new();
+    let mut stderr = Vec::new();
+    while let Some(chunk) = out.next().await {
+        let chunk = chunk.map_err(|err| Outcome::failed(sandbox_failure(&err)))?;
+        match chunk.stream {
+            drydock_sandbox::OutputStream::Stdout => stdout.extend_from_slice(&chunk.data),
+            _ => stderr.extend_from_slice(&chunk.data),
+        }
+    }
+    let exit = out
+        .exit()
+        .await
+        .map_err(|err| Outcome::failed(sandbox_failure(&err)))?;
+    Ok((exit, stdout, stderr))
 }
 
 fn sandbox_failure(err: &SandboxError) -> String {
