@@ -10,8 +10,7 @@
 //! recorded, unknown ones too, so a test can see exactly what the CLI sent.
 
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -173,40 +172,14 @@ impl Recorded {
     }
 }
 
-struct Shared {
-    key: String,
-    script: Script,
-    requests: Mutex<Vec<Recorded>>,
-    next_id: AtomicU64,
-}
-
-impl Shared {
-    fn id(&self, prefix: &str) -> String {
-        let n = self.next_id.fetch_add(1, Ordering::Relaxed);
-        format!("{prefix}_standin{n:08}")
-    }
-
-    fn record(&self, method: &Method, uri: &Uri, headers: &HeaderMap, body: &[u8], status: u16) {
-        let recorded = Recorded::of(method, uri, headers, body, status);
-        if !recorded.is_message() {
-            tracing::info!(method = %recorded.method, path = %recorded.path, status, "anthropic stand-in: other request");
-        }
-        self.requests.lock().expect("requests lock").push(recorded);
-    }
-}
+type Shared = crate::recorded::StandIn<Script>;
 
 /// The running stand-in; stops when dropped.
 pub struct AnthropicStandIn {
     /// `http://127.0.0.1:PORT`, the base URL (`ANTHROPIC_BASE_URL`) without `/v1`.
     pub url: String,
     shared: Arc<Shared>,
-    server: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for AnthropicStandIn {
-    fn drop(&mut self) {
-        self.server.abort();
-    }
+    _server: crate::recorded::Server,
 }
 
 impl AnthropicStandIn {
@@ -215,16 +188,13 @@ impl AnthropicStandIn {
         key: &str,
         script: impl Fn(&Conversation<'_>) -> Vec<Block> + Send + Sync + 'static,
     ) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind the Anthropic stand-in");
-        let url = format!("http://{}", listener.local_addr().expect("address"));
-        let shared = Arc::new(Shared {
-            key: key.to_owned(),
-            script: Arc::new(script),
-            requests: Mutex::new(Vec::new()),
-            next_id: AtomicU64::new(1),
-        });
+        let shared = Arc::new(Shared::new(
+            "anthropic",
+            key,
+            Arc::new(script),
+            Recorded::is_message,
+            '_',
+        ));
         let app = Router::new()
             .route("/v1/messages", post(messages))
             .route("/v1/messages/count_tokens", post(count_tokens))
@@ -232,19 +202,17 @@ impl AnthropicStandIn {
             .route("/api/hello", any(hello))
             .fallback(unknown)
             .with_state(shared.clone());
-        let server = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let server = crate::recorded::Server::start(app).await;
         Self {
-            url,
+            url: format!("http://{}", server.addr),
             shared,
-            server,
+            _server: server,
         }
     }
 
     /// Every request so far, in order of arrival.
     pub fn requests(&self) -> Vec<Recorded> {
-        self.shared.requests.lock().expect("requests lock").clone()
+        self.shared.requests()
     }
 
     /// The model turns (`POST /v1/messages`) so far.

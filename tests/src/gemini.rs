@@ -12,8 +12,7 @@
 //! alone. Every request is recorded, unknown ones too.
 
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -209,27 +208,7 @@ impl Recorded {
     }
 }
 
-struct Shared {
-    key: String,
-    script: Script,
-    requests: Mutex<Vec<Recorded>>,
-    next_id: AtomicU64,
-}
-
-impl Shared {
-    fn id(&self, prefix: &str) -> String {
-        let n = self.next_id.fetch_add(1, Ordering::Relaxed);
-        format!("{prefix}-standin{n:08}")
-    }
-
-    fn record(&self, method: &Method, uri: &Uri, headers: &HeaderMap, body: &[u8], status: u16) {
-        let recorded = Recorded::of(method, uri, headers, body, status);
-        if !recorded.is_generate() {
-            tracing::info!(method = %recorded.method, path = %recorded.path, status, "gemini stand-in: other request");
-        }
-        self.requests.lock().expect("requests lock").push(recorded);
-    }
-}
+type Shared = crate::recorded::StandIn<Script>;
 
 /// The running stand-in; stops when dropped.
 pub struct GeminiStandIn {
@@ -237,13 +216,7 @@ pub struct GeminiStandIn {
     /// `GOOGLE_GEMINI_BASE_URL` and drydock's `--gemini-base-url` take it.
     pub url: String,
     shared: Arc<Shared>,
-    server: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for GeminiStandIn {
-    fn drop(&mut self) {
-        self.server.abort();
-    }
+    _server: crate::recorded::Server,
 }
 
 impl GeminiStandIn {
@@ -253,32 +226,27 @@ impl GeminiStandIn {
         key: &str,
         script: impl Fn(&Conversation<'_>) -> Vec<Part> + Send + Sync + 'static,
     ) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind the Gemini stand-in");
-        let url = format!("http://{}", listener.local_addr().expect("address"));
-        let shared = Arc::new(Shared {
-            key: key.to_owned(),
-            script: Arc::new(script),
-            requests: Mutex::new(Vec::new()),
-            next_id: AtomicU64::new(1),
-        });
+        let shared = Arc::new(Shared::new(
+            "gemini",
+            key,
+            Arc::new(script),
+            Recorded::is_generate,
+            '-',
+        ));
         // `{model}:{method}` is one path segment, so every call goes through one handler that
         // splits it.
         let app = Router::new().fallback(handle).with_state(shared.clone());
-        let server = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let server = crate::recorded::Server::start(app).await;
         Self {
-            url,
+            url: format!("http://{}", server.addr),
             shared,
-            server,
+            _server: server,
         }
     }
 
     /// Every request so far, in order of arrival.
     pub fn requests(&self) -> Vec<Recorded> {
-        self.shared.requests.lock().expect("requests lock").clone()
+        self.shared.requests()
     }
 
     /// The model turns (`:streamGenerateContent`, `:generateContent`) so far.

@@ -10,8 +10,7 @@
 //! conversation from the request alone. Every request is recorded, unknown ones too.
 
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -242,40 +241,14 @@ impl Recorded {
     }
 }
 
-struct Shared {
-    key: String,
-    script: Script,
-    requests: Mutex<Vec<Recorded>>,
-    next_id: AtomicU64,
-}
-
-impl Shared {
-    fn id(&self, prefix: &str) -> String {
-        let n = self.next_id.fetch_add(1, Ordering::Relaxed);
-        format!("{prefix}_standin{n:08}")
-    }
-
-    fn record(&self, method: &Method, uri: &Uri, headers: &HeaderMap, body: &[u8], status: u16) {
-        let recorded = Recorded::of(method, uri, headers, body, status);
-        if !recorded.is_response() {
-            tracing::info!(method = %recorded.method, path = %recorded.path, status, "openai stand-in: other request");
-        }
-        self.requests.lock().expect("requests lock").push(recorded);
-    }
-}
+type Shared = crate::recorded::StandIn<Script>;
 
 /// The running stand-in; stops when dropped.
 pub struct OpenAiStandIn {
     /// `http://127.0.0.1:PORT/v1`, the base URL as OpenAI clients take it (`OPENAI_BASE_URL`).
     pub base_url: String,
     shared: Arc<Shared>,
-    server: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for OpenAiStandIn {
-    fn drop(&mut self) {
-        self.server.abort();
-    }
+    _server: crate::recorded::Server,
 }
 
 impl OpenAiStandIn {
@@ -285,34 +258,29 @@ impl OpenAiStandIn {
         key: &str,
         script: impl Fn(&Conversation<'_>) -> Vec<Item> + Send + Sync + 'static,
     ) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind the OpenAI stand-in");
-        let base_url = format!("http://{}/v1", listener.local_addr().expect("address"));
-        let shared = Arc::new(Shared {
-            key: key.to_owned(),
-            script: Arc::new(script),
-            requests: Mutex::new(Vec::new()),
-            next_id: AtomicU64::new(1),
-        });
+        let shared = Arc::new(Shared::new(
+            "openai",
+            key,
+            Arc::new(script),
+            Recorded::is_response,
+            '_',
+        ));
         let app = Router::new()
             .route("/v1/responses", post(responses))
             .route("/v1/models", get(models))
             .fallback(unknown)
             .with_state(shared.clone());
-        let server = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let server = crate::recorded::Server::start(app).await;
         Self {
-            base_url,
+            base_url: format!("http://{}/v1", server.addr),
             shared,
-            server,
+            _server: server,
         }
     }
 
     /// Every request so far, in order of arrival.
     pub fn requests(&self) -> Vec<Recorded> {
-        self.shared.requests.lock().expect("requests lock").clone()
+        self.shared.requests()
     }
 
     /// The model turns (`POST /v1/responses`) so far.
