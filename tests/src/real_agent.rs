@@ -223,7 +223,7 @@ impl AgentEnv {
         requests: impl Fn() -> Vec<crate::recorded::Recorded>,
     ) {
         let env = self;
-        let first_prompt = "Create HELLO.md with a greeting, then try the echo tool.";
+        let first_prompt = HELLO_PROMPT;
         let (status, task) = env
             .post(
                 "/api/tasks",
@@ -304,5 +304,63 @@ impl AgentEnv {
             .await;
         assert_eq!(status, StatusCode::OK);
         assert!(containers_of(&id).is_empty());
+    }
+}
+
+/// The prompt of the first-turn tests: write HELLO.md, then call the connector's tool.
+pub const HELLO_PROMPT: &str = "Create HELLO.md with a greeting, then try the echo tool.";
+
+/// A first turn that ran: the task, its log (lines and joined), the stand-in's requests, and
+/// those as `METHOD path -> status` lines for failure messages.
+pub struct Ran {
+    /// The task as the API shows it.
+    pub task: Value,
+    /// Its log as `kind: text` lines.
+    pub log: Vec<String>,
+    /// The log joined with newlines.
+    pub text: String,
+    /// Every request the stand-in got.
+    pub requests: Vec<crate::recorded::Recorded>,
+    /// `METHOD path -> status` of each request.
+    pub seen: Vec<String>,
+}
+
+impl AgentEnv {
+    /// Runs [`HELLO_PROMPT`] with `agent` and `model`, prints the log and what the stand-in saw,
+    /// and checks what a user checks first: the task succeeded, HELLO.md on the pushed branch is
+    /// exactly `hello`, one pull request was opened, and the sandbox is gone.
+    pub async fn run_hello(
+        &self,
+        agent: &str,
+        model: &str,
+        hello: &str,
+        requests: impl Fn() -> Vec<crate::recorded::Recorded>,
+    ) -> Ran {
+        let (task, log) = self.run(agent, model, HELLO_PROMPT).await;
+        let text = log.join("\n");
+        let requests = requests();
+        let seen = crate::recorded::summary(&requests);
+        eprintln!("task log:\n{text}\nstand-in saw: {seen:#?}");
+        assert_eq!(
+            task["status"], "succeeded",
+            "{task}\nlog:\n{text}\nstand-in saw: {seen:#?}"
+        );
+        assert_eq!(
+            self.hello_on_branch(&task).as_deref(),
+            Some(hello),
+            "{text}"
+        );
+        assert_eq!(self.app.gh.pulls("alice", "demo").len(), 1);
+        assert!(
+            containers_of(task["id"].as_str().expect("task id")).is_empty(),
+            "the sandbox is removed"
+        );
+        Ran {
+            task,
+            log,
+            text,
+            requests,
+            seen,
+        }
     }
 }

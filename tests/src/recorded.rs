@@ -50,6 +50,14 @@ impl Recorded {
     }
 }
 
+/// `METHOD path -> status` of each request, for failure messages.
+pub fn summary(requests: &[Recorded]) -> Vec<String> {
+    requests
+        .iter()
+        .map(|r| format!("{} {} -> {}", r.method, r.path, r.status))
+        .collect()
+}
+
 /// What every model stand-in keeps: the key it accepts, the script playing the model, the
 /// requests it got (in order of arrival) and a counter for the ids it hands out.
 pub struct StandIn<S> {

@@ -10,8 +10,7 @@ use std::time::Instant;
 use drydock_tests::TestDb;
 use drydock_tests::anthropic::{AnthropicStandIn, Block, Conversation};
 use drydock_tests::openai::{self, Item, OpenAiStandIn};
-use drydock_tests::real_agent::{AgentEnv, SECOND_ANSWER, SECOND_TURN};
-use drydock_tests::tasks::containers_of;
+use drydock_tests::real_agent::{AgentEnv, Ran, SECOND_ANSWER, SECOND_TURN};
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
 
@@ -77,32 +76,15 @@ async fn claude_code_writes_a_file_and_calls_an_mcp_tool_through_drydock() {
     )
     .await;
     env.key_and_connector("anthropic", ANTHROPIC_KEY).await;
-    let (task, log) = env
-        .run(
-            "claude",
-            "sonnet",
-            "Create HELLO.md with a greeting, then try the echo tool.",
-        )
+    let Ran {
+        task,
+        log,
+        text,
+        requests,
+        seen: summary,
+    } = env
+        .run_hello("claude", "sonnet", HELLO, || model.requests())
         .await;
-    let text = log.join("\n");
-    let requests = model.requests();
-    let summary: Vec<String> = requests
-        .iter()
-        .map(|r| format!("{} {} -> {}", r.method, r.path, r.status))
-        .collect();
-    eprintln!("task log:\n{text}\nstand-in saw: {summary:#?}");
-    assert_eq!(
-        task["status"], "succeeded",
-        "{task}\nlog:\n{text}\nstand-in saw: {summary:#?}"
-    );
-
-    // The file is on the pushed branch, exactly as the model wrote it.
-    assert_eq!(env.hello_on_branch(&task).as_deref(), Some(HELLO), "{text}");
-    assert_eq!(env.app.gh.pulls("alice", "demo").len(), 1);
-    assert!(
-        containers_of(task["id"].as_str().unwrap()).is_empty(),
-        "the sandbox is removed"
-    );
 
     // The log reads well: the session with its MCP server, the Write call and its result, the
     // MCP tool call with the server's answer, and the final message.
@@ -267,34 +249,15 @@ async fn codex_writes_a_file_and_calls_an_mcp_tool_through_drydock() {
     )
     .await;
     env.key_and_connector("openai", OPENAI_KEY).await;
-    let (task, log) = env
-        .run(
-            "codex",
-            "gpt-5.5",
-            "Create HELLO.md with a greeting, then try the echo tool.",
-        )
+    let Ran {
+        task,
+        log,
+        text,
+        requests,
+        seen: summary,
+    } = env
+        .run_hello("codex", "gpt-5.5", CODEX_HELLO, || model.requests())
         .await;
-    let text = log.join("\n");
-    let requests = model.requests();
-    let summary: Vec<String> = requests
-        .iter()
-        .map(|r| format!("{} {} -> {}", r.method, r.path, r.status))
-        .collect();
-    eprintln!("task log:\n{text}\nstand-in saw: {summary:#?}");
-    assert_eq!(
-        task["status"], "succeeded",
-        "{task}\nlog:\n{text}\nstand-in saw: {summary:#?}"
-    );
-    assert_eq!(
-        env.hello_on_branch(&task).as_deref(),
-        Some(CODEX_HELLO),
-        "{text}"
-    );
-    assert_eq!(env.app.gh.pulls("alice", "demo").len(), 1);
-    assert!(
-        containers_of(task["id"].as_str().unwrap()).is_empty(),
-        "the sandbox is removed"
-    );
 
     // The log reads well.
     let has = |line: &str| log.iter().any(|l| l == line);
@@ -523,11 +486,7 @@ async fn codex_with_a_refused_key_fails_with_the_apis_reason() {
     let started = Instant::now();
     let (task, log) = env.run("codex", "gpt-5.5", "Create HELLO.md.").await;
     let text = log.join("\n");
-    let summary: Vec<String> = model
-        .requests()
-        .iter()
-        .map(|r| format!("{} {} -> {}", r.method, r.path, r.status))
-        .collect();
+    let summary = drydock_tests::recorded::summary(&model.requests());
     eprintln!(
         "task log:\n{text}\nstand-in saw: {summary:#?}\ntook {:?}",
         started.elapsed()

@@ -12,8 +12,8 @@ use drydock_tests::TestDb;
 use drydock_tests::anthropic::{self, AnthropicStandIn, Block};
 use drydock_tests::gemini::{self, GeminiStandIn, Part};
 use drydock_tests::openai::{self, Item, OpenAiStandIn};
-use drydock_tests::real_agent::{AgentEnv, SECOND_ANSWER, SECOND_TURN};
-use drydock_tests::tasks::containers_of;
+use drydock_tests::real_agent::{AgentEnv, Ran, SECOND_ANSWER, SECOND_TURN};
+use drydock_tests::recorded::summary;
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -31,14 +31,6 @@ const GEMINI_KEY: &str = "AIzaSyStandin-Qw3Er5Ty7Ui9Op1As3Df5Gh7J";
 const ANSWER: &str = "Created HELLO.md. The echo tool answered: echo: ping from the model";
 
 type Env = AgentEnv;
-
-/// `METHOD path -> status` of each request a stand-in saw.
-fn summary<'a>(requests: impl IntoIterator<Item = (&'a str, &'a str, u16)>) -> Vec<String> {
-    requests
-        .into_iter()
-        .map(|(method, path, status)| format!("{method} {path} -> {status}"))
-        .collect()
-}
 
 /// What the scripted opencode model writes into HELLO.md.
 const OPENCODE_HELLO: &str = "# Hello\n\nWritten by opencode through drydock.\n";
@@ -88,37 +80,20 @@ async fn opencode_writes_a_file_and_calls_an_mcp_tool_through_drydock() {
     )
     .await;
     env.key_and_connector("anthropic", ANTHROPIC_KEY).await;
-    let (task, log) = env
-        .run(
+    let Ran {
+        task,
+        log,
+        text,
+        requests,
+        seen,
+    } = env
+        .run_hello(
             "opencode",
             "anthropic/claude-sonnet-4-5",
-            "Create HELLO.md with a greeting, then try the echo tool.",
+            OPENCODE_HELLO,
+            || model.requests(),
         )
         .await;
-    let text = log.join("\n");
-    let requests = model.requests();
-    let seen = summary(
-        requests
-            .iter()
-            .map(|r| (r.method.as_str(), r.path.as_str(), r.status)),
-    );
-    eprintln!("task log:\n{text}\nstand-in saw: {seen:#?}");
-    assert_eq!(
-        task["status"], "succeeded",
-        "{task}\nlog:\n{text}\nstand-in saw: {seen:#?}"
-    );
-
-    // The file is on the pushed branch, exactly as the model wrote it.
-    assert_eq!(
-        env.hello_on_branch(&task).as_deref(),
-        Some(OPENCODE_HELLO),
-        "{text}"
-    );
-    assert_eq!(env.app.gh.pulls("alice", "demo").len(), 1);
-    assert!(
-        containers_of(task["id"].as_str().unwrap()).is_empty(),
-        "the sandbox is removed"
-    );
 
     // The log reads well: the model's words, the write and the MCP call with their results,
     // the answer and a summary of the steps.
@@ -226,37 +201,17 @@ async fn gemini_cli_writes_a_file_and_calls_an_mcp_tool_through_drydock() {
     let model = GeminiStandIn::start(GEMINI_KEY, gemini_script).await;
     let env = Env::start(TestDb::sqlite().await, &["--gemini-base-url", &model.url]).await;
     env.key_and_connector("gemini", GEMINI_KEY).await;
-    let (task, log) = env
-        .run(
-            "gemini",
-            "gemini-2.5-pro",
-            "Create HELLO.md with a greeting, then try the echo tool.",
-        )
+    let Ran {
+        task,
+        log,
+        text,
+        requests,
+        seen,
+    } = env
+        .run_hello("gemini", "gemini-2.5-pro", GEMINI_HELLO, || {
+            model.requests()
+        })
         .await;
-    let text = log.join("\n");
-    let requests = model.requests();
-    let seen = summary(
-        requests
-            .iter()
-            .map(|r| (r.method.as_str(), r.path.as_str(), r.status)),
-    );
-    eprintln!("task log:\n{text}\nstand-in saw: {seen:#?}");
-    assert_eq!(
-        task["status"], "succeeded",
-        "{task}\nlog:\n{text}\nstand-in saw: {seen:#?}"
-    );
-
-    // The file is on the pushed branch, exactly as the model wrote it.
-    assert_eq!(
-        env.hello_on_branch(&task).as_deref(),
-        Some(GEMINI_HELLO),
-        "{text}"
-    );
-    assert_eq!(env.app.gh.pulls("alice", "demo").len(), 1);
-    assert!(
-        containers_of(task["id"].as_str().unwrap()).is_empty(),
-        "the sandbox is removed"
-    );
 
     // The log reads well: the session, the model's words, the write and the MCP call with
     // their results, the answer and a summary.
@@ -346,11 +301,7 @@ async fn gemini_cli_with_a_refused_key_fails_with_the_apis_reason() {
         .await;
     let text = log.join("\n");
     let requests = model.requests();
-    let seen = summary(
-        requests
-            .iter()
-            .map(|r| (r.method.as_str(), r.path.as_str(), r.status)),
-    );
+    let seen = summary(&requests);
     eprintln!("task log:\n{text}\nstand-in saw: {seen:#?}");
     assert_eq!(task["status"], "failed", "{task}\n{text}");
     assert!(
@@ -439,37 +390,17 @@ async fn copilot_cli_on_a_custom_provider_writes_a_file_and_calls_an_mcp_tool_th
     )
     .await;
     env.key_and_connector("anthropic", ANTHROPIC_KEY).await;
-    let (task, log) = env
-        .run(
-            "copilot",
-            "claude-sonnet-4-5",
-            "Create HELLO.md with a greeting, then try the echo tool.",
-        )
+    let Ran {
+        task,
+        log,
+        text,
+        requests,
+        seen,
+    } = env
+        .run_hello("copilot", "claude-sonnet-4-5", COPILOT_HELLO, || {
+            model.requests()
+        })
         .await;
-    let text = log.join("\n");
-    let requests = model.requests();
-    let seen = summary(
-        requests
-            .iter()
-            .map(|r| (r.method.as_str(), r.path.as_str(), r.status)),
-    );
-    eprintln!("task log:\n{text}\nstand-in saw: {seen:#?}");
-    assert_eq!(
-        task["status"], "succeeded",
-        "{task}\nlog:\n{text}\nstand-in saw: {seen:#?}"
-    );
-
-    // The file is on the pushed branch, exactly as the model wrote it.
-    assert_eq!(
-        env.hello_on_branch(&task).as_deref(),
-        Some(COPILOT_HELLO),
-        "{text}"
-    );
-    assert_eq!(env.app.gh.pulls("alice", "demo").len(), 1);
-    assert!(
-        containers_of(task["id"].as_str().unwrap()).is_empty(),
-        "the sandbox is removed"
-    );
 
     // The log reads well: the MCP server connected, the model's words, the file creation and
     // the MCP call with their results, the answer and a summary.
@@ -574,22 +505,11 @@ fn opencode_gemini_script(c: &gemini::Conversation<'_>) -> Vec<Part> {
     ))]
 }
 
-/// Checks an opencode task that ran one of the opencode scripts: succeeded, HELLO.md on the
-/// pushed branch, and a log that shows the file tool (`file_tool`, its call line), the MCP call,
+/// Checks the log of an opencode task that ran one of the opencode scripts (after
+/// [`AgentEnv::run_hello`] checked the task, the file and the pull request): it shows the file tool (`file_tool`, its call line), the MCP call,
 /// the answer and the summary.
 async fn assert_opencode_task(env: &Env, task: &Value, log: &[String], file_tool: &str) {
     let text = log.join("\n");
-    assert_eq!(task["status"], "succeeded", "{task}\nlog:\n{text}");
-    assert_eq!(
-        env.hello_on_branch(task).as_deref(),
-        Some(OPENCODE_HELLO),
-        "{text}"
-    );
-    assert_eq!(env.app.gh.pulls("alice", "demo").len(), 1);
-    assert!(
-        containers_of(task["id"].as_str().unwrap()).is_empty(),
-        "the sandbox is removed"
-    );
     let has = |line: &str| log.iter().any(|l| l == line);
     let has_prefix = |prefix: &str| log.iter().any(|l| l.starts_with(prefix));
     assert!(has("agent: I'll create HELLO.md."), "{text}");
@@ -622,21 +542,17 @@ async fn opencode_with_an_openai_model_writes_a_file_and_calls_an_mcp_tool_throu
     )
     .await;
     env.key_and_connector("openai", OPENAI_KEY).await;
-    let (task, log) = env
-        .run(
-            "opencode",
-            "openai/gpt-5.5",
-            "Create HELLO.md with a greeting, then try the echo tool.",
-        )
+    let Ran {
+        task,
+        log,
+        text,
+        requests,
+        seen,
+    } = env
+        .run_hello("opencode", "openai/gpt-5.5", OPENCODE_HELLO, || {
+            model.requests()
+        })
         .await;
-    let text = log.join("\n");
-    let requests = model.requests();
-    let seen = summary(
-        requests
-            .iter()
-            .map(|r| (r.method.as_str(), r.path.as_str(), r.status)),
-    );
-    eprintln!("task log:\n{text}\nstand-in saw: {seen:#?}");
     assert_opencode_task(&env, &task, &log, "apply_patch").await;
 
     // Every call carried the key; the main model got the MCP tool; the key never reached the
@@ -671,21 +587,17 @@ async fn opencode_with_a_gemini_model_writes_a_file_and_calls_an_mcp_tool_throug
     let model = GeminiStandIn::start(GEMINI_KEY, opencode_gemini_script).await;
     let env = Env::start(TestDb::sqlite().await, &["--gemini-base-url", &model.url]).await;
     env.key_and_connector("gemini", GEMINI_KEY).await;
-    let (task, log) = env
-        .run(
-            "opencode",
-            "google/gemini-2.5-pro",
-            "Create HELLO.md with a greeting, then try the echo tool.",
-        )
+    let Ran {
+        task,
+        log,
+        text,
+        requests,
+        seen,
+    } = env
+        .run_hello("opencode", "google/gemini-2.5-pro", OPENCODE_HELLO, || {
+            model.requests()
+        })
         .await;
-    let text = log.join("\n");
-    let requests = model.requests();
-    let seen = summary(
-        requests
-            .iter()
-            .map(|r| (r.method.as_str(), r.path.as_str(), r.status)),
-    );
-    eprintln!("task log:\n{text}\nstand-in saw: {seen:#?}");
     assert_opencode_task(&env, &task, &log, "write /workspace/HELLO.md").await;
 
     // Every call carried the key; the main model got the MCP tool and its result back; the key
