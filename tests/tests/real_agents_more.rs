@@ -38,35 +38,45 @@ const OPENCODE_HELLO: &str = "# Hello\n\nWritten by opencode through drydock.\n"
 /// The connector's tool as opencode names it: `<server>_<tool>`.
 const OPENCODE_ECHO_TOOL: &str = "echo_echo";
 
-/// The scripted model behind opencode (Anthropic Messages API): write HELLO.md with `write`,
-/// call the connector's tool, then answer with what it said. A request without tools is a side
-/// request (the session's title) and gets a plain answer.
-fn opencode_script(c: &anthropic::Conversation<'_>) -> Vec<Block> {
-    if !c.offers("write") {
-        return vec![Block::text("Stand-in title")];
+/// The scripted Anthropic-API model of the HELLO tests: `write_tool` with `input` writes
+/// HELLO.md, then the connector's `echo_tool` is called, then the answer says what it returned.
+/// A request that does not offer `write_tool` is a side request (a title, a summary) and gets
+/// `side_answer`.
+fn hello_script(
+    c: &anthropic::Conversation<'_>,
+    write_tool: &str,
+    input: Value,
+    echo_tool: &str,
+    side_answer: &str,
+) -> Vec<Block> {
+    if !c.offers(write_tool) {
+        return vec![Block::text(side_answer)];
     }
-    if !c.called("write") {
+    if !c.called(write_tool) {
         return vec![
             Block::text("I'll create HELLO.md."),
-            Block::tool_use(
-                "write",
-                json!({ "filePath": "/workspace/HELLO.md", "content": OPENCODE_HELLO }),
-            ),
+            Block::tool_use(write_tool, input),
         ];
     }
-    if !c.called(OPENCODE_ECHO_TOOL) && c.offers(OPENCODE_ECHO_TOOL) {
+    if !c.called(echo_tool) && c.offers(echo_tool) {
         return vec![Block::tool_use(
-            OPENCODE_ECHO_TOOL,
+            echo_tool,
             json!({ "text": "ping from the model" }),
         )];
     }
     let echoed = c
-        .result_of(OPENCODE_ECHO_TOOL)
+        .result_of(echo_tool)
         .map(|r| r.text)
         .unwrap_or_else(|| "(no echo tool)".to_owned());
     vec![Block::text(format!(
         "Created HELLO.md. The echo tool answered: {echoed}"
     ))]
+}
+
+/// The scripted model behind opencode (Anthropic Messages API): HELLO.md with `write`.
+fn opencode_script(c: &anthropic::Conversation<'_>) -> Vec<Block> {
+    let input = json!({ "filePath": "/workspace/HELLO.md", "content": OPENCODE_HELLO });
+    hello_script(c, "write", input, OPENCODE_ECHO_TOOL, "Stand-in title")
 }
 
 /// opencode with an Anthropic model: drydock's `--anthropic-base-url` becomes the `anthropic`
@@ -341,34 +351,10 @@ env = { COPILOT_PROVIDER_TYPE = "anthropic", COPILOT_OFFLINE = "true" }
 models = [{ id = "claude-sonnet-4-5", name = "Claude Sonnet 4.5 (own Anthropic key)" }]
 "#;
 
-/// The scripted model behind Copilot CLI (Anthropic Messages API): write HELLO.md with
-/// `create`, call the connector's tool, then answer with what it said.
+/// The scripted model behind Copilot CLI (Anthropic Messages API): HELLO.md with `create`.
 fn copilot_script(c: &anthropic::Conversation<'_>) -> Vec<Block> {
-    if !c.offers("create") {
-        return vec![Block::text("Stand-in summary.")];
-    }
-    if !c.called("create") {
-        return vec![
-            Block::text("I'll create HELLO.md."),
-            Block::tool_use(
-                "create",
-                json!({ "path": "/workspace/HELLO.md", "file_text": COPILOT_HELLO }),
-            ),
-        ];
-    }
-    if !c.called(COPILOT_ECHO_TOOL) && c.offers(COPILOT_ECHO_TOOL) {
-        return vec![Block::tool_use(
-            COPILOT_ECHO_TOOL,
-            json!({ "text": "ping from the model" }),
-        )];
-    }
-    let echoed = c
-        .result_of(COPILOT_ECHO_TOOL)
-        .map(|r| r.text)
-        .unwrap_or_else(|| "(no echo tool)".to_owned());
-    vec![Block::text(format!(
-        "Created HELLO.md. The echo tool answered: {echoed}"
-    ))]
+    let input = json!({ "path": "/workspace/HELLO.md", "file_text": COPILOT_HELLO });
+    hello_script(c, "create", input, COPILOT_ECHO_TOOL, "Stand-in summary.")
 }
 
 /// Copilot CLI with an Anthropic model through its custom-provider mode, set up with drydock's
