@@ -485,6 +485,52 @@ async fn read_sse(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commits_the_agent_makes_itself_are_pushed_unless_they_carry_a_secret() {
+    let env = TaskEnv::start(TestDb::sqlite().await, &[]).await;
+    let commit = "git -c user.name=agent -c user.email=agent@sandbox commit -qm";
+    // The agent commits its own work and leaves nothing uncommitted: the work is pushed.
+    let id = env
+        .submit(
+            &format!("echo mine > mine.txt && git add mine.txt && {commit} 'agent made this'"),
+            json!({}),
+        )
+        .await;
+    let task = env.wait_done(&id).await;
+    assert_eq!(
+        task["status"],
+        "succeeded",
+        "{task}\n{:#?}",
+        env.log(&id).await
+    );
+    let branch = task["branch"].as_str().unwrap();
+    let bare = env.app.gh.repo_path("alice", "demo");
+    let (_, subjects) = git_in(&bare, &["log", "--format=%s", &format!("main..{branch}")]);
+    assert_eq!(subjects.trim(), "agent made this");
+    // A key in a commit message is refused like a key in a file.
+    let id = env
+        .submit(
+            &format!("echo x > x.txt && git add x.txt && {commit} \"key $ACME_API_KEY\""),
+            json!({}),
+        )
+        .await;
+    let task = env.wait_done(&id).await;
+    assert_eq!(task["status"], "failed", "{task}");
+    assert!(
+        task["status_reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("refused to push"),
+        "{task}"
+    );
+    let branch = task["branch"].as_str().unwrap();
+    let (exists, _) = git_in(
+        &bare,
+        &["rev-parse", "--verify", &format!("refs/heads/{branch}")],
+    );
+    assert!(!exists, "the branch was not pushed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_commit_containing_a_secret_is_not_pushed() {
     let env = TaskEnv::start(TestDb::sqlite().await, &[]).await;
     let id = env

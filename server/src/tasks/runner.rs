@@ -891,8 +891,9 @@ setsid npm run dev </dev/null >/tmp/drydock-preview.log 2>&1 &"#;
                 .await;
         }
 
+        let start_sha = checkout.start_sha.as_str();
         let Some(_commit) = self
-            .commit_in_sandbox(task, message, &sandbox, state)
+            .commit_in_sandbox(task, message, &sandbox, start_sha, state)
             .await?
         else {
             return Ok(Outcome::ended(
@@ -904,7 +905,6 @@ setsid npm run dev </dev/null >/tmp/drydock-preview.log 2>&1 &"#;
                 },
             ));
         };
-        let start_sha = checkout.start_sha.as_str();
         let commit_sha = self
             .fetch_bundle(&sandbox, git, branch, start_sha, state)
             .await?;
@@ -1400,13 +1400,16 @@ setsid npm run dev </dev/null >/tmp/drydock-preview.log 2>&1 &"#;
         Ok((exit, final_message))
     }
 
-    /// Commits the agent's work inside the sandbox; `None` when it changed nothing.
+    /// Commits what the agent left uncommitted inside the sandbox; answers the commit the turn
+    /// ends at, or `None` when it is still `start_sha` (the agent changed nothing; commits the
+    /// agent made itself count as changes).
     #[instrument(skip_all, fields(task_id = %task.id))]
     async fn commit_in_sandbox(
         &self,
         task: &Task,
         request: &str,
         sandbox: &Sandbox,
+        start_sha: &str,
         state: &mut RunState,
     ) -> StepResult<Option<String>> {
         let user = self
@@ -1440,10 +1443,10 @@ setsid npm run dev </dev/null >/tmp/drydock-preview.log 2>&1 &"#;
             task.id
         );
         // Values travel as environment, never pasted into the script.
-        let script = r#"git add -A && if git diff --cached --quiet; then echo DRYDOCK_NO_CHANGES; else git -c user.name="$DRYDOCK_NAME" -c user.email="$DRYDOCK_EMAIL" commit -q -F - <<DRYDOCK_EOF
+        let script = r#"git add -A && if ! git diff --cached --quiet; then git -c user.name="$DRYDOCK_NAME" -c user.email="$DRYDOCK_EMAIL" commit -q -F - <<DRYDOCK_EOF
 $DRYDOCK_MESSAGE
 DRYDOCK_EOF
-git rev-parse HEAD; fi"#;
+fi && git rev-parse HEAD"#;
         state.log("command", "git add -A && git commit");
         let out = sandbox
             .exec(
@@ -1461,11 +1464,8 @@ git rev-parse HEAD; fi"#;
         if !exit.success() {
             return Err(exit_outcome(&exit, "committing the changes"));
         }
-        let stdout = String::from_utf8_lossy(&stdout);
-        if stdout.contains("DRYDOCK_NO_CHANGES") {
-            return Ok(None);
-        }
-        Ok(Some(last_line(&stdout)))
+        let head = last_line(&String::from_utf8_lossy(&stdout));
+        Ok((head != start_sha).then_some(head))
     }
 
     /// Brings the sandbox's branch to the host as a git bundle; answers the commit.
@@ -1574,7 +1574,8 @@ git rev-parse HEAD; fi"#;
         }
     }
 
-    /// Refuses to push when an added line contains one of the task's secrets (or its base64).
+    /// Refuses to push when an added line, or a commit's message or names, contains one of the
+    /// task's secrets (or its base64); fails closed when git cannot say.
     async fn refuse_secrets(
         &self,
         git: &HostGit,
@@ -1590,11 +1591,27 @@ git rev-parse HEAD; fi"#;
             ])
             .await
             .map_err(Outcome::failed)?;
-        let added: String = String::from_utf8_lossy(&out.stdout)
+        let mut added: String = String::from_utf8_lossy(&out.stdout)
             .lines()
             .filter(|l| l.starts_with('+') && !l.starts_with("+++"))
             .collect::<Vec<_>>()
             .join("\n");
+        // The agent may have committed itself: its messages and names are pushed too.
+        let log = git
+            .run(&[
+                "log",
+                "--format=%an%n%ae%n%cn%n%ce%n%B",
+                &format!("{base_sha}..refs/drydock/result"),
+            ])
+            .await
+            .map_err(Outcome::failed)?;
+        if !out.ok || !log.ok {
+            return Err(Outcome::failed(
+                "could not check the changes for secrets; refusing to push",
+            ));
+        }
+        added.push('\n');
+        added.push_str(&String::from_utf8_lossy(&log.stdout));
         let found = state
             .secret_values
             .iter()
