@@ -120,6 +120,7 @@ async fn build_state(config: Config, bound: std::net::SocketAddr) -> anyhow::Res
         github,
         used_oauth_states: auth::UsedStates::default(),
         metrics: http::install_recorder(),
+        preview_origin: tasks::preview::origin(config.preview_host.as_deref(), &public_url),
         public_url,
         config,
     };

@@ -18,6 +18,8 @@ pub struct Services {
     pub config: Config,
     /// The URL people reach this server at, without a trailing slash.
     pub public_url: String,
+    /// `scheme://host[:port]` dev-server previews are served at, when configured.
+    pub preview_origin: Option<String>,
     /// The database.
     pub store: Store,
     /// Seals and opens secrets at rest.

@@ -42,13 +42,14 @@ pub fn routes() -> axum::Router<AppState> {
         .route("/tasks/{id}/preview/{*rest}", any(enter))
 }
 
-/// `scheme://host[:port]` of the preview host, when previews are configured.
-pub fn preview_origin(state: &AppState) -> Option<String> {
-    let host = state.config.preview_host.as_deref()?.trim();
+/// `scheme://host[:port]` of the preview host, when previews are configured: the public URL's
+/// scheme, and its port unless `preview_host` names one. Computed once at start-up.
+pub fn origin(preview_host: Option<&str>, public_url: &str) -> Option<String> {
+    let host = preview_host?.trim();
     if host.is_empty() {
         return None;
     }
-    let (scheme, rest) = state.public_url.split_once("://")?;
+    let (scheme, rest) = public_url.split_once("://")?;
     let authority = rest.split('/').next()?;
     let host = if host.contains(':') {
         host.to_owned()
@@ -66,7 +67,7 @@ pub fn preview_origin(state: &AppState) -> Option<String> {
 /// Middleware: requests to the preview host go to [`serve`]; nothing else of drydock is
 /// reachable there.
 pub async fn dispatch(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let Some(origin) = preview_origin(&state) else {
+    let Some(origin) = state.preview_origin.as_deref() else {
         return next.run(request).await;
     };
     let authority = origin.split_once("://").map_or("", |(_, a)| a);
@@ -123,7 +124,7 @@ async fn enter(
         Ok(None) => return not_found("no such task of yours"),
         Err(err) => return crate::error::AppError::from(err).into_response(),
     };
-    let Some(origin) = preview_origin(&state) else {
+    let Some(origin) = state.preview_origin.as_deref() else {
         return not_found(
             "previews are not configured on this server (the operator sets DRYDOCK_PREVIEW_HOST)",
         );
@@ -398,6 +399,20 @@ async fn proxy(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_preview_origin_takes_the_public_urls_scheme_and_port() {
+        assert_eq!(
+            origin(Some("localhost"), "http://127.0.0.1:8080").as_deref(),
+            Some("http://localhost:8080")
+        );
+        assert_eq!(
+            origin(Some("preview.example:8443"), "https://drydock.example").as_deref(),
+            Some("https://preview.example:8443")
+        );
+        assert_eq!(origin(Some(" "), "https://drydock.example"), None);
+        assert_eq!(origin(None, "https://drydock.example"), None);
+    }
 
     #[test]
     fn preview_paths_name_their_task() {
