@@ -197,7 +197,16 @@ drydock_tests::on_both_backends!(a_follow_up_continues_in_the_kept_sandbox);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_the_idle_reaper_a_follow_up_starts_afresh_with_the_earlier_turns() {
-    let env = TaskEnv::start(TestDb::sqlite().await, &["--sandbox-idle-timeout", "2"]).await;
+    let env = TaskEnv::start(
+        TestDb::sqlite().await,
+        &[
+            "--sandbox-idle-timeout",
+            "2",
+            "--sandbox-max-lifetime",
+            "7200",
+        ],
+    )
+    .await;
     let id = env
         .submit(
             "echo a > a.txt && echo 'reply of turn one'",
@@ -249,8 +258,25 @@ async fn after_the_idle_reaper_a_follow_up_starts_afresh_with_the_earlier_turns(
     assert!(request < reply && reply < new, "{context}");
     assert!(context.contains(branch), "{context}");
     assert_eq!(commits_on(&env, branch).len(), 2);
-    // A fresh sandbox was created for the turn and kept again.
-    assert_eq!(containers_of(&id).len(), 1);
+    // A fresh sandbox was created for the turn and kept again, with the kept-alive lifetime as
+    // its hard deadline (not the turn's hour).
+    let kept = containers_of(&id);
+    assert_eq!(kept.len(), 1);
+    let out = std::process::Command::new("docker")
+        .args([
+            "inspect",
+            "--format",
+            "{{index .Config.Labels \"drydock.deadline\"}}",
+            &kept[0],
+        ])
+        .output()
+        .unwrap();
+    let deadline: i64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    let lifetime = deadline - chrono_now_ms() / 1000;
+    assert!(
+        (7000..=7200).contains(&lifetime),
+        "deadline in {lifetime} s"
+    );
     let resp = env.post(&format!("/api/tasks/{id}/sandbox/stop")).await;
     assert_eq!(resp.status(), StatusCode::OK);
     assert!(containers_of(&id).is_empty());
