@@ -506,6 +506,24 @@ async fn commits_the_agent_makes_itself_are_pushed_unless_they_carry_a_secret() 
     let bare = env.app.gh.repo_path("alice", "demo");
     let (_, subjects) = git_in(&bare, &["log", "--format=%s", &format!("main..{branch}")]);
     assert_eq!(subjects.trim(), "agent made this");
+    // Work left on another branch the agent checked out still lands on the task's branch.
+    let id = env
+        .submit(
+            "git checkout -q -b agent-own-branch && echo there > there.txt",
+            json!({}),
+        )
+        .await;
+    let task = env.wait_done(&id).await;
+    assert_eq!(
+        task["status"],
+        "succeeded",
+        "{task}\n{:#?}",
+        env.log(&id).await
+    );
+    let branch = task["branch"].as_str().unwrap();
+    let (ok, there) = git_in(&bare, &["show", &format!("{branch}:there.txt")]);
+    assert!(ok, "there.txt is on {branch}");
+    assert_eq!(there, "there\n");
     // A key in a commit message is refused like a key in a file.
     let id = env
         .submit(

@@ -905,9 +905,7 @@ setsid npm run dev </dev/null >/tmp/drydock-preview.log 2>&1 &"#;
                 },
             ));
         };
-        let commit_sha = self
-            .fetch_bundle(&sandbox, git, branch, start_sha, state)
-            .await?;
+        let commit_sha = self.fetch_bundle(&sandbox, git, start_sha, state).await?;
         // The diff shown is the whole task's work, from where its first turn started.
         let diff_base = match (&task.base_sha, checkout.branch_existed) {
             (Some(base), true) => base.as_str(),
@@ -1468,12 +1466,12 @@ fi && git rev-parse HEAD"#;
         Ok((head != start_sha).then_some(head))
     }
 
-    /// Brings the sandbox's branch to the host as a git bundle; answers the commit.
+    /// Brings the sandbox's HEAD (the commit the turn ended at, whatever branch the agent left
+    /// checked out) to the host as a git bundle; answers the commit.
     async fn fetch_bundle(
         &self,
         sandbox: &Sandbox,
         git: &HostGit,
-        branch: &str,
         base_sha: &str,
         state: &mut RunState,
     ) -> StepResult<String> {
@@ -1483,12 +1481,9 @@ fi && git rev-parse HEAD"#;
         let mut file = tokio::fs::File::create(&bundle_path)
             .await
             .map_err(|err| Outcome::failed(format!("could not write the bundle: {err}")))?;
-        let refspec = format!("refs/heads/{branch}");
+        let refspec = "HEAD";
         let mut stream = sandbox
-            .export(
-                &ExecSpec::new(["git", "bundle", "create", "-", refspec.as_str()])
-                    .workdir("/workspace"),
-            )
+            .export(&ExecSpec::new(["git", "bundle", "create", "-", refspec]).workdir("/workspace"))
             .await
             .map_err(|err| Outcome::failed(sandbox_failure(&err)))?;
         let mut written: u64 = 0;
