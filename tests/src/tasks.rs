@@ -47,9 +47,15 @@ pub struct TaskEnv {
 impl TaskEnv {
     /// Starts everything; `extra` are more server settings.
     pub async fn start(db: TestDb, extra: &[&str]) -> Self {
+        Self::start_with_agents(db, SCRIPTED_AGENT, extra).await
+    }
+
+    /// Starts everything with `agents` (TOML, e.g. [`SCRIPTED_AGENT`] plus more) as the
+    /// operator's agents file.
+    pub async fn start_with_agents(db: TestDb, agents: &str, extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("temporary directory");
         let file = dir.path().join("agents.toml");
-        std::fs::write(&file, SCRIPTED_AGENT).expect("write agents file");
+        std::fs::write(&file, agents).expect("write agents file");
         let image = sandbox_image();
         let mut settings = vec![
             "--agents-file",
