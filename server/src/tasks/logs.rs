@@ -28,7 +28,7 @@ const MAX_REASON_LINE: usize = 300;
 
 /// One line out of a [`LineSplitter`].
 #[derive(Debug, PartialEq, Eq)]
-enum Line {
+pub enum LogLine {
     /// A line as it came (valid UTF-8 then, without controls).
     Plain(String),
     /// What a terminal shows for a line that held controls or was too long; its text was
@@ -46,7 +46,7 @@ enum Line {
 /// structured output never goes through the terminal (JSON holds no raw controls, and must
 /// reach its parser whole): past `plain_max` it is dropped.
 #[derive(Debug)]
-struct LineSplitter {
+pub struct LineSplitter {
     buf: Vec<u8>,
     term: TerminalLine,
     /// The current line is going through `term`.
@@ -58,7 +58,8 @@ struct LineSplitter {
 }
 
 impl LineSplitter {
-    fn new(structured: bool) -> Self {
+    /// A splitter for one stream; `structured` for an agent's JSON output.
+    pub fn new(structured: bool) -> Self {
         Self {
             buf: Vec::new(),
             term: TerminalLine::new(),
@@ -73,7 +74,8 @@ impl LineSplitter {
         }
     }
 
-    fn push(&mut self, bytes: &[u8], mut line: impl FnMut(Line)) {
+    /// Takes the next (redacted) bytes and hands on every line they complete.
+    pub fn push(&mut self, bytes: &[u8], mut line: impl FnMut(LogLine)) {
         for part in bytes.split_inclusive(|b| *b == b'\n') {
             let ends = part.last() == Some(&b'\n');
             let mut body = if ends { &part[..part.len() - 1] } else { part };
@@ -111,12 +113,12 @@ impl LineSplitter {
     }
 
     /// The line ended: what it was.
-    fn take(&mut self) -> Line {
+    fn take(&mut self) -> LogLine {
         if self.rendering {
             self.rendering = false;
-            Line::Rendered(self.term.finish())
+            LogLine::Rendered(self.term.finish())
         } else if self.dropped > 0 {
-            Line::Dropped(std::mem::take(&mut self.dropped))
+            LogLine::Dropped(std::mem::take(&mut self.dropped))
         } else {
             let text = String::from_utf8_lossy(&self.buf).into_owned();
             self.buf.clear();
@@ -124,11 +126,12 @@ impl LineSplitter {
                 // Give back the memory of a long structured line.
                 self.buf = Vec::new();
             }
-            Line::Plain(text)
+            LogLine::Plain(text)
         }
     }
 
-    fn finish(&mut self, mut line: impl FnMut(Line)) {
+    /// Ends the stream: hands on an unterminated last line.
+    pub fn finish(&mut self, mut line: impl FnMut(LogLine)) {
         if self.rendering || self.dropped > 0 || !self.buf.is_empty() {
             line(self.take());
         }
@@ -246,14 +249,19 @@ impl LogSink {
             .map(|message| self.redactor.redact(&plain_text(message)))
     }
 
-    fn lines(&mut self, parser: &mut Option<OutputParser>, stream: OutputStream, lines: Vec<Line>) {
+    fn lines(
+        &mut self,
+        parser: &mut Option<OutputParser>,
+        stream: OutputStream,
+        lines: Vec<LogLine>,
+    ) {
         for line in lines {
             let text = match line {
-                Line::Plain(text) => text,
+                LogLine::Plain(text) => text,
                 // Composed from several places of the output (a `\r` rewrite, escapes taken
                 // out): a secret the stream never saw whole may show now.
-                Line::Rendered(text) => self.redactor.redact(&text),
-                Line::Dropped(bytes) => {
+                LogLine::Rendered(text) => self.redactor.redact(&text),
+                LogLine::Dropped(bytes) => {
                     self.push(
                         "error",
                         &format!(
@@ -344,7 +352,7 @@ fn remember(last: &mut Option<String>, line: &str) {
 mod tests {
     use super::*;
 
-    fn split(structured: bool, chunks: &[&[u8]]) -> Vec<Line> {
+    fn split(structured: bool, chunks: &[&[u8]]) -> Vec<LogLine> {
         let mut s = LineSplitter::new(structured);
         let mut out = Vec::new();
         for c in chunks {
@@ -354,8 +362,8 @@ mod tests {
         out
     }
 
-    fn plain(text: &str) -> Line {
-        Line::Plain(text.to_owned())
+    fn plain(text: &str) -> LogLine {
+        LogLine::Plain(text.to_owned())
     }
 
     #[test]
@@ -367,7 +375,7 @@ mod tests {
         assert_eq!(split(false, &[b"\n\n"]), vec![plain(""), plain("")]);
         assert_eq!(
             split(false, &[b"x\r", b"\ny\n"]),
-            vec![Line::Rendered("x".into()), plain("y")]
+            vec![LogLine::Rendered("x".into()), plain("y")]
         );
     }
 
@@ -382,22 +390,22 @@ mod tests {
         assert_eq!(
             out,
             vec![
-                Line::Rendered("ERROR: checksum mismatch".into()),
+                LogLine::Rendered("ERROR: checksum mismatch".into()),
                 plain("next")
             ]
         );
         assert_eq!(
             split(false, &[b"a\0b\n\xff\xfe bad\n\x1b[31mred\x1b[0m\n"]),
             vec![
-                Line::Rendered("a\u{fffd}b".into()),
+                LogLine::Rendered("a\u{fffd}b".into()),
                 plain("\u{fffd}\u{fffd} bad"),
-                Line::Rendered("red".into())
+                LogLine::Rendered("red".into())
             ]
         );
         // A long line keeps its start and its end; what follows it is kept.
         let long = format!("START {} the end", "é".repeat(100_000));
         let out = split(false, &[long.as_bytes(), b"\nnext\n"]);
-        let Line::Rendered(first) = &out[0] else {
+        let LogLine::Rendered(first) = &out[0] else {
             panic!("{out:?}")
         };
         assert!(first.starts_with("START éé") && first.ends_with("éé the end"));
@@ -412,7 +420,7 @@ mod tests {
             "x".repeat(100_000)
         );
         let out = split(true, &[json.as_bytes(), b"\n"]);
-        assert_eq!(out, vec![Line::Plain(json)]);
+        assert_eq!(out, vec![LogLine::Plain(json)]);
         // Past the bound the line is dropped, without holding it all.
         let mut s = LineSplitter::new(true);
         let mut out = Vec::new();
@@ -422,6 +430,6 @@ mod tests {
             assert!(s.buf.capacity() <= 2 * MAX_PARSED_LINE);
         }
         s.push(b"\n{}\n", |l| out.push(l));
-        assert_eq!(out, vec![Line::Dropped(50 << 20), plain("{}")]);
+        assert_eq!(out, vec![LogLine::Dropped(50 << 20), plain("{}")]);
     }
 }
