@@ -201,6 +201,11 @@ exit 1
     let task = env.wait_done(&id).await;
     let log = env.log(&id).await;
     assert_eq!(task["status"], "failed", "{task}\n{log:#?}");
+    // The reason quotes what the agent said last on stderr, as a terminal showed it.
+    assert_eq!(
+        task["status_reason"],
+        "the agent exited with code 1: ERROR: checksum mismatch"
+    );
     assert!(
         log.contains(&"stderr: ERROR: checksum mismatch".to_owned()),
         "{log:#?}"

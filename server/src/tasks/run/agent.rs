@@ -9,6 +9,7 @@ use drydock_sandbox::{ExecSpec, Sandbox};
 use tracing::instrument;
 
 use super::TaskRunner;
+use super::exec::last_output;
 use super::outcome::{Outcome, StepResult, exit_outcome};
 use super::turn::TurnContext;
 
@@ -204,7 +205,7 @@ impl TaskRunner {
             .exec_logged(cx, sandbox, spec, Some(OutputParser::new(plan.parser)))
             .await?;
         if !exit.success() {
-            return Err(exit_outcome(&exit, "the agent"));
+            return Err(exit_outcome(&exit, "the agent", last_output(cx).as_deref()));
         }
         if let Some(reply) = &reply {
             let text = cx.redact(reply);

@@ -101,10 +101,14 @@ pub(super) fn sandbox_failed(err: &SandboxError) -> Outcome {
 }
 
 /// The outcome of an exec that did not succeed; `what` names it ("the agent", "committing the
-/// changes").
-pub(super) fn exit_outcome(exit: &ExecExit, what: &str) -> Outcome {
+/// changes"), `said` is the last meaningful line it printed (redacted), quoted after an exit
+/// code because that is usually where a program says what went wrong.
+pub(super) fn exit_outcome(exit: &ExecExit, what: &str, said: Option<&str>) -> Outcome {
     match exit {
-        ExecExit::Code(code) => Outcome::failed(format!("{what} exited with code {code}")),
+        ExecExit::Code(code) => Outcome::failed(match said {
+            Some(line) => format!("{what} exited with code {code}: {line}"),
+            None => format!("{what} exited with code {code}"),
+        }),
         ExecExit::OutOfMemory | ExecExit::SandboxEnded(ExitReason::OutOfMemory) => Outcome::failed(
             format!("{what} ran out of memory (the sandbox's memory limit)"),
         ),
