@@ -275,19 +275,15 @@ impl vte::Perform for Screen {
                     self.head[self.col..end].fill(' ');
                 }
             }
-            'P' => {
-                if self.col < self.head.len() {
-                    let end = self.col.saturating_add(n).min(self.head.len());
-                    self.head.drain(self.col..end);
-                }
+            'P' if self.col < self.head.len() => {
+                let end = self.col.saturating_add(n).min(self.head.len());
+                self.head.drain(self.col..end);
             }
-            '@' => {
-                if self.col < self.head.len() {
-                    let n = n.min(HEAD_CHARS);
-                    self.head
-                        .splice(self.col..self.col, std::iter::repeat_n(' ', n));
-                    self.head.truncate(HEAD_CHARS);
-                }
+            '@' if self.col < self.head.len() => {
+                let n = n.min(HEAD_CHARS);
+                self.head
+                    .splice(self.col..self.col, std::iter::repeat_n(' ', n));
+                self.head.truncate(HEAD_CHARS);
             }
             _ => {}
         }

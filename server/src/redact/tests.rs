@@ -639,7 +639,7 @@ fn with_escapes(input: &str, escapes: &[(usize, usize)]) -> String {
 /// What a terminal shows for each line of `out`.
 fn shown(out: &[u8]) -> Vec<u8> {
     out.split(|&b| b == b'\n')
-        .map(|line| crate::terminal::render(line))
+        .map(crate::terminal::render)
         .collect::<Vec<_>>()
         .join("\n")
         .into_bytes()
