@@ -23,6 +23,8 @@ use std::time::{Duration, Instant};
 
 use drydock::redact::{RedactingStream, Redactor, SecretSet};
 use drydock::store::{GithubProfile, NewEvent, NewTask, Store};
+use drydock::tasks::{LineSplitter, LogLine};
+use drydock::terminal::shorten;
 use sqlx::Connection as _;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{
@@ -139,46 +141,53 @@ fn redactor(secrets: &[String]) -> Redactor {
     Redactor::new(set).expect("redactor builds")
 }
 
-/// One exec stream: redacts reads and splits the clean bytes into lines, as the runner does.
+/// One exec stream: redacts reads and splits the clean bytes into lines with the product's
+/// [`LineSplitter`], as the runner's log sink does (a line rendered from terminal controls is
+/// redacted again, as there).
 struct LineFeed {
+    redactor: Redactor,
     stream: RedactingStream,
-    held: Vec<u8>,
+    splitter: LineSplitter,
 }
 
 impl LineFeed {
     fn new(redactor: &Redactor) -> Self {
         Self {
+            redactor: redactor.clone(),
             stream: redactor.stream(),
-            held: Vec::new(),
+            splitter: LineSplitter::new(false),
         }
     }
 
     /// Feeds one read.
     fn push(&mut self, chunk: &[u8], mut line: impl FnMut(String)) {
         let clean = self.stream.push(chunk);
-        split(&mut self.held, &clean, &mut line);
+        let redactor = &self.redactor;
+        self.splitter.push(&clean, |l| line(text_of(redactor, l)));
     }
 
     /// Ends the stream.
     fn finish(self, mut line: impl FnMut(String)) {
-        let Self { stream, mut held } = self;
-        split(&mut held, &stream.finish(), &mut line);
-        if !held.is_empty() {
-            line(String::from_utf8_lossy(&held).into_owned());
-        }
+        let Self {
+            redactor,
+            stream,
+            mut splitter,
+        } = self;
+        splitter.push(&stream.finish(), |l| line(text_of(&redactor, l)));
+        splitter.finish(|l| line(text_of(&redactor, l)));
     }
 }
 
-/// Hands on each complete line of `clean`, keeping an unterminated rest in `held`.
-fn split(held: &mut Vec<u8>, clean: &[u8], line: &mut impl FnMut(String)) {
-    for part in clean.split_inclusive(|b| *b == b'\n') {
-        if part.last() == Some(&b'\n') {
-            held.extend_from_slice(&part[..part.len() - 1]);
-            line(String::from_utf8_lossy(held).into_owned());
-            held.clear();
-        } else {
-            held.extend_from_slice(part);
-        }
+/// The text the log sink stores for a line.
+fn text_of(redactor: &Redactor, line: LogLine) -> String {
+    let text = match line {
+        LogLine::Plain(text) => text,
+        LogLine::Rendered(text) => redactor.redact(&text),
+        LogLine::Dropped(bytes) => format!("dropped {bytes} bytes"),
+    };
+    match shorten(&text, 16 * 1024) {
+        std::borrow::Cow::Borrowed(_) => text,
+        std::borrow::Cow::Owned(short) => short,
     }
 }
 

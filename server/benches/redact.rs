@@ -187,6 +187,25 @@ fn make_text(bytes: usize, secrets: &[String]) -> String {
     text
 }
 
+/// `text` as a terminal program prints it: every 10th line in colour, every 100th after a
+/// `\r` progress frame.
+fn colour(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + text.len() / 8);
+    for (i, line) in text.split_inclusive('\n').enumerate() {
+        if i % 100 == 0 {
+            out.push_str("\rdownloading 42%\r\x1b[K");
+        }
+        if i % 10 == 0 {
+            out.push_str("\x1b[1;32m");
+            out.push_str(line.trim_end_matches('\n'));
+            out.push_str("\x1b[0m\n");
+        } else {
+            out.push_str(line);
+        }
+    }
+    out
+}
+
 fn redactor(secrets: &[String]) -> Redactor {
     let mut set = SecretSet::new();
     for (i, s) in secrets.iter().enumerate() {
@@ -274,6 +293,26 @@ fn bench(c: &mut Criterion<ThreadCpuTime>) {
             });
         });
     }
+    // Terminal output: every 10th line coloured (SGR) and every 100th a `\r` progress frame,
+    // so the see-through path (escapes, rewrites) is measured too.
+    let coloured = colour(&text);
+    let r = redactor(&all_secrets[..1000]);
+    group.throughput(Throughput::BytesDecimal(coloured.len() as u64));
+    group.bench_with_input(
+        BenchmarkId::new("stream_64k_chunks_coloured", 1000),
+        &1000,
+        |b, _| {
+            b.iter(|| {
+                let mut stream = r.stream();
+                let mut out = Vec::with_capacity(coloured.len());
+                for chunk in coloured.as_bytes().chunks(64 * 1024) {
+                    stream.push_into(black_box(chunk), &mut out);
+                }
+                out.extend(stream.finish());
+                black_box(out)
+            });
+        },
+    );
     group.finish();
 
     // Building a task's redactor (once per task).

@@ -17,6 +17,7 @@ pub mod state;
 pub mod store;
 pub mod tasks;
 pub mod telemetry;
+pub mod terminal;
 pub mod web;
 
 use std::future::Future;

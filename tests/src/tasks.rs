@@ -25,6 +25,19 @@ models = [{ id = "acme-1", name = "Acme One" }]
 mcp = { format = "claude", path = "/home/agent/.drydock/mcp.json" }
 "#;
 
+/// A scripted agent whose output is read as Claude Code's `stream-json` (one JSON event per
+/// line), for tests of structured output; its prompt is the shell script it runs.
+pub const SCRIPTED_JSON_AGENT: &str = r#"
+[[agents]]
+id = "scripted-json"
+name = "Scripted stream-json agent"
+argv = ["sh", "-c", "eval \"${1##*## New request}\"", "scripted-agent", "{prompt}"]
+parser = "claude-stream-json"
+keys = [{ provider = "acme", env = ["ACME_API_KEY"] }]
+models = [{ id = "acme-1", name = "Acme One" }]
+mcp = { format = "claude", path = "/home/agent/.drydock/mcp.json" }
+"#;
+
 /// Alice's key for the scripted agent.
 pub const ACME_KEY: &str = "acme-live-key-0123456789abcdefXYZ";
 
@@ -50,8 +63,7 @@ impl TaskEnv {
         Self::start_with_agents(db, SCRIPTED_AGENT, extra).await
     }
 
-    /// Starts everything with `agents` (TOML, e.g. [`SCRIPTED_AGENT`] plus more) as the
-    /// operator's agents file.
+    /// Like [`start`](Self::start), with these operator-defined agents (TOML).
     pub async fn start_with_agents(db: TestDb, agents: &str, extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("temporary directory");
         let file = dir.path().join("agents.toml");

@@ -24,6 +24,7 @@ on_both_backends!(
     events_are_appended_in_batches_and_read_after_a_seq,
     concurrent_appends_get_unique_gap_free_seqs,
     follow_ups_wait_in_order_and_kept_sandboxes_are_released_once,
+    text_from_outside_with_nul_is_stored_everywhere,
 );
 
 async fn user(store: &Store, github_id: i64, login: &str) -> User {
@@ -707,5 +708,91 @@ async fn follow_ups_wait_in_order_and_kept_sandboxes_are_released_once(db: TestD
             ("second".to_owned(), Some(2)),
             ("third".to_owned(), None)
         ]
+    );
+}
+
+/// Whatever text comes from outside (agents, repositories, remote servers, users) is stored on
+/// both backends: NUL, which PostgreSQL refuses in text, becomes U+FFFD in every column.
+async fn text_from_outside_with_nul_is_stored_everywhere(db: TestDb) {
+    let s = &db.store;
+    let a = user(s, 1, "a").await;
+    let t = s
+        .insert_task(&new_task(&a.id, "o/r", "prompt \0 typed"))
+        .await
+        .unwrap();
+    assert_eq!(t.prompt, "prompt \u{fffd} typed");
+    let stored = s
+        .append_task_events(&t.id, &events(&["a\0b", "fine"]))
+        .await
+        .unwrap();
+    let read = s.list_task_events_after(&t.id, 0, 10).await.unwrap();
+    assert_eq!(read.len(), 2);
+    assert_eq!(read[0].text, "a\u{fffd}b");
+    assert_eq!(
+        stored[0].text, read[0].text,
+        "what is published is what is stored"
+    );
+    s.insert_task_message(&t.id, "agent", "reply \0 end", Some(1))
+        .await
+        .unwrap();
+    let messages = s.list_task_messages(&t.id).await.unwrap();
+    assert_eq!(messages[0].content, "reply \u{fffd} end");
+    s.save_task_diff(&t.id, r#"[{"path":"a\u0000b"}]"#, "+x\0y\n")
+        .await
+        .unwrap();
+    let diff = s.get_task_diff(&t.id).await.unwrap().unwrap();
+    assert_eq!(diff.patch, "+x\u{fffd}y\n");
+    assert!(s.claim_task(&t.id).await.unwrap());
+    assert!(
+        s.finish_task(
+            &t.id,
+            &TaskOutcome {
+                status: "failed",
+                reason: Some("the agent exited with code 1: \0 nul"),
+                commit_sha: None,
+                pr_url: None,
+                pr_number: None,
+            },
+        )
+        .await
+        .unwrap()
+    );
+    let t = s.get_task(&a.id, &t.id).await.unwrap().unwrap();
+    assert_eq!(
+        t.status_reason.as_deref(),
+        Some("the agent exited with code 1: \u{fffd} nul")
+    );
+    let c = s
+        .insert_connector(&NewConnector {
+            user_id: &a.id,
+            name: "odd\0name",
+            description: "",
+            transport: "http",
+            command: None,
+            args: "[]",
+            url: Some("https://mcp.example/"),
+            env_enc: None,
+            headers_enc: None,
+            enabled: true,
+        })
+        .await
+        .unwrap();
+    let c = s
+        .record_connector_check(
+            &a.id,
+            &c.id,
+            &ConnectorCheck {
+                status: "error",
+                error: Some("the server said \0\0"),
+                tool_count: None,
+            },
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(c.name, "odd\u{fffd}name");
+    assert_eq!(
+        c.last_error.as_deref(),
+        Some("the server said \u{fffd}\u{fffd}")
     );
 }

@@ -202,7 +202,11 @@ async fn failures_are_explained() {
     let id = env.submit("echo about to fail; exit 3", json!({})).await;
     let task = env.wait_done(&id).await;
     assert_eq!(task["status"], "failed");
-    assert_eq!(task["status_reason"], "the agent exited with code 3");
+    // The reason quotes the last thing the agent said.
+    assert_eq!(
+        task["status_reason"],
+        "the agent exited with code 3: about to fail"
+    );
     assert!(has_line(&env.log(&id).await, "about to fail"));
 
     let id = env

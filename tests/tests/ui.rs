@@ -669,3 +669,52 @@ async fn a_task_is_continued_from_its_page_and_its_kept_sandbox_ended() {
         .await;
     browser.wait_text("#flash", "The sandbox was removed").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_task_shows_its_log_as_a_terminal_would() {
+    let (app, _agents) = start_app().await;
+    let browser = Browser::start().await;
+    browser.goto(&app.url("/")).await;
+    app.gh.approve_as(Some("alice"));
+    browser.click("a.button[href^='/auth/github']").await;
+    browser.wait_text("h1", "Tasks").await;
+    browser.click("nav a[href='/settings/keys']").await;
+    browser.type_into("#key-acme", ACME_KEY).await;
+    browser
+        .click("form[data-provider='acme'] button[type='submit']")
+        .await;
+    browser.wait_text("#state-acme", "configured").await;
+
+    browser.goto(&app.url("/tasks/new")).await;
+    browser.wait_text("#agent", "Scripted agent").await;
+    browser.type_into("#repo", "alice/demo").await;
+    browser
+        .type_into(
+            "#prompt",
+            r"printf '\033[1;31mred alert\033[0m\n'; for i in 1 2 3; do printf '\rstep %d of 3' $i; done; echo; echo x > x.txt",
+        )
+        .await;
+    browser.click("#submit").await;
+    let url = browser
+        .wait_url("the task's page", |u| {
+            u.contains("/tasks/") && !u.ends_with("/tasks/new")
+        })
+        .await;
+    browser
+        .wait_text_for("#status", "succeeded", Duration::from_secs(120))
+        .await;
+
+    // A fresh visit to the finished task: its whole log is replayed and ends at once.
+    browser.goto(&url).await;
+    let log = browser.wait_text("#log", "red alert").await;
+    assert!(log.contains("step 3 of 3"), "{log}");
+    assert!(
+        !log.contains("step 1") && !log.contains('\u{1b}') && !log.contains("[1;31m"),
+        "{log}"
+    );
+    // The end of the stream loads the changes; by then the log's state is settled.
+    browser.wait_text("#diff", "1 file changed").await;
+    let state = browser.text("#log-state").await;
+    assert!(!state.contains("wrote no log"), "{state:?} under {log}");
+    shot(&browser, "task-finished-log").await;
+}

@@ -88,7 +88,7 @@ async fn the_agents_own_verdict_and_how_it_exited_decide_the_outcome() {
     assert_eq!(task["status"], "failed", "{task}");
     assert_eq!(
         task["status_reason"],
-        "the agent was killed by SIGKILL (exit code 137)"
+        "the agent was killed by SIGKILL (exit code 137): about to die"
     );
 
     // A child killed for memory does not fail an agent that goes on; the agent itself being

@@ -183,7 +183,7 @@
       const span = el("span", { class: "text" });
       const li = el("li", { class: "ev ev-" + ev.kind, dataset: { seq: ev.seq, kind: ev.kind } },
         el("span", { class: "ts" }, clock.format(new Date(ev.ts))), span);
-      const line = { li, span, text: ev.text };
+      const line = { li, span, text: shown(ev.text) };
       highlight(line);
       lines.push(line);
       frag.append(li);
@@ -191,6 +191,15 @@
     log.append(frag);
     if (query) countMatches();
     if (follow) log.scrollTop = log.scrollHeight;
+  }
+
+  // drydock stores lines as a terminal shows them; lines stored before it did may still hold
+  // escape sequences: show their text, not the codes.
+  const escapes = /\u001b\[[0-?]*[ -\/]*[@-~]|\u001b\][^\u0007\u001b]*(?:\u0007|\u001b\\)?|\u001b[@-_]?/g;
+  function shown(text) {
+    const plain = text.indexOf("\u001b") < 0 ? text : text.replace(escapes, "");
+    const cr = plain.lastIndexOf("\r");
+    return cr < 0 ? plain : plain.slice(cr + 1);
   }
 
   function add(ev) {
@@ -218,6 +227,9 @@
       let end = {};
       try { end = JSON.parse(msg.data); } catch (_) { /* keep the current status */ }
       if (end.status) setStatus(end.status, end.status_reason);
+      // Lines replayed in the same breath as the end are still waiting for a frame: show them
+      // first, then say whether there were any.
+      if (pending.length) flush();
       logState.textContent = lines.length ? "" : "This task wrote no log.";
       refreshTask();
       loadDiff(true);

@@ -125,6 +125,12 @@ impl OutputParser {
         }
     }
 
+    /// Whether this parser reads structured (JSON) lines, which must reach it whole; plain
+    /// output is terminal text, which the server may render and shorten before it arrives.
+    pub fn is_structured(&self) -> bool {
+        !matches!(self.inner, Inner::Text(_))
+    }
+
     /// Parses one line (without its newline) into zero or more events.
     pub fn parse_line(&mut self, line: &str) -> Vec<AgentEvent> {
         let line = line.trim_end_matches(['\r', '\n']);

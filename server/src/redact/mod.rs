@@ -46,11 +46,18 @@
 //! blank line), or a block over 1,024 lines, ends the block. A one-line key (JSON
 //! with `\n` escapes) is redacted from BEGIN through END.
 //!
+//! Escape sequences: a line that holds terminal controls is matched both as it is and as a
+//! terminal shows it (colours and OSC removed, `\r`, backspace and cursor moves applied), so a
+//! secret split by `\x1b[31m` or rewritten into place by `\r` is still found; such a line, when
+//! it holds something to redact, is replaced by what a terminal shows, redacted. A stream holds
+//! an unterminated line from its first control until its end (up to 64 KiB).
+//!
 //! Not detected: mixed-case key names (`kEy=`), command-line flags without `=`
 //! (`--password hunter2`), secrets shorter than 8 bytes, and encodings other than the
 //! ones above.
 
 mod engine;
+mod escapes;
 mod known;
 mod secrets;
 mod shapes;
@@ -136,7 +143,13 @@ impl Redactor {
     }
 
     /// Redacts a whole byte buffer, which need not be UTF-8.
+    ///
+    /// A line holding terminal controls (colours, `\r`, cursor moves, OSC) is also matched as
+    /// a terminal shows it ([`crate::terminal`]); when either form holds something to redact,
+    /// the line is replaced by what a terminal shows, redacted.
     pub fn redact_bytes(&self, bytes: &[u8]) -> Vec<u8> {
+        let seen = escapes::see_through(&self.engine, bytes, &[]);
+        let bytes = seen.as_deref().unwrap_or(bytes);
         let mut out = Vec::with_capacity(bytes.len());
         let mut state = LineState::default();
         let mut scratch = Scratch::new(self.engine.shapes);

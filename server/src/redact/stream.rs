@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
-use super::engine::{Engine, LineState, Scratch};
+use super::engine::{Engine, LineState, MAX_OPEN_MATCH, Scratch};
+use super::escapes::see_through;
+use crate::terminal::has_controls;
 
 /// Redacts one output stream (an exec's stdout, say) chunk by chunk; made by
 /// [`Redactor::stream`](super::Redactor::stream).
@@ -15,6 +17,10 @@ use super::engine::{Engine, LineState, Scratch};
 ///   longest known pattern minus one byte, a literal cut in half (`Bea` of `Bearer`),
 ///   and a shape that has started but may still grow (bounded, see the module docs);
 /// - a UTF-8 character is never split between two outputs;
+/// - a line holding terminal controls (escape sequences, `\r`, backspace) is redacted as a
+///   terminal shows it too (see [`Redactor::redact_bytes`](super::Redactor::redact_bytes));
+///   its unterminated part is held from its first control until its end, up to 64 KiB, since
+///   a later `\r` or cursor move may still rewrite it;
 /// - [`finish`](RedactingStream::finish) flushes what is held.
 ///
 /// Dropping a stream without `finish` discards the held bytes (never emits them
@@ -24,6 +30,11 @@ pub struct RedactingStream {
     state: LineState,
     scratch: Scratch,
     pending: Vec<u8>,
+    /// What was emitted of the current, unterminated line (up to `MAX_OPEN_MATCH` bytes), so
+    /// that a `\r` or cursor move arriving later is matched against what the screen shows.
+    line_out: Vec<u8>,
+    /// More of the line than that was emitted.
+    line_out_lost: bool,
 }
 
 impl RedactingStream {
@@ -34,6 +45,8 @@ impl RedactingStream {
             state: LineState::default(),
             scratch,
             pending: Vec::new(),
+            line_out: Vec::new(),
+            line_out_lost: false,
         }
     }
 
@@ -47,7 +60,31 @@ impl RedactingStream {
 
     /// Like [`push`](Self::push), appending to `out` instead of allocating.
     pub fn push_into(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
-        if self.pending.is_empty() {
+        let before = out.len();
+        self.push_inner(chunk, out);
+        self.track_line(&out[before..]);
+    }
+
+    /// Keeps `line_out` up to date with newly emitted bytes.
+    fn track_line(&mut self, emitted: &[u8]) {
+        match emitted.iter().rposition(|&b| b == b'\n') {
+            Some(i) => {
+                self.line_out.clear();
+                self.line_out_lost = false;
+                self.line_out.extend_from_slice(&emitted[i + 1..]);
+            }
+            // Once the start of the line is lost, a later part would be taken for its start.
+            None if !self.line_out_lost => self.line_out.extend_from_slice(emitted),
+            None => {}
+        }
+        if self.line_out.len() > MAX_OPEN_MATCH {
+            self.line_out.clear();
+            self.line_out_lost = true;
+        }
+    }
+
+    fn push_inner(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
+        if self.pending.is_empty() && !has_controls(chunk) {
             // Common case: nothing held, redact the chunk in place and copy only the
             // held tail.
             let used = self
@@ -56,15 +93,49 @@ impl RedactingStream {
             self.pending.extend_from_slice(&chunk[used..]);
         } else {
             self.pending.extend_from_slice(chunk);
-            let used = self.engine.process(
-                &mut self.state,
-                &mut self.scratch,
-                &self.pending,
-                false,
-                out,
-            );
+            let pending = std::mem::take(&mut self.pending);
+            let used = self.process(&pending, false, out);
+            self.pending = pending;
             self.pending.drain(..used);
         }
+    }
+
+    /// Redacts `buf`, seeing through terminal controls; answers how much was consumed.
+    fn process(&mut self, buf: &[u8], last: bool, out: &mut Vec<u8>) -> usize {
+        if !has_controls(buf) {
+            return self
+                .engine
+                .process(&mut self.state, &mut self.scratch, buf, last, out);
+        }
+        let complete = if last {
+            buf.len()
+        } else {
+            buf.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1)
+        };
+        let (lines, tail) = buf.split_at(complete);
+        // Of a line more than `MAX_OPEN_MATCH` long only the held part is seen through.
+        let seen = see_through(&self.engine, lines, &self.line_out);
+        let shown = seen.as_deref().unwrap_or(lines);
+        // A `\r` or a cursor move may still rewrite an unterminated line with controls: hold
+        // it until its end (bounded like a growing match).
+        if !tail.is_empty() && tail.len() <= MAX_OPEN_MATCH && has_controls(tail) {
+            self.engine
+                .process(&mut self.state, &mut self.scratch, shown, false, out);
+            return complete;
+        }
+        let Some(mut joined) = seen else {
+            return self
+                .engine
+                .process(&mut self.state, &mut self.scratch, buf, last, out);
+        };
+        let shown_len = joined.len();
+        joined.extend_from_slice(tail);
+        let used = self
+            .engine
+            .process(&mut self.state, &mut self.scratch, &joined, last, out);
+        // Complete lines are always consumed whole, so what was used lies in the tail,
+        // which is the same in both buffers.
+        complete + used.saturating_sub(shown_len)
     }
 
     /// Ends the stream: redacts and returns everything still held.
@@ -78,9 +149,10 @@ impl RedactingStream {
     /// starts over with the next [`push`](Self::push).
     pub fn finish_into(&mut self, out: &mut Vec<u8>) {
         let pending = std::mem::take(&mut self.pending);
-        self.engine
-            .process(&mut self.state, &mut self.scratch, &pending, true, out);
+        self.process(&pending, true, out);
         self.state = LineState::default();
+        self.line_out.clear();
+        self.line_out_lost = false;
     }
 
     /// Number of bytes currently held back.

@@ -1,6 +1,6 @@
 //! Queries on users' MCP connectors.
 
-use super::{Connector, Store, StoreResult, new_id, now_ms, with_pool};
+use super::{Connector, Store, StoreResult, new_id, now_ms, text, with_pool};
 
 /// A connector to create. Secret maps arrive already sealed.
 #[derive(Debug, Clone)]
@@ -73,12 +73,12 @@ impl Store {
             )
             .bind(new_id())
             .bind(new.user_id)
-            .bind(new.name)
-            .bind(new.description)
+            .bind(text(new.name))
+            .bind(text(new.description))
             .bind(new.transport)
-            .bind(new.command)
-            .bind(new.args)
-            .bind(new.url)
+            .bind(text(new.command))
+            .bind(text(new.args))
+            .bind(text(new.url))
             .bind(new.env_enc)
             .bind(new.headers_enc)
             .bind(new.enabled)
@@ -124,12 +124,12 @@ impl Store {
             )
             .bind(id)
             .bind(user_id)
-            .bind(update.name)
-            .bind(update.description)
+            .bind(text(update.name))
+            .bind(text(update.description))
             .bind(update.transport)
-            .bind(update.command)
-            .bind(update.args)
-            .bind(update.url)
+            .bind(text(update.command))
+            .bind(text(update.args))
+            .bind(text(update.url))
             .bind(update.env_enc)
             .bind(update.headers_enc)
             .bind(update.enabled)
@@ -154,7 +154,7 @@ impl Store {
             .bind(id)
             .bind(user_id)
             .bind(check.status)
-            .bind(check.error)
+            .bind(text(check.error))
             .bind(check.tool_count)
             .bind(now_ms())
             .fetch_optional(pool)

@@ -1,6 +1,6 @@
 //! Queries on task logs: append with gap-free sequence numbers, and read after a position.
 
-use super::{Store, StoreResult, TaskEvent, now_ms, with_pool};
+use super::{Store, StoreResult, TaskEvent, now_ms, text, with_pool};
 
 /// Rows per INSERT statement; 5 parameters each stays far below SQLite's parameter limit.
 const INSERT_CHUNK: usize = 200;
@@ -48,7 +48,8 @@ impl Store {
                     seq,
                     ts,
                     kind: event.kind.to_owned(),
-                    text: event.text.clone(),
+                    // What is published must be what is stored.
+                    text: text(event.text.as_str()).into_owned(),
                 })
                 .collect();
             for chunk in rows.chunks(INSERT_CHUNK) {

@@ -1,6 +1,6 @@
 //! Queries on users' sealed LLM API keys.
 
-use super::{ApiKey, Store, StoreResult, now_ms, with_pool};
+use super::{ApiKey, Store, StoreResult, now_ms, text, with_pool};
 
 impl Store {
     /// Stores or replaces the user's key for a provider.
@@ -22,7 +22,7 @@ impl Store {
             .bind(user_id)
             .bind(provider)
             .bind(key_enc)
-            .bind(hint)
+            .bind(text(hint))
             .bind(now_ms())
             .fetch_one(pool)
             .await?

@@ -12,6 +12,7 @@ mod models;
 mod tasks;
 mod users;
 
+use std::borrow::Cow;
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
@@ -194,6 +195,41 @@ impl Store {
     /// Closes every connection; later calls fail.
     pub async fn close(&self) {
         with_pool!(self, pool => pool.close().await)
+    }
+}
+
+/// Text from outside drydock (what agents, commands, repositories, remote servers, GitHub or
+/// users wrote) as a text column can hold it on both backends: PostgreSQL refuses NUL in text
+/// (and a whole batch of log lines with it), so NUL becomes U+FFFD everywhere, visibly.
+/// Invalid UTF-8 never gets this far: a `&str` is UTF-8, and bytes become text through lossy
+/// conversion (U+FFFD) on the way in.
+pub(crate) fn text<'a, T: Storable<'a>>(value: T) -> T::Stored {
+    value.storable()
+}
+
+/// A text value [`text`] makes storable.
+pub(crate) trait Storable<'a> {
+    /// What is bound instead.
+    type Stored;
+    /// The value without NUL.
+    fn storable(self) -> Self::Stored;
+}
+
+impl<'a> Storable<'a> for &'a str {
+    type Stored = Cow<'a, str>;
+    fn storable(self) -> Cow<'a, str> {
+        if self.contains('\0') {
+            Cow::Owned(self.replace('\0', "\u{fffd}"))
+        } else {
+            Cow::Borrowed(self)
+        }
+    }
+}
+
+impl<'a> Storable<'a> for Option<&'a str> {
+    type Stored = Option<Cow<'a, str>>;
+    fn storable(self) -> Option<Cow<'a, str>> {
+        self.map(Storable::storable)
     }
 }
 

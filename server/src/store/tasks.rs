@@ -1,6 +1,6 @@
 //! Queries on tasks, the connectors they ran with, and their conversation.
 
-use super::{Store, StoreResult, Task, TaskMessage, new_id, now_ms, with_pool};
+use super::{Store, StoreResult, Task, TaskMessage, new_id, now_ms, text, with_pool};
 
 /// A task to create, already validated.
 #[derive(Debug, Clone)]
@@ -69,12 +69,12 @@ impl Store {
             )
             .bind(new_id())
             .bind(new.user_id)
-            .bind(new.title)
-            .bind(new.prompt)
-            .bind(new.repo)
-            .bind(new.base_branch)
+            .bind(text(new.title))
+            .bind(text(new.prompt))
+            .bind(text(new.repo))
+            .bind(text(new.base_branch))
             .bind(new.agent)
-            .bind(new.model)
+            .bind(text(new.model))
             .bind(new.install_deps)
             .bind(new.max_duration_s)
             .bind(new.keep_alive)
@@ -170,9 +170,9 @@ impl Store {
                         updated_at = $5 WHERE id = $1",
             )
                 .bind(id)
-                .bind(base_branch)
-                .bind(branch)
-                .bind(base_sha)
+                .bind(text(base_branch))
+                .bind(text(branch))
+                .bind(text(base_sha))
                 .bind(now_ms())
                 .execute(pool)
                 .await?;
@@ -209,9 +209,9 @@ impl Store {
             )
             .bind(id)
             .bind(outcome.status)
-            .bind(outcome.reason)
-            .bind(outcome.commit_sha)
-            .bind(outcome.pr_url)
+            .bind(text(outcome.reason))
+            .bind(text(outcome.commit_sha))
+            .bind(text(outcome.pr_url))
             .bind(outcome.pr_number)
             .bind(now)
             .execute(pool)
@@ -287,7 +287,7 @@ impl Store {
             .bind(new_id())
             .bind(task_id)
             .bind(role)
-            .bind(content)
+            .bind(text(content))
             .bind(turn)
             .bind(now_ms())
             .fetch_one(pool)
@@ -413,8 +413,8 @@ impl Store {
                     created_at = excluded.created_at",
             )
             .bind(task_id)
-            .bind(files)
-            .bind(patch)
+            .bind(text(files))
+            .bind(text(patch))
             .bind(now_ms())
             .execute(pool)
             .await?;

@@ -1,6 +1,6 @@
 //! Queries on users, their GitHub accounts and their sessions.
 
-use super::{GithubAccount, Session, Store, StoreResult, User, new_id, now_ms, with_pool};
+use super::{GithubAccount, Session, Store, StoreResult, User, new_id, now_ms, text, with_pool};
 
 /// The profile GitHub returned at sign-in.
 #[derive(Debug, Clone)]
@@ -32,10 +32,10 @@ impl Store {
             )
             .bind(new_id())
             .bind(profile.github_id)
-            .bind(profile.login)
-            .bind(profile.name)
-            .bind(profile.email)
-            .bind(profile.avatar_url)
+            .bind(text(profile.login))
+            .bind(text(profile.name))
+            .bind(text(profile.email))
+            .bind(text(profile.avatar_url))
             .bind(now)
             .fetch_one(pool)
             .await?
@@ -109,7 +109,7 @@ impl Store {
             .bind(user_id)
             .bind(now_ms())
             .bind(expires_at)
-            .bind(user_agent)
+            .bind(text(user_agent))
             .fetch_one(pool)
             .await?
         }))

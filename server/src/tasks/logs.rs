@@ -11,59 +11,130 @@ use drydock_sandbox::OutputStream;
 use super::hub::EventHub;
 use crate::redact::{RedactingStream, Redactor};
 use crate::store::{NewEvent, Store, StoreResult};
+use crate::terminal::{TerminalLine, has_controls, plain_text, shorten};
 
-/// Longest line stored; longer ones are cut with a marker.
+/// Longest text of one stored event; a longer one keeps its start and its end, with a marker
+/// saying how much was left out between them.
 pub const MAX_LINE: usize = 16 * 1024;
+/// Longest line of an agent's structured (JSON) output that is read whole; a longer one is
+/// dropped with a note, never parsed in part.
+pub const MAX_PARSED_LINE: usize = 8 * 1024 * 1024;
 /// Events stored per batch at most.
 const BATCH: usize = 256;
 /// Longest an event waits before its batch is stored.
 pub const FLUSH_EVERY: Duration = Duration::from_millis(100);
+/// Longest last output line quoted in a failure reason.
+const MAX_REASON_LINE: usize = 300;
 
-/// Splits one output stream into lines, cutting over-long ones.
-#[derive(Debug, Default)]
-struct LineSplitter {
+/// One line out of a [`LineSplitter`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum LogLine {
+    /// A line as it came (valid UTF-8 then, without controls).
+    Plain(String),
+    /// What a terminal shows for a line that held controls or was too long; its text was
+    /// composed from several places of the output, so it is redacted again.
+    Rendered(String),
+    /// A line of structured output too long to read, of this many bytes.
+    Dropped(usize),
+}
+
+/// Splits one output stream into lines with bounded memory.
+///
+/// A line without controls is kept as it is, up to `plain_max` bytes. A line with controls
+/// (colours, `\r` progress bars, cursor moves, NUL) or a longer one goes through a
+/// [`TerminalLine`] and comes out as what a terminal shows, its start and end kept. A line of
+/// structured output never goes through the terminal (JSON holds no raw controls, and must
+/// reach its parser whole): past `plain_max` it is dropped.
+#[derive(Debug)]
+pub struct LineSplitter {
     buf: Vec<u8>,
-    /// Dropping the rest of a line that was cut.
-    cutting: bool,
+    term: TerminalLine,
+    /// The current line is going through `term`.
+    rendering: bool,
+    /// Bytes of a structured line past `plain_max` (then dropped).
+    dropped: usize,
+    structured: bool,
+    plain_max: usize,
 }
 
 impl LineSplitter {
-    fn push(&mut self, bytes: &[u8], mut line: impl FnMut(String)) {
+    /// A splitter for one stream; `structured` for an agent's JSON output.
+    pub fn new(structured: bool) -> Self {
+        Self {
+            buf: Vec::new(),
+            term: TerminalLine::new(),
+            rendering: false,
+            dropped: 0,
+            structured,
+            plain_max: if structured {
+                MAX_PARSED_LINE
+            } else {
+                MAX_LINE
+            },
+        }
+    }
+
+    /// Takes the next (redacted) bytes and hands on every line they complete.
+    pub fn push(&mut self, bytes: &[u8], mut line: impl FnMut(LogLine)) {
         for part in bytes.split_inclusive(|b| *b == b'\n') {
             let ends = part.last() == Some(&b'\n');
-            let body = if ends { &part[..part.len() - 1] } else { part };
-            if !self.cutting {
+            let mut body = if ends { &part[..part.len() - 1] } else { part };
+            if ends && !self.structured {
+                // A CRLF line ending is a line ending, not a rewrite of the line (a `\r` that
+                // came in an earlier read already started rendering, where it is harmless).
+                body = body.strip_suffix(b"\r").unwrap_or(body);
+            }
+            if self.rendering {
+                self.term.push(body);
+            } else if self.dropped > 0 {
+                self.dropped += body.len();
+            } else if !self.structured && has_controls(body) {
+                self.term.push(&self.buf);
+                self.term.push(body);
+                self.buf.clear();
+                self.rendering = true;
+            } else {
                 self.buf.extend_from_slice(body);
-                if self.buf.len() > MAX_LINE {
-                    let mut cut = MAX_LINE;
-                    // Do not split a UTF-8 character.
-                    while cut > 0 && (self.buf[cut] & 0xC0) == 0x80 {
-                        cut -= 1;
+                if self.buf.len() > self.plain_max {
+                    if self.structured {
+                        self.dropped = self.buf.len();
+                        self.buf = Vec::new();
+                    } else {
+                        self.term.push(&self.buf);
+                        self.buf.clear();
+                        self.rendering = true;
                     }
-                    self.buf.truncate(cut);
-                    let mut text = String::from_utf8_lossy(&self.buf).into_owned();
-                    text.push_str(" … [line cut at 16 KiB]");
-                    line(text);
-                    self.buf.clear();
-                    self.cutting = true;
                 }
             }
             if ends {
-                if !self.cutting {
-                    let text = String::from_utf8_lossy(&self.buf);
-                    line(text.trim_end_matches('\r').to_owned());
-                }
-                self.buf.clear();
-                self.cutting = false;
+                line(self.take());
             }
         }
     }
 
-    fn finish(&mut self, line: impl FnMut(String)) {
-        if !self.buf.is_empty() {
-            self.push(b"\n", line);
+    /// The line ended: what it was.
+    fn take(&mut self) -> LogLine {
+        if self.rendering {
+            self.rendering = false;
+            LogLine::Rendered(self.term.finish())
+        } else if self.dropped > 0 {
+            LogLine::Dropped(std::mem::take(&mut self.dropped))
+        } else {
+            let text = String::from_utf8_lossy(&self.buf).into_owned();
+            self.buf.clear();
+            if self.buf.capacity() > MAX_LINE {
+                // Give back the memory of a long structured line.
+                self.buf = Vec::new();
+            }
+            LogLine::Plain(text)
         }
-        self.cutting = false;
+    }
+
+    /// Ends the stream: hands on an unterminated last line.
+    pub fn finish(&mut self, mut line: impl FnMut(LogLine)) {
+        if self.rendering || self.dropped > 0 || !self.buf.is_empty() {
+            line(self.take());
+        }
     }
 }
 
@@ -92,6 +163,9 @@ pub struct LogSink {
     redactor: Redactor,
     pending: Vec<NewEvent>,
     last_flush: Instant,
+    /// The last non-blank line the latest exec wrote to stderr, and to stdout (redacted).
+    last_stderr: Option<String>,
+    last_stdout: Option<String>,
 }
 
 impl std::fmt::Debug for LogSink {
@@ -112,6 +186,8 @@ impl LogSink {
             redactor,
             pending: Vec::new(),
             last_flush: Instant::now(),
+            last_stderr: None,
+            last_stdout: None,
         }
     }
 
@@ -122,21 +198,28 @@ impl LogSink {
 
     /// Queues a line written by drydock itself (redacted like everything else).
     pub fn line(&mut self, kind: &'static str, text: &str) {
-        for line in self.redactor.redact(text).lines() {
-            self.pending.push(NewEvent {
-                kind,
-                text: line.to_owned(),
-            });
+        let text = self.redactor.redact(&plain_text(text));
+        for line in text.lines() {
+            self.push(kind, line);
         }
     }
 
     /// Starts logging an exec; `parser` turns stdout into agent events.
-    pub fn exec_log(&self, parser: Option<OutputParser>) -> ExecLog {
+    pub fn exec_log(&mut self, parser: Option<OutputParser>) -> ExecLog {
+        self.last_stderr = None;
+        self.last_stdout = None;
+        let structured = parser.as_ref().is_some_and(OutputParser::is_structured);
         ExecLog {
-            stdout: (self.redactor.stream(), LineSplitter::default()),
-            stderr: (self.redactor.stream(), LineSplitter::default()),
+            stdout: (self.redactor.stream(), LineSplitter::new(structured)),
+            stderr: (self.redactor.stream(), LineSplitter::new(false)),
             parser,
         }
+    }
+
+    /// The last non-blank line the latest exec printed, stderr first (that is where programs
+    /// say what went wrong), redacted and shortened: for a failure reason.
+    pub fn last_output_line(&self) -> Option<&str> {
+        self.last_stderr.as_deref().or(self.last_stdout.as_deref())
     }
 
     /// Feeds output bytes of an exec.
@@ -175,7 +258,7 @@ impl LogSink {
         AgentEnd {
             reply: parser
                 .final_message()
-                .map(|message| self.redactor.redact(message)),
+                .map(|message| self.redactor.redact(&plain_text(message))),
             verdict: parser.verdict().map(|verdict| match verdict {
                 Verdict::Failed(message) => Verdict::Failed(self.redactor.redact(message)),
                 other => other.clone(),
@@ -187,23 +270,40 @@ impl LogSink {
         &mut self,
         parser: &mut Option<OutputParser>,
         stream: OutputStream,
-        lines: Vec<String>,
+        lines: Vec<LogLine>,
     ) {
         for line in lines {
+            let text = match line {
+                LogLine::Plain(text) => text,
+                // Composed from several places of the output (a `\r` rewrite, escapes taken
+                // out): a secret the stream never saw whole may show now.
+                LogLine::Rendered(text) => self.redactor.redact(&text),
+                LogLine::Dropped(bytes) => {
+                    self.push(
+                        "error",
+                        &format!(
+                            "drydock dropped a line of {bytes} bytes from the agent's output: \
+                             longer than {} MiB, too long to read",
+                            MAX_PARSED_LINE >> 20
+                        ),
+                    );
+                    continue;
+                }
+            };
             match (stream, parser.as_mut()) {
                 (OutputStream::Stdout, Some(parser)) => {
-                    for event in parser.parse_line(&line) {
+                    for event in parser.parse_line(&text) {
                         self.agent_event(event);
                     }
                 }
-                (OutputStream::Stdout, None) => self.pending.push(NewEvent {
-                    kind: "stdout",
-                    text: line,
-                }),
-                _ => self.pending.push(NewEvent {
-                    kind: "stderr",
-                    text: line,
-                }),
+                (OutputStream::Stdout, None) => {
+                    remember(&mut self.last_stdout, &text);
+                    self.push("stdout", &text);
+                }
+                _ => {
+                    remember(&mut self.last_stderr, &text);
+                    self.push("stderr", &text);
+                }
             }
         }
     }
@@ -215,13 +315,25 @@ impl LogSink {
             _ => "agent",
         };
         // Parsed text comes from redacted bytes, but a parser may decode escapes (JSON
-        // `\u0041`) back into a secret: redact again.
-        for text in self.redactor.redact(&event.text).lines() {
-            self.pending.push(NewEvent {
-                kind,
-                text: text.to_owned(),
-            });
+        // `\u0041`, `\u001b[31m`) back into a secret or into terminal controls: render and
+        // redact again.
+        let text = self.redactor.redact(&plain_text(&event.text));
+        for line in text.lines() {
+            match event.kind {
+                EventKind::Error => remember(&mut self.last_stderr, line),
+                EventKind::AgentMessage | EventKind::Text => remember(&mut self.last_stdout, line),
+                _ => {}
+            }
+            self.push(kind, line);
         }
+    }
+
+    /// Queues one event, its text shortened for display.
+    fn push(&mut self, kind: &'static str, text: &str) {
+        self.pending.push(NewEvent {
+            kind,
+            text: shorten(text, MAX_LINE).into_owned(),
+        });
     }
 
     /// Whether a batch is due (size or age).
@@ -245,12 +357,20 @@ impl LogSink {
     }
 }
 
+/// Keeps `line` as the last meaningful one, if it is not blank.
+fn remember(last: &mut Option<String>, line: &str) {
+    let line = line.trim();
+    if !line.is_empty() {
+        *last = Some(shorten(line, MAX_REASON_LINE).into_owned());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn split(chunks: &[&[u8]]) -> Vec<String> {
-        let mut s = LineSplitter::default();
+    fn split(structured: bool, chunks: &[&[u8]]) -> Vec<LogLine> {
+        let mut s = LineSplitter::new(structured);
         let mut out = Vec::new();
         for c in chunks {
             s.push(c, |l| out.push(l));
@@ -259,16 +379,74 @@ mod tests {
         out
     }
 
+    fn plain(text: &str) -> LogLine {
+        LogLine::Plain(text.to_owned())
+    }
+
     #[test]
-    fn lines_are_split_across_chunks_and_cut_when_too_long() {
-        assert_eq!(split(&[b"a", b"b\nc", b"\r\n", b"d"]), vec!["ab", "c", "d"]);
-        assert_eq!(split(&[b"\n\n"]), vec!["", ""]);
-        let long = "é".repeat(MAX_LINE);
-        let out = split(&[long.as_bytes(), b"\nnext\n"]);
-        assert_eq!(out.len(), 2);
-        assert!(out[0].ends_with("[line cut at 16 KiB]"));
-        assert!(out[0].len() <= MAX_LINE + 40);
-        assert!(!out[0].contains('\u{FFFD}'), "no character split");
-        assert_eq!(out[1], "next");
+    fn lines_are_split_across_chunks() {
+        assert_eq!(
+            split(false, &[b"a", b"b\nc", b"\r\n", b"d"]),
+            vec![plain("ab"), plain("c"), plain("d")]
+        );
+        assert_eq!(split(false, &[b"\n\n"]), vec![plain(""), plain("")]);
+        assert_eq!(
+            split(false, &[b"x\r", b"\ny\n"]),
+            vec![LogLine::Rendered("x".into()), plain("y")]
+        );
+    }
+
+    #[test]
+    fn odd_output_is_rendered_and_long_lines_keep_their_end() {
+        let mut progress = Vec::new();
+        for i in 0..20_000 {
+            progress.extend_from_slice(format!("\rdownloading {i}%").as_bytes());
+        }
+        progress.extend_from_slice(b"\rERROR: checksum mismatch\nnext\n");
+        let out = split(false, &[&progress]);
+        assert_eq!(
+            out,
+            vec![
+                LogLine::Rendered("ERROR: checksum mismatch".into()),
+                plain("next")
+            ]
+        );
+        assert_eq!(
+            split(false, &[b"a\0b\n\xff\xfe bad\n\x1b[31mred\x1b[0m\n"]),
+            vec![
+                LogLine::Rendered("a\u{fffd}b".into()),
+                plain("\u{fffd}\u{fffd} bad"),
+                LogLine::Rendered("red".into())
+            ]
+        );
+        // A long line keeps its start and its end; what follows it is kept.
+        let long = format!("START {} the end", "é".repeat(100_000));
+        let out = split(false, &[long.as_bytes(), b"\nnext\n"]);
+        let LogLine::Rendered(first) = &out[0] else {
+            panic!("{out:?}")
+        };
+        assert!(first.starts_with("START éé") && first.ends_with("éé the end"));
+        assert!(first.contains("characters cut"));
+        assert_eq!(out[1], plain("next"));
+    }
+
+    #[test]
+    fn structured_lines_arrive_whole_or_not_at_all() {
+        let json = format!(
+            "{{\"type\":\"result\",\"result\":\"{}END\"}}",
+            "x".repeat(100_000)
+        );
+        let out = split(true, &[json.as_bytes(), b"\n"]);
+        assert_eq!(out, vec![LogLine::Plain(json)]);
+        // Past the bound the line is dropped, without holding it all.
+        let mut s = LineSplitter::new(true);
+        let mut out = Vec::new();
+        let chunk = vec![b'x'; 1 << 20];
+        for _ in 0..50 {
+            s.push(&chunk, |l| out.push(l));
+            assert!(s.buf.capacity() <= 2 * MAX_PARSED_LINE);
+        }
+        s.push(b"\n{}\n", |l| out.push(l));
+        assert_eq!(out, vec![LogLine::Dropped(50 << 20), plain("{}")]);
     }
 }

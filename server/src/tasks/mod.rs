@@ -10,4 +10,5 @@ mod sse;
 
 pub use api::{Quota, TaskView, check_quota, quota_of, routes};
 pub use hub::EventHub;
+pub use logs::{LineSplitter, LogLine};
 pub use run::{RunnerSettings, TaskRunner};

@@ -9,6 +9,7 @@ use drydock_sandbox::{ExecSpec, Sandbox};
 use tracing::instrument;
 
 use super::TaskRunner;
+use super::exec::last_output;
 use super::outcome::{Outcome, StepResult, judge_agent};
 use super::turn::TurnContext;
 
@@ -203,7 +204,9 @@ impl TaskRunner {
         let (exit, said) = self
             .exec_logged(cx, sandbox, spec, Some(OutputParser::new(plan.parser)))
             .await?;
-        if let Some(warning) = judge_agent(&exit, said.verdict.as_ref())? {
+        if let Some(warning) =
+            judge_agent(&exit, said.verdict.as_ref(), last_output(cx).as_deref())?
+        {
             cx.say("error", &warning).await;
             cx.warnings.push(warning);
         }

@@ -8,7 +8,7 @@ use futures::StreamExt;
 use super::TaskRunner;
 use super::outcome::{Outcome, StepResult, sandbox_failed};
 use super::turn::TurnContext;
-use crate::tasks::logs::{AgentEnd, FLUSH_EVERY};
+use crate::tasks::logs::{AgentEnd, FLUSH_EVERY, LogSink};
 
 impl TaskRunner {
     /// Runs an exec with its output streamed through the task's log (parsed into agent events
@@ -56,6 +56,15 @@ impl TaskRunner {
         let exit = output.exit().await.map_err(|err| sandbox_failed(&err))?;
         Ok((exit, said))
     }
+}
+
+/// The last meaningful line the latest logged exec printed (stderr first), redacted: what a
+/// failure reason quotes.
+pub(super) fn last_output(cx: &TurnContext) -> Option<String> {
+    cx.sink
+        .as_ref()
+        .and_then(LogSink::last_output_line)
+        .map(str::to_owned)
 }
 
 /// Reads an exec to its end: how it exited, its stdout and its stderr (for short commands).

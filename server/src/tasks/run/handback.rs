@@ -85,7 +85,7 @@ fi && git rev-parse HEAD"#;
         let (exit, stdout, stderr) = run_captured(sandbox, &spec).await?;
         cx.say_stderr(&String::from_utf8_lossy(&stderr)).await;
         if !exit.success() {
-            return Err(exit_outcome(&exit, "committing the changes"));
+            return Err(exit_outcome(&exit, "committing the changes", None));
         }
         let head = last_line(&String::from_utf8_lossy(&stdout));
         Ok((head != start_sha).then_some(head))

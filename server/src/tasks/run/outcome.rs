@@ -102,10 +102,14 @@ pub(super) fn sandbox_failed(err: &SandboxError) -> Outcome {
 }
 
 /// The outcome of an exec that did not succeed; `what` names it ("the agent", "committing the
-/// changes").
-pub(super) fn exit_outcome(exit: &ExecExit, what: &str) -> Outcome {
+/// changes"), `said` is the last meaningful line it printed (redacted), quoted after an exit
+/// code because that is usually where a program says what went wrong.
+pub(super) fn exit_outcome(exit: &ExecExit, what: &str, said: Option<&str>) -> Outcome {
     match exit {
-        ExecExit::Code(code) => Outcome::failed(format!("{what} {}", exit_code_words(*code))),
+        ExecExit::Code(code) => Outcome::failed(match said {
+            Some(line) => format!("{what} {}: {line}", exit_code_words(*code)),
+            None => format!("{what} {}", exit_code_words(*code)),
+        }),
         ExecExit::OutOfMemory | ExecExit::SandboxEnded(ExitReason::OutOfMemory) => Outcome::failed(
             format!("{what} ran out of memory (the sandbox's memory limit)"),
         ),
@@ -123,16 +127,18 @@ pub(super) fn exit_outcome(exit: &ExecExit, what: &str) -> Outcome {
 }
 
 /// What the agent's run means for the turn, from how its process exited and its CLI's own
-/// verdict: `Ok(None)` to go on, `Ok(Some(warning))` to go on with a warning (the CLI reported
+/// verdict (`said` is the last meaningful line it printed, quoted in a failure): `Ok(None)` to
+/// go on, `Ok(Some(warning))` to go on with a warning (the CLI reported
 /// success but exited non-zero: its work is kept and pushed, and the reason says so), or the
 /// outcome that ends the turn (the CLI reported an error, whatever its exit status; or it exited
 /// non-zero without a verdict; or it was stopped, timed out or killed).
 pub(super) fn judge_agent(
     exit: &ExecExit,
     verdict: Option<&Verdict>,
+    said: Option<&str>,
 ) -> StepResult<Option<String>> {
     let ExecExit::Code(code) = exit else {
-        return Err(exit_outcome(exit, "the agent"));
+        return Err(exit_outcome(exit, "the agent", said));
     };
     match (verdict, *code) {
         (Some(Verdict::Failed(message)), 0) => Err(Outcome::failed(format!(
@@ -147,7 +153,7 @@ pub(super) fn judge_agent(
             "the agent reported success but {}",
             exit_code_words(code)
         ))),
-        (_, _) => Err(exit_outcome(exit, "the agent")),
+        (_, _) => Err(exit_outcome(exit, "the agent", said)),
     }
 }
 

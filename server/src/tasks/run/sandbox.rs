@@ -10,7 +10,7 @@ use tracing::instrument;
 
 use super::TaskRunner;
 use super::agent::Launch;
-use super::exec::run_captured;
+use super::exec::{last_output, run_captured};
 use super::outcome::{Outcome, StepResult, exit_outcome, sandbox_failed};
 use super::turn::TurnContext;
 use super::workspace::Workspace;
@@ -124,6 +124,7 @@ impl TaskRunner {
                 return Err(exit_outcome(
                     &exit,
                     &format!("installing dependencies (`{}`)", command.join(" ")),
+                    last_output(cx).as_deref(),
                 ));
             }
         }
