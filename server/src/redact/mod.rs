@@ -52,6 +52,7 @@
 
 mod engine;
 mod known;
+pub mod scan;
 mod secrets;
 mod shapes;
 mod stream;
