@@ -1,0 +1,210 @@
+//! What a clone alone leaves out: submodules and Git LFS content. Submodules on the GitHub drydock
+//! signs in to are fetched on the host with the user's token (the token's header is scoped to
+//! that URL, see `tasks::git`); any other is skipped, and the log says which and why. LFS content
+//! is fetched when `git-lfs` is installed on the host; otherwise the log says the files are
+//! pointers.
+
+use tracing::instrument;
+
+use crate::tasks::git::HostGit;
+use crate::tasks::run::TaskRunner;
+use crate::tasks::run::outcome::{Outcome, StepResult, last_line};
+use crate::tasks::run::turn::TurnContext;
+
+/// The first line of a Git LFS pointer file.
+const LFS_POINTER: &str = "version https://git-lfs.github.com/spec/v1";
+
+/// A submodule named in `.gitmodules`.
+struct Submodule {
+    name: String,
+    path: String,
+    /// Its URL, resolved against the repository's own (relative URLs are common).
+    url: String,
+}
+
+impl TaskRunner {
+    /// Fetches the checkout's submodules on the same GitHub, and its LFS content when it can.
+    #[instrument(skip_all, fields(task_id = %cx.task.id))]
+    pub(in crate::tasks::run) async fn fetch_submodules_and_lfs(
+        &self,
+        cx: &mut TurnContext,
+        git: &HostGit,
+    ) -> StepResult<()> {
+        let github_url = self.inner.settings.github_url.trim_end_matches('/');
+        if git.dir().join(".gitmodules").exists() {
+            fetch_submodules(cx, git, github_url).await?;
+        }
+        fetch_lfs(cx, git).await;
+        Ok(())
+    }
+}
+
+async fn fetch_submodules(cx: &mut TurnContext, git: &HostGit, github_url: &str) -> StepResult<()> {
+    // `init` only copies the (resolved) URLs into the checkout's configuration: no network.
+    let out = git
+        .run(&["submodule", "init"])
+        .await
+        .map_err(Outcome::failed)?;
+    if !out.ok {
+        cx.say(
+            "error",
+            &format!(
+                "Submodules were not fetched: .gitmodules could not be read ({})",
+                last_line(&out.stderr)
+            ),
+        )
+        .await;
+        return Ok(());
+    }
+    let submodules = list_submodules(git).await?;
+    let same_host = format!("{github_url}/");
+    let mut fetch = Vec::new();
+    for sub in &submodules {
+        if sub.url.starts_with(&same_host) {
+            fetch.push(sub.path.as_str());
+        } else {
+            cx.say(
+                "info",
+                &format!(
+                    "Skipped the submodule {} ({}): drydock fetches submodules only from {github_url}, where it can sign in as you; the directory stays empty",
+                    sub.path, sub.url
+                ),
+            )
+            .await;
+        }
+    }
+    if fetch.is_empty() {
+        return Ok(());
+    }
+    cx.say(
+        "info",
+        &format!("Fetching the submodule(s) {}", fetch.join(", ")),
+    )
+    .await;
+    let mut args = vec![
+        "-c",
+        "protocol.allow=never",
+        "-c",
+        "protocol.http.allow=always",
+        "-c",
+        "protocol.https.allow=always",
+        "submodule",
+        "update",
+        "--",
+    ];
+    args.extend(fetch.iter().copied());
+    let out = git.run(&args).await.map_err(Outcome::failed)?;
+    cx.say_stderr(&out.stderr).await;
+    if !out.ok {
+        return Err(Outcome::failed(format!(
+            "fetching the submodules failed: {}",
+            last_line(&out.stderr)
+        )));
+    }
+    for path in &fetch {
+        if git.dir().join(path).join(".gitmodules").exists() {
+            cx.say(
+                "info",
+                &format!("The submodule {path} has submodules of its own; they were not fetched"),
+            )
+            .await;
+        }
+    }
+    Ok(())
+}
+
+/// The submodules `git submodule init` registered, with their resolved URLs and paths.
+async fn list_submodules(git: &HostGit) -> StepResult<Vec<Submodule>> {
+    let urls = git
+        .run(&["config", "--local", "--get-regexp", r"^submodule\..*\.url$"])
+        .await
+        .map_err(Outcome::failed)?;
+    let mut found = Vec::new();
+    for line in urls.text().lines() {
+        let Some((key, url)) = line.split_once(' ') else {
+            continue;
+        };
+        let Some(name) = key
+            .strip_prefix("submodule.")
+            .and_then(|k| k.strip_suffix(".url"))
+        else {
+            continue;
+        };
+        let path = git
+            .run(&[
+                "config",
+                "-f",
+                ".gitmodules",
+                "--get",
+                &format!("submodule.{name}.path"),
+            ])
+            .await
+            .map_err(Outcome::failed)?
+            .text();
+        found.push(Submodule {
+            name: name.to_owned(),
+            path: if path.is_empty() {
+                name.to_owned()
+            } else {
+                path
+            },
+            url: url.trim().to_owned(),
+        });
+    }
+    found.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(found)
+}
+
+/// Fetches LFS content with `git lfs pull` when git-lfs is installed; otherwise says which files
+/// are pointers.
+async fn fetch_lfs(cx: &mut TurnContext, git: &HostGit) {
+    let Ok(pointers) = git
+        .run(&[
+            "grep",
+            "-l",
+            "--no-color",
+            "-I",
+            "-e",
+            &format!("^{LFS_POINTER}$"),
+        ])
+        .await
+    else {
+        return;
+    };
+    let files: Vec<String> = pointers.text().lines().map(str::to_owned).collect();
+    if files.is_empty() {
+        return;
+    }
+    let lfs = git.run(&["lfs", "version"]).await.is_ok_and(|out| out.ok);
+    if lfs {
+        cx.say("info", "Fetching Git LFS content").await;
+        cx.line("command", "git lfs pull");
+        if let Ok(out) = git.run(&["lfs", "pull"]).await {
+            cx.say_stderr(&out.stderr).await;
+            if out.ok {
+                return;
+            }
+        }
+    }
+    let shown: Vec<&str> = files.iter().take(5).map(String::as_str).collect();
+    let more = files.len().saturating_sub(shown.len());
+    let why = if lfs {
+        "Git LFS content could not be fetched"
+    } else {
+        "this repository stores files with Git LFS, but git-lfs is not installed on the drydock host"
+    };
+    cx.say(
+        "info",
+        &format!(
+            "{why}: {} file(s) are LFS pointers in the sandbox, not their content: {}{}",
+            files.len(),
+            shown.join(", "),
+            if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            }
+        ),
+    )
+    .await;
+}
