@@ -170,6 +170,25 @@ async fn a_token_in_the_prompt_never_reaches_github() {
         pulls[0]["title"],
         "# Rotate [REDACTED:github-token] in config.yml"
     );
+
+    // A first line long enough that the title's cut at 72 characters falls inside the token:
+    // redaction comes before the cut, so no piece of it is left.
+    let long = format!(
+        "# Please rotate the deployment credential now {token} and update config.yml\necho 'rotated: twice' > config.yml"
+    );
+    let id = env.submit(&long, json!({})).await;
+    let task = env.wait_done(&id).await;
+    assert_eq!(task["status"], "succeeded", "{task}");
+    let pulls = env.app.gh.pulls("alice", "demo");
+    let title = pulls[1]["title"].as_str().unwrap();
+    assert!(title.contains("[REDACTED:github-token]"), "{title}");
+    let (_, message) = git_in(
+        &bare,
+        &["log", "-1", "--format=%B", task["branch"].as_str().unwrap()],
+    );
+    for text in [title, message.as_str()] {
+        assert!(!text.contains(&token[..12]), "{text}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -234,8 +253,10 @@ async fn submodules_on_the_same_github_are_fetched_and_others_are_skipped_with_a
     let other = GithubStandIn::start().await;
     other.add_user(303, "carol", 0);
     let ext = other.create_repo("carol", "ext", &[("ext.txt", "external\n")], "main");
+    // On the same GitHub but private to bob: alice cannot read it.
+    let hidden = gh.create_repo("bob", "hidden", &[("h.txt", "h\n")], "main");
     let gitmodules = format!(
-        "[submodule \"lib\"]\n\tpath = lib\n\turl = ../lib.git\n[submodule \"ext\"]\n\tpath = ext\n\turl = {}/carol/ext.git\n",
+        "[submodule \"lib\"]\n\tpath = lib\n\turl = ../lib.git\n[submodule \"ext\"]\n\tpath = ext\n\turl = {}/carol/ext.git\n[submodule \"hidden\"]\n\tpath = hidden\n\turl = ../../bob/hidden.git\n",
         other.url
     );
     let lfsconfig = format!("[lfs]\n\turl = {}/carol/ext.git/info/lfs\n", other.url);
@@ -253,7 +274,7 @@ async fn submodules_on_the_same_github_are_fetched_and_others_are_skipped_with_a
             ("model.bin", pointer),
             ("README.md", "# app\n"),
         ],
-        &[("lib", &lib), ("ext", &ext)],
+        &[("lib", &lib), ("ext", &ext), ("hidden", &hidden)],
         "main",
     );
     let id = env
@@ -274,6 +295,11 @@ async fn submodules_on_the_same_github_are_fetched_and_others_are_skipped_with_a
     assert!(
         text.contains("Skipped the submodule ext")
             && text.contains("drydock fetches submodules only from"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Could not fetch the submodule hidden")
+            && text.contains("the directory stays empty"),
         "{text}"
     );
     assert!(

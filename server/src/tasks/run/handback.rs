@@ -65,10 +65,11 @@ impl TaskRunner {
             ),
             None => ("drydock".to_owned(), "drydock@localhost".to_owned()),
         };
-        // The message is pushed to GitHub: it passes through the task's redaction.
+        // The message is pushed to GitHub: it passes through the task's redaction, the request
+        // before its title is cut from it (so no cut leaves part of a token unrecognised).
         let message = cx.redact(&commit_message(
             task,
-            &cx.message,
+            &cx.redact(&cx.message),
             &self.agent_name(task),
             &settings.public_url,
         ));

@@ -42,7 +42,7 @@ impl TaskRunner {
         } else if task.create_pr {
             cx.say("info", "Opening a pull request").await;
             let token = self.fresh_token(cx, workspace).await?;
-            let title = cx.redact(&title_of(&cx.task.prompt));
+            let title = title_of(&cx.redact(&cx.task.prompt));
             let body = pr_body(
                 &cx.task,
                 &self.inner.settings.public_url,

@@ -81,25 +81,36 @@ async fn fetch_submodules(cx: &mut TurnContext, git: &HostGit, github_url: &str)
         &format!("Fetching the submodule(s) {}", fetch.join(", ")),
     )
     .await;
-    let mut args = vec![
-        "-c",
-        "protocol.allow=never",
-        "-c",
-        "protocol.http.allow=always",
-        "-c",
-        "protocol.https.allow=always",
-        "submodule",
-        "update",
-        "--",
-    ];
-    args.extend(fetch.iter().copied());
-    let out = git.run(&args).await.map_err(Outcome::failed)?;
-    cx.say_stderr(&out.stderr).await;
-    if !out.ok {
-        return Err(Outcome::failed(format!(
-            "fetching the submodules failed: {}",
-            last_line(&out.stderr)
-        )));
+    // One at a time, so one the user cannot read leaves only its own directory empty.
+    for path in &fetch {
+        let args = [
+            "-c",
+            "protocol.allow=never",
+            "-c",
+            "protocol.http.allow=always",
+            "-c",
+            "protocol.https.allow=always",
+            "submodule",
+            "update",
+            "--",
+            path,
+        ];
+        cx.line("command", &format!("git submodule update -- {path}"));
+        let out = git.run(&args).await.map_err(Outcome::failed)?;
+        cx.say_stderr(&out.stderr).await;
+        if !out.ok {
+            // git's first fatal line says why; the last only that it gave up.
+            let why = out
+                .stderr
+                .lines()
+                .find_map(|l| l.strip_prefix("fatal: "))
+                .map_or_else(|| last_line(&out.stderr), str::to_owned);
+            cx.say(
+                "error",
+                &format!("Could not fetch the submodule {path} ({why}); the directory stays empty"),
+            )
+            .await;
+        }
     }
     for path in &fetch {
         if git.dir().join(path).join(".gitmodules").exists() {
@@ -191,7 +202,7 @@ async fn fetch_lfs(cx: &mut TurnContext, git: &HostGit) {
     let why = if lfs {
         "Git LFS content could not be fetched"
     } else {
-        "this repository stores files with Git LFS, but git-lfs is not installed on the drydock host"
+        "This repository stores files with Git LFS, but git-lfs is not installed on the drydock host"
     };
     cx.say(
         "info",
