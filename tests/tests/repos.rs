@@ -256,7 +256,7 @@ async fn submodules_on_the_same_github_are_fetched_and_others_are_skipped_with_a
     // On the same GitHub but private to bob: alice cannot read it.
     let hidden = gh.create_repo("bob", "hidden", &[("h.txt", "h\n")], "main");
     let gitmodules = format!(
-        "[submodule \"lib\"]\n\tpath = lib\n\turl = ../lib.git\n[submodule \"ext\"]\n\tpath = ext\n\turl = {}/carol/ext.git\n[submodule \"hidden\"]\n\tpath = hidden\n\turl = ../../bob/hidden.git\n",
+        "[submodule \"lib\"]\n\tpath = lib\n\turl = ../lib.git\n[submodule \"ext\"]\n\tpath = ext\n\turl = {}/carol/ext.git\n[submodule \"hidden\"]\n\tpath = hidden\n\turl = ../../bob/hidden.git\n[submodule \"vendored\"]\n\tpath = vendor/lib\n\turl = git@127.0.0.1:alice/lib.git\n",
         other.url
     );
     let lfsconfig = format!("[lfs]\n\turl = {}/carol/ext.git/info/lfs\n", other.url);
@@ -274,12 +274,17 @@ async fn submodules_on_the_same_github_are_fetched_and_others_are_skipped_with_a
             ("model.bin", pointer),
             ("README.md", "# app\n"),
         ],
-        &[("lib", &lib), ("ext", &ext), ("hidden", &hidden)],
+        &[
+            ("lib", &lib),
+            ("ext", &ext),
+            ("hidden", &hidden),
+            ("vendor/lib", &lib),
+        ],
         "main",
     );
     let id = env
         .submit(
-            "cat lib/lib.txt; echo \"ext has $(ls -A ext | wc -l) entries\"; echo used > used.txt",
+            "cat lib/lib.txt; echo \"vendored: $(cat vendor/lib/lib.txt)\"; echo \"ext has $(ls -A ext | wc -l) entries\"; echo used > used.txt",
             json!({ "repo": "alice/app" }),
         )
         .await;
@@ -290,6 +295,10 @@ async fn submodules_on_the_same_github_are_fetched_and_others_are_skipped_with_a
     assert!(
         log.iter().any(|l| l.ends_with(": from the lib submodule")),
         "the submodule on the same GitHub is in the sandbox:\n{text}"
+    );
+    assert!(
+        text.contains("vendored: from the lib submodule"),
+        "an SSH URL of the same GitHub is fetched over HTTPS:\n{text}"
     );
     assert!(text.contains("ext has 0 entries"), "{text}");
     assert!(

@@ -79,7 +79,13 @@ impl Workspace {
                 )),
             }
         };
-        for (path, line, text) in added_lines(&String::from_utf8_lossy(&diff.stdout)) {
+        let patch = String::from_utf8_lossy(&diff.stdout);
+        for path in new_paths(&patch) {
+            if let Some(found) = check(&|| "a file name".to_owned(), path)? {
+                return Err(refused(&found));
+            }
+        }
+        for (path, line, text) in added_lines(&patch) {
             if let Some(found) = check(&|| format!("{path} line {line}"), text)? {
                 return Err(refused(&found));
             }
@@ -105,9 +111,21 @@ fn refused(found: &Finding) -> Outcome {
     ))
 }
 
+/// The paths of the files a patch adds or changes (its `+++ b/` headers).
+fn new_paths(patch: &str) -> Vec<&str> {
+    added_lines_and_paths(patch).1
+}
+
 /// The added lines of a `git diff -U0` patch as (path, line number in the new file, text).
 fn added_lines(patch: &str) -> Vec<(String, u64, &str)> {
+    added_lines_and_paths(patch).0
+}
+
+/// The added lines of a `git diff -U0` patch as (path, line number in the new file, text), and
+/// the paths of its `+++` headers.
+fn added_lines_and_paths(patch: &str) -> (Vec<(String, u64, &str)>, Vec<&str>) {
     let mut out = Vec::new();
+    let mut paths = Vec::new();
     let mut path = String::new();
     let (mut old_left, mut new_left, mut line_no) = (0u64, 0u64, 0u64);
     for line in patch.lines() {
@@ -126,7 +144,9 @@ fn added_lines(patch: &str) -> Vec<(String, u64, &str)> {
             continue;
         }
         if let Some(name) = line.strip_prefix("+++ ") {
-            path = name.strip_prefix("b/").unwrap_or(name).to_owned();
+            let name = name.strip_prefix("b/").unwrap_or(name);
+            paths.push(name);
+            path = name.to_owned();
         } else if let Some(hunk) = line.strip_prefix("@@ ") {
             // `@@ -a[,b] +c[,d] @@`: b old lines and d new lines follow, the first new one is c.
             let mut ranges = hunk.split(' ');
@@ -142,12 +162,12 @@ fn added_lines(patch: &str) -> Vec<(String, u64, &str)> {
             (old_left, new_left, line_no) = (old, new, start);
         }
     }
-    out
+    (out, paths)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::added_lines;
+    use super::{added_lines, new_paths};
 
     #[test]
     fn added_lines_carry_their_file_and_line() {
@@ -161,5 +181,6 @@ mod tests {
                 ("n.yml".to_owned(), 1, "key: 1"),
             ]
         );
+        assert_eq!(new_paths(patch), vec!["a.txt", "n.yml"]);
     }
 }

@@ -57,10 +57,20 @@ async fn fetch_submodules(cx: &mut TurnContext, git: &HostGit, github_url: &str)
         return Ok(());
     }
     let submodules = list_submodules(git).await?;
-    let same_host = format!("{github_url}/");
     let mut fetch = Vec::new();
     for sub in &submodules {
-        if sub.url.starts_with(&same_host) {
+        if let Some(url) = on_github(&sub.url, github_url) {
+            if url != sub.url {
+                // An SSH URL of the same GitHub: fetched over HTTPS, where the token works.
+                let key = format!("submodule.{}.url", sub.name);
+                let out = git
+                    .run(&["config", "--local", &key, &url])
+                    .await
+                    .map_err(Outcome::failed)?;
+                if !out.ok {
+                    continue;
+                }
+            }
             fetch.push(sub.path.as_str());
         } else {
             cx.say(
@@ -124,6 +134,28 @@ async fn fetch_submodules(cx: &mut TurnContext, git: &HostGit, github_url: &str)
     Ok(())
 }
 
+/// The URL to fetch `url` from when it names a repository on the GitHub at `github_url`: itself
+/// when under that URL, its HTTPS form for the SSH spellings of the same host
+/// (`git@host:owner/name.git`, `ssh://git@host/owner/name.git`); `None` for anywhere else.
+fn on_github(url: &str, github_url: &str) -> Option<String> {
+    if url.starts_with(&format!("{github_url}/")) {
+        return Some(url.to_owned());
+    }
+    let host = github_url.split_once("://")?.1.split(['/', ':']).next()?;
+    let path = url
+        .strip_prefix(&format!("git@{host}:"))
+        .or_else(|| url.strip_prefix(&format!("ssh://git@{host}/")))?
+        .trim_start_matches('/');
+    let valid = !path.is_empty()
+        && !path
+            .split('/')
+            .any(|part| part.is_empty() || part == "." || part == "..")
+        && path
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c));
+    valid.then(|| format!("{github_url}/{path}"))
+}
+
 /// The submodules `git submodule init` registered, with their resolved URLs and paths.
 async fn list_submodules(git: &HostGit) -> StepResult<Vec<Submodule>> {
     let urls = git
@@ -168,6 +200,36 @@ async fn list_submodules(git: &HostGit) -> StepResult<Vec<Submodule>> {
 
 /// Fetches LFS content with `git lfs pull` when git-lfs is installed; otherwise says which files
 /// are pointers.
+#[cfg(test)]
+mod tests {
+    use super::on_github;
+
+    #[test]
+    fn submodules_of_the_same_github_are_recognised_in_each_spelling() {
+        let gh = "https://github.com";
+        for (url, want) in [
+            (
+                "https://github.com/o/lib.git",
+                Some("https://github.com/o/lib.git"),
+            ),
+            (
+                "git@github.com:o/lib.git",
+                Some("https://github.com/o/lib.git"),
+            ),
+            (
+                "ssh://git@github.com/o/lib",
+                Some("https://github.com/o/lib"),
+            ),
+            ("https://github.com.evil.example/o/lib.git", None),
+            ("https://gitlab.com/o/lib.git", None),
+            ("git@github.com:../../etc/passwd", None),
+            ("file:///srv/git/lib.git", None),
+        ] {
+            assert_eq!(on_github(url, gh).as_deref(), want, "{url}");
+        }
+    }
+}
+
 async fn fetch_lfs(cx: &mut TurnContext, git: &HostGit) {
     let Ok(pointers) = git
         .run(&[
