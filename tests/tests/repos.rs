@@ -388,6 +388,20 @@ async fn a_push_github_refuses_is_explained_and_the_work_is_kept() {
         "{diff}"
     );
     assert!(!containers_of(&id).is_empty(), "the sandbox is kept");
+
+    // Signed in again with the scope, a follow-up continues in the kept sandbox and pushes the
+    // refused work with the new.
+    env.app.gh.grant_only(None);
+    env.alice = env.app.sign_in("alice").await;
+    follow_up(&env, &id, "echo more > more.txt").await;
+    let task = wait_turn(&env, &id, 2).await;
+    assert_eq!(task["status"], "succeeded", "{task}");
+    let branch = task["branch"].as_str().unwrap();
+    let bare = env.app.gh.repo_path("alice", "demo");
+    for file in [".github/workflows/ci.yml", "more.txt"] {
+        let (ok, _) = git_in(&bare, &["show", &format!("{branch}:{file}")]);
+        assert!(ok, "{file} is pushed");
+    }
     let resp = env.post(&format!("/api/tasks/{id}/sandbox/stop")).await;
     assert!(resp.status().is_success());
 }

@@ -5,7 +5,8 @@
 //! A token past its expiry, or within [`REFRESH_MARGIN_MS`] of it, is refreshed once: one refresh
 //! at a time per user in this process (GitHub spends a refresh token on use, so a second,
 //! concurrent refresh with the same one would fail), and whoever waited reads the renewed row.
-//! The new tokens are stored sealed.
+//! Across replicas, a refresh that fails because another one spent the refresh token first uses
+//! the renewal that one stored. The new tokens are stored sealed.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -80,7 +81,20 @@ impl GithubTokens {
         if !expiring(&account) {
             return self.open(&account.access_token_enc);
         }
-        self.refresh(&account).await
+        match self.refresh(&account).await {
+            Ok(token) => Ok(token),
+            Err(err) => {
+                // Another replica may have spent the refresh token first and stored its renewal.
+                match self.account(user_id).await {
+                    Ok(now)
+                        if now.access_token_enc != account.access_token_enc && !expiring(&now) =>
+                    {
+                        self.open(&now.access_token_enc)
+                    }
+                    _ => Err(err),
+                }
+            }
+        }
     }
 
     async fn account(&self, user_id: &str) -> Result<GithubAccount, TokenError> {

@@ -200,36 +200,6 @@ async fn list_submodules(git: &HostGit) -> StepResult<Vec<Submodule>> {
 
 /// Fetches LFS content with `git lfs pull` when git-lfs is installed; otherwise says which files
 /// are pointers.
-#[cfg(test)]
-mod tests {
-    use super::on_github;
-
-    #[test]
-    fn submodules_of_the_same_github_are_recognised_in_each_spelling() {
-        let gh = "https://github.com";
-        for (url, want) in [
-            (
-                "https://github.com/o/lib.git",
-                Some("https://github.com/o/lib.git"),
-            ),
-            (
-                "git@github.com:o/lib.git",
-                Some("https://github.com/o/lib.git"),
-            ),
-            (
-                "ssh://git@github.com/o/lib",
-                Some("https://github.com/o/lib"),
-            ),
-            ("https://github.com.evil.example/o/lib.git", None),
-            ("https://gitlab.com/o/lib.git", None),
-            ("git@github.com:../../etc/passwd", None),
-            ("file:///srv/git/lib.git", None),
-        ] {
-            assert_eq!(on_github(url, gh).as_deref(), want, "{url}");
-        }
-    }
-}
-
 async fn fetch_lfs(cx: &mut TurnContext, git: &HostGit) {
     let Ok(pointers) = git
         .run(&[
@@ -280,4 +250,34 @@ async fn fetch_lfs(cx: &mut TurnContext, git: &HostGit) {
         ),
     )
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::on_github;
+
+    #[test]
+    fn submodules_of_the_same_github_are_recognised_in_each_spelling() {
+        let gh = "https://github.com";
+        for (url, want) in [
+            (
+                "https://github.com/o/lib.git",
+                Some("https://github.com/o/lib.git"),
+            ),
+            (
+                "git@github.com:o/lib.git",
+                Some("https://github.com/o/lib.git"),
+            ),
+            (
+                "ssh://git@github.com/o/lib",
+                Some("https://github.com/o/lib"),
+            ),
+            ("https://github.com.evil.example/o/lib.git", None),
+            ("https://gitlab.com/o/lib.git", None),
+            ("git@github.com:../../etc/passwd", None),
+            ("file:///srv/git/lib.git", None),
+        ] {
+            assert_eq!(on_github(url, gh).as_deref(), want, "{url}");
+        }
+    }
 }
