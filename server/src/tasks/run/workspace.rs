@@ -1,12 +1,15 @@
 //! The host workspace of a turn: everything the host does with git and GitHub for it — reading
-//! the user's GitHub token, cloning, importing the sandbox's bundle with the fast-forward check,
-//! diffing, the secret check before a push, pushing, and opening the pull request. The token
-//! stays on the host (see `tasks::git`).
+//! the user's GitHub token (renewed when it expires), cloning (a repository without commits in
+//! [`first_commit`], submodules and LFS content in [`submodules`]), importing the sandbox's bundle
+//! with the fast-forward check, diffing ([`diff`]), the secret check before a push
+//! ([`secret_check`]), pushing, and opening the pull request (or finding the one already open).
+//! The token stays on the host (see `tasks::git`).
 
+mod diff;
+mod first_commit;
 mod secret_check;
 mod submodules;
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use tracing::instrument;
@@ -173,72 +176,6 @@ impl TaskRunner {
             branch_existed,
         })
     }
-
-    /// The workspace of a repository without commits: the checkout is put on the repository's
-    /// default branch as GitHub reports it (not the host git's default), which becomes both the
-    /// task's branch and its base; there is nothing to open a pull request against.
-    async fn first_commit_workspace(
-        &self,
-        cx: &mut TurnContext,
-        git: HostGit,
-        token: &SecretString,
-        empty_tree: String,
-    ) -> StepResult<Workspace> {
-        let task = cx.task.clone();
-        let reported = match self.inner.github.repo(token, &task.repo).await {
-            Ok(repo) => repo.default_branch.filter(|b| !b.is_empty()),
-            Err(err) => {
-                tracing::warn!(error = %err, "could not read the repository's default branch");
-                None
-            }
-        };
-        let default = match reported {
-            Some(branch) => branch,
-            None => git
-                .run(&["symbolic-ref", "--short", "HEAD"])
-                .await
-                .map_err(Outcome::failed)?
-                .text(),
-        };
-        if let Some(base) = task.base_branch.as_deref()
-            && base != default
-        {
-            return Err(Outcome::failed(format!(
-                "the base branch {base} does not exist on {}: the repository has no commits yet",
-                task.repo
-            )));
-        }
-        let out = git
-            .run(&["symbolic-ref", "HEAD", &format!("refs/heads/{default}")])
-            .await
-            .map_err(Outcome::failed)?;
-        if !out.ok {
-            return Err(Outcome::failed(format!(
-                "could not check out {default}: {}",
-                last_line(&out.stderr)
-            )));
-        }
-        // The empty tree stands for "before the first commit" in the task's diff.
-        let _ = self
-            .inner
-            .store
-            .set_task_branch(&task.id, &default, &default, &empty_tree)
-            .await;
-        let text = format!(
-            "{} has no commits yet: the work becomes its first commit, on its default branch {default} (there is no base to open a pull request against)",
-            task.repo
-        );
-        cx.say("info", &text).await;
-        Ok(Workspace {
-            git,
-            repo: task.repo.clone(),
-            base_branch: default.clone(),
-            start_sha: String::new(),
-            empty_tree,
-            branch: default,
-            branch_existed: false,
-        })
-    }
 }
 
 /// The branch names of the repository at `url` (none for a repository without commits).
@@ -309,22 +246,6 @@ impl Workspace {
             .await
             .map_err(Outcome::failed)?
             .text())
-    }
-
-    /// The imported work since `base`: the changed files as JSON
-    /// (`[{path, status, additions, deletions}]`) and the patch, unredacted; `None` when git
-    /// cannot say.
-    pub async fn diff_since(&self, base: &str) -> Option<(serde_json::Value, String)> {
-        let range = format!("{base}..{RESULT_REF}");
-        let (Ok(numstat), Ok(names), Ok(patch)) = (
-            self.git.run(&["diff", "--numstat", "-z", &range]).await,
-            self.git.run(&["diff", "--name-status", &range]).await,
-            self.git.run(&["diff", "--no-color", &range]).await,
-        ) else {
-            return None;
-        };
-        let files = diff_files(&String::from_utf8_lossy(&numstat.stdout), &names.text());
-        Some((files, String::from_utf8_lossy(&patch.stdout).into_owned()))
     }
 
     /// Where diffs of this turn start: the start commit, or the empty tree when the repository
@@ -404,72 +325,5 @@ impl Workspace {
             }
             Err(err) => Err(err),
         }
-    }
-}
-
-/// `[{path, status, additions, deletions}]` from `git diff --numstat -z` and `--name-status`.
-fn diff_files(numstat_z: &str, name_status: &str) -> serde_json::Value {
-    let statuses: HashMap<String, String> = name_status
-        .lines()
-        .filter_map(|l| {
-            let mut parts = l.split('\t');
-            let status = parts.next()?;
-            let path = parts.next_back()?;
-            let status = match status.chars().next()? {
-                'A' => "added",
-                'D' => "deleted",
-                'R' => "renamed",
-                _ => "modified",
-            };
-            Some((path.to_owned(), status.to_owned()))
-        })
-        .collect();
-    let mut files = Vec::new();
-    let mut fields = numstat_z.split('\0').peekable();
-    while let Some(entry) = fields.next() {
-        let mut cols = entry.splitn(3, '\t');
-        let (Some(add), Some(del), Some(path)) = (cols.next(), cols.next(), cols.next()) else {
-            continue;
-        };
-        // Renames: the path is empty and the old and new paths follow as two fields.
-        let path = if path.is_empty() {
-            let _old = fields.next();
-            fields.next().unwrap_or_default().to_owned()
-        } else {
-            path.to_owned()
-        };
-        files.push(serde_json::json!({
-            "path": path,
-            "status": statuses.get(&path).cloned().unwrap_or_else(|| "modified".into()),
-            "additions": add.parse::<i64>().ok(),
-            "deletions": del.parse::<i64>().ok(),
-        }));
-    }
-    serde_json::Value::Array(files)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::diff_files;
-
-    #[test]
-    fn diff_files_pair_stats_with_statuses() {
-        let files = diff_files(
-            "3\t1\tsrc/a.rs\0-\t-\tlogo.png\0",
-            "M\tsrc/a.rs\nA\tlogo.png\n",
-        );
-        assert_eq!(files[0]["path"], "src/a.rs");
-        assert_eq!(
-            (
-                files[0]["additions"].as_i64(),
-                files[0]["deletions"].as_i64()
-            ),
-            (Some(3), Some(1))
-        );
-        assert_eq!(files[1]["status"], "added");
-        assert!(
-            files[1]["additions"].is_null(),
-            "binary files have no line counts"
-        );
     }
 }
