@@ -163,6 +163,11 @@ pub(super) fn push_refused(branch: &str, stderr: &str) -> String {
             .nth(1)
             .filter(|f| f.contains(".github/workflows"))
             .unwrap_or("under .github/workflows");
+        if reason.contains("`workflows` permission") {
+            return format!(
+                "GitHub refused the push of {branch}: the agent changed the workflow file {file}, and the GitHub App drydock signs in with lacks the `workflows` permission (its owner can grant it); {kept}"
+            );
+        }
         return format!(
             "GitHub refused the push of {branch}: the agent changed the workflow file {file}, and your GitHub sign-in does not allow drydock to change workflows (the `workflow` scope). Sign out and sign in again to grant it, then send a follow-up; {kept}"
         );
@@ -203,6 +208,10 @@ mod push_refusal_tests {
         let text = push_refused("drydock/x", workflow);
         assert!(text.contains(".github/workflows/ci.yml"), "{text}");
         assert!(text.contains("sign in again"), "{text}");
+        let app = workflow
+            .replace("an OAuth App", "a GitHub App")
+            .replace("`workflow` scope", "`workflows` permission");
+        assert!(push_refused("drydock/x", &app).contains("lacks the `workflows` permission"));
         let moved = " ! [rejected]        refs/drydock/result -> drydock/x (fetch first)\nerror: failed to push some refs\n";
         assert!(push_refused("drydock/x", moved).contains("someone pushed to it"));
         let other = " ! [remote rejected] a -> b (pre-receive hook declined)\n";
