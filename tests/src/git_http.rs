@@ -422,6 +422,14 @@ pub fn create_empty_bare_repo(root: &Path, bare: &Path, default_branch: &str) {
         .arg(bare)
         .args(["config", "http.receivepack", "true"]);
     run_blocking(config, "config");
+    // Like GitHub, say nothing of an unborn HEAD: a clone of an empty repository then lands on
+    // the client's own default branch, and only the API tells the repository's.
+    let mut unborn = blocking_git(root);
+    unborn
+        .arg("-C")
+        .arg(bare)
+        .args(["config", "lsrefs.unborn", "ignore"]);
+    run_blocking(unborn, "config");
     let hook = bare.join("hooks").join("pre-receive");
     std::fs::create_dir_all(bare.join("hooks")).expect("hooks directory");
     std::fs::write(&hook, WORKFLOW_HOOK).expect("write hook");
