@@ -342,6 +342,15 @@ impl GithubStandIn {
         self.lock().token_lifetime = seconds;
     }
 
+    /// Mints a token for `login` with `scope` (comma-separated) without the OAuth dance, as the
+    /// token endpoint would (with `expires_in` and a refresh token when tokens expire, see
+    /// [`Self::set_token_lifetime`]); answers the token endpoint's JSON.
+    pub fn issue_token_with(&self, login: &str, scope: &str) -> Value {
+        let mut inner = self.lock();
+        assert!(inner.users.contains_key(login), "no stand-in user {login}");
+        inner.mint(login, scope)
+    }
+
     /// Makes every access token of `login` expire now, as if their lifetime had passed.
     pub fn expire_tokens_of(&self, login: &str) {
         let mut inner = self.lock();
