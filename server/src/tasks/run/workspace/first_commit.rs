@@ -1,6 +1,8 @@
 //! A repository without commits: the checkout is put on the default branch GitHub reports, where
 //! the turn's work becomes the first commit.
 
+use tracing::instrument;
+
 use super::Workspace;
 use crate::config::SecretString;
 use crate::tasks::git::HostGit;
@@ -12,6 +14,7 @@ impl TaskRunner {
     /// The workspace of a repository without commits: the checkout is put on the repository's
     /// default branch as GitHub reports it (not the host git's default), which becomes both the
     /// task's branch and its base; there is nothing to open a pull request against.
+    #[instrument(skip_all, fields(task_id = %cx.task.id))]
     pub(super) async fn first_commit_workspace(
         &self,
         cx: &mut TurnContext,
