@@ -10,8 +10,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, SecretString};
 
-/// Scopes drydock asks for: repositories (clone, push, pull requests) and the profile.
-pub const OAUTH_SCOPES: &str = "repo read:user user:email";
+/// Scopes drydock asks for: repositories (clone, push, pull requests), workflows (so an agent's
+/// change to `.github/workflows/*` can be pushed; GitHub refuses it otherwise) and the profile.
+pub const OAUTH_SCOPES: &str = "repo workflow read:user user:email";
 const HTTP_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// How a call to GitHub failed, in terms a person can act on.
@@ -210,20 +211,43 @@ impl Github {
         redirect_uri: &str,
         verifier: &str,
     ) -> Result<OAuthToken, GithubError> {
+        self.token_endpoint(&[
+            ("code", code),
+            ("redirect_uri", redirect_uri),
+            ("code_verifier", verifier),
+        ])
+        .await
+    }
+
+    /// Renews an expiring user token with its refresh token (GitHub's
+    /// `grant_type=refresh_token`, RFC 6749 §6); GitHub answers a new access token and a new
+    /// refresh token (the old refresh token is then spent).
+    ///
+    /// # Errors
+    /// [`GithubError::OAuth`] when GitHub refuses the refresh token (`bad_refresh_token`).
+    pub async fn refresh_token(&self, refresh: &SecretString) -> Result<OAuthToken, GithubError> {
+        self.token_endpoint(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh.expose()),
+        ])
+        .await
+    }
+
+    /// A call to `/login/oauth/access_token` with the app's credentials and `params`.
+    async fn token_endpoint(&self, params: &[(&str, &str)]) -> Result<OAuthToken, GithubError> {
         let (Some(client_id), Some(secret)) = (&self.client_id, &self.client_secret) else {
             return Err(GithubError::NotConfigured);
         };
+        let mut form = vec![
+            ("client_id", client_id.as_str()),
+            ("client_secret", secret.expose()),
+        ];
+        form.extend_from_slice(params);
         let response = self
             .http
             .post(format!("{}/login/oauth/access_token", self.web_url))
             .header(reqwest::header::ACCEPT, "application/json")
-            .form(&[
-                ("client_id", client_id.as_str()),
-                ("client_secret", secret.expose()),
-                ("code", code),
-                ("redirect_uri", redirect_uri),
-                ("code_verifier", verifier),
-            ])
+            .form(&form)
             .send()
             .await
             .map_err(|err| GithubError::Unreachable(describe_reqwest(&err)))?;
@@ -364,6 +388,47 @@ impl Github {
     }
 }
 
+impl Github {
+    /// The open pull request whose head is `head` (a branch of `repo`, `owner/name`): its URL
+    /// and number, or `None`.
+    pub async fn open_pull_for(
+        &self,
+        token: &SecretString,
+        repo: &str,
+        head: &str,
+    ) -> Result<Option<(String, i64)>, GithubError> {
+        #[derive(Serialize)]
+        struct Filter<'a> {
+            state: &'static str,
+            head: &'a str,
+        }
+        #[derive(Deserialize)]
+        struct Pull {
+            html_url: String,
+            number: i64,
+        }
+        let owner = repo.split('/').next().unwrap_or_default();
+        let api = self.as_user(token)?;
+        let pulls: Vec<Pull> = api
+            .get(
+                format!("/repos/{repo}/pulls"),
+                Some(&Filter {
+                    state: "open",
+                    head: &format!("{owner}:{head}"),
+                }),
+            )
+            .await
+            .map_err(map_octocrab)?;
+        Ok(pulls.into_iter().next().map(|p| (p.html_url, p.number)))
+    }
+}
+
+/// Whether GitHub refused to open a pull request because one is already open for its head (a 422
+/// "Validation Failed" whose error says "A pull request already exists for owner:branch.").
+pub fn is_pull_already_open(err: &GithubError) -> bool {
+    matches!(err, GithubError::Status { status: 422, message } if message.contains("already exists"))
+}
+
 fn serde_urlencoded_pairs(pairs: &[(&str, &str)]) -> String {
     use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
     pairs
@@ -389,10 +454,33 @@ fn map_octocrab(err: octocrab::Error) -> GithubError {
         octocrab::Error::GitHub { source, .. } => match source.status_code.as_u16() {
             401 => GithubError::Unauthorized,
             404 => GithubError::NotFound,
-            status => GithubError::Status {
-                status,
-                message: source.message.chars().take(300).collect(),
-            },
+            status => {
+                // A 422 says what was wrong in `errors` ("A pull request already exists for …").
+                let details: Vec<String> = source
+                    .errors
+                    .iter()
+                    .flatten()
+                    .filter_map(|e| match e {
+                        serde_json::Value::String(text) => Some(text.clone()),
+                        other => other["message"].as_str().map(str::to_owned).or_else(|| {
+                            Some(format!(
+                                "{} {}",
+                                other["field"].as_str()?,
+                                other["code"].as_str().unwrap_or("invalid")
+                            ))
+                        }),
+                    })
+                    .collect();
+                let message = if details.is_empty() {
+                    source.message.clone()
+                } else {
+                    format!("{}: {}", source.message, details.join("; "))
+                };
+                GithubError::Status {
+                    status,
+                    message: message.chars().take(300).collect(),
+                }
+            }
         },
         octocrab::Error::Serde { .. } | octocrab::Error::Json { .. } => {
             GithubError::Unreachable("GitHub answered something drydock could not read".into())

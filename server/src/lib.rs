@@ -102,11 +102,13 @@ async fn build_state(config: Config, bound: std::net::SocketAddr) -> anyhow::Res
     let public_url = config.public_url_for(bound);
     check_preview_host(config.preview_host.as_deref(), &public_url)?;
     let hub = Arc::new(tasks::EventHub::default());
+    let github_tokens = auth::GithubTokens::new(store.clone(), secrets.clone(), github.clone());
     let runner = tasks::TaskRunner::new(
         tasks::RunnerSettings::from_config(&config, instance_id(&config)?, public_url.clone()),
         store.clone(),
         secrets.clone(),
         github.clone(),
+        github_tokens.clone(),
         agents.clone(),
         hub.clone(),
     );
@@ -119,6 +121,7 @@ async fn build_state(config: Config, bound: std::net::SocketAddr) -> anyhow::Res
         hub,
         runner,
         github,
+        github_tokens,
         used_oauth_states: auth::UsedStates::default(),
         metrics: http::install_recorder(),
         preview_origin: tasks::preview::origin(config.preview_host.as_deref(), &public_url),

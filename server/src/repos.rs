@@ -44,18 +44,17 @@ pub struct RepoList {
     pub truncated: bool,
 }
 
-/// The user's GitHub token, opened.
+/// The user's GitHub token, opened (and renewed first when it expires within a minute).
 pub async fn github_token(state: &AppState, user_id: &str) -> Result<SecretString, AppError> {
-    let account = state
-        .store
-        .get_github_account(user_id)
-        .await?
-        .ok_or_else(|| {
-            AppError::SignInAgain("drydock has no GitHub token for you; sign in again".into())
-        })?;
-    Ok(SecretString::new(
-        state.secrets.open_str(&account.access_token_enc)?,
-    ))
+    use crate::auth::TokenError;
+    state
+        .github_tokens
+        .current(user_id)
+        .await
+        .map_err(|err| match err {
+            TokenError::Store => AppError::internal("could not read the GitHub sign-in"),
+            other => AppError::SignInAgain(other.to_string()),
+        })
 }
 
 /// Lists the signed-in user's repositories.

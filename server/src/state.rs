@@ -32,6 +32,8 @@ pub struct Services {
     pub providers: Vec<String>,
     /// GitHub, for sign-in and the user's repositories.
     pub github: Github,
+    /// The users' GitHub tokens, renewed when they expire.
+    pub github_tokens: crate::auth::GithubTokens,
     /// OAuth states already used in a callback.
     pub used_oauth_states: UsedStates,
     /// Live fan-out of task events and status changes.

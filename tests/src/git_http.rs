@@ -84,11 +84,161 @@ pub fn bare_path(root: &Path, owner: &str, name: &str) -> PathBuf {
 
 /// Runs `git http-backend` for one request and streams its answer back.
 ///
-/// `root` holds the bare repositories; `remote_user` is the authenticated login, if any.
+/// `root` holds the bare repositories; `remote_user` is the authenticated login, if any;
+/// `workflow` says whether their token may add or change workflow files (a push that does
+/// without it is refused as GitHub refuses it, see [`WORKFLOW_HOOK`]).
 pub async fn serve(
     root: &Path,
     path: &GitPath,
     remote_user: Option<&str>,
+    workflow: bool,
+    req: Request,
+) -> Response {
+    let receive = path.rest == "git-receive-pack";
+    let response = run_backend(root, path, remote_user, workflow, req).await;
+    if !receive {
+        return response;
+    }
+    // The report of a push is small: read it whole to put GitHub's reason in it.
+    let (parts, body) = response.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, 16 * 1024 * 1024).await else {
+        return (
+            StatusCode::BAD_GATEWAY,
+            "git http-backend answer unreadable\n",
+        )
+            .into_response();
+    };
+    Response::from_parts(parts, Body::from(explain_refusals(&bytes)))
+}
+
+/// The `pre-receive` hook of every stand-in repository: GitHub refuses a push that adds or
+/// changes a file under `.github/workflows/` unless the token has the `workflow` scope. A hook
+/// can only make git report "pre-receive hook declined", so it names the ref and the file on a
+/// marked line, which [`explain_refusals`] turns into GitHub's words.
+pub const WORKFLOW_HOOK: &str = r#"#!/bin/sh
+[ "$STANDIN_WORKFLOW_SCOPE" = yes ] && exit 0
+zero=0000000000000000000000000000000000000000
+status=0
+while read old new ref; do
+  [ "$new" = "$zero" ] && continue
+  file=$(git log --format= --name-only "$new" --not --all -- .github/workflows | head -n 1)
+  if [ -n "$file" ]; then
+    echo "STANDIN-WORKFLOW-REFUSAL $ref $file" >&2
+    status=1
+  fi
+done
+exit $status
+"#;
+
+const REFUSAL_MARK: &str = "STANDIN-WORKFLOW-REFUSAL ";
+
+fn pkt(payload: &[u8]) -> Vec<u8> {
+    let mut out = format!("{:04x}", payload.len() + 4).into_bytes();
+    out.extend_from_slice(payload);
+    out
+}
+
+/// Splits pkt-lines: each payload, `None` for a flush (or other special) packet.
+fn pkt_lines(mut data: &[u8]) -> Vec<Option<Vec<u8>>> {
+    let mut out = Vec::new();
+    while data.len() >= 4 {
+        let Some(len) = std::str::from_utf8(&data[..4])
+            .ok()
+            .and_then(|h| usize::from_str_radix(h, 16).ok())
+        else {
+            break;
+        };
+        if len < 4 {
+            out.push(None);
+            data = &data[4..];
+            continue;
+        }
+        if data.len() < len {
+            break;
+        }
+        out.push(Some(data[4..len].to_vec()));
+        data = &data[len..];
+    }
+    out
+}
+
+/// Rewrites a receive-pack answer (side-band-64k with report-status inside band 1) so that a ref
+/// the workflow hook refused reports GitHub's reason instead of "pre-receive hook declined", and
+/// drops the hook's marked lines from the progress band.
+fn explain_refusals(body: &[u8]) -> Vec<u8> {
+    let packets = pkt_lines(body);
+    let sideband = packets
+        .iter()
+        .flatten()
+        .all(|p| matches!(p.first(), Some(1..=3)));
+    if !sideband || !String::from_utf8_lossy(body).contains(REFUSAL_MARK) {
+        return body.to_vec();
+    }
+    let (mut report, mut progress) = (Vec::new(), String::new());
+    let mut other = Vec::new();
+    for payload in packets.into_iter().flatten() {
+        match payload.first() {
+            Some(1) => report.extend_from_slice(&payload[1..]),
+            Some(2) => progress.push_str(&String::from_utf8_lossy(&payload[1..])),
+            _ => other.push(payload),
+        }
+    }
+    let mut files = std::collections::HashMap::new();
+    let mut kept = String::new();
+    for line in progress.split_inclusive('\n') {
+        match line.trim_end().strip_prefix(REFUSAL_MARK) {
+            Some(rest) => {
+                if let Some((refname, file)) = rest.split_once(' ') {
+                    files.insert(refname.to_owned(), file.to_owned());
+                }
+            }
+            None => kept.push_str(line),
+        }
+    }
+    let mut status = Vec::new();
+    for line in pkt_lines(&report) {
+        let Some(line) = line else {
+            status.extend_from_slice(b"0000");
+            continue;
+        };
+        let text = String::from_utf8_lossy(&line).into_owned();
+        let refused = text
+            .strip_prefix("ng ")
+            .and_then(|rest| rest.split_once(' '))
+            .and_then(|(refname, _)| Some((refname, files.get(refname)?)));
+        match refused {
+            Some((refname, file)) => status.extend(pkt(
+                format!(
+                    "ng {refname} refusing to allow an OAuth App to create or update workflow `{file}` without `workflow` scope\n"
+                )
+                .as_bytes(),
+            )),
+            None => status.extend(pkt(&line)),
+        }
+    }
+    let mut out = Vec::new();
+    if !kept.is_empty() {
+        let mut band = vec![2u8];
+        band.extend_from_slice(kept.as_bytes());
+        out.extend(pkt(&band));
+    }
+    for chunk in status.chunks(65_000) {
+        let mut band = vec![1u8];
+        band.extend_from_slice(chunk);
+        out.extend(pkt(&band));
+    }
+    for payload in other {
+        out.extend(pkt(&payload));
+    }
+    out.extend_from_slice(b"0000");
+    out
+}
+
+async fn run_backend(
+    root: &Path,
+    path: &GitPath,
+    remote_user: Option<&str>,
+    workflow: bool,
     req: Request,
 ) -> Response {
     let (parts, body) = req.into_parts();
@@ -130,6 +280,10 @@ pub async fn serve(
     if let Some(user) = remote_user {
         cmd.env("REMOTE_USER", user);
     }
+    cmd.env(
+        "STANDIN_WORKFLOW_SCOPE",
+        if workflow { "yes" } else { "no" },
+    );
     cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -249,14 +403,9 @@ fn run_blocking(mut cmd: std::process::Command, what: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
-/// Makes a bare repository at `bare` (push enabled) whose `default_branch` holds one commit with
-/// `files` (path, contents), made by a fixed author at a fixed date.
-pub fn create_bare_repo(
-    root: &Path,
-    bare: &Path,
-    files: &[(&str, &str)],
-    default_branch: &str,
-) -> String {
+/// Makes a bare repository at `bare` (push enabled, with [`WORKFLOW_HOOK`]) whose HEAD names
+/// `default_branch` and which has no commits.
+pub fn create_empty_bare_repo(root: &Path, bare: &Path, default_branch: &str) {
     assert!(
         !bare.exists(),
         "repository {} already exists",
@@ -273,6 +422,42 @@ pub fn create_bare_repo(
         .arg(bare)
         .args(["config", "http.receivepack", "true"]);
     run_blocking(config, "config");
+    // Like GitHub, say nothing of an unborn HEAD: a clone of an empty repository then lands on
+    // the client's own default branch, and only the API tells the repository's.
+    let mut unborn = blocking_git(root);
+    unborn
+        .arg("-C")
+        .arg(bare)
+        .args(["config", "lsrefs.unborn", "ignore"]);
+    run_blocking(unborn, "config");
+    let hook = bare.join("hooks").join("pre-receive");
+    std::fs::create_dir_all(bare.join("hooks")).expect("hooks directory");
+    std::fs::write(&hook, WORKFLOW_HOOK).expect("write hook");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).expect("chmod hook");
+}
+
+/// Makes a bare repository at `bare` (push enabled) whose `default_branch` holds one commit with
+/// `files` (path, contents), made by a fixed author at a fixed date.
+pub fn create_bare_repo(
+    root: &Path,
+    bare: &Path,
+    files: &[(&str, &str)],
+    default_branch: &str,
+) -> String {
+    create_bare_repo_with_gitlinks(root, bare, files, &[], default_branch)
+}
+
+/// [`create_bare_repo`], with submodule entries (`gitlinks`: path and commit) besides the files
+/// (a `.gitmodules` among the files names where they come from).
+pub fn create_bare_repo_with_gitlinks(
+    root: &Path,
+    bare: &Path,
+    files: &[(&str, &str)],
+    gitlinks: &[(&str, &str)],
+    default_branch: &str,
+) -> String {
+    create_empty_bare_repo(root, bare, default_branch);
 
     let work = tempfile::tempdir().expect("work directory");
     let mut init = blocking_git(root);
@@ -289,6 +474,16 @@ pub fn create_bare_repo(
     let mut add = blocking_git(root);
     add.arg("-C").arg(work.path()).args(["add", "-A"]);
     run_blocking(add, "add");
+    for (path, sha) in gitlinks {
+        let mut link = blocking_git(root);
+        link.arg("-C").arg(work.path()).args([
+            "update-index",
+            "--add",
+            "--cacheinfo",
+            &format!("160000,{sha},{path}"),
+        ]);
+        run_blocking(link, "update-index");
+    }
     let mut commit = blocking_git(root);
     commit.arg("-C").arg(work.path()).args([
         "commit",

@@ -3,6 +3,11 @@
 //! errors), the REST endpoints `/user`, `/user/emails`, `/user/repos` with `Link` paging,
 //! `/repos/{owner}/{repo}` and its pull requests, served under `/api/v3` as GitHub Enterprise
 //! Server does, and git over smart HTTP at `/{owner}/{repo}.git` (see [`crate::git_http`]).
+//!
+//! Tokens carry the scopes asked for at authorization; a push that adds or changes a file under
+//! `.github/workflows/` without the `workflow` scope is refused with GitHub's words. Tokens can be
+//! made to expire (as GitHub App user tokens do, with a one-time refresh token renewed through
+//! `grant_type=refresh_token`).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -46,6 +51,8 @@ pub struct FakeUser {
 #[derive(Debug, Clone)]
 struct PendingCode {
     login: String,
+    /// Scopes asked for, comma-separated as GitHub reports them.
+    scope: String,
     challenge: String,
     redirect_uri: String,
 }
@@ -57,6 +64,23 @@ struct Inner {
     approve_as: Option<String>,
     codes: HashMap<String, PendingCode>,
     tokens: HashMap<String, String>,
+    /// Scopes of each token, comma-separated.
+    token_scopes: HashMap<String, String>,
+    /// When each expiring token stops working (unix seconds).
+    token_expiry: HashMap<String, i64>,
+    /// Lifetime of the tokens issued, in seconds; `None`: OAuth app tokens that never expire.
+    token_lifetime: Option<i64>,
+    /// Unspent refresh tokens and whose they are.
+    refresh_tokens: HashMap<String, String>,
+    /// How many times a token was refreshed.
+    refreshes: usize,
+    /// Smart-HTTP requests received: the path and whether they carried credentials.
+    git_requests: Vec<(String, bool)>,
+    /// Scopes granted whatever is asked (a token from before drydock asked for more).
+    granted_scopes: Option<String>,
+    /// The next pull request is created but its answer is a 502, as when GitHub's response is
+    /// lost on the way.
+    lose_next_pull_answer: bool,
     authorize_queries: Vec<HashMap<String, String>>,
     corrupt_next_challenge: bool,
     /// Repositories with real git behind them, by `owner/name`.
@@ -95,6 +119,38 @@ struct StoredPull {
 }
 
 impl Inner {
+    /// The owner of a token that still works (known, not expired).
+    fn live_login(&self, token: &str) -> Option<&String> {
+        let expired = self
+            .token_expiry
+            .get(token)
+            .is_some_and(|at| *at <= chrono::Utc::now().timestamp());
+        if expired {
+            return None;
+        }
+        self.tokens.get(token)
+    }
+
+    /// Mints an access token for `login` with `scope`; answers the token endpoint's JSON.
+    fn mint(&mut self, login: &str, scope: &str) -> Value {
+        let Some(lifetime) = self.token_lifetime else {
+            let token = random("gho_");
+            self.tokens.insert(token.clone(), login.into());
+            self.token_scopes.insert(token.clone(), scope.into());
+            return json!({"access_token": token, "token_type": "bearer", "scope": scope});
+        };
+        let token = random("ghu_");
+        let refresh = random("ghr_");
+        self.tokens.insert(token.clone(), login.into());
+        self.token_scopes.insert(token.clone(), scope.into());
+        self.token_expiry
+            .insert(token.clone(), chrono::Utc::now().timestamp() + lifetime);
+        self.refresh_tokens.insert(refresh.clone(), login.into());
+        json!({"access_token": token, "token_type": "bearer", "scope": scope,
+            "expires_in": lifetime, "refresh_token": refresh,
+            "refresh_token_expires_in": 15_897_600})
+    }
+
     fn next_id(&mut self) -> i64 {
         self.next_id += 1;
         self.next_id
@@ -280,6 +336,62 @@ impl GithubStandIn {
         self.lock().tokens.keys().cloned().collect()
     }
 
+    /// Makes the tokens issued from now on expire after `seconds` with a refresh token, as GitHub
+    /// App user tokens do (`None`: OAuth app tokens that never expire).
+    pub fn set_token_lifetime(&self, seconds: Option<i64>) {
+        self.lock().token_lifetime = seconds;
+    }
+
+    /// Mints a token for `login` with `scope` (comma-separated) without the OAuth dance, as the
+    /// token endpoint would (with `expires_in` and a refresh token when tokens expire, see
+    /// [`Self::set_token_lifetime`]); answers the token endpoint's JSON.
+    pub fn issue_token_with(&self, login: &str, scope: &str) -> Value {
+        let mut inner = self.lock();
+        assert!(inner.users.contains_key(login), "no stand-in user {login}");
+        inner.mint(login, scope)
+    }
+
+    /// Makes every access token of `login` expire now, as if their lifetime had passed.
+    pub fn expire_tokens_of(&self, login: &str) {
+        let mut inner = self.lock();
+        let now = chrono::Utc::now().timestamp();
+        let theirs: Vec<String> = inner
+            .tokens
+            .iter()
+            .filter(|(_, owner)| *owner == login)
+            .map(|(token, _)| token.clone())
+            .collect();
+        for token in theirs {
+            inner.token_expiry.insert(token, now);
+        }
+    }
+
+    /// Grants only `scopes` (comma-separated) at the next authorizations, whatever drydock asks
+    /// for, like a token issued before drydock asked for more (`None`: what is asked).
+    pub fn grant_only(&self, scopes: Option<&str>) {
+        self.lock().granted_scopes = scopes.map(str::to_owned);
+    }
+
+    /// Creates the next pull request but answers 502, as when GitHub's answer is lost.
+    pub fn lose_next_pull_answer(&self) {
+        self.lock().lose_next_pull_answer = true;
+    }
+
+    /// Spends every refresh token of `login` (as when they are revoked or expire).
+    pub fn revoke_refresh_tokens_of(&self, login: &str) {
+        self.lock().refresh_tokens.retain(|_, owner| owner != login);
+    }
+
+    /// How many times a token was refreshed.
+    pub fn refresh_count(&self) -> usize {
+        self.lock().refreshes
+    }
+
+    /// The smart-HTTP requests received so far: path and whether they carried credentials.
+    pub fn git_requests(&self) -> Vec<(String, bool)> {
+        self.lock().git_requests.clone()
+    }
+
     /// Revokes every token of a user (as when they revoke the app on GitHub).
     pub fn revoke_tokens_of(&self, login: &str) {
         self.lock().tokens.retain(|_, owner| owner != login);
@@ -296,6 +408,9 @@ impl GithubStandIn {
         assert!(inner.users.contains_key(login), "no stand-in user {login}");
         let token = random("gho_");
         inner.tokens.insert(token.clone(), login.into());
+        inner
+            .token_scopes
+            .insert(token.clone(), "repo,workflow,read:user,user:email".into());
         token
     }
 
@@ -309,6 +424,40 @@ impl GithubStandIn {
         files: &[(&str, &str)],
         default_branch: &str,
     ) -> String {
+        self.create_repo_with_submodules(owner, name, files, &[], default_branch)
+    }
+
+    /// [`Self::create_repo`] with submodules: `gitlinks` are (path, commit) entries, and a
+    /// `.gitmodules` among `files` says where each comes from.
+    pub fn create_repo_with_submodules(
+        &self,
+        owner: &str,
+        name: &str,
+        files: &[(&str, &str)],
+        gitlinks: &[(&str, &str)],
+        default_branch: &str,
+    ) -> String {
+        let bare = self.register_repo(owner, name, default_branch);
+        git_http::create_bare_repo_with_gitlinks(
+            self.git_root.path(),
+            &bare,
+            files,
+            gitlinks,
+            default_branch,
+        )
+    }
+
+    /// Creates the private repository `owner/name` with no commits at all, as GitHub makes it
+    /// when created without a README; `default_branch` is what the API reports and what HEAD
+    /// names.
+    pub fn create_empty_repo(&self, owner: &str, name: &str, default_branch: &str) {
+        let bare = self.register_repo(owner, name, default_branch);
+        git_http::create_empty_bare_repo(self.git_root.path(), &bare, default_branch);
+    }
+
+    /// Lists `owner/name` as hosted (private, first among `owner`'s repositories); answers where
+    /// its bare repository goes.
+    fn register_repo(&self, owner: &str, name: &str, default_branch: &str) -> PathBuf {
         let full = format!("{owner}/{name}");
         assert!(
             self.lock().users.contains_key(owner),
@@ -317,12 +466,6 @@ impl GithubStandIn {
         assert!(
             GitPath::parse(&format!("/{full}.git/info/refs")).is_some(),
             "unusable repository name {full}"
-        );
-        let sha = git_http::create_bare_repo(
-            self.git_root.path(),
-            &self.repo_path(owner, name),
-            files,
-            default_branch,
         );
         let mut inner = self.lock();
         let id = inner.next_id();
@@ -340,7 +483,7 @@ impl GithubStandIn {
             user.repos.retain(|r| r != &full);
             user.repos.insert(0, full);
         }
-        sha
+        self.repo_path(owner, name)
     }
 
     /// Makes a repository made by [`Self::create_repo`] public or private again.
@@ -441,10 +584,17 @@ async fn authorize(State(s): State<Shared>, Query(q): Query<HashMap<String, Stri
         challenge = "not-the-challenge".into();
     }
     let code = random("");
+    // GitHub grants the scopes asked for and reports them comma-separated.
+    let scope = inner.granted_scopes.clone().unwrap_or_else(|| {
+        q.get("scope")
+            .map(|s| s.split_whitespace().collect::<Vec<_>>().join(","))
+            .unwrap_or_default()
+    });
     inner.codes.insert(
         code.clone(),
         PendingCode {
             login,
+            scope,
             challenge,
             redirect_uri: redirect_uri.clone(),
         },
@@ -456,7 +606,9 @@ async fn authorize(State(s): State<Shared>, Query(q): Query<HashMap<String, Stri
 struct TokenForm {
     client_id: String,
     client_secret: String,
-    code: String,
+    code: Option<String>,
+    grant_type: Option<String>,
+    refresh_token: Option<String>,
     redirect_uri: Option<String>,
     code_verifier: Option<String>,
 }
@@ -467,8 +619,23 @@ async fn access_token(State(s): State<Shared>, Form(form): Form<TokenForm>) -> J
         return Json(json!({"error": "incorrect_client_credentials",
             "error_description": "The client_id and/or client_secret passed are incorrect."}));
     }
+    if form.grant_type.as_deref() == Some("refresh_token") {
+        // Refresh tokens are one-time: spent on use.
+        let owner = form
+            .refresh_token
+            .as_deref()
+            .and_then(|t| inner.refresh_tokens.remove(t));
+        let Some(login) = owner else {
+            return Json(json!({"error": "bad_refresh_token",
+                "error_description": "The refresh token passed is incorrect or expired.",
+                "error_uri": "https://docs.github.com/apps/managing-oauth-apps/troubleshooting-oauth-app-access-token-request-errors/#bad-refresh-token"}));
+        };
+        inner.refreshes += 1;
+        return Json(inner.mint(&login, ""));
+    }
     // Codes are one-time: removed on first use, whatever the outcome.
-    let Some(pending) = inner.codes.remove(&form.code) else {
+    let code = form.code.unwrap_or_default();
+    let Some(pending) = inner.codes.remove(&code) else {
         return Json(json!({"error": "bad_verification_code",
             "error_description": "The code passed is incorrect or expired."}));
     };
@@ -486,11 +653,7 @@ async fn access_token(State(s): State<Shared>, Form(form): Form<TokenForm>) -> J
         return Json(json!({"error": "redirect_uri_mismatch",
             "error_description": "The redirect_uri MUST match the registered callback URL for this application."}));
     }
-    let token = random("gho_");
-    inner.tokens.insert(token.clone(), pending.login);
-    Json(
-        json!({"access_token": token, "token_type": "bearer", "scope": "repo,read:user,user:email"}),
-    )
+    Json(inner.mint(&pending.login, &pending.scope))
 }
 
 fn bad_credentials() -> Response {
@@ -507,7 +670,7 @@ fn authed(s: &Shared, headers: &HeaderMap) -> Option<FakeUser> {
         .strip_prefix("Bearer ")
         .or_else(|| value.strip_prefix("token "))?;
     let inner = s.inner.lock().ok()?;
-    let login = inner.tokens.get(token)?;
+    let login = inner.live_login(token)?;
     inner.users.get(login).cloned()
 }
 
@@ -908,6 +1071,13 @@ async fn create_pull(
     };
     let value = pull_json(&s.url, &inner, &pr, &head_sha, &base_sha);
     inner.pulls.push(pr);
+    if std::mem::take(&mut inner.lose_next_pull_answer) {
+        return (
+            StatusCode::BAD_GATEWAY,
+            Json(json!({"message": "Server Error"})),
+        )
+            .into_response();
+    }
     let location = value["url"].as_str().unwrap_or_default().to_owned();
     let mut response = (StatusCode::CREATED, Json(value)).into_response();
     if let Ok(location) = location.parse() {
@@ -1084,7 +1254,11 @@ async fn update_pull(
 enum GitCaller {
     Anonymous,
     Invalid,
-    User(String),
+    User {
+        login: String,
+        /// The token may add or change workflow files.
+        workflow: bool,
+    },
 }
 
 /// HTTP Basic as GitHub takes it for git: the token as password (any username, usually
@@ -1109,13 +1283,22 @@ fn git_caller(s: &Shared, headers: &HeaderMap) -> GitCaller {
     };
     let (user, password) = decoded.split_once(':').unwrap_or((&decoded, ""));
     let inner = s.inner.lock().expect("state");
-    let login = inner.tokens.get(password).or_else(|| {
-        (password.is_empty() || password == "x-oauth-basic")
-            .then(|| inner.tokens.get(user))
-            .flatten()
-    });
+    let (token, login) = match inner.live_login(password) {
+        Some(login) => (password, Some(login)),
+        None if password.is_empty() || password == "x-oauth-basic" => {
+            (user, inner.live_login(user))
+        }
+        None => (password, None),
+    };
     match login {
-        Some(login) if inner.users.contains_key(login) => GitCaller::User(login.clone()),
+        Some(login) if inner.users.contains_key(login) => GitCaller::User {
+            login: login.clone(),
+            // Tokens minted without the OAuth flow, and GitHub App tokens, may change workflows.
+            workflow: inner
+                .token_scopes
+                .get(token)
+                .is_none_or(|s| s.is_empty() || s.split(',').any(|s| s == "workflow")),
+        },
         _ => GitCaller::Invalid,
     }
 }
@@ -1143,6 +1326,11 @@ async fn git_smart_http(State(s): State<Shared>, req: Request) -> Response {
         return git_text(StatusCode::NOT_FOUND, "Not Found");
     };
     let push = path.is_push(req.uri().query().unwrap_or(""));
+    s.inner.lock().expect("state").git_requests.push((
+        req.uri().path().to_owned(),
+        req.headers().contains_key(header::AUTHORIZATION),
+    ));
+    let mut workflow = false;
     let login = match git_caller(&s, req.headers()) {
         GitCaller::Invalid => {
             return git_text(
@@ -1151,7 +1339,13 @@ async fn git_smart_http(State(s): State<Shared>, req: Request) -> Response {
             );
         }
         GitCaller::Anonymous => None,
-        GitCaller::User(login) => Some(login),
+        GitCaller::User {
+            login,
+            workflow: may,
+        } => {
+            workflow = may;
+            Some(login)
+        }
     };
     let full = path.full_name();
     let perms = {
@@ -1183,5 +1377,5 @@ async fn git_smart_http(State(s): State<Shared>, req: Request) -> Response {
         }
         (Some(_), Some(Some(_))) => {}
     }
-    git_http::serve(&s.git_root, &path, login.as_deref(), req).await
+    git_http::serve(&s.git_root, &path, login.as_deref(), workflow, req).await
 }

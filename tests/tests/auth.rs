@@ -93,7 +93,7 @@ async fn happy_path_on(db: TestDb) {
     );
 
     let query = &env.gh.authorize_queries()[0];
-    assert_eq!(query["scope"], "repo read:user user:email");
+    assert_eq!(query["scope"], "repo workflow read:user user:email");
     assert_eq!(query["code_challenge_method"], "S256");
     assert_eq!(
         query["redirect_uri"],

@@ -577,3 +577,116 @@ async fn octocrab_reads_what_the_stand_in_answers() {
         other => panic!("unexpected {other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workflow_change_needs_the_workflow_scope_and_is_refused_in_githubs_words() {
+    let gh = standin().await;
+    let full = gh.issue_token_for("alice");
+    let limited = gh.issue_token_with("alice", "repo,read:user,user:email")["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let out = clone(&gh, dir.path(), &token_env(&limited)).await;
+    assert!(out.status.success());
+    let work = dir.path().join("work");
+    // Without workflow files, the limited token pushes.
+    commit_and_push(&work, "plain", &token_env(&limited)).await;
+
+    std::fs::create_dir_all(work.join(".github/workflows")).unwrap();
+    std::fs::write(work.join(".github/workflows/ci.yml"), "on: push\n").unwrap();
+    git_ok(&work, &["add", "-A"], &[]).await;
+    git_ok(&work, &["commit", "--quiet", "-m", "CI"], &[]).await;
+    let push = |token: String| {
+        let work = work.clone();
+        async move {
+            git(
+                &work,
+                &["push", "--quiet", "origin", "HEAD:refs/heads/ci"],
+                &token_env(&token),
+            )
+            .await
+        }
+    };
+    let refused = push(limited).await;
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("! [remote rejected] HEAD -> ci (refusing to allow an OAuth App to create or update workflow `.github/workflows/ci.yml` without `workflow` scope)"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("STANDIN"), "{stderr}");
+    assert!(
+        gh.pulls("alice", "proj").is_empty()
+            && drydock_tests::git_http::branch_sha_blocking(
+                dir.path(),
+                &gh.repo_path("alice", "proj"),
+                "ci"
+            )
+            .is_none()
+    );
+    let accepted = push(full).await;
+    assert!(
+        accepted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&accepted.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expiring_tokens_stop_working_and_refresh_tokens_renew_them_once() {
+    let gh = standin().await;
+    gh.set_token_lifetime(Some(28_800));
+    let issued = gh.issue_token_with("alice", "");
+    assert_eq!(issued["expires_in"], 28_800);
+    let access = issued["access_token"].as_str().unwrap().to_owned();
+    let refresh = issued["refresh_token"].as_str().unwrap().to_owned();
+    let http = reqwest::Client::new();
+    let user = |token: String| {
+        let http = http.clone();
+        let url = format!("{}/user", gh.api_url());
+        async move {
+            http.get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(user(access.clone()).await, StatusCode::OK);
+    gh.expire_tokens_of("alice");
+    assert_eq!(user(access.clone()).await, StatusCode::UNAUTHORIZED);
+    let dir = tempfile::tempdir().unwrap();
+    let out = clone(&gh, dir.path(), &token_env(&access)).await;
+    assert!(!out.status.success(), "git refuses an expired token too");
+
+    let renew = |refresh: String| {
+        let http = http.clone();
+        let url = format!("{}/login/oauth/access_token", gh.url);
+        async move {
+            http.post(url)
+                .header("accept", "application/json")
+                .form(&[
+                    ("client_id", drydock_tests::github::CLIENT_ID),
+                    ("client_secret", drydock_tests::github::CLIENT_SECRET),
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", refresh.as_str()),
+                ])
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let renewed = renew(refresh.clone()).await;
+    let new_access = renewed["access_token"].as_str().unwrap().to_owned();
+    assert!(new_access.starts_with("ghu_") && renewed["refresh_token"].is_string());
+    assert_eq!(user(new_access).await, StatusCode::OK);
+    // A refresh token is spent on use.
+    let again = renew(refresh).await;
+    assert_eq!(again["error"], "bad_refresh_token", "{again}");
+    assert_eq!(gh.refresh_count(), 1);
+}

@@ -216,7 +216,7 @@ async fn failures_are_explained() {
     assert_eq!(task["status"], "failed");
     let reason = task["status_reason"].as_str().unwrap();
     assert!(
-        reason.starts_with("cloning alice/demo failed") && reason.contains("no-such-branch"),
+        reason.starts_with("the base branch no-such-branch does not exist on alice/demo"),
         "{reason}"
     );
 

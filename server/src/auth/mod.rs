@@ -3,6 +3,7 @@
 pub mod cookies;
 mod csrf;
 mod session;
+pub mod tokens;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -23,6 +24,7 @@ use utoipa_axum::routes;
 use self::cookies::{OAUTH_COOKIE, OAUTH_TTL_S, OAuthClaims, SESSION_COOKIE, SessionClaims};
 pub use self::csrf::refuse_cross_site;
 pub use self::session::{AuthRejection, CurrentUser};
+pub use self::tokens::{GithubTokens, TokenError};
 use crate::config::SecretString;
 use crate::error::{AppError, ErrorBody};
 use crate::github::GithubError;

@@ -59,6 +59,7 @@
 mod engine;
 mod escapes;
 mod known;
+pub mod scan;
 mod secrets;
 mod shapes;
 mod stream;

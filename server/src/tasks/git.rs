@@ -1,6 +1,8 @@
 //! git on the host: clone, fetch the sandbox's bundle, inspect, push. The user's GitHub token
 //! reaches git only through the environment of the git process (`GIT_CONFIG_*` setting an
-//! `http.extraHeader`): never argv, a URL, `.git/config` or a file, and never the sandbox.
+//! `http.<GitHub URL>.extraHeader`): never argv, a URL, `.git/config` or a file, and never the
+//! sandbox. The header is scoped to the GitHub URL, so git never sends it to another host a
+//! repository names (a submodule, an LFS server, a redirect).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -35,6 +37,8 @@ impl GitOutput {
 /// git on the host for one task: a checkout directory and the credentials to reach GitHub.
 pub struct HostGit {
     dir: PathBuf,
+    /// `http.<GitHub URL>/.extraHeader`: the configuration key the header is set under.
+    header_key: String,
     auth_header: SecretString,
 }
 
@@ -47,13 +51,19 @@ impl std::fmt::Debug for HostGit {
 }
 
 impl HostGit {
-    /// git in `dir` authenticating as the owner of `token`.
-    pub fn new(dir: &Path, token: &SecretString) -> Self {
-        let basic = B64.encode(format!("x-access-token:{}", token.expose()));
+    /// git in `dir` authenticating as the owner of `token` to URLs under `github_url` (and to
+    /// no other).
+    pub fn new(dir: &Path, token: &SecretString, github_url: &str) -> Self {
         Self {
             dir: dir.to_owned(),
-            auth_header: SecretString::new(format!("Authorization: Basic {basic}")),
+            header_key: format!("http.{}/.extraHeader", github_url.trim_end_matches('/')),
+            auth_header: auth_header(token),
         }
+    }
+
+    /// Authenticates later commands with `token` (after a refresh).
+    pub fn set_token(&mut self, token: &SecretString) {
+        self.auth_header = auth_header(token);
     }
 
     /// The checkout.
@@ -74,7 +84,7 @@ impl HostGit {
             .env("GIT_TERMINAL_PROMPT", "0")
             .env("GIT_CONFIG_NOSYSTEM", "1")
             .env("GIT_CONFIG_COUNT", "1")
-            .env("GIT_CONFIG_KEY_0", "http.extraHeader")
+            .env("GIT_CONFIG_KEY_0", &self.header_key)
             .env("GIT_CONFIG_VALUE_0", self.auth_header.expose())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -93,6 +103,11 @@ impl HostGit {
             stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
         })
     }
+}
+
+fn auth_header(token: &SecretString) -> SecretString {
+    let basic = B64.encode(format!("x-access-token:{}", token.expose()));
+    SecretString::new(format!("Authorization: Basic {basic}"))
 }
 
 /// A branch name for a task: `drydock/<slug of the prompt>-<6 chars of the id>`.
@@ -123,7 +138,39 @@ pub fn branch_name(prompt: &str, task_id: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::branch_name;
+    use super::{HostGit, branch_name};
+    use crate::config::SecretString;
+
+    #[tokio::test]
+    async fn the_token_is_sent_to_the_github_url_only() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let git = HostGit::new(
+            dir.path(),
+            &SecretString::new("gho_example"),
+            "http://127.0.0.1:9/",
+        );
+        let header_for = |url: &'static str| {
+            let git = &git;
+            async move {
+                git.run(&["config", "--get-urlmatch", "http.extraHeader", url])
+                    .await
+                    .expect("git runs")
+                    .text()
+            }
+        };
+        assert!(
+            header_for("http://127.0.0.1:9/alice/demo.git")
+                .await
+                .starts_with("Authorization: Basic ")
+        );
+        for other in [
+            "http://127.0.0.1:10/alice/demo.git",
+            "https://127.0.0.1:9/alice/demo.git",
+            "http://lfs.example/alice/demo.git/info/lfs",
+        ] {
+            assert_eq!(header_for(other).await, "", "{other}");
+        }
+    }
 
     #[test]
     fn branch_names_are_slugs_with_the_task_id() {

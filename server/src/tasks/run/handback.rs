@@ -8,7 +8,7 @@ use tracing::instrument;
 
 use super::TaskRunner;
 use super::exec::run_captured;
-use super::outcome::{Outcome, StepResult, exit_outcome, last_line, sandbox_failed};
+use super::outcome::{Outcome, StepResult, exit_outcome, sandbox_failed};
 use super::prompt::{commit_message, noreply_email};
 use super::turn::TurnContext;
 use super::workspace::Workspace;
@@ -41,7 +41,7 @@ impl TaskRunner {
 
     /// Commits what the agent left uncommitted inside the sandbox, as the user (GitHub noreply
     /// address) with the turn's request as the message; answers the sandbox's HEAD when it moved
-    /// past `start_sha`.
+    /// past `start_sha` (empty for a repository without commits).
     #[instrument(skip_all, fields(task_id = %cx.task.id))]
     async fn commit_in_sandbox(
         &self,
@@ -65,17 +65,19 @@ impl TaskRunner {
             ),
             None => ("drydock".to_owned(), "drydock@localhost".to_owned()),
         };
-        let message = commit_message(
+        // The message is pushed to GitHub: it passes through the task's redaction, the request
+        // before its title is cut from it (so no cut leaves part of a token unrecognised).
+        let message = cx.redact(&commit_message(
             task,
-            &cx.message,
+            &cx.redact(&cx.message),
             &self.agent_name(task),
             &settings.public_url,
-        );
+        ));
         // Values travel as environment, never pasted into the script.
         let script = r#"git add -A && if ! git diff --cached --quiet; then git -c user.name="$DRYDOCK_NAME" -c user.email="$DRYDOCK_EMAIL" commit -q -F - <<DRYDOCK_EOF
 $DRYDOCK_MESSAGE
 DRYDOCK_EOF
-fi && git rev-parse HEAD"#;
+fi && { git rev-parse -q --verify HEAD || true; }"#;
         cx.line("command", "git add -A && git commit");
         let spec = ExecSpec::shell(script)
             .workdir("/workspace")
@@ -87,8 +89,10 @@ fi && git rev-parse HEAD"#;
         if !exit.success() {
             return Err(exit_outcome(&exit, "committing the changes", None));
         }
-        let head = last_line(&String::from_utf8_lossy(&stdout));
-        Ok((head != start_sha).then_some(head))
+        // No HEAD: a repository without commits where the agent changed nothing.
+        let stdout = String::from_utf8_lossy(&stdout);
+        let head = stdout.trim().lines().last().unwrap_or_default().trim();
+        Ok((!head.is_empty() && head != start_sha).then(|| head.to_owned()))
     }
 }
 

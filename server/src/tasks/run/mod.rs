@@ -36,6 +36,7 @@ use drydock_sandbox::{NetworkMode, SandboxDefaults, SandboxError, Sandboxes};
 use tokio_util::sync::CancellationToken;
 
 use super::hub::EventHub;
+use crate::auth::GithubTokens;
 use crate::github::Github;
 use crate::secrets::SecretBox;
 use crate::store::{NewEvent, Store};
@@ -62,6 +63,8 @@ struct Inner {
     store: Store,
     secrets: SecretBox,
     github: Github,
+    /// The users' GitHub tokens, renewed when they expire.
+    tokens: GithubTokens,
     agents: AgentRegistry,
     hub: Arc<EventHub>,
     sandboxes: tokio::sync::Mutex<Option<Sandboxes>>,
@@ -80,6 +83,7 @@ impl TaskRunner {
         store: Store,
         secrets: SecretBox,
         github: Github,
+        tokens: GithubTokens,
         agents: AgentRegistry,
         hub: Arc<EventHub>,
     ) -> Self {
@@ -89,6 +93,7 @@ impl TaskRunner {
                 store,
                 secrets,
                 github,
+                tokens,
                 agents,
                 hub,
                 sandboxes: tokio::sync::Mutex::new(None),

@@ -194,3 +194,76 @@ pub(super) fn human_duration(d: Duration) -> String {
         format!("{secs} s")
     }
 }
+
+/// Why GitHub refused a push, in words, from git's standard error: the `[remote rejected]` or
+/// `[rejected]` line's reason (a workflow file without the `workflow` scope, a protected branch,
+/// a branch that moved), or the HTTP refusal. Says that the work is kept in the task's diff.
+pub(super) fn push_refused(branch: &str, stderr: &str) -> String {
+    let kept = "the changes are kept in the task's diff";
+    let rejected = stderr
+        .lines()
+        .find(|l| l.contains("[remote rejected]") || l.contains("[rejected]"));
+    let reason = rejected
+        .and_then(|l| Some(&l[l.find(" (")? + 2..l.rfind(')')?]))
+        .unwrap_or_default();
+    if reason.contains("`workflow` scope") || reason.contains("`workflows` permission") {
+        let file = reason
+            .split('`')
+            .nth(1)
+            .filter(|f| f.contains(".github/workflows"))
+            .unwrap_or("under .github/workflows");
+        if reason.contains("`workflows` permission") {
+            return format!(
+                "GitHub refused the push of {branch}: the agent changed the workflow file {file}, and the GitHub App drydock signs in with lacks the `workflows` permission (its owner can grant it); {kept}"
+            );
+        }
+        return format!(
+            "GitHub refused the push of {branch}: the agent changed the workflow file {file}, and your GitHub sign-in does not allow drydock to change workflows (the `workflow` scope). Sign out and sign in again to grant it, then send a follow-up; {kept}"
+        );
+    }
+    if reason.contains("protected branch") {
+        return format!(
+            "GitHub refused the push: {branch} is a protected branch ({reason}); {kept}"
+        );
+    }
+    if reason.contains("fetch first") || reason.contains("non-fast-forward") {
+        return format!(
+            "GitHub refused the push: {branch} has commits drydock's work does not include (someone pushed to it meanwhile); {kept}"
+        );
+    }
+    if !reason.is_empty() {
+        return format!("GitHub refused the push of {branch}: {reason}; {kept}");
+    }
+    if stderr.contains("Permission to") || stderr.contains("returned error: 403") {
+        return format!(
+            "GitHub refused the push of {branch}: your account may not push to this repository; {kept}"
+        );
+    }
+    if stderr.contains("returned error: 401") || stderr.contains("Authentication failed") {
+        return format!(
+            "GitHub did not accept your sign-in for the push of {branch}; sign in again, then send a follow-up ({kept})"
+        );
+    }
+    format!("pushing {branch} failed: {}; {kept}", last_line(stderr))
+}
+
+#[cfg(test)]
+mod push_refusal_tests {
+    use super::push_refused;
+
+    #[test]
+    fn refusals_are_explained() {
+        let workflow = "To https://github.com/o/r.git\n ! [remote rejected] refs/drydock/result -> drydock/x (refusing to allow an OAuth App to create or update workflow `.github/workflows/ci.yml` without `workflow` scope)\nerror: failed to push some refs to 'https://github.com/o/r.git'\n";
+        let text = push_refused("drydock/x", workflow);
+        assert!(text.contains(".github/workflows/ci.yml"), "{text}");
+        assert!(text.contains("sign in again"), "{text}");
+        let app = workflow
+            .replace("an OAuth App", "a GitHub App")
+            .replace("`workflow` scope", "`workflows` permission");
+        assert!(push_refused("drydock/x", &app).contains("lacks the `workflows` permission"));
+        let moved = " ! [rejected]        refs/drydock/result -> drydock/x (fetch first)\nerror: failed to push some refs\n";
+        assert!(push_refused("drydock/x", moved).contains("someone pushed to it"));
+        let other = " ! [remote rejected] a -> b (pre-receive hook declined)\n";
+        assert!(push_refused("b", other).contains("pre-receive hook declined"));
+    }
+}

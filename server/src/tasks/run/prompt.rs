@@ -125,7 +125,7 @@ pub(super) fn commit_message(
 }
 
 /// The body of the task's pull request: a link to the task, the request quoted, and the agent's
-/// final reply (at most 4,000 characters); every part passes through `redact`.
+/// final reply (at most 4,000 characters); every part passes through `redact` before it is cut.
 pub(super) fn pr_body(
     task: &Task,
     public_url: &str,
@@ -138,11 +138,9 @@ pub(super) fn pr_body(
         redact(&task.prompt).replace('\n', "\n> ")
     );
     if let Some(message) = reply {
-        let summary: String = message.chars().take(4000).collect();
-        body.push_str(&format!(
-            "\n### Summary from the agent\n\n{}\n",
-            redact(&summary)
-        ));
+        // Redacted before it is cut, so no cut leaves part of a token unrecognised.
+        let summary: String = redact(message).chars().take(4000).collect();
+        body.push_str(&format!("\n### Summary from the agent\n\n{summary}\n"));
     }
     body
 }

@@ -11,29 +11,38 @@ use crate::config::SecretString;
 
 impl TaskRunner {
     /// Stores the diff, checks for secrets, pushes, and opens the pull request when the task asks
-    /// for one and has none yet; answers the turn's outcome.
+    /// for one and has none yet; answers the turn's outcome. The GitHub token is renewed first
+    /// when it expires within a minute; what drydock writes to GitHub (the pull request's title
+    /// and body) passes through the task's redaction.
     pub(super) async fn publish(
         &self,
         cx: &mut TurnContext,
-        workspace: &Workspace,
+        workspace: &mut Workspace,
         commit_sha: &str,
         reply: Option<&str>,
-        token: &SecretString,
     ) -> StepResult<Outcome> {
         self.save_diff(cx, workspace).await;
         workspace.refuse_secrets(&cx.secret_values).await?;
+        self.fresh_token(cx, workspace).await?;
         workspace.push(cx).await?;
-        let branch = &workspace.branch;
+        let branch = workspace.branch.clone();
         let short = &commit_sha[..commit_sha.len().min(12)];
         let mut outcome = Outcome::ended("succeeded", format!("pushed {branch} ({short})"));
         outcome.commit_sha = Some(commit_sha.to_owned());
         let task = &cx.task;
-        if let Some(number) = task.pr_number {
+        if workspace.on_base_branch() {
+            if task.create_pr && !workspace.branch_existed {
+                outcome.reason = format!(
+                    "the repository had no commits: pushed its first commit ({short}) to {branch}, its default branch; there was no base to open a pull request against"
+                );
+            }
+        } else if let Some(number) = task.pr_number {
             // Pushing to the branch updated the pull request.
             outcome.reason = format!("pushed {short} to pull request #{number}");
         } else if task.create_pr {
             cx.say("info", "Opening a pull request").await;
-            let title = title_of(&cx.task.prompt);
+            let token = self.fresh_token(cx, workspace).await?;
+            let title = title_of(&cx.redact(&cx.task.prompt));
             let body = pr_body(
                 &cx.task,
                 &self.inner.settings.public_url,
@@ -41,11 +50,17 @@ impl TaskRunner {
                 |text: &str| cx.redact(text),
             );
             match workspace
-                .open_pull_request(&self.inner.github, token, &title, &body)
+                .open_pull_request(&self.inner.github, &token, &title, &body)
                 .await
             {
-                Ok((url, number)) => {
-                    outcome.reason = format!("opened pull request #{number}");
+                Ok((url, number, already)) => {
+                    outcome.reason = if already {
+                        format!(
+                            "pushed {short} to pull request #{number}, which was already open for {branch}"
+                        )
+                    } else {
+                        format!("opened pull request #{number}")
+                    };
                     outcome.pr = Some((url, number));
                 }
                 Err(err) => {
@@ -58,12 +73,31 @@ impl TaskRunner {
         Ok(outcome)
     }
 
+    /// The user's GitHub token for the next call, renewed when it expires within a minute; a
+    /// renewed token is given to the workspace's git and to the secret check.
+    async fn fresh_token(
+        &self,
+        cx: &mut TurnContext,
+        workspace: &mut Workspace,
+    ) -> StepResult<SecretString> {
+        let token = self.github_token(&cx.task).await?;
+        if !cx
+            .secret_values
+            .iter()
+            .any(|known| known.expose() == token.expose())
+        {
+            workspace.set_token(&token);
+            cx.secret_values.push(token.clone());
+        }
+        Ok(token)
+    }
+
     /// Stores the redacted diff of the whole task (from where its first turn started), for
     /// `GET /api/tasks/{id}/diff`.
     async fn save_diff(&self, cx: &TurnContext, workspace: &Workspace) {
         let base = match (&cx.task.base_sha, workspace.branch_existed) {
             (Some(base), true) => base.as_str(),
-            _ => workspace.start_sha.as_str(),
+            _ => workspace.diff_base(),
         };
         let Some((files, patch)) = workspace.diff_since(base).await else {
             return;

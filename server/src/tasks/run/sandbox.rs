@@ -45,7 +45,8 @@ impl TaskRunner {
     }
 
     /// Takes over the kept sandbox for a follow-up when its working tree is where the branch is
-    /// on GitHub; otherwise removes it (a fresh one is then made from the branch).
+    /// on GitHub, or builds on it (work an earlier push could not deliver); otherwise removes it
+    /// (a fresh one is then made from the branch).
     async fn continue_in(
         &self,
         cx: &mut TurnContext,
@@ -57,6 +58,29 @@ impl TaskRunner {
         let (_, head, _) = run_captured(&sandbox, &spec).await?;
         if String::from_utf8_lossy(&head).trim() == workspace.start_sha {
             cx.say("info", "Continuing in the task's sandbox").await;
+            return Ok(Some(sandbox));
+        }
+        // A turn whose push GitHub refused left its work only here: when that work builds on
+        // where the branch is on GitHub, the follow-up continues with it (and pushes it too).
+        let descends = if workspace.start_sha.is_empty() {
+            true
+        } else {
+            let spec = ExecSpec::new([
+                "git",
+                "merge-base",
+                "--is-ancestor",
+                &workspace.start_sha,
+                "HEAD",
+            ])
+            .workdir("/workspace");
+            run_captured(&sandbox, &spec).await?.0.success()
+        };
+        if descends {
+            cx.say(
+                "info",
+                "Continuing in the task's sandbox, which holds work not yet on GitHub",
+            )
+            .await;
             return Ok(Some(sandbox));
         }
         cx.say(

@@ -122,13 +122,13 @@ impl TaskRunner {
             );
             cx.say("info", &text).await;
         }
-        let workspace = self.prepare_workspace(cx, &token).await?;
+        let mut workspace = self.prepare_workspace(cx, &token).await?;
         let sandbox = self.start_sandbox(cx, &workspace, &mut launch).await?;
         let reply = self.run_agent(cx, &sandbox, &launch).await?;
         let Some(work) = self.hand_back(cx, &sandbox, &workspace).await? else {
             return Ok(Outcome::no_changes(cx.follow_up()));
         };
-        self.publish(cx, &workspace, &work, reply.as_deref(), &token)
+        self.publish(cx, &mut workspace, &work, reply.as_deref())
             .await
     }
 

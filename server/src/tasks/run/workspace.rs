@@ -1,20 +1,24 @@
 //! The host workspace of a turn: everything the host does with git and GitHub for it — reading
-//! the user's GitHub token, cloning, importing the sandbox's bundle with the fast-forward check,
-//! diffing, the secret check before a push, pushing, and opening the pull request. The token
-//! stays on the host (see `tasks::git`).
+//! the user's GitHub token (renewed when it expires), cloning (a repository without commits in
+//! [`first_commit`], submodules and LFS content in [`submodules`]), importing the sandbox's bundle
+//! with the fast-forward check, diffing ([`diff`]), the secret check before a push
+//! ([`secret_check`]), pushing, and opening the pull request (or finding the one already open).
+//! The token stays on the host (see `tasks::git`).
 
-use std::collections::HashMap;
+mod diff;
+mod first_commit;
+mod secret_check;
+mod submodules;
+
 use std::path::{Path, PathBuf};
 
-use base64::Engine;
-use base64::engine::general_purpose::{STANDARD as B64, URL_SAFE_NO_PAD};
 use tracing::instrument;
 
 use super::TaskRunner;
-use super::outcome::{Outcome, StepResult, last_line};
+use super::outcome::{Outcome, StepResult, last_line, push_refused};
 use super::turn::TurnContext;
 use crate::config::SecretString;
-use crate::github::{Github, GithubError};
+use crate::github::{Github, GithubError, is_pull_already_open};
 use crate::store::Task;
 use crate::tasks::git::{HostGit, branch_name};
 
@@ -28,8 +32,11 @@ pub(super) struct Workspace {
     repo: String,
     /// Branch the task started from.
     pub base_branch: String,
-    /// Commit the turn starts from (the branch's head on GitHub, or the base's).
+    /// Commit the turn starts from (the branch's head on GitHub, or the base's); empty when
+    /// the repository has no commits yet.
     pub start_sha: String,
+    /// The empty tree's id, which diffs start from when there is no commit to start from.
+    empty_tree: String,
     /// Branch the work is pushed to.
     pub branch: String,
     /// An earlier turn had pushed the branch.
@@ -37,27 +44,21 @@ pub(super) struct Workspace {
 }
 
 impl TaskRunner {
-    /// The user's GitHub token, opened from its sealed column.
+    /// The user's GitHub token, renewed first when it has expired or expires within a minute;
+    /// one that cannot be had ends the turn (before any sandbox), asking to sign in again.
     pub(super) async fn github_token(&self, task: &Task) -> StepResult<SecretString> {
-        let account = self
-            .inner
-            .store
-            .get_github_account(&task.user_id)
+        self.inner
+            .tokens
+            .current(&task.user_id)
             .await
-            .map_err(|_| Outcome::failed("could not read your GitHub sign-in"))?
-            .ok_or_else(|| Outcome::failed("drydock has no GitHub token for you; sign in again"))?;
-        let token = self
-            .inner
-            .secrets
-            .open_str(&account.access_token_enc)
-            .map_err(|_| {
-                Outcome::failed("your GitHub token could not be decrypted; sign in again")
-            })?;
-        Ok(SecretString::new(token))
+            .map_err(|err| Outcome::failed(err.to_string()))
     }
 
     /// Prepares the workspace: clones the task's branch when an earlier turn pushed it,
-    /// otherwise the base branch with the task's branch created on it.
+    /// otherwise the base branch (the repository's default when none was asked for) with the
+    /// task's branch created on it. A base branch that does not exist ends the turn here, before
+    /// any sandbox, naming it. A repository without commits is checked out on its default branch
+    /// (as GitHub reports it), where the turn's work becomes the first commit.
     #[instrument(skip_all, fields(task_id = %cx.task.id))]
     pub(super) async fn prepare_workspace(
         &self,
@@ -65,45 +66,41 @@ impl TaskRunner {
         token: &SecretString,
     ) -> StepResult<Workspace> {
         let task = cx.task.clone();
-        let work_dir = &self.inner.settings.work_dir;
+        let settings = &self.inner.settings;
+        let work_dir = &settings.work_dir;
         let dir = work_dir.join(&task.id);
         let _ = tokio::fs::remove_dir_all(&dir).await;
         tokio::fs::create_dir_all(work_dir).await.map_err(|err| {
             Outcome::failed(format!("could not create the work directory: {err}"))
         })?;
         cx.checkout = Some(dir.clone());
-        let git = HostGit::new(&dir, token);
-        let url = format!(
-            "{}/{}.git",
-            self.inner.settings.github_url.trim_end_matches('/'),
-            task.repo
-        );
+        let github_url = settings.github_url.trim_end_matches('/');
+        let git = HostGit::new(&dir, token, github_url);
+        let url = format!("{github_url}/{}.git", task.repo);
+        // Everything drydock writes to GitHub goes through the task's redaction: the branch name
+        // is made from the prompt.
         let branch = task
             .branch
             .clone()
-            .unwrap_or_else(|| branch_name(&task.prompt, &task.id));
-        let branch_existed = if task.branch.is_some() {
-            let refname = format!("refs/heads/{branch}");
-            let out = git
-                .run(&["ls-remote", "--heads", "--", &url, &refname])
-                .await
-                .map_err(Outcome::failed)?;
-            if !out.ok {
-                return Err(Outcome::failed(format!(
-                    "could not reach {}: {}",
-                    task.repo,
-                    last_line(&out.stderr)
-                )));
-            }
-            !out.text().is_empty()
-        } else {
-            false
-        };
+            .unwrap_or_else(|| branch_name(&cx.redact(&task.prompt), &task.id));
+        let heads = remote_heads(&git, &url, &task.repo).await?;
+        let branch_existed = task.branch.is_some() && heads.contains(&branch);
+        let empty = heads.is_empty();
+        if !empty
+            && !branch_existed
+            && let Some(base) = task.base_branch.as_deref()
+            && !heads.iter().any(|h| h == base)
+        {
+            return Err(Outcome::failed(format!(
+                "the base branch {base} does not exist on {}",
+                task.repo
+            )));
+        }
         let dir_arg = dir.to_string_lossy().into_owned();
         let mut args = vec!["clone", "--no-tags", "--single-branch"];
         if branch_existed {
             args.extend(["--branch", branch.as_str()]);
-        } else if let Some(base) = task.base_branch.as_deref() {
+        } else if let (false, Some(base)) = (empty, task.base_branch.as_deref()) {
             args.extend(["--branch", base]);
         }
         args.extend(["--", &url, &dir_arg]);
@@ -120,6 +117,16 @@ impl TaskRunner {
                 "cloning {} failed: {detail}",
                 task.repo
             )));
+        }
+        let empty_tree = git
+            .run(&["hash-object", "-t", "tree", "/dev/null"])
+            .await
+            .map_err(Outcome::failed)?
+            .text();
+        if empty {
+            return self
+                .first_commit_workspace(cx, git, token, empty_tree)
+                .await;
         }
         let start_sha = git
             .run(&["rev-parse", "HEAD"])
@@ -158,15 +165,37 @@ impl TaskRunner {
             format!("Working on {branch} from {base_branch} ({short})")
         };
         cx.say("info", &text).await;
+        self.fetch_submodules_and_lfs(cx, &git).await?;
         Ok(Workspace {
             git,
             repo: task.repo.clone(),
             base_branch,
             start_sha,
+            empty_tree,
             branch,
             branch_existed,
         })
     }
+}
+
+/// The branch names of the repository at `url` (none for a repository without commits).
+async fn remote_heads(git: &HostGit, url: &str, repo: &str) -> StepResult<Vec<String>> {
+    let out = git
+        .run(&["ls-remote", "--heads", "--", url])
+        .await
+        .map_err(Outcome::failed)?;
+    if !out.ok {
+        return Err(Outcome::failed(format!(
+            "could not reach {repo}: {}",
+            last_line(&out.stderr)
+        )));
+    }
+    Ok(out
+        .text()
+        .lines()
+        .filter_map(|l| l.split('\t').nth(1)?.strip_prefix("refs/heads/"))
+        .map(str::to_owned)
+        .collect())
 }
 
 impl Workspace {
@@ -197,12 +226,16 @@ impl Workspace {
                 last_line(&out.stderr)
             )));
         }
-        let ancestor = self
-            .git
-            .run(&["merge-base", "--is-ancestor", &self.start_sha, RESULT_REF])
-            .await
-            .map_err(Outcome::failed)?;
-        if !ancestor.ok {
+        let ancestor = if self.start_sha.is_empty() {
+            true
+        } else {
+            self.git
+                .run(&["merge-base", "--is-ancestor", &self.start_sha, RESULT_REF])
+                .await
+                .map_err(Outcome::failed)?
+                .ok
+        };
+        if !ancestor {
             return Err(Outcome::failed(
                 "the agent rewrote the branch's history; refusing to push it",
             ));
@@ -215,67 +248,29 @@ impl Workspace {
             .text())
     }
 
-    /// The imported work since `base`: the changed files as JSON
-    /// (`[{path, status, additions, deletions}]`) and the patch, unredacted; `None` when git
-    /// cannot say.
-    pub async fn diff_since(&self, base: &str) -> Option<(serde_json::Value, String)> {
-        let range = format!("{base}..{RESULT_REF}");
-        let (Ok(numstat), Ok(names), Ok(patch)) = (
-            self.git.run(&["diff", "--numstat", "-z", &range]).await,
-            self.git.run(&["diff", "--name-status", &range]).await,
-            self.git.run(&["diff", "--no-color", &range]).await,
-        ) else {
-            return None;
-        };
-        let files = diff_files(&String::from_utf8_lossy(&numstat.stdout), &names.text());
-        Some((files, String::from_utf8_lossy(&patch.stdout).into_owned()))
+    /// Where diffs of this turn start: the start commit, or the empty tree when the repository
+    /// had no commits.
+    pub fn diff_base(&self) -> &str {
+        if self.start_sha.is_empty() {
+            &self.empty_tree
+        } else {
+            &self.start_sha
+        }
     }
 
-    /// Refuses to push when an added line, or a commit's message or names, contains one of the
-    /// task's secrets (or its base64); fails closed when git cannot say.
-    pub async fn refuse_secrets(&self, secrets: &[SecretString]) -> StepResult<()> {
-        let range = format!("{}..{RESULT_REF}", self.start_sha);
-        let out = self
-            .git
-            .run(&["diff", "-U0", "--no-color", &range])
-            .await
-            .map_err(Outcome::failed)?;
-        let mut added: String = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter(|l| l.starts_with('+') && !l.starts_with("+++"))
-            .collect::<Vec<_>>()
-            .join("\n");
-        // The agent may have committed itself: its messages and names are pushed too.
-        let log = self
-            .git
-            .run(&["log", "--format=%an%n%ae%n%cn%n%ce%n%B", &range])
-            .await
-            .map_err(Outcome::failed)?;
-        if !out.ok || !log.ok {
-            return Err(Outcome::failed(
-                "could not check the changes for secrets; refusing to push",
-            ));
-        }
-        added.push('\n');
-        added.push_str(&String::from_utf8_lossy(&log.stdout));
-        let found = secrets
-            .iter()
-            .map(SecretString::expose)
-            .filter(|v| v.len() >= 8)
-            .any(|v| {
-                added.contains(v)
-                    || added.contains(&B64.encode(v))
-                    || added.contains(&URL_SAFE_NO_PAD.encode(v))
-            });
-        if found {
-            return Err(Outcome::failed(
-                "refused to push: the changes contain one of this task's secrets (an API key or token)",
-            ));
-        }
-        Ok(())
+    /// Whether the work goes straight to the base branch (a repository that had no commits), so
+    /// there is no pull request to open.
+    pub fn on_base_branch(&self) -> bool {
+        self.branch == self.base_branch
     }
 
-    /// Pushes the imported work to the task's branch on GitHub.
+    /// Authenticates later git commands with `token` (renewed since the clone).
+    pub fn set_token(&mut self, token: &SecretString) {
+        self.git.set_token(token);
+    }
+
+    /// Pushes the imported work to the task's branch on GitHub; a refusal is explained in words
+    /// (see [`push_refused`]).
     pub async fn push(&self, cx: &mut TurnContext) -> StepResult<()> {
         let branch = &self.branch;
         cx.say("info", &format!("Pushing {branch}")).await;
@@ -292,23 +287,22 @@ impl Workspace {
             .map_err(Outcome::failed)?;
         cx.say_stderr(&out.stderr).await;
         if !out.ok {
-            return Err(Outcome::failed(format!(
-                "pushing {branch} was rejected: {}",
-                last_line(&out.stderr)
-            )));
+            return Err(Outcome::failed(push_refused(branch, &out.stderr)));
         }
         Ok(())
     }
 
-    /// Opens a pull request of the task's branch into its base; answers its URL and number.
+    /// Opens a pull request of the task's branch into its base; answers its URL and number, and
+    /// whether it was already open (GitHub answers 422 when a pull request for the branch is open,
+    /// made by hand or by an earlier turn whose answer was lost: that one is then recorded).
     pub async fn open_pull_request(
         &self,
         github: &Github,
         token: &SecretString,
         title: &str,
         body: &str,
-    ) -> Result<(String, i64), GithubError> {
-        github
+    ) -> Result<(String, i64, bool), GithubError> {
+        let created = github
             .create_pull(
                 token,
                 &self.repo,
@@ -317,73 +311,19 @@ impl Workspace {
                 &self.branch,
                 &self.base_branch,
             )
-            .await
-    }
-}
-
-/// `[{path, status, additions, deletions}]` from `git diff --numstat -z` and `--name-status`.
-fn diff_files(numstat_z: &str, name_status: &str) -> serde_json::Value {
-    let statuses: HashMap<String, String> = name_status
-        .lines()
-        .filter_map(|l| {
-            let mut parts = l.split('\t');
-            let status = parts.next()?;
-            let path = parts.next_back()?;
-            let status = match status.chars().next()? {
-                'A' => "added",
-                'D' => "deleted",
-                'R' => "renamed",
-                _ => "modified",
-            };
-            Some((path.to_owned(), status.to_owned()))
-        })
-        .collect();
-    let mut files = Vec::new();
-    let mut fields = numstat_z.split('\0').peekable();
-    while let Some(entry) = fields.next() {
-        let mut cols = entry.splitn(3, '\t');
-        let (Some(add), Some(del), Some(path)) = (cols.next(), cols.next(), cols.next()) else {
-            continue;
-        };
-        // Renames: the path is empty and the old and new paths follow as two fields.
-        let path = if path.is_empty() {
-            let _old = fields.next();
-            fields.next().unwrap_or_default().to_owned()
-        } else {
-            path.to_owned()
-        };
-        files.push(serde_json::json!({
-            "path": path,
-            "status": statuses.get(&path).cloned().unwrap_or_else(|| "modified".into()),
-            "additions": add.parse::<i64>().ok(),
-            "deletions": del.parse::<i64>().ok(),
-        }));
-    }
-    serde_json::Value::Array(files)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::diff_files;
-
-    #[test]
-    fn diff_files_pair_stats_with_statuses() {
-        let files = diff_files(
-            "3\t1\tsrc/a.rs\0-\t-\tlogo.png\0",
-            "M\tsrc/a.rs\nA\tlogo.png\n",
-        );
-        assert_eq!(files[0]["path"], "src/a.rs");
-        assert_eq!(
-            (
-                files[0]["additions"].as_i64(),
-                files[0]["deletions"].as_i64()
-            ),
-            (Some(3), Some(1))
-        );
-        assert_eq!(files[1]["status"], "added");
-        assert!(
-            files[1]["additions"].is_null(),
-            "binary files have no line counts"
-        );
+            .await;
+        match created {
+            Ok((url, number)) => Ok((url, number, false)),
+            Err(err) if is_pull_already_open(&err) => {
+                match github
+                    .open_pull_for(token, &self.repo, &self.branch)
+                    .await?
+                {
+                    Some((url, number)) => Ok((url, number, true)),
+                    None => Err(err),
+                }
+            }
+            Err(err) => Err(err),
+        }
     }
 }
