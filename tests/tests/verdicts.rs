@@ -86,9 +86,10 @@ async fn the_agents_own_verdict_and_how_it_exited_decide_the_outcome() {
         .await;
     let task = env.wait_done(&id).await;
     assert_eq!(task["status"], "failed", "{task}");
-    assert_eq!(
-        task["status_reason"],
-        "the agent was killed by SIGKILL (exit code 137): about to die"
+    let reason = task["status_reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("the agent was killed by SIGKILL (exit code 137)"),
+        "{reason}"
     );
 
     // A child killed for memory does not fail an agent that goes on; the agent itself being
