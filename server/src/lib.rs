@@ -12,6 +12,7 @@ pub mod http;
 pub mod keys;
 pub mod redact;
 pub mod repos;
+pub mod sandbox_image;
 pub mod secrets;
 pub mod state;
 pub mod store;
@@ -42,6 +43,8 @@ pub async fn run(
         .local_addr()
         .context("reading the listening address")?;
     let state = build_state(config, addr).await?;
+    let image_watch = tokio_util::sync::CancellationToken::new();
+    state.image.start(image_watch.clone());
     state.runner.start().await;
     let grace = Duration::from_secs(state.config.shutdown_grace);
     let app = http::router(state.clone());
@@ -71,6 +74,7 @@ pub async fn run(
         result = server => result.context("serving HTTP")?,
         () = grace_timer => tracing::warn!(grace_s = grace.as_secs(), "shutdown grace period over; dropping remaining requests"),
     }
+    image_watch.cancel();
     state.runner.shutdown().await;
     state.store.close().await;
     tracing::info!("drydock stopped");
@@ -87,6 +91,7 @@ pub async fn migrate(config: &Config) -> anyhow::Result<()> {
 }
 
 async fn build_state(config: Config, bound: std::net::SocketAddr) -> anyhow::Result<AppState> {
+    let config = config.resolved();
     create_data_dir(&config.data_dir)?;
     let keys = ServerKeys::load(
         &config.data_dir,
@@ -109,7 +114,9 @@ async fn build_state(config: Config, bound: std::net::SocketAddr) -> anyhow::Res
         agents.clone(),
         hub.clone(),
     );
+    let image = sandbox_image::SandboxImage::new(&config);
     let services = Services {
+        image,
         agents,
         providers,
         secrets,

@@ -1,15 +1,17 @@
 //! The `drydock` binary: parse settings, start logging, run.
 
-use clap::Parser;
-use drydock::config::{Cli, Command};
+use drydock::config::{Cli, Command, ImageCommand};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_process();
     drydock::telemetry::init(&cli.config);
     let outcome = match cli.command.unwrap_or(Command::Serve) {
         Command::Migrate => drydock::migrate(&cli.config).await,
         Command::Serve => serve(cli.config).await,
+        Command::Image(ImageCommand::Build) => {
+            drydock::sandbox_image::build_in_foreground(&cli.config).await
+        }
     };
     match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,
