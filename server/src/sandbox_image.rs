@@ -135,6 +135,34 @@ impl SandboxImage {
         }
     }
 
+    /// For the scheduler: when queued tasks must wait for the image, records why on each of
+    /// `queued` (and tells their pages) and answers true; answers false when they may start.
+    pub async fn hold_queued(
+        &self,
+        queued: &[crate::store::Task],
+        store: &crate::store::Store,
+        hub: &crate::tasks::EventHub,
+    ) -> bool {
+        let Some(reason) = self.queue_reason() else {
+            return false;
+        };
+        for task in queued {
+            match store.set_queued_reason(&task.id, Some(&reason)).await {
+                Ok(true) => hub.status_changed(crate::tasks::hub::StatusChange {
+                    user_id: task.user_id.clone(),
+                    task_id: task.id.clone(),
+                    status: "queued".into(),
+                    status_reason: Some(reason.clone()),
+                }),
+                Ok(false) => {}
+                Err(err) => {
+                    tracing::warn!(error = %err, task_id = %task.id, "could not record why a task waits")
+                }
+            }
+        }
+        true
+    }
+
     /// The state as the API, probes and pages show it.
     pub fn status(&self) -> ImageStatus {
         let state = self.state();
@@ -395,7 +423,9 @@ pub async fn build_in_foreground(config: &Config) -> anyhow::Result<()> {
         move |final_line: bool| {
             let (step, total, stage) = progress.lock().map(|p| p.clone()).unwrap_or_default();
             let width = 24usize;
-            let filled = if total > 0 {
+            let filled = if stage == "done" {
+                width
+            } else if total > 0 {
                 (width * step.saturating_sub(1) as usize) / total as usize
             } else {
                 0
@@ -442,6 +472,12 @@ pub async fn build_in_foreground(config: &Config) -> anyhow::Result<()> {
         .await;
     if let Some(ticker) = ticker {
         ticker.abort();
+    }
+    if result.is_ok()
+        && let Ok(mut p) = progress.lock()
+    {
+        p.0 = p.1;
+        p.2 = "done".into();
     }
     draw(true);
     match result {

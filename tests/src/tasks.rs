@@ -47,18 +47,24 @@ pub struct TaskEnv {
 impl TaskEnv {
     /// Starts everything; `extra` are more server settings.
     pub async fn start(db: TestDb, extra: &[&str]) -> Self {
+        Self::start_with_image(db, Some(&sandbox_image()), extra).await
+    }
+
+    /// Like [`TaskEnv::start`], with the sandbox image named by `image`, or none named (drydock's
+    /// own image, as a first run has it).
+    pub async fn start_with_image(db: TestDb, image: Option<&str>, extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("temporary directory");
         let file = dir.path().join("agents.toml");
         std::fs::write(&file, SCRIPTED_AGENT).expect("write agents file");
-        let image = sandbox_image();
         let mut settings = vec![
             "--agents-file",
             file.to_str().expect("utf-8 path"),
-            "--sandbox-image",
-            &image,
             "--sandbox-network",
             "none",
         ];
+        if let Some(image) = image {
+            settings.extend(["--sandbox-image", image]);
+        }
         settings.extend_from_slice(extra);
         let app = App::start(db, &settings).await;
         app.gh
