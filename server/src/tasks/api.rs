@@ -9,7 +9,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::hub::StatusChange;
-use super::runner::title_of;
+use super::run::title_of;
 use crate::auth::CurrentUser;
 use crate::error::{ApiJson, ApiPath, ApiQuery, AppError, ErrorBody};
 use crate::github::GithubError;

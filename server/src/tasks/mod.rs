@@ -5,9 +5,9 @@ mod git;
 pub mod hub;
 mod logs;
 pub mod preview;
-pub mod runner;
+mod run;
 mod sse;
 
 pub use api::{Quota, TaskView, check_quota, quota_of, routes};
 pub use hub::EventHub;
-pub use runner::{RunnerSettings, TaskRunner};
+pub use run::{RunnerSettings, TaskRunner};

@@ -1,0 +1,227 @@
+//! The agent stages: deciding what to run for a turn (its prompt, whether it resumes its own
+//! session, the launch plan with the user's key and connectors), then running it with its output
+//! streamed into the task's log and its final reply kept in the conversation.
+
+use std::collections::BTreeMap;
+
+use drydock_agents::{LaunchPlan, LaunchRequest, McpServer, McpTransport, OutputParser};
+use drydock_sandbox::{ExecSpec, Sandbox};
+use tracing::instrument;
+
+use super::TaskRunner;
+use super::outcome::{Outcome, StepResult, exit_outcome};
+use super::turn::TurnContext;
+
+/// What a turn runs: the launch plan, and whether it resumes the agent's own session in the
+/// kept sandbox found for it.
+pub(super) struct Launch {
+    /// argv, environment and config files of the agent CLI.
+    pub plan: LaunchPlan,
+    /// The agent resumes its session (the prompt is the new message alone).
+    pub resume: bool,
+    /// The task's kept sandbox, when a follow-up found it still running.
+    pub kept: Option<Sandbox>,
+}
+
+impl TaskRunner {
+    /// Decides what to run. A follow-up continues in the kept sandbox when there is one,
+    /// resuming the agent's own session where its CLI can; otherwise it starts afresh from the
+    /// branch with the earlier turns in its prompt.
+    pub(super) async fn prepare_agent(&self, cx: &TurnContext) -> StepResult<Launch> {
+        let kept = if cx.follow_up() {
+            self.live_sandbox(&cx.task).await
+        } else {
+            None
+        };
+        let resume = kept.is_some()
+            && self
+                .inner
+                .agents
+                .get(&cx.task.agent)
+                .is_ok_and(|a| a.supports_resume());
+        let plan = self.plan(cx, resume).await?;
+        Ok(Launch { plan, resume, kept })
+    }
+
+    /// The kept sandbox could not be used after all: nothing to resume, so the earlier turns go
+    /// into the prompt.
+    pub(super) async fn forgo_resume(
+        &self,
+        cx: &TurnContext,
+        launch: &mut Launch,
+    ) -> StepResult<()> {
+        if launch.resume {
+            launch.plan = self.plan(cx, false).await?;
+            launch.resume = false;
+        }
+        Ok(())
+    }
+
+    /// The prompt of a turn: the message itself on the first turn and when the agent resumes its
+    /// own session; otherwise the message after the earlier turns (bounded).
+    async fn turn_prompt(&self, cx: &TurnContext, resume: bool) -> StepResult<String> {
+        if !cx.follow_up() || resume {
+            return Ok(cx.message.clone());
+        }
+        let earlier = self
+            .inner
+            .store
+            .list_task_messages(&cx.task.id)
+            .await
+            .map_err(|_| Outcome::failed("could not read the task's conversation"))?;
+        Ok(super::prompt::follow_up_prompt(
+            &cx.task,
+            &earlier,
+            cx.number,
+            &cx.message,
+        ))
+    }
+
+    /// The launch plan, with the one key the chosen model needs.
+    async fn plan(&self, cx: &TurnContext, resume: bool) -> StepResult<LaunchPlan> {
+        let task = &cx.task;
+        let agent = self.inner.agents.get(&task.agent).map_err(|_| {
+            Outcome::failed(format!("the agent {} is no longer offered", task.agent))
+        })?;
+        let model_provider = task
+            .model
+            .as_deref()
+            .and_then(|id| agent.models.iter().find(|m| m.id == id))
+            .and_then(|m| m.provider.as_deref());
+        let provider = crate::agents_api::model_provider(agent, model_provider).map(str::to_owned);
+        let mut keys = BTreeMap::new();
+        if let Some(provider) = provider {
+            let row = self
+                .inner
+                .store
+                .get_api_key(&task.user_id, &provider)
+                .await
+                .map_err(|_| Outcome::failed("could not read your API key"))?
+                .ok_or_else(|| {
+                    Outcome::failed(format!(
+                        "no {provider} API key is configured; add one in Settings → API keys"
+                    ))
+                })?;
+            let key = self.inner.secrets.open_str(&row.key_enc).map_err(|_| {
+                Outcome::failed(format!(
+                    "your {provider} API key could not be decrypted; set it again"
+                ))
+            })?;
+            keys.insert(provider, key);
+        }
+        let request = LaunchRequest {
+            agent: task.agent.clone(),
+            model: task.model.clone(),
+            prompt: self.turn_prompt(cx, resume).await?,
+            keys,
+            base_urls: self.inner.settings.base_urls.clone(),
+            mcp_servers: self.mcp_servers(cx).await?,
+            resume,
+        };
+        self.inner
+            .agents
+            .plan(&request)
+            .map_err(|err| Outcome::failed(format!("cannot run the agent: {err}")))
+    }
+
+    /// The connectors chosen for the task, opened for the agent's config (a connector deleted
+    /// since the task was submitted is left out).
+    async fn mcp_servers(&self, cx: &TurnContext) -> StepResult<Vec<McpServer>> {
+        let store = &self.inner.store;
+        let task = &cx.task;
+        let ids = store
+            .list_task_connector_ids(&task.id)
+            .await
+            .map_err(|_| Outcome::failed("could not read the task's connectors"))?;
+        let open = |sealed: Option<&str>, name: &str| -> StepResult<BTreeMap<String, String>> {
+            let Some(sealed) = sealed else {
+                return Ok(BTreeMap::new());
+            };
+            self.inner
+                .secrets
+                .open_str(sealed)
+                .ok()
+                .and_then(|json| serde_json::from_str(&json).ok())
+                .ok_or_else(|| {
+                    Outcome::failed(format!(
+                        "the secrets of connector {name} could not be decrypted; set them again"
+                    ))
+                })
+        };
+        let mut servers = Vec::new();
+        for id in ids {
+            let Some(c) = store
+                .get_connector(&task.user_id, &id)
+                .await
+                .map_err(|_| Outcome::failed("could not read the task's connectors"))?
+            else {
+                continue;
+            };
+            let transport = match c.transport.as_str() {
+                "http" => McpTransport::Http {
+                    url: c.url.clone().unwrap_or_default(),
+                    headers: open(c.headers_enc.as_deref(), &c.name)?,
+                },
+                _ => McpTransport::Stdio {
+                    command: c.command.clone().unwrap_or_default(),
+                    args: serde_json::from_str(&c.args).unwrap_or_default(),
+                    env: open(c.env_enc.as_deref(), &c.name)?,
+                },
+            };
+            servers.push(McpServer {
+                name: c.name.clone(),
+                transport,
+            });
+        }
+        Ok(servers)
+    }
+
+    /// Writes the agent's config files into the sandbox, runs the agent with its output in the
+    /// log, and keeps its final reply (redacted) in the conversation; answers that reply.
+    #[instrument(skip_all, fields(task_id = %cx.task.id))]
+    pub(super) async fn run_agent(
+        &self,
+        cx: &mut TurnContext,
+        sandbox: &Sandbox,
+        launch: &Launch,
+    ) -> StepResult<Option<String>> {
+        let plan = &launch.plan;
+        for file in &plan.files {
+            sandbox
+                .write_file(&file.path, &file.contents, file.mode, None)
+                .await
+                .map_err(|err| Outcome::failed(format!("could not write {}: {err}", file.path)))?;
+        }
+        let agent_name = self.agent_name(&cx.task);
+        cx.say("info", &format!("Running {agent_name}")).await;
+        let mut spec = ExecSpec::new(plan.argv.clone())
+            .workdir(plan.workdir.clone())
+            .user(plan.user.clone());
+        for (name, value) in &plan.env {
+            spec = spec.env(name.clone(), value.clone());
+        }
+        let (exit, reply) = self
+            .exec_logged(cx, sandbox, spec, Some(OutputParser::new(plan.parser)))
+            .await?;
+        if !exit.success() {
+            return Err(exit_outcome(&exit, "the agent"));
+        }
+        if let Some(reply) = &reply {
+            let text = cx.redact(reply);
+            let _ = self
+                .inner
+                .store
+                .insert_task_message(&cx.task.id, "agent", &text, Some(cx.number))
+                .await;
+        }
+        Ok(reply)
+    }
+
+    /// The agent's display name ("Claude Code"), or its id when it is no longer offered.
+    pub(super) fn agent_name(&self, task: &crate::store::Task) -> String {
+        self.inner
+            .agents
+            .get(&task.agent)
+            .map_or(task.agent.clone(), |a| a.name.clone())
+    }
+}

@@ -1,0 +1,86 @@
+//! Running commands in a turn's sandbox: streamed into the task's log (dependency installs, the
+//! agent), or captured whole (short git commands).
+
+use drydock_agents::OutputParser;
+use drydock_sandbox::{ExecExit, ExecOutput, ExecSpec, OutputStream, Sandbox};
+use futures::StreamExt;
+
+use super::TaskRunner;
+use super::outcome::{Outcome, StepResult, sandbox_failed};
+use super::turn::TurnContext;
+use crate::tasks::logs::FLUSH_EVERY;
+
+impl TaskRunner {
+    /// Runs an exec with its output streamed through the task's log (parsed into agent events
+    /// when `parser` is given); answers how it exited and the agent's final reply, if any.
+    pub(super) async fn exec_logged(
+        &self,
+        cx: &mut TurnContext,
+        sandbox: &Sandbox,
+        spec: ExecSpec,
+        parser: Option<OutputParser>,
+    ) -> StepResult<(ExecExit, Option<String>)> {
+        let mut output = sandbox
+            .exec(&spec)
+            .await
+            .map_err(|err| sandbox_failed(&err))?;
+        let Some(sink) = cx.sink.as_mut() else {
+            return Err(Outcome::failed("internal: no log"));
+        };
+        let stored = |result: crate::store::StoreResult<()>| {
+            result.map_err(|_| Outcome::failed("could not store the log"))
+        };
+        let mut log = sink.exec_log(parser);
+        let mut tick = tokio::time::interval(FLUSH_EVERY);
+        loop {
+            tokio::select! {
+                chunk = output.next() => match chunk {
+                    Some(Ok(chunk)) => {
+                        sink.output(&mut log, chunk.stream, &chunk.data);
+                        if sink.due() {
+                            stored(sink.flush().await)?;
+                        }
+                    }
+                    Some(Err(err)) => return Err(sandbox_failed(&err)),
+                    None => break,
+                },
+                _ = tick.tick() => {
+                    if sink.due() {
+                        stored(sink.flush().await)?;
+                    }
+                }
+            }
+        }
+        let reply = sink.finish_exec(log);
+        stored(sink.flush().await)?;
+        let exit = output.exit().await.map_err(|err| sandbox_failed(&err))?;
+        Ok((exit, reply))
+    }
+}
+
+/// Reads an exec to its end: how it exited, its stdout and its stderr (for short commands).
+pub(super) async fn capture(mut out: ExecOutput) -> StepResult<(ExecExit, Vec<u8>, Vec<u8>)> {
+    let mut stdout = Vec::new();
+    let mut stderr = Vec::new();
+    while let Some(chunk) = out.next().await {
+        let chunk = chunk.map_err(|err| sandbox_failed(&err))?;
+        match chunk.stream {
+            OutputStream::Stdout => stdout.extend_from_slice(&chunk.data),
+            _ => stderr.extend_from_slice(&chunk.data),
+        }
+    }
+    let exit = out.exit().await.map_err(|err| sandbox_failed(&err))?;
+    Ok((exit, stdout, stderr))
+}
+
+/// Runs a short command in the sandbox and captures it whole.
+pub(super) async fn run_captured(
+    sandbox: &Sandbox,
+    spec: &ExecSpec,
+) -> StepResult<(ExecExit, Vec<u8>, Vec<u8>)> {
+    let out = sandbox
+        .exec(spec)
+        .await
+        .map_err(|err| sandbox_failed(&err))?;
+    capture(out).await
+}

@@ -1,0 +1,148 @@
+//! The task runner: claims queued tasks and runs each turn as a pipeline of named stages. Durable
+//! state lives in the database; this process only holds what is needed to stop a running turn.
+//!
+//! Reading order, following one task from claim to pull request:
+//! - [`scheduler`]: claiming queued tasks within the limits, spawning a turn, stopping, shutdown;
+//! - [`turn`]: one turn as its list of stages, and how it ends (cleanup, outcome recorded);
+//! - the stages, in order: [`agent`] (what to run: prompt, launch plan, keys, connectors),
+//!   [`workspace`] (the host checkout: clone, and later push and pull request), [`sandbox`]
+//!   (start or continue the sandbox, upload, install dependencies), [`agent`] again (run it,
+//!   streaming its output), [`handback`] (commit in the sandbox and bring the commit back),
+//!   [`publish`] (diff, secret check, push, pull request);
+//! - [`lifetime`]: kept-alive sandboxes, the idle reaper, dev-server previews, adoption and
+//!   reaping after a restart;
+//! - [`outcome`]: how a status and its reason are decided; [`prompt`]: the words drydock writes
+//!   (titles, follow-up prompts, commit messages, pull request bodies).
+
+mod agent;
+mod dev_server;
+mod exec;
+mod handback;
+mod lifetime;
+mod outcome;
+mod prompt;
+mod publish;
+mod sandbox;
+mod scheduler;
+mod settings;
+mod turn;
+mod workspace;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use drydock_agents::AgentRegistry;
+use drydock_sandbox::{NetworkMode, SandboxDefaults, SandboxError, Sandboxes};
+use tokio_util::sync::CancellationToken;
+
+use super::hub::EventHub;
+use crate::github::Github;
+use crate::secrets::SecretBox;
+use crate::store::{NewEvent, Store};
+
+pub use prompt::title_of;
+pub use settings::RunnerSettings;
+
+/// Starts, stops and follows tasks. Cheap to clone.
+#[derive(Clone)]
+pub struct TaskRunner {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for TaskRunner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskRunner")
+            .field("runner_id", &self.inner.settings.runner_id)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    settings: RunnerSettings,
+    store: Store,
+    secrets: SecretBox,
+    github: Github,
+    agents: AgentRegistry,
+    hub: Arc<EventHub>,
+    sandboxes: tokio::sync::Mutex<Option<Sandboxes>>,
+    /// Tasks this process runs, with what stops each.
+    running: Mutex<HashMap<String, CancellationToken>>,
+    /// One scheduling pass at a time.
+    schedule_lock: tokio::sync::Mutex<()>,
+    /// Cancelled when the server shuts down.
+    shutdown: CancellationToken,
+}
+
+impl TaskRunner {
+    /// A runner; call [`TaskRunner::start`] to recover and begin scheduling.
+    pub fn new(
+        settings: RunnerSettings,
+        store: Store,
+        secrets: SecretBox,
+        github: Github,
+        agents: AgentRegistry,
+        hub: Arc<EventHub>,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                settings,
+                store,
+                secrets,
+                github,
+                agents,
+                hub,
+                sandboxes: tokio::sync::Mutex::new(None),
+                running: Mutex::new(HashMap::new()),
+                schedule_lock: tokio::sync::Mutex::new(()),
+                shutdown: CancellationToken::new(),
+            }),
+        }
+    }
+
+    /// Docker, connected on first use (and again after a failure), so the server starts and
+    /// serves everything else while Docker is down.
+    pub async fn sandboxes(&self) -> Result<Sandboxes, SandboxError> {
+        let mut slot = self.inner.sandboxes.lock().await;
+        if let Some(sandboxes) = slot.as_ref() {
+            return Ok(sandboxes.clone());
+        }
+        let s = &self.inner.settings;
+        let mut defaults = SandboxDefaults::new(s.image.clone(), s.runner_id.clone());
+        defaults.network = NetworkMode::parse(&s.network);
+        defaults.limits = s.limits.clone();
+        let sandboxes = match &s.docker_host {
+            Some(host) => Sandboxes::connect_to(host, defaults).await?,
+            None => Sandboxes::connect(defaults).await?,
+        };
+        *slot = Some(sandboxes.clone());
+        Ok(sandboxes)
+    }
+
+    fn lock_running(&self) -> std::sync::MutexGuard<'_, HashMap<String, CancellationToken>> {
+        self.inner.running.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds a line of drydock's own (no secrets in it) to a task's log outside a run, and shows
+    /// it to live viewers.
+    async fn note(&self, task_id: &str, kind: &'static str, text: String) {
+        match self
+            .inner
+            .store
+            .append_task_events(task_id, &[NewEvent { kind, text }])
+            .await
+        {
+            Ok(stored) => self.inner.hub.publish(task_id, &stored),
+            Err(err) => tracing::error!(task_id, error = %err, "could not add to the task's log"),
+        }
+    }
+
+    /// Tells the task's viewers (the task table and its page) that its row changed.
+    fn announce(&self, user_id: &str, task_id: &str, status: &str, reason: Option<String>) {
+        self.inner.hub.status_changed(super::hub::StatusChange {
+            user_id: user_id.to_owned(),
+            task_id: task_id.to_owned(),
+            status: status.to_owned(),
+            status_reason: reason,
+        });
+    }
+}

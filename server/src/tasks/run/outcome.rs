@@ -1,0 +1,147 @@
+//! How a turn ends: its status and the human reason shown for it, decided here for every stage
+//! (an exec's exit, a sandbox failure, a step cut short).
+
+use std::time::Duration;
+
+use drydock_sandbox::{ExecExit, ExitReason, SandboxError};
+
+/// How a turn ended: the status recorded on the task and the reason shown with it.
+#[derive(Debug)]
+pub(super) struct Outcome {
+    /// One of the task statuses (`succeeded`, `failed`, `stopped`, `timed_out`).
+    pub status: &'static str,
+    /// What happened, in words; redacted before it is stored.
+    pub reason: String,
+    /// The commit pushed, when one was.
+    pub commit_sha: Option<String>,
+    /// The pull request opened: its URL and number.
+    pub pr: Option<(String, i64)>,
+}
+
+impl Outcome {
+    /// A failure with its reason.
+    pub fn failed(reason: impl Into<String>) -> Self {
+        Self::ended("failed", reason)
+    }
+
+    /// An end with `status` and its reason.
+    pub fn ended(status: &'static str, reason: impl Into<String>) -> Self {
+        Self {
+            status,
+            reason: reason.into(),
+            commit_sha: None,
+            pr: None,
+        }
+    }
+
+    /// A turn that ended with nothing to push.
+    pub fn no_changes(follow_up: bool) -> Self {
+        Self::ended(
+            "succeeded",
+            if follow_up {
+                "no changes in this turn, so nothing was pushed"
+            } else {
+                "no changes: the agent changed nothing, so nothing was pushed"
+            },
+        )
+    }
+
+    /// Whether the turn ran to its end (the sandbox may then be kept for a follow-up), rather
+    /// than being stopped, timed out or shut down.
+    pub fn ran_to_end(&self) -> bool {
+        matches!(self.status, "succeeded" | "failed")
+    }
+
+    /// The kind of the last log line that reports this outcome.
+    pub fn log_kind(&self) -> &'static str {
+        if self.status == "succeeded" {
+            "success"
+        } else {
+            "error"
+        }
+    }
+}
+
+/// What a stage answers: its result, or the outcome that ends the turn early.
+pub(super) type StepResult<T> = Result<T, Outcome>;
+
+/// The outcome of a stop arriving from outside the turn: the user, or the server shutting down.
+pub(super) fn cancelled(shutting_down: bool) -> Outcome {
+    if shutting_down {
+        Outcome::failed("server shut down during the task")
+    } else {
+        Outcome::ended("stopped", "stopped by the user")
+    }
+}
+
+/// The outcome of a turn that outlived its allowed duration.
+pub(super) fn timed_out(allowed: Duration) -> Outcome {
+    Outcome::ended(
+        "timed_out",
+        format!("took longer than the {} s allowed", allowed.as_secs()),
+    )
+}
+
+/// A sandbox error in words a user can act on.
+pub(super) fn sandbox_failure(err: &SandboxError) -> String {
+    match err {
+        SandboxError::ImageNotFound(image) => format!(
+            "the sandbox image {image} is not on the Docker host; build it with sandbox/image/build-offline (or sandbox/image/Dockerfile) and set DRYDOCK_SANDBOX_IMAGE"
+        ),
+        SandboxError::DaemonUnavailable { .. } => {
+            "Docker is not reachable from the drydock server".to_owned()
+        }
+        other => format!("the sandbox failed: {other}"),
+    }
+}
+
+/// A sandbox error as the outcome that ends the turn.
+pub(super) fn sandbox_failed(err: &SandboxError) -> Outcome {
+    Outcome::failed(sandbox_failure(err))
+}
+
+/// The outcome of an exec that did not succeed; `what` names it ("the agent", "committing the
+/// changes").
+pub(super) fn exit_outcome(exit: &ExecExit, what: &str) -> Outcome {
+    match exit {
+        ExecExit::Code(code) => Outcome::failed(format!("{what} exited with code {code}")),
+        ExecExit::OutOfMemory | ExecExit::SandboxEnded(ExitReason::OutOfMemory) => Outcome::failed(
+            format!("{what} ran out of memory (the sandbox's memory limit)"),
+        ),
+        ExecExit::SandboxEnded(ExitReason::Deadline) => {
+            Outcome::ended("timed_out", "the sandbox reached its deadline")
+        }
+        ExecExit::Cancelled | ExecExit::SandboxEnded(ExitReason::Stopped) => {
+            Outcome::ended("stopped", "stopped")
+        }
+        ExecExit::SandboxEnded(reason) => {
+            Outcome::failed(format!("the sandbox ended while {what} ran: {reason}"))
+        }
+        _ => Outcome::failed(format!("{what} ended unexpectedly")),
+    }
+}
+
+/// The last non-blank line of a command's output, trimmed and at most 300 characters: the detail
+/// a failure reason quotes.
+pub(super) fn last_line(text: &str) -> String {
+    text.lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("no output")
+        .trim()
+        .chars()
+        .take(300)
+        .collect()
+}
+
+/// "30 min", "2 h", "45 s".
+pub(super) fn human_duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    if secs >= 3600 && secs.is_multiple_of(3600) {
+        format!("{} h", secs / 3600)
+    } else if secs >= 60 && secs.is_multiple_of(60) {
+        format!("{} min", secs / 60)
+    } else {
+        format!("{secs} s")
+    }
+}

@@ -1,0 +1,146 @@
+//! The scheduler: claims queued tasks within the concurrency limits, spawns a turn for each,
+//! stops tasks on request and ends them all at shutdown.
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::TaskRunner;
+use crate::store::{Task, TaskOutcome};
+
+/// How often queued tasks are looked at even when nothing signalled a change (other replicas
+/// may have freed a slot).
+const SCHEDULE_EVERY: Duration = Duration::from_secs(2);
+
+impl TaskRunner {
+    /// Recovers from a previous process, then schedules queued tasks (and reaps idle kept
+    /// sandboxes) until shutdown.
+    pub async fn start(&self) {
+        self.recover().await;
+        let runner = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(SCHEDULE_EVERY);
+            loop {
+                tokio::select! {
+                    () = runner.inner.shutdown.cancelled() => break,
+                    _ = tick.tick() => {
+                        runner.schedule().await;
+                        runner.reap_idle().await;
+                    }
+                }
+            }
+        });
+    }
+
+    /// Stops scheduling and ends every task this process runs (each is marked failed with a
+    /// reason and its sandbox removed).
+    pub async fn shutdown(&self) {
+        self.inner.shutdown.cancel();
+        let tokens: Vec<CancellationToken> = self.lock_running().values().cloned().collect();
+        for token in &tokens {
+            token.cancel();
+        }
+        // Give runs a moment to clean up (remove sandboxes, record the outcome).
+        for _ in 0..100 {
+            if self.lock_running().is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Starts queued tasks, oldest first, while the limits allow.
+    pub async fn schedule(&self) {
+        if self.inner.shutdown.is_cancelled() {
+            return;
+        }
+        let _pass = self.inner.schedule_lock.lock().await;
+        let store = &self.inner.store;
+        let s = &self.inner.settings;
+        let queued = match store.list_tasks_with_status("queued").await {
+            Ok(queued) => queued,
+            Err(err) => {
+                tracing::error!(error = %err, "scheduling: could not list queued tasks");
+                return;
+            }
+        };
+        for task in queued {
+            let (Ok(running), Ok(mine)) = (
+                store.count_running_tasks().await,
+                store.count_running_tasks_of_user(&task.user_id).await,
+            ) else {
+                return;
+            };
+            if running >= s.max_concurrent {
+                return;
+            }
+            if mine >= s.max_concurrent_per_user {
+                continue;
+            }
+            // A follow-up whose sandbox another server keeps runs there while it lives.
+            if task.container_id.is_some()
+                && task.runner_id.as_deref().is_some_and(|r| r != s.runner_id)
+                && task
+                    .sandbox_expires_at
+                    .is_some_and(|at| at > chrono::Utc::now().timestamp_millis())
+            {
+                continue;
+            }
+            match store.claim_task_for(&task.id, &s.runner_id).await {
+                Ok(true) => self.spawn_turn(task),
+                Ok(false) => {}
+                Err(err) => {
+                    tracing::error!(error = %err, task_id = %task.id, "could not claim task")
+                }
+            }
+        }
+    }
+
+    /// Runs the next turn of a claimed task in its own tokio task, stoppable through the token
+    /// kept in `running`.
+    fn spawn_turn(&self, task: Task) {
+        let token = self.inner.shutdown.child_token();
+        self.lock_running().insert(task.id.clone(), token.clone());
+        self.announce(&task.user_id, &task.id, "running", None);
+        let runner = self.clone();
+        let span = tracing::info_span!("task", task_id = %task.id);
+        tokio::spawn(async move { runner.run_turn(task, token).await }.instrument(span));
+    }
+
+    /// Stops a task: a running one is ended (its sandbox removed), a queued one never starts.
+    /// Answers false when the task had already ended.
+    pub async fn stop(&self, task: &Task) -> bool {
+        let token = self.lock_running().get(&task.id).cloned();
+        if let Some(token) = token {
+            token.cancel();
+            // Wait for the run to clean up, so the caller can say the container is gone.
+            for _ in 0..100 {
+                if !self.lock_running().contains_key(&task.id) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            return true;
+        }
+        let outcome = TaskOutcome {
+            status: "stopped",
+            reason: Some("stopped before it started"),
+            ..Default::default()
+        };
+        match self.inner.store.finish_task(&task.id, &outcome).await {
+            Ok(true) => {
+                let _ = self.inner.store.cancel_waiting_messages(&task.id).await;
+                self.inner.hub.end(&task.id, "stopped");
+                self.announce(
+                    &task.user_id,
+                    &task.id,
+                    "stopped",
+                    outcome.reason.map(str::to_owned),
+                );
+                true
+            }
+            _ => false,
+        }
+    }
+}

@@ -1,0 +1,82 @@
+//! The runner's settings, taken from the server configuration once at start-up.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use drydock_sandbox::Limits;
+
+use crate::config::Config;
+
+/// Settings of the runner, taken from [`Config`] at start-up.
+#[derive(Debug, Clone)]
+pub struct RunnerSettings {
+    /// This server's id in sandbox labels and `tasks.runner_id`.
+    pub runner_id: String,
+    /// Where checkouts live while a task runs.
+    pub work_dir: PathBuf,
+    /// Tasks running at once, all users.
+    pub max_concurrent: i64,
+    /// Tasks running at once per user.
+    pub max_concurrent_per_user: i64,
+    /// Docker daemon, when not the default.
+    pub docker_host: Option<String>,
+    /// Sandbox image.
+    pub image: String,
+    /// Sandbox network mode.
+    pub network: String,
+    /// Sandbox limits.
+    pub limits: Limits,
+    /// Gateway base URLs by provider.
+    pub base_urls: BTreeMap<String, String>,
+    /// Public URL, for links in commits and pull requests.
+    pub public_url: String,
+    /// GitHub's web URL (for the noreply email domain).
+    pub github_url: String,
+    /// How long a kept-alive sandbox may sit idle after a turn.
+    pub idle_timeout: Duration,
+    /// Hard deadline of a kept-alive sandbox, however busy.
+    pub keep_alive_lifetime: Duration,
+    /// Port of dev-server previews inside sandboxes; `None` when previews are off.
+    pub preview_port: Option<u16>,
+}
+
+impl RunnerSettings {
+    /// Settings from the server configuration.
+    pub fn from_config(config: &Config, runner_id: String, public_url: String) -> Self {
+        let mut base_urls = BTreeMap::new();
+        for (provider, url) in [
+            ("anthropic", &config.anthropic_base_url),
+            ("openai", &config.openai_base_url),
+            ("gemini", &config.gemini_base_url),
+        ] {
+            if let Some(url) = url.as_ref().filter(|u| !u.is_empty()) {
+                base_urls.insert(provider.to_owned(), url.clone());
+            }
+        }
+        Self {
+            runner_id,
+            work_dir: config.data_dir.join("work"),
+            max_concurrent: i64::from(config.max_concurrent_tasks),
+            max_concurrent_per_user: i64::from(config.max_concurrent_tasks_per_user),
+            docker_host: config.docker_host.clone(),
+            image: config.sandbox_image.clone(),
+            network: config.sandbox_network.clone(),
+            limits: Limits {
+                pids: config.sandbox_pids,
+                memory_bytes: i64::from(config.sandbox_memory_mb) * 1024 * 1024,
+                cpus: config.sandbox_cpus,
+            },
+            base_urls,
+            public_url,
+            github_url: config.github_url.clone(),
+            idle_timeout: Duration::from_secs(config.sandbox_idle_timeout),
+            keep_alive_lifetime: Duration::from_secs(config.sandbox_max_lifetime),
+            preview_port: config
+                .preview_host
+                .as_deref()
+                .filter(|h| !h.trim().is_empty())
+                .map(|_| config.preview_port),
+        }
+    }
+}
