@@ -59,7 +59,6 @@ impl Cli {
         let matches = command.clone().try_get_matches_from(args)?;
         let mut cli = <Cli as clap::FromArgMatches>::from_arg_matches(&matches)?;
         cli.config.changed_settings = changed_settings(&command, &matches);
-        cli.config = cli.config.resolved();
         Ok(cli)
     }
 }
@@ -186,10 +185,6 @@ pub struct Config {
     #[arg(long, env = "DRYDOCK_SANDBOX_IMAGE_BUILD", value_enum, default_value_t = ImageBuild::Auto)]
     pub sandbox_image_build: ImageBuild,
 
-    /// The image sandboxes run, worked out at start-up from the settings above (not a setting).
-    #[arg(skip)]
-    pub sandbox_image: String,
-
     /// The settings given a non-default value, as (name, value shown), secrets as `(set)`;
     /// filled in by [`Cli::parse_with_sources`] (not a setting).
     #[arg(skip)]
@@ -309,12 +304,6 @@ impl Config {
         T: Into<std::ffi::OsString> + Clone,
     {
         Cli::parse_with_sources(args).map(|cli| cli.config)
-    }
-
-    /// Fills in what is worked out from the settings (the sandbox image).
-    pub fn resolved(mut self) -> Config {
-        self.sandbox_image = self.resolve_sandbox_image();
-        self
     }
 
     /// The public URL without a trailing slash; `http://{bound}` when none is configured.

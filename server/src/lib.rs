@@ -91,7 +91,6 @@ pub async fn migrate(config: &Config) -> anyhow::Result<()> {
 }
 
 async fn build_state(config: Config, bound: std::net::SocketAddr) -> anyhow::Result<AppState> {
-    let config = config.resolved();
     create_data_dir(&config.data_dir)?;
     let keys = ServerKeys::load(
         &config.data_dir,
@@ -106,6 +105,7 @@ async fn build_state(config: Config, bound: std::net::SocketAddr) -> anyhow::Res
     let public_url = config.public_url_for(bound);
     check_preview_host(config.preview_host.as_deref(), &public_url)?;
     let hub = Arc::new(tasks::EventHub::default());
+    let image = sandbox_image::SandboxImage::new(&config);
     let runner = tasks::TaskRunner::new(
         tasks::RunnerSettings::from_config(&config, instance_id(&config)?, public_url.clone()),
         store.clone(),
@@ -113,8 +113,8 @@ async fn build_state(config: Config, bound: std::net::SocketAddr) -> anyhow::Res
         github.clone(),
         agents.clone(),
         hub.clone(),
+        image.clone(),
     );
-    let image = sandbox_image::SandboxImage::new(&config);
     let services = Services {
         image,
         agents,

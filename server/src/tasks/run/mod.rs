@@ -64,6 +64,8 @@ struct Inner {
     github: Github,
     agents: AgentRegistry,
     hub: Arc<EventHub>,
+    /// The sandbox image: queued tasks wait while it is being built.
+    image: Arc<crate::sandbox_image::SandboxImage>,
     sandboxes: tokio::sync::Mutex<Option<Sandboxes>>,
     /// Tasks this process runs, with what stops each.
     running: Mutex<HashMap<String, CancellationToken>>,
@@ -82,6 +84,7 @@ impl TaskRunner {
         github: Github,
         agents: AgentRegistry,
         hub: Arc<EventHub>,
+        image: Arc<crate::sandbox_image::SandboxImage>,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -91,6 +94,7 @@ impl TaskRunner {
                 github,
                 agents,
                 hub,
+                image,
                 sandboxes: tokio::sync::Mutex::new(None),
                 running: Mutex::new(HashMap::new()),
                 schedule_lock: tokio::sync::Mutex::new(()),
