@@ -148,6 +148,8 @@ async fn drydock_builds_its_own_image_while_tasks_wait() {
             &name,
             "--sandbox-image-build",
             "offline",
+            "--admins",
+            "alice",
         ],
     )
     .await;
@@ -197,6 +199,11 @@ async fn drydock_builds_its_own_image_while_tasks_wait() {
     assert!(banner.contains("wait in the queue"), "{banner}");
     browser
         .screenshot(&screenshot_path("first-run-banner-home"))
+        .await;
+    browser.goto(&url("/admin")).await;
+    browser.wait_text("#checks", "building").await;
+    browser
+        .screenshot(&screenshot_path("first-run-admin"))
         .await;
     browser.goto(&url("/tasks/new")).await;
     browser
@@ -364,7 +371,7 @@ async fn the_operator_page_is_for_admins_only(db: TestDb) {
         let html = resp.text().await.unwrap();
         assert!(!html.contains("Sandbox image"), "{who}: {html}");
     }
-    let home = bob
+    let home_of_bob = bob
         .get(app.url("/"))
         .send()
         .await
@@ -372,10 +379,34 @@ async fn the_operator_page_is_for_admins_only(db: TestDb) {
         .text()
         .await
         .unwrap();
-    assert!(!home.contains("href=\"/admin\""));
+    assert!(!home_of_bob.contains("href=\"/admin\""));
+}
+
+async fn the_setup_page_shows_the_same_checks(db: TestDb) {
+    let server = drydock_tests::TestServer::start(&db.url, &[]).await;
+    let html = reqwest::get(format!("{}/", server.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for needle in [
+        "Set up sign-in",
+        "id=\"checks\"",
+        "Sandbox image",
+        "Database",
+        "no OAuth app configured",
+        "href=\"/admin\"",
+    ] {
+        assert!(
+            html.contains(needle),
+            "{needle} missing from the setup page:\n{html}"
+        );
+    }
 }
 
 drydock_tests::on_both_backends!(
     a_missing_named_image_is_reported_and_tasks_fail_fast,
     the_operator_page_is_for_admins_only,
+    the_setup_page_shows_the_same_checks,
 );
