@@ -18,7 +18,10 @@ fn drydock(data_dir: &std::path::Path) -> Command {
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("DRYDOCK_DATA_DIR", data_dir)
         .env("DRYDOCK_ADDR", "127.0.0.1:0")
-        .env("RUST_LOG", "info");
+        .env("RUST_LOG", "info")
+        // These tests are about start-up and shutdown; building the sandbox image (which drydock
+        // does when its own is missing) is tested in tests/tests/first_run.rs.
+        .env("DRYDOCK_SANDBOX_IMAGE_BUILD", "off");
     cmd
 }
 
