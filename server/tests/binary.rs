@@ -74,6 +74,9 @@ fn help_lists_every_setting_with_its_environment_variable() {
         "GITHUB_API_URL",
         "DOCKER_HOST",
         "DRYDOCK_SANDBOX_IMAGE",
+        "DRYDOCK_SANDBOX_IMAGE_NAME",
+        "DRYDOCK_SANDBOX_IMAGE_BUILD",
+        "DRYDOCK_ADMINS",
         "DRYDOCK_SANDBOX_NETWORK",
         "DRYDOCK_MAX_TASK_DURATION",
         "DRYDOCK_MAX_TASKS_PER_DAY",
@@ -298,11 +301,11 @@ fn image_build_builds_in_the_foreground_with_progress() {
     let name = format!("drydock-cli-test-{}", std::process::id());
     let _cleanup = RemoveImageTags(name.clone());
     let dir = tempfile::tempdir().unwrap();
-    let out = drydock(dir.path())
-        .env(
-            "DOCKER_HOST",
-            std::env::var("DOCKER_HOST").unwrap_or_default(),
-        )
+    let mut build = drydock(dir.path());
+    if let Ok(host) = std::env::var("DOCKER_HOST") {
+        build.env("DOCKER_HOST", host);
+    }
+    let out = build
         .env("DRYDOCK_SANDBOX_IMAGE_NAME", &name)
         .env("DRYDOCK_SANDBOX_IMAGE_BUILD", "offline")
         .args(["image", "build"])
