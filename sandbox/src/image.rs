@@ -62,14 +62,25 @@ pub fn dockerfile_base() -> &'static str {
 }
 
 /// Which recipe builds the image.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum BuildMethod {
     /// The Dockerfile when the Docker host has or can pull its base image, otherwise offline.
+    #[default]
     Auto,
     /// `build-offline`: Debian packages and npm only, no container registry (needs root).
     Offline,
     /// The Dockerfile (needs the base image from a registry).
     Dockerfile,
+}
+
+/// How to build the image.
+#[derive(Debug, Clone, Default)]
+pub struct BuildOptions {
+    /// Which recipe.
+    pub method: BuildMethod,
+    /// The Debian mirror of the offline recipe (default: the first one of the machine's apt
+    /// sources that serves the suite).
+    pub debian_mirror: Option<String>,
 }
 
 /// What a build reports while it runs.
@@ -164,10 +175,10 @@ impl Images {
     pub async fn build(
         &self,
         tag: &str,
-        method: BuildMethod,
+        options: &BuildOptions,
         mut on_event: impl FnMut(BuildEvent) + Send,
     ) -> Result<()> {
-        let method = match method {
+        let method = match options.method {
             BuildMethod::Auto => {
                 if self.base_available(&mut on_event).await {
                     BuildMethod::Dockerfile
@@ -179,7 +190,10 @@ impl Images {
         };
         match method {
             BuildMethod::Dockerfile => self.build_dockerfile(tag, &mut on_event).await,
-            _ => self.build_offline(tag, &mut on_event).await,
+            _ => {
+                self.build_offline(tag, options.debian_mirror.as_deref(), &mut on_event)
+                    .await
+            }
         }
     }
 
@@ -274,6 +288,7 @@ impl Images {
     async fn build_offline(
         &self,
         tag: &str,
+        debian_mirror: Option<&str>,
         on_event: &mut (impl FnMut(BuildEvent) + Send),
     ) -> Result<()> {
         let (name, _) = tag
@@ -291,6 +306,9 @@ impl Images {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
+        if let Some(mirror) = debian_mirror {
+            command.env("DRYDOCK_DEBIAN_MIRROR", mirror);
+        }
         if self.host != crate::client::DEFAULT_HOST {
             command.env("DOCKER_HOST", &self.host);
         }

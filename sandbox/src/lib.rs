@@ -70,7 +70,7 @@ pub use error::{Result, SandboxError};
 pub use exec::{
     ExecCanceller, ExecExit, ExecOutput, ExecSpec, ExecStdin, OutputChunk, OutputStream,
 };
-pub use image::{BuildEvent, BuildMethod, Images};
+pub use image::{BuildEvent, BuildMethod, BuildOptions, Images};
 pub use port::PortStream;
 pub use sandbox::{ExitReason, Owner, Sandbox};
 pub use spec::{

@@ -190,6 +190,11 @@ pub struct Config {
     #[arg(skip)]
     pub changed_settings: Vec<(String, String)>,
 
+    /// Debian mirror the offline recipe builds drydock's sandbox image from (default: the first
+    /// of the machine's apt sources that serves bookworm).
+    #[arg(long, env = "DRYDOCK_DEBIAN_MIRROR")]
+    pub debian_mirror: Option<String>,
+
     /// GitHub logins (comma-separated) who may open the operator page, /admin.
     #[arg(long, env = "DRYDOCK_ADMINS", value_delimiter = ',')]
     pub admins: Vec<String>,

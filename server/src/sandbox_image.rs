@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use drydock_sandbox::{BuildEvent, BuildMethod, Images, SandboxError};
+use drydock_sandbox::{BuildEvent, BuildMethod, BuildOptions, Images, SandboxError};
 use serde::Serialize;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -82,6 +82,7 @@ pub struct SandboxImage {
     image: String,
     named: bool,
     build: ImageBuild,
+    options: BuildOptions,
     docker_host: Option<String>,
     state: watch::Sender<ImageState>,
 }
@@ -95,6 +96,7 @@ impl SandboxImage {
             image: config.resolve_sandbox_image(),
             named: config.sandbox_image_is_named(),
             build: config.sandbox_image_build,
+            options: build_options(config),
             docker_host: config.docker_host.clone(),
             state: watch::Sender::new(ImageState::Checking),
         })
@@ -310,7 +312,7 @@ impl SandboxImage {
             started_ms: crate::store::now_ms(),
         });
         let result = images
-            .build(&self.image, method_of(self.build), |event| {
+            .build(&self.image, &self.options, |event| {
                 if let BuildEvent::Stage { step, total, title } = event {
                     let elapsed_s = started.elapsed().as_secs();
                     tracing::info!(image = %self.image, step, total, elapsed_s, "sandbox image: step {step}/{total}: {title}");
@@ -355,12 +357,15 @@ impl SandboxImage {
     }
 }
 
-/// The build recipe a setting asks for.
-pub fn method_of(build: ImageBuild) -> BuildMethod {
-    match build {
-        ImageBuild::Offline => BuildMethod::Offline,
-        ImageBuild::Dockerfile => BuildMethod::Dockerfile,
-        ImageBuild::Auto | ImageBuild::Off => BuildMethod::Auto,
+/// How the settings ask for the image to be built.
+pub fn build_options(config: &Config) -> BuildOptions {
+    BuildOptions {
+        method: match config.sandbox_image_build {
+            ImageBuild::Offline => BuildMethod::Offline,
+            ImageBuild::Dockerfile => BuildMethod::Dockerfile,
+            ImageBuild::Auto | ImageBuild::Off => BuildMethod::Auto,
+        },
+        debian_mirror: config.debian_mirror.clone(),
     }
 }
 
@@ -457,7 +462,7 @@ pub async fn build_in_foreground(config: &Config) -> anyhow::Result<()> {
         })
     });
     let result = images
-        .build(&image, method_of(config.sandbox_image_build), |event| {
+        .build(&image, &build_options(config), |event| {
             if let BuildEvent::Stage { step, total, title } = event {
                 if tty {
                     // Finish the previous stage's line, then start this one.

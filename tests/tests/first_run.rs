@@ -236,6 +236,78 @@ async fn drydock_builds_its_own_image_while_tasks_wait() {
         .await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_build_shows_its_last_lines_and_how_to_retry() {
+    let name = format!(
+        "drydock-fr-fail-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    let _cleanup = RemoveTags(name.clone());
+    // The offline recipe's Debian mirror is a closed port here: the build fails in its first step.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mirror = format!("http://{}/debian", closed.local_addr().unwrap());
+    drop(closed);
+    let env = TaskEnv::start_with_image(
+        TestDb::sqlite().await,
+        None,
+        &[
+            "--sandbox-image-name",
+            &name,
+            "--sandbox-image-build",
+            "offline",
+            "--debian-mirror",
+            &mirror,
+        ],
+    )
+    .await;
+    let status = wait_json(
+        &env.app.url("/api/sandbox-image"),
+        "the end of the build",
+        |s| !matches!(s["state"].as_str(), Some("building" | "checking")),
+    )
+    .await;
+    assert_eq!(status["state"], "failed", "{status}");
+    let message = status["message"].as_str().unwrap();
+    assert!(message.contains("drydock image build"), "{message}");
+    // Still ready for a load balancer: everything but running tasks works.
+    assert_eq!(
+        get_json(&env.app.url("/readyz")).await,
+        (
+            StatusCode::OK,
+            json!({ "status": "ready", "sandbox_image": "failed" })
+        )
+    );
+
+    // The home page shows the build's last lines and how to retry.
+    let home = env
+        .alice
+        .get(env.app.url("/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(home.contains("Last lines of the build"), "{home}");
+    assert!(home.contains("cannot fetch"), "{home}");
+    assert!(home.contains("drydock image build"), "{home}");
+
+    // A task waits in the queue, saying why, instead of failing.
+    let id = env.submit("echo never", json!({})).await;
+    let task = env
+        .wait_for(&id, "a queue reason", |t| !t["status_reason"].is_null())
+        .await;
+    assert_eq!(task["status"], "queued", "{task}");
+    assert!(
+        task["status_reason"]
+            .as_str()
+            .unwrap()
+            .contains("its build failed"),
+        "{task}"
+    );
+    assert!(tags_of(&name).is_empty());
+}
+
 /// Log lines of every server in this test binary.
 fn captured_log() -> &'static Mutex<Vec<u8>> {
     static LOG: OnceLock<Mutex<Vec<u8>>> = OnceLock::new();
