@@ -54,18 +54,24 @@ pub struct Checks {
 
 /// Reads every check now.
 pub async fn checks(state: &AppState) -> Checks {
-    let docker_host = state
+    let mut docker_host = state
         .config
         .docker_host
         .clone()
         .unwrap_or_else(|| "Docker's default (DOCKER_HOST unset)".into());
-    let docker_version = tokio::time::timeout(DOCKER_TIMEOUT, async {
+    let docker = tokio::time::timeout(DOCKER_TIMEOUT, async {
         let images = drydock_sandbox::Images::connect(state.config.docker_host.as_deref()).await?;
-        images.version().await
+        Ok::<_, drydock_sandbox::SandboxError>((images.host().to_owned(), images.version().await?))
     })
-    .await
-    .map_err(|_| "no answer within 3 s".to_owned())
-    .and_then(|r| r.map_err(|err| err.to_string()));
+    .await;
+    let docker_version = match docker {
+        Ok(Ok((host, version))) => {
+            docker_host = host;
+            Ok(version)
+        }
+        Ok(Err(err)) => Err(err.to_string()),
+        Err(_) => Err("no answer within 3 s".to_owned()),
+    };
     let migration = match state.store.migration_version().await {
         Ok(Some(v)) => Ok(v.to_string()),
         Ok(None) => Ok("none applied".into()),
