@@ -305,7 +305,10 @@ impl Images {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .kill_on_drop(true);
+            .kill_on_drop(true)
+            // Its own process group, so an abandoned build (drydock shutting down) can be ended
+            // whole: debootstrap and npm run as children of the script.
+            .process_group(0);
         if let Some(mirror) = debian_mirror {
             command.env("DRYDOCK_DEBIAN_MIRROR", mirror);
         }
@@ -315,6 +318,7 @@ impl Images {
         let mut child = command
             .spawn()
             .map_err(|err| build_failed(format!("cannot start bash: {err}"), VecDeque::new()))?;
+        let mut group = ProcessGroup(child.id());
         let mut stdout = child
             .stdout
             .take()
@@ -335,6 +339,7 @@ impl Images {
             on_event(parse_stage(&line).unwrap_or(BuildEvent::Line(line)));
         }
         let status = child.wait().await?;
+        group.0 = None;
         let printed = out.await.unwrap_or_default();
         if !status.success() {
             return Err(build_failed(format!("build-offline {status}"), tail));
@@ -359,6 +364,23 @@ impl Images {
             .await?;
         info!(image = %tag, built = %built, "sandbox image built");
         Ok(())
+    }
+}
+
+/// Ends the build's process group (with SIGTERM, so the script's clean-up runs) when the build
+/// is dropped before the script exits.
+struct ProcessGroup(Option<u32>);
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.0.take() {
+            warn!(pgid, "sandbox image build abandoned; ending it");
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", "--", &format!("-{pgid}")])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
     }
 }
 

@@ -461,20 +461,27 @@ pub async fn build_in_foreground(config: &Config) -> anyhow::Result<()> {
             }
         })
     });
-    let result = images
-        .build(&image, &build_options(config), |event| {
-            if let BuildEvent::Stage { step, total, title } = event {
-                if tty {
-                    // Finish the previous stage's line, then start this one.
-                    draw(true);
-                }
-                if let Ok(mut p) = progress.lock() {
-                    *p = (step, total, title);
-                }
-                draw(false);
+    let options = build_options(config);
+    let build = images.build(&image, &options, |event| {
+        if let BuildEvent::Stage { step, total, title } = event {
+            if tty {
+                // Finish the previous stage's line, then start this one.
+                draw(true);
             }
-        })
-        .await;
+            if let Ok(mut p) = progress.lock() {
+                *p = (step, total, title);
+            }
+            draw(false);
+        }
+    });
+    // Ctrl-C stops the build (its whole process group) rather than leaving it running.
+    let result = tokio::select! {
+        result = build => result,
+        _ = tokio::signal::ctrl_c() => {
+            eprintln!();
+            anyhow::bail!("interrupted: the build was stopped");
+        }
+    };
     if let Some(ticker) = ticker {
         ticker.abort();
     }
