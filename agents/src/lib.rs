@@ -22,5 +22,5 @@ pub use mcp::{
     McpServer, McpTransport, escape_claude, escape_copilot, escape_gemini_env,
     escape_gemini_settings, render_config, sanitized_names,
 };
-pub use parser::{AgentEvent, EventKind, OutputParser};
+pub use parser::{AgentEvent, EventKind, OutputParser, Verdict};
 pub use registry::AgentRegistry;

@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
-use drydock_agents::{AgentEvent, EventKind, OutputParser, ParserKind};
+use drydock_agents::{AgentEvent, EventKind, OutputParser, ParserKind, Verdict};
 use proptest::prelude::*;
 use serde_json::json;
 
@@ -566,5 +566,122 @@ proptest! {
             }
             parser.finish();
         }
+    }
+}
+
+/// The verdict after feeding `output` whole.
+fn verdict_of(kind: ParserKind, output: &str) -> Option<Verdict> {
+    let mut parser = OutputParser::new(kind);
+    for line in output.lines() {
+        parser.parse_line(line);
+    }
+    parser.finish();
+    parser.verdict().cloned()
+}
+
+#[test]
+fn each_cli_says_whether_its_run_failed_and_the_last_word_counts() {
+    let failed = |m: &str| Some(Verdict::Failed(m.to_owned()));
+    // Claude Code (and Cursor): the `result` event, by `is_error` or an error subtype.
+    assert_eq!(
+        verdict_of(
+            ParserKind::ClaudeStreamJson,
+            r#"{"type":"result","subtype":"success","is_error":true,"result":"API Error: rate limit reached"}"#
+        ),
+        failed("API Error: rate limit reached")
+    );
+    assert_eq!(
+        verdict_of(
+            ParserKind::CursorStreamJson,
+            r#"{"type":"result","subtype":"error_max_turns","result":""}"#
+        ),
+        failed("error_max_turns")
+    );
+    assert_eq!(
+        verdict_of(
+            ParserKind::ClaudeStreamJson,
+            &sample("claude-success.jsonl")
+        ),
+        Some(Verdict::Succeeded)
+    );
+    // Codex: a stream error it recovers from is not the verdict; `turn.failed` is.
+    assert_eq!(
+        verdict_of(
+            ParserKind::CodexJson,
+            "{\"type\":\"error\",\"message\":\"Reconnecting... 1/5\"}\n{\"type\":\"turn.completed\",\"usage\":{}}"
+        ),
+        Some(Verdict::Succeeded)
+    );
+    assert_eq!(
+        verdict_of(
+            ParserKind::CodexJson,
+            r#"{"type":"turn.failed","error":{"message":"quota exceeded"}}"#
+        ),
+        failed("quota exceeded")
+    );
+    assert_eq!(
+        verdict_of(
+            ParserKind::CodexJson,
+            r#"{"type":"error","message":"stream disconnected"}"#
+        ),
+        failed("stream disconnected")
+    );
+    // Gemini CLI: the `result` status; a warning-level `error` event is not a failure.
+    assert_eq!(
+        verdict_of(
+            ParserKind::GeminiStreamJson,
+            "{\"type\":\"error\",\"severity\":\"warning\",\"message\":\"slow\"}\n{\"type\":\"result\",\"status\":\"success\"}"
+        ),
+        Some(Verdict::Succeeded)
+    );
+    assert_eq!(
+        verdict_of(
+            ParserKind::GeminiStreamJson,
+            r#"{"type":"result","status":"error","error":{"message":"API key not valid"}}"#
+        ),
+        failed("API key not valid")
+    );
+    assert_eq!(
+        verdict_of(
+            ParserKind::GeminiStreamJson,
+            r#"{"type":"error","severity":"error","message":"model overloaded"}"#
+        ),
+        failed("model overloaded")
+    );
+    // opencode: an `error` event.
+    assert_eq!(
+        verdict_of(
+            ParserKind::OpencodeJson,
+            r#"{"type":"error","error":{"name":"APIError","data":{"message":"invalid x-api-key"}}}"#
+        ),
+        failed("invalid x-api-key")
+    );
+    // Copilot CLI: the `result` event's exit code.
+    assert_eq!(
+        verdict_of(ParserKind::CopilotJson, r#"{"type":"result","exitCode":1}"#),
+        failed("the CLI reported exit code 1")
+    );
+    // Plain text never gives a verdict: the exit status alone decides.
+    assert_eq!(
+        verdict_of(ParserKind::Text, "Error: everything failed"),
+        None
+    );
+}
+
+#[test]
+fn the_real_clis_captured_output_gives_the_verdict_their_runs_had() {
+    for (kind, name) in [
+        (ParserKind::ClaudeStreamJson, "claude"),
+        (ParserKind::CodexJson, "codex"),
+        (ParserKind::GeminiStreamJson, "gemini"),
+        (ParserKind::OpencodeJson, "opencode"),
+    ] {
+        let ok = verdict_of(kind, &sample(&format!("captured-{name}-tool-run.jsonl")));
+        assert_eq!(ok, Some(Verdict::Succeeded), "{name} tool run");
+        let failed = verdict_of(kind, &sample(&format!("captured-{name}-api-error.jsonl")));
+        assert!(
+            matches!(failed, Some(Verdict::Failed(ref m)) if !m.is_empty()),
+            "{name} API error: {failed:?}"
+        );
     }
 }

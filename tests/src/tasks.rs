@@ -47,15 +47,25 @@ pub struct TaskEnv {
 impl TaskEnv {
     /// Starts everything; `extra` are more server settings.
     pub async fn start(db: TestDb, extra: &[&str]) -> Self {
-        Self::start_with_image(db, Some(&sandbox_image()), extra).await
+        Self::start_with_agents(db, SCRIPTED_AGENT, extra).await
+    }
+
+    /// Starts everything with `agents` (TOML, e.g. [`SCRIPTED_AGENT`] plus more) as the
+    /// operator's agents file.
+    pub async fn start_with_agents(db: TestDb, agents: &str, extra: &[&str]) -> Self {
+        Self::start_with(db, agents, Some(&sandbox_image()), extra).await
     }
 
     /// Like [`TaskEnv::start`], with the sandbox image named by `image`, or none named (drydock's
     /// own image, as a first run has it).
     pub async fn start_with_image(db: TestDb, image: Option<&str>, extra: &[&str]) -> Self {
+        Self::start_with(db, SCRIPTED_AGENT, image, extra).await
+    }
+
+    async fn start_with(db: TestDb, agents: &str, image: Option<&str>, extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("temporary directory");
         let file = dir.path().join("agents.toml");
-        std::fs::write(&file, SCRIPTED_AGENT).expect("write agents file");
+        std::fs::write(&file, agents).expect("write agents file");
         let mut settings = vec![
             "--agents-file",
             file.to_str().expect("utf-8 path"),

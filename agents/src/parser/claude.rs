@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use serde_json::Value;
 
 use super::{
-    AgentEvent, EventKind, Parsed, count, one_line, result_text, seconds, str_field, tool_line,
-    u64_field,
+    AgentEvent, EventKind, Parsed, Verdict, count, one_line, result_text, seconds, str_field,
+    tool_line, u64_field,
 };
 
 #[derive(Debug)]
@@ -266,10 +266,15 @@ fn result_event(v: &Value, out: &mut Parsed) {
         } else {
             answer.to_owned()
         };
+        let reason = one_line(&reason, 500);
         out.events
-            .push(AgentEvent::new(EventKind::Error, one_line(&reason, 500)));
-    } else if !answer.trim().is_empty() {
-        out.final_message = Some(answer.to_owned());
+            .push(AgentEvent::new(EventKind::Error, reason.clone()));
+        out.verdict = Some(Verdict::Failed(reason));
+    } else {
+        if !answer.trim().is_empty() {
+            out.final_message = Some(answer.to_owned());
+        }
+        out.verdict = Some(Verdict::Succeeded);
     }
     let mut parts = Vec::new();
     let mut event = AgentEvent::new(EventKind::Result, String::new()).with("is_error", is_error);

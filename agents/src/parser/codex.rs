@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use serde_json::{Value, json};
 
 use super::{
-    AgentEvent, EventKind, Parsed, one_line, result_text, str_field, tool_line, u64_field,
+    AgentEvent, EventKind, Parsed, Verdict, one_line, result_text, str_field, tool_line, u64_field,
 };
 
 #[derive(Debug, Default)]
@@ -34,20 +34,27 @@ impl CodexParser {
                     self.completed(item, &mut out);
                 }
             }
-            Some("turn.completed") => out.events.push(usage_event(v.get("usage"), false)),
+            Some("turn.completed") => {
+                out.events.push(usage_event(v.get("usage"), false));
+                out.verdict = Some(Verdict::Succeeded);
+            }
             Some("turn.failed") => {
                 let message = v
                     .pointer("/error/message")
                     .and_then(Value::as_str)
                     .unwrap_or("turn failed");
+                let message = one_line(message, 500);
                 out.events
-                    .push(AgentEvent::new(EventKind::Error, one_line(message, 500)));
+                    .push(AgentEvent::new(EventKind::Error, message.clone()));
                 out.events.push(usage_event(v.get("usage"), true));
+                out.verdict = Some(Verdict::Failed(message));
             }
+            // A stream error: fatal unless a completed turn follows (Codex retries some).
             Some("error") => {
-                let message = str_field(v, "message").unwrap_or("error");
+                let message = one_line(str_field(v, "message").unwrap_or("error"), 500);
                 out.events
-                    .push(AgentEvent::new(EventKind::Error, one_line(message, 500)));
+                    .push(AgentEvent::new(EventKind::Error, message.clone()));
+                out.verdict = Some(Verdict::Failed(message));
             }
             Some("thread.started" | "turn.started" | "item.updated") => {}
             _ => out.events.push(AgentEvent::new(

@@ -4,8 +4,8 @@
 use serde_json::Value;
 
 use super::{
-    AgentEvent, EventKind, Parsed, count, one_line, result_text, seconds, str_field, tool_line,
-    u64_field,
+    AgentEvent, EventKind, Parsed, Verdict, count, one_line, result_text, seconds, str_field,
+    tool_line, u64_field,
 };
 
 #[derive(Debug, Default)]
@@ -80,6 +80,11 @@ impl CopilotParser {
                 let code = v.get("exitCode").and_then(Value::as_i64);
                 let failed = code.is_some_and(|c| c != 0);
                 let status = if failed { "Failed" } else { "Done" };
+                out.verdict = Some(if failed {
+                    Verdict::Failed(format!("the CLI reported exit code {}", code.unwrap_or(-1)))
+                } else {
+                    Verdict::Succeeded
+                });
                 let mut parts = Vec::new();
                 let usage = v.get("usage").unwrap_or(&Value::Null);
                 if let Some(ms) = u64_field(usage, "sessionDurationMs") {

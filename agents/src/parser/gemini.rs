@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use serde_json::Value;
 
 use super::{
-    AgentEvent, EventKind, Parsed, count, one_line, result_text, seconds, str_field, tool_line,
-    u64_field,
+    AgentEvent, EventKind, Parsed, Verdict, count, one_line, result_text, seconds, str_field,
+    tool_line, u64_field,
 };
 
 #[derive(Debug, Default)]
@@ -84,19 +84,33 @@ impl GeminiParser {
                 self.flush(&mut out);
                 let message = str_field(v, "message").unwrap_or("error");
                 let mut event = AgentEvent::new(EventKind::Error, one_line(message, 500));
-                if let Some(severity) = str_field(v, "severity") {
+                let severity = str_field(v, "severity");
+                if let Some(severity) = severity {
                     event = event.with("severity", severity);
+                }
+                // Warnings are shown; only an error-level event is the run failing.
+                if severity.is_none_or(|s| s == "error") {
+                    out.verdict = Some(Verdict::Failed(event.text.clone()));
                 }
                 out.events.push(event);
             }
             Some("result") => {
                 self.flush(&mut out);
                 let failed = str_field(v, "status") == Some("error");
-                if let Some(message) = v.pointer("/error/message").and_then(Value::as_str) {
+                let message = v
+                    .pointer("/error/message")
+                    .and_then(Value::as_str)
+                    .map(|m| one_line(m, 500));
+                if let Some(message) = &message {
                     out.events
-                        .push(AgentEvent::new(EventKind::Error, one_line(message, 500)));
+                        .push(AgentEvent::new(EventKind::Error, message.clone()));
                 }
                 out.events.push(stats_event(v.get("stats"), failed));
+                out.verdict = Some(if failed {
+                    Verdict::Failed(message.unwrap_or_else(|| "the run failed".to_owned()))
+                } else {
+                    Verdict::Succeeded
+                });
             }
             None if v.get("response").is_some() => {
                 // `-o json`: one object with the whole answer.
@@ -105,12 +119,16 @@ impl GeminiParser {
                         .push(AgentEvent::new(EventKind::AgentMessage, response.trim()));
                     out.final_message = Some(response.to_owned());
                 }
-                let message = v.pointer("/error/message").and_then(Value::as_str);
-                if let Some(message) = message {
+                let message = v
+                    .pointer("/error/message")
+                    .and_then(Value::as_str)
+                    .map(|m| one_line(m, 500));
+                if let Some(message) = &message {
                     out.events
-                        .push(AgentEvent::new(EventKind::Error, one_line(message, 500)));
+                        .push(AgentEvent::new(EventKind::Error, message.clone()));
                 }
                 out.events.push(stats_event(None, message.is_some()));
+                out.verdict = Some(message.map_or(Verdict::Succeeded, Verdict::Failed));
             }
             _ => out.events.push(AgentEvent::new(
                 EventKind::Text,

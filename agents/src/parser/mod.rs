@@ -65,11 +65,25 @@ impl AgentEvent {
     }
 }
 
+/// The agent's own verdict on its run, from the run-level events its CLI prints (Claude Code's
+/// `result` with `is_error`/`subtype`, Codex's `turn.completed`/`turn.failed`/`error`, Gemini
+/// CLI's `result` and `error`, opencode's `error`, Copilot CLI's `result`). The last one printed
+/// counts: a CLI that reports a transient error and then completes has succeeded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Verdict {
+    /// The CLI says its run completed.
+    Succeeded,
+    /// The CLI says its run failed, with its message (at most 500 characters, one line).
+    Failed(String),
+}
+
 /// Turns one agent's stdout into events; one parser per run.
 #[derive(Debug)]
 pub struct OutputParser {
     inner: Inner,
     final_message: Option<String>,
+    verdict: Option<Verdict>,
 }
 
 #[derive(Debug)]
@@ -88,6 +102,8 @@ pub(crate) struct Parsed {
     pub events: Vec<AgentEvent>,
     /// A new candidate for the agent's final message.
     pub final_message: Option<String>,
+    /// A run-level verdict printed on this line (replaces any earlier one).
+    pub verdict: Option<Verdict>,
 }
 
 impl OutputParser {
@@ -105,6 +121,7 @@ impl OutputParser {
         Self {
             inner,
             final_message: None,
+            verdict: None,
         }
     }
 
@@ -131,7 +148,7 @@ impl OutputParser {
                 },
                 None => Parsed {
                     events: vec![AgentEvent::new(EventKind::Text, strip_ansi(line))],
-                    final_message: None,
+                    ..Parsed::default()
                 },
             },
         };
@@ -155,7 +172,15 @@ impl OutputParser {
         self.final_message.as_deref()
     }
 
+    /// The CLI's own verdict on its run, if it printed one (plain-text agents never do).
+    pub fn verdict(&self) -> Option<&Verdict> {
+        self.verdict.as_ref()
+    }
+
     fn absorb(&mut self, parsed: Parsed) -> Vec<AgentEvent> {
+        if parsed.verdict.is_some() {
+            self.verdict = parsed.verdict;
+        }
         if let Some(message) = parsed.final_message
             && !message.trim().is_empty()
         {

@@ -4,7 +4,8 @@
 use serde_json::Value;
 
 use super::{
-    AgentEvent, EventKind, Parsed, count, one_line, result_text, str_field, tool_line, u64_field,
+    AgentEvent, EventKind, Parsed, Verdict, count, one_line, result_text, str_field, tool_line,
+    u64_field,
 };
 
 #[derive(Debug, Default)]
@@ -59,6 +60,10 @@ impl OpencodeParser {
             }
             Some("step_finish") => {
                 self.steps += 1;
+                // The last step of a run ends with `stop`; others with `tool-calls`.
+                if str_field(part, "reason") == Some("stop") {
+                    out.verdict = Some(Verdict::Succeeded);
+                }
                 if let Some(tokens) = part.get("tokens") {
                     self.input_tokens += u64_field(tokens, "input").unwrap_or(0)
                         + tokens
@@ -85,8 +90,10 @@ impl OpencodeParser {
                     .or_else(|| str_field(error, "message"))
                     .or_else(|| str_field(error, "name"))
                     .unwrap_or("error");
+                let message = one_line(message, 500);
                 out.events
-                    .push(AgentEvent::new(EventKind::Error, one_line(message, 500)));
+                    .push(AgentEvent::new(EventKind::Error, message.clone()));
+                out.verdict = Some(Verdict::Failed(message));
             }
             Some("step_start" | "reasoning") => {}
             _ => out.events.push(AgentEvent::new(

@@ -26,7 +26,7 @@ impl TextParser {
         }
         Parsed {
             events: vec![AgentEvent::new(EventKind::AgentMessage, clean)],
-            final_message: None,
+            ..Parsed::default()
         }
     }
 
@@ -38,8 +38,8 @@ impl TextParser {
 
     pub(crate) fn finish(&mut self) -> Parsed {
         Parsed {
-            events: Vec::new(),
             final_message: Some(self.all.clone()),
+            ..Parsed::default()
         }
     }
 }

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use drydock_agents::{AgentEvent, EventKind, OutputParser};
+use drydock_agents::{AgentEvent, EventKind, OutputParser, Verdict};
 use drydock_sandbox::OutputStream;
 
 use super::hub::EventHub;
@@ -75,6 +75,15 @@ pub struct ExecLog {
     parser: Option<OutputParser>,
 }
 
+/// What an agent said of its run, from its parsed output (redacted).
+#[derive(Debug, Default)]
+pub struct AgentEnd {
+    /// Its final message (the answer shown in the conversation and the pull request).
+    pub reply: Option<String>,
+    /// Its CLI's own verdict on the run.
+    pub verdict: Option<Verdict>,
+}
+
 /// Writes one task's events.
 pub struct LogSink {
     task_id: String,
@@ -142,9 +151,9 @@ impl LogSink {
         self.lines(&mut log.parser, stream, lines);
     }
 
-    /// Ends an exec's output: flushes held bytes and the parser; answers the agent's final
-    /// message (redacted), if it had one.
-    pub fn finish_exec(&mut self, mut log: ExecLog) -> Option<String> {
+    /// Ends an exec's output: flushes held bytes and the parser; answers what the agent said of
+    /// its run (redacted): its final message and its CLI's verdict, when it printed them.
+    pub fn finish_exec(&mut self, mut log: ExecLog) -> AgentEnd {
         for stream in [OutputStream::Stdout, OutputStream::Stderr] {
             let (redacting, splitter) = match stream {
                 OutputStream::Stdout => &mut log.stdout,
@@ -156,14 +165,22 @@ impl LogSink {
             splitter.finish(|line| lines.push(line));
             self.lines(&mut log.parser, stream, lines);
         }
-        let parser = log.parser.as_mut()?;
+        let Some(parser) = log.parser.as_mut() else {
+            return AgentEnd::default();
+        };
         // Some parsers buffer (Gemini's message chunks, opencode's totals) until the end.
         for event in parser.finish() {
             self.agent_event(event);
         }
-        parser
-            .final_message()
-            .map(|message| self.redactor.redact(message))
+        AgentEnd {
+            reply: parser
+                .final_message()
+                .map(|message| self.redactor.redact(message)),
+            verdict: parser.verdict().map(|verdict| match verdict {
+                Verdict::Failed(message) => Verdict::Failed(self.redactor.redact(message)),
+                other => other.clone(),
+            }),
+        }
     }
 
     fn lines(

@@ -9,7 +9,7 @@ use drydock_sandbox::{ExecSpec, Sandbox};
 use tracing::instrument;
 
 use super::TaskRunner;
-use super::outcome::{Outcome, StepResult, exit_outcome};
+use super::outcome::{Outcome, StepResult, judge_agent};
 use super::turn::TurnContext;
 
 /// What a turn runs: the launch plan, and whether it resumes the agent's own session in the
@@ -200,12 +200,14 @@ impl TaskRunner {
         for (name, value) in &plan.env {
             spec = spec.env(name.clone(), value.clone());
         }
-        let (exit, reply) = self
+        let (exit, said) = self
             .exec_logged(cx, sandbox, spec, Some(OutputParser::new(plan.parser)))
             .await?;
-        if !exit.success() {
-            return Err(exit_outcome(&exit, "the agent"));
+        if let Some(warning) = judge_agent(&exit, said.verdict.as_ref())? {
+            cx.say("error", &warning).await;
+            cx.warnings.push(warning);
         }
+        let reply = said.reply;
         if let Some(reply) = &reply {
             let text = cx.redact(reply);
             let _ = self

@@ -8,18 +8,18 @@ use futures::StreamExt;
 use super::TaskRunner;
 use super::outcome::{Outcome, StepResult, sandbox_failed};
 use super::turn::TurnContext;
-use crate::tasks::logs::FLUSH_EVERY;
+use crate::tasks::logs::{AgentEnd, FLUSH_EVERY};
 
 impl TaskRunner {
     /// Runs an exec with its output streamed through the task's log (parsed into agent events
-    /// when `parser` is given); answers how it exited and the agent's final reply, if any.
+    /// when `parser` is given); answers how it exited and what the agent said of its run.
     pub(super) async fn exec_logged(
         &self,
         cx: &mut TurnContext,
         sandbox: &Sandbox,
         spec: ExecSpec,
         parser: Option<OutputParser>,
-    ) -> StepResult<(ExecExit, Option<String>)> {
+    ) -> StepResult<(ExecExit, AgentEnd)> {
         let mut output = sandbox
             .exec(&spec)
             .await
@@ -51,10 +51,10 @@ impl TaskRunner {
                 }
             }
         }
-        let reply = sink.finish_exec(log);
+        let said = sink.finish_exec(log);
         stored(sink.flush().await)?;
         let exit = output.exit().await.map_err(|err| sandbox_failed(&err))?;
-        Ok((exit, reply))
+        Ok((exit, said))
     }
 }
 

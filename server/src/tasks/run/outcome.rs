@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use drydock_agents::Verdict;
 use drydock_sandbox::{ExecExit, ExitReason, SandboxError};
 
 /// How a turn ended: the status recorded on the task and the reason shown with it.
@@ -104,7 +105,7 @@ pub(super) fn sandbox_failed(err: &SandboxError) -> Outcome {
 /// changes").
 pub(super) fn exit_outcome(exit: &ExecExit, what: &str) -> Outcome {
     match exit {
-        ExecExit::Code(code) => Outcome::failed(format!("{what} exited with code {code}")),
+        ExecExit::Code(code) => Outcome::failed(format!("{what} {}", exit_code_words(*code))),
         ExecExit::OutOfMemory | ExecExit::SandboxEnded(ExitReason::OutOfMemory) => Outcome::failed(
             format!("{what} ran out of memory (the sandbox's memory limit)"),
         ),
@@ -118,6 +119,48 @@ pub(super) fn exit_outcome(exit: &ExecExit, what: &str) -> Outcome {
             Outcome::failed(format!("the sandbox ended while {what} ran: {reason}"))
         }
         _ => Outcome::failed(format!("{what} ended unexpectedly")),
+    }
+}
+
+/// What the agent's run means for the turn, from how its process exited and its CLI's own
+/// verdict: `Ok(None)` to go on, `Ok(Some(warning))` to go on with a warning (the CLI reported
+/// success but exited non-zero: its work is kept and pushed, and the reason says so), or the
+/// outcome that ends the turn (the CLI reported an error, whatever its exit status; or it exited
+/// non-zero without a verdict; or it was stopped, timed out or killed).
+pub(super) fn judge_agent(
+    exit: &ExecExit,
+    verdict: Option<&Verdict>,
+) -> StepResult<Option<String>> {
+    let ExecExit::Code(code) = exit else {
+        return Err(exit_outcome(exit, "the agent"));
+    };
+    match (verdict, *code) {
+        (Some(Verdict::Failed(message)), 0) => Err(Outcome::failed(format!(
+            "the agent reported an error: {message}"
+        ))),
+        (Some(Verdict::Failed(message)), code) => Err(Outcome::failed(format!(
+            "the agent reported an error: {message} ({})",
+            exit_code_words(code)
+        ))),
+        (_, 0) => Ok(None),
+        (Some(Verdict::Succeeded), code) => Ok(Some(format!(
+            "the agent reported success but {}",
+            exit_code_words(code)
+        ))),
+        (_, _) => Err(exit_outcome(exit, "the agent")),
+    }
+}
+
+/// "exited with code 3", or for a signal "was killed by SIGKILL (exit code 137)".
+fn exit_code_words(code: i64) -> String {
+    let signal = code
+        .checked_sub(128)
+        .filter(|n| *n > 0)
+        .and_then(|n| i32::try_from(n).ok())
+        .and_then(|n| nix::sys::signal::Signal::try_from(n).ok());
+    match signal {
+        Some(signal) => format!("was killed by {} (exit code {code})", signal.as_str()),
+        None => format!("exited with code {code}"),
     }
 }
 

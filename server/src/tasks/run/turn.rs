@@ -35,6 +35,8 @@ pub(super) struct TurnContext {
     pub sandbox: Option<Sandbox>,
     /// The host checkout, removed when the turn ends.
     pub checkout: Option<PathBuf>,
+    /// What went wrong without ending the turn; added to the reason of a turn that succeeds.
+    pub warnings: Vec<String>,
 }
 
 impl TurnContext {
@@ -158,7 +160,10 @@ impl TaskRunner {
 
     /// Ends a turn at whatever stage it stopped: keeps or removes the sandbox, deletes the
     /// checkout, logs and records the outcome, tells viewers, and queues the next follow-up.
-    async fn end_turn(&self, mut cx: TurnContext, outcome: Outcome) {
+    async fn end_turn(&self, mut cx: TurnContext, mut outcome: Outcome) {
+        if outcome.status == "succeeded" && !cx.warnings.is_empty() {
+            outcome.reason = format!("{}; but {}", outcome.reason, cx.warnings.join("; "));
+        }
         let store = &self.inner.store;
         let task = cx.task.clone();
         if let Some(creating) = cx.creating.take()
@@ -219,6 +224,7 @@ impl TurnContext {
             secret_values: Vec::new(),
             sandbox: None,
             checkout: None,
+            warnings: Vec::new(),
         }
     }
 }
