@@ -165,7 +165,7 @@ pub struct Config {
     #[arg(long, env = "DOCKER_HOST")]
     pub docker_host: Option<String>,
 
-    /// Image every sandbox runs, when you provide your own. Unset: drydock runs its own image,
+    /// Image every sandbox runs, when you provide your own. Unset or empty: drydock runs its own image,
     /// {DRYDOCK_SANDBOX_IMAGE_NAME}:recipe-<hash of its recipe>, and builds it when it is missing.
     /// A named image that is missing is reported, never built.
     #[arg(long = "sandbox-image", env = "DRYDOCK_SANDBOX_IMAGE")]

@@ -72,9 +72,9 @@ impl TaskEnv {
             "--sandbox-network",
             "none",
         ];
-        if let Some(image) = image {
-            settings.extend(["--sandbox-image", image]);
-        }
+        // No image named: an empty setting, as an operator would unset it (scripts/test exports
+        // DRYDOCK_SANDBOX_IMAGE, which the server would otherwise read).
+        settings.extend(["--sandbox-image", image.unwrap_or("")]);
         settings.extend_from_slice(extra);
         let app = App::start(db, &settings).await;
         app.gh
