@@ -20,7 +20,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// How long [`Sandboxes::ping`] waits for the daemon.
 const PING_TIMEOUT: Duration = Duration::from_secs(5);
 /// Docker's default local socket.
-const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
+pub(crate) const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
 
 /// Which of this server's sandboxes [`Sandboxes::reap`] removes.
 #[derive(Debug, Clone)]

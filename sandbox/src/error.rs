@@ -20,6 +20,14 @@ pub enum SandboxError {
         "sandbox image {0:?} is not present on the Docker host; build it with `sandbox/image/build-offline` (or `docker build sandbox/image`)"
     )]
     ImageNotFound(String),
+    /// Building the sandbox image failed; `tail` holds the build's last lines of output.
+    #[error("building the sandbox image failed: {detail}")]
+    ImageBuild {
+        /// What ended the build.
+        detail: String,
+        /// The build's last output lines, oldest first.
+        tail: Vec<String>,
+    },
     /// The container does not exist (any more).
     #[error("sandbox container {0} does not exist")]
     NotFound(String),

@@ -59,6 +59,7 @@
 mod client;
 mod error;
 mod exec;
+pub mod image;
 mod port;
 mod sandbox;
 mod spec;
@@ -69,6 +70,7 @@ pub use error::{Result, SandboxError};
 pub use exec::{
     ExecCanceller, ExecExit, ExecOutput, ExecSpec, ExecStdin, OutputChunk, OutputStream,
 };
+pub use image::{BuildEvent, BuildMethod, BuildOptions, Images};
 pub use port::PortStream;
 pub use sandbox::{ExitReason, Owner, Sandbox};
 pub use spec::{

@@ -30,6 +30,80 @@ pub enum Command {
     Serve,
     /// Apply database migrations and exit.
     Migrate,
+    /// Work on drydock's own sandbox image.
+    #[command(subcommand)]
+    Image(ImageCommand),
+}
+
+/// `drydock image ...`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum ImageCommand {
+    /// Build drydock's sandbox image now, in the foreground, with a progress bar (the same build
+    /// the server runs in the background); exits non-zero when it fails.
+    Build,
+}
+
+impl Cli {
+    /// Parses the process's arguments and environment; prints clap's message and exits on error.
+    pub fn parse_process() -> Cli {
+        Self::parse_with_sources(std::env::args_os()).unwrap_or_else(|err| err.exit())
+    }
+
+    /// Parses `args` and the environment, noting which settings differ from their defaults.
+    pub fn parse_with_sources<I, T>(args: I) -> Result<Cli, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let command = <Cli as clap::CommandFactory>::command();
+        let matches = command.clone().try_get_matches_from(args)?;
+        let mut cli = <Cli as clap::FromArgMatches>::from_arg_matches(&matches)?;
+        cli.config.changed_settings = changed_settings(&command, &matches);
+        Ok(cli)
+    }
+}
+
+/// The settings given a value other than their default, as (`ENV_NAME` or `--flag`, value);
+/// secret settings (those whose values `--help` hides) show `(set)` instead of their value.
+fn changed_settings(command: &clap::Command, matches: &clap::ArgMatches) -> Vec<(String, String)> {
+    use clap::parser::ValueSource;
+    let mut changed = Vec::new();
+    for arg in command.get_arguments() {
+        let id = arg.get_id().as_str();
+        if matches!(id, "help" | "version") {
+            continue;
+        }
+        if !matches!(
+            matches.value_source(id),
+            Some(ValueSource::EnvVariable | ValueSource::CommandLine)
+        ) {
+            continue;
+        }
+        let Ok(Some(raw)) = matches.try_get_raw(id) else {
+            continue;
+        };
+        let value: Vec<String> = raw.map(|v| v.to_string_lossy().into_owned()).collect();
+        let default: Vec<String> = arg
+            .get_default_values()
+            .iter()
+            .map(|v| v.to_string_lossy().into_owned())
+            .collect();
+        if value == default {
+            continue;
+        }
+        let name = match (arg.get_env(), arg.get_long()) {
+            (Some(env), _) => env.to_string_lossy().into_owned(),
+            (None, Some(long)) => format!("--{long}"),
+            (None, None) => id.to_owned(),
+        };
+        let shown = if arg.is_hide_env_values_set() {
+            "(set)".to_owned()
+        } else {
+            crate::sandbox_image::mask_credentials(&value.join(","))
+        };
+        changed.push((name, shown));
+    }
+    changed
 }
 
 /// Every setting of the server.
@@ -91,13 +165,39 @@ pub struct Config {
     #[arg(long, env = "DOCKER_HOST")]
     pub docker_host: Option<String>,
 
-    /// Image every sandbox runs (build one with sandbox/image/build-offline or sandbox/image/Dockerfile).
+    /// Image every sandbox runs, when you provide your own. Unset or empty: drydock runs its own image,
+    /// {DRYDOCK_SANDBOX_IMAGE_NAME}:recipe-<hash of its recipe>, and builds it when it is missing.
+    /// A named image that is missing is reported, never built.
+    #[arg(long = "sandbox-image", env = "DRYDOCK_SANDBOX_IMAGE")]
+    pub named_sandbox_image: Option<String>,
+
+    /// Repository name of drydock's own sandbox image (used when DRYDOCK_SANDBOX_IMAGE is unset).
     #[arg(
         long,
-        env = "DRYDOCK_SANDBOX_IMAGE",
-        default_value = "drydock-sandbox:latest"
+        env = "DRYDOCK_SANDBOX_IMAGE_NAME",
+        default_value = "drydock-sandbox"
     )]
-    pub sandbox_image: String,
+    pub sandbox_image_name: String,
+
+    /// How drydock builds its own sandbox image when it is missing: auto (the Dockerfile when the
+    /// Docker host can pull its base image, otherwise the offline recipe), offline, dockerfile, or
+    /// off (never build; report it missing).
+    #[arg(long, env = "DRYDOCK_SANDBOX_IMAGE_BUILD", value_enum, default_value_t = ImageBuild::Auto)]
+    pub sandbox_image_build: ImageBuild,
+
+    /// The settings given a non-default value, as (name, value shown), secrets as `(set)`;
+    /// filled in by [`Cli::parse_with_sources`] (not a setting).
+    #[arg(skip)]
+    pub changed_settings: Vec<(String, String)>,
+
+    /// Debian mirror the offline recipe builds drydock's sandbox image from (default: the first
+    /// of the machine's apt sources that serves bookworm).
+    #[arg(long, env = "DRYDOCK_DEBIAN_MIRROR")]
+    pub debian_mirror: Option<String>,
+
+    /// GitHub logins (comma-separated) who may open the operator page, /admin.
+    #[arg(long, env = "DRYDOCK_ADMINS", value_delimiter = ',')]
+    pub admins: Vec<String>,
 
     /// Network mode of sandboxes: bridge, none, host, or the name of a Docker network.
     #[arg(long, env = "DRYDOCK_SANDBOX_NETWORK", default_value = "bridge")]
@@ -179,6 +279,19 @@ pub struct Config {
     pub shutdown_grace: u64,
 }
 
+/// How drydock builds its own sandbox image when it is missing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ImageBuild {
+    /// The Dockerfile when the Docker host can pull its base image, otherwise the offline recipe.
+    Auto,
+    /// The offline recipe (Debian packages and npm, no container registry; needs root).
+    Offline,
+    /// The Dockerfile.
+    Dockerfile,
+    /// Never build: report the image missing.
+    Off,
+}
+
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -195,7 +308,7 @@ impl Config {
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString> + Clone,
     {
-        Cli::try_parse_from(args).map(|cli| cli.config)
+        Cli::parse_with_sources(args).map(|cli| cli.config)
     }
 
     /// The public URL without a trailing slash; `http://{bound}` when none is configured.
@@ -204,6 +317,21 @@ impl Config {
             Some(url) => url.trim_end_matches('/').to_owned(),
             None => format!("http://{bound}"),
         }
+    }
+
+    /// The image sandboxes run: the named one, or drydock's own content-addressed tag.
+    pub fn resolve_sandbox_image(&self) -> String {
+        match self.named_sandbox_image.as_deref().map(str::trim) {
+            Some(named) if !named.is_empty() => named.to_owned(),
+            _ => drydock_sandbox::image::default_image(self.sandbox_image_name.trim()),
+        }
+    }
+
+    /// Whether the operator named the sandbox image (so drydock never builds it).
+    pub fn sandbox_image_is_named(&self) -> bool {
+        self.named_sandbox_image
+            .as_deref()
+            .is_some_and(|named| !named.trim().is_empty())
     }
 
     /// The database URL, defaulting to a SQLite file in the data directory.

@@ -12,6 +12,7 @@ pub mod http;
 pub mod keys;
 pub mod redact;
 pub mod repos;
+pub mod sandbox_image;
 pub mod secrets;
 pub mod state;
 pub mod store;
@@ -43,6 +44,8 @@ pub async fn run(
         .local_addr()
         .context("reading the listening address")?;
     let state = build_state(config, addr).await?;
+    let image_watch = tokio_util::sync::CancellationToken::new();
+    state.image.start(image_watch.clone());
     state.runner.start().await;
     let grace = Duration::from_secs(state.config.shutdown_grace);
     let app = http::router(state.clone());
@@ -72,6 +75,7 @@ pub async fn run(
         result = server => result.context("serving HTTP")?,
         () = grace_timer => tracing::warn!(grace_s = grace.as_secs(), "shutdown grace period over; dropping remaining requests"),
     }
+    image_watch.cancel();
     state.runner.shutdown().await;
     state.store.close().await;
     tracing::info!("drydock stopped");
@@ -103,16 +107,21 @@ async fn build_state(config: Config, bound: std::net::SocketAddr) -> anyhow::Res
     check_preview_host(config.preview_host.as_deref(), &public_url)?;
     let hub = Arc::new(tasks::EventHub::default());
     let github_tokens = auth::GithubTokens::new(store.clone(), secrets.clone(), github.clone());
+    let image = sandbox_image::SandboxImage::new(&config);
     let runner = tasks::TaskRunner::new(
         tasks::RunnerSettings::from_config(&config, instance_id(&config)?, public_url.clone()),
-        store.clone(),
-        secrets.clone(),
-        github.clone(),
-        github_tokens.clone(),
-        agents.clone(),
-        hub.clone(),
+        tasks::RunnerServices {
+            store: store.clone(),
+            secrets: secrets.clone(),
+            github: github.clone(),
+            tokens: github_tokens.clone(),
+            agents: agents.clone(),
+            hub: hub.clone(),
+            image: image.clone(),
+        },
     );
     let services = Services {
+        image,
         agents,
         providers,
         secrets,

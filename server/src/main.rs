@@ -1,15 +1,17 @@
 //! The `drydock` binary: parse settings, start logging, run.
 
-use clap::Parser;
-use drydock::config::{Cli, Command};
+use drydock::config::{Cli, Command, ImageCommand};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_process();
     drydock::telemetry::init(&cli.config);
     let outcome = match cli.command.unwrap_or(Command::Serve) {
         Command::Migrate => drydock::migrate(&cli.config).await,
         Command::Serve => serve(cli.config).await,
+        Command::Image(ImageCommand::Build) => {
+            drydock::sandbox_image::build_in_foreground(&cli.config).await
+        }
     };
     match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -28,21 +30,32 @@ async fn serve(config: drydock::config::Config) -> anyhow::Result<()> {
     drydock::run(config, listener, shutdown_signal()).await
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let interrupt = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
+/// Resolves on SIGINT or SIGTERM. The handlers are installed now, not at the first poll, so a
+/// signal that arrives right after start-up (before `run` polls this) still shuts down cleanly.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let interrupt = signal(SignalKind::interrupt());
+    let terminate = signal(SignalKind::terminate());
+    async move {
+        let interrupt = async {
+            match interrupt {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
             }
-            Err(_) => std::future::pending::<()>().await,
+        };
+        let terminate = async {
+            match terminate {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            () = interrupt => {},
+            () = terminate => {},
         }
-    };
-    tokio::select! {
-        () = interrupt => {},
-        () = terminate => {},
     }
 }

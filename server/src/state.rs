@@ -40,6 +40,8 @@ pub struct Services {
     pub hub: std::sync::Arc<crate::tasks::EventHub>,
     /// Starts, runs and stops tasks.
     pub runner: crate::tasks::TaskRunner,
+    /// The sandbox image's state (and its build, when drydock makes it).
+    pub image: Arc<crate::sandbox_image::SandboxImage>,
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
 }

@@ -48,6 +48,11 @@ impl TestServer {
         if !extra.iter().any(|a| a == "--sandbox-network") {
             args.extend(["--sandbox-network".to_owned(), "none".to_owned()]);
         }
+        // drydock builds its own sandbox image when it is missing; tests that want that say so
+        // (`--sandbox-image-build offline`), the others must not start a build as a side effect.
+        if !extra.iter().any(|a| a == "--sandbox-image-build") {
+            args.extend(["--sandbox-image-build".to_owned(), "off".to_owned()]);
+        }
         args.extend(extra);
         let config = Config::parse_from_args(args).expect("valid test configuration");
         if std::env::var_os("DRYDOCK_TEST_LOG").is_some() {

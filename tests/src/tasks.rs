@@ -65,18 +65,28 @@ impl TaskEnv {
 
     /// Like [`start`](Self::start), with these operator-defined agents (TOML).
     pub async fn start_with_agents(db: TestDb, agents: &str, extra: &[&str]) -> Self {
+        Self::start_with(db, agents, Some(&sandbox_image()), extra).await
+    }
+
+    /// Like [`TaskEnv::start`], with the sandbox image named by `image`, or none named (drydock's
+    /// own image, as a first run has it).
+    pub async fn start_with_image(db: TestDb, image: Option<&str>, extra: &[&str]) -> Self {
+        Self::start_with(db, SCRIPTED_AGENT, image, extra).await
+    }
+
+    async fn start_with(db: TestDb, agents: &str, image: Option<&str>, extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("temporary directory");
         let file = dir.path().join("agents.toml");
         std::fs::write(&file, agents).expect("write agents file");
-        let image = sandbox_image();
         let mut settings = vec![
             "--agents-file",
             file.to_str().expect("utf-8 path"),
-            "--sandbox-image",
-            &image,
             "--sandbox-network",
             "none",
         ];
+        // No image named: an empty setting, as an operator would unset it (scripts/test exports
+        // DRYDOCK_SANDBOX_IMAGE, which the server would otherwise read).
+        settings.extend(["--sandbox-image", image.unwrap_or("")]);
         settings.extend_from_slice(extra);
         let app = App::start(db, &settings).await;
         app.gh

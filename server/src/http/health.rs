@@ -17,6 +17,20 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(healthz))
         .routes(routes!(readyz))
+        .routes(routes!(get_sandbox_image))
+}
+
+/// The sandbox image's state: ready, or being built (which step, since when), or why not.
+#[utoipa::path(
+    get,
+    path = "/api/sandbox-image",
+    tag = "ops",
+    responses((status = 200, body = crate::sandbox_image::ImageStatus))
+)]
+async fn get_sandbox_image(
+    State(state): State<AppState>,
+) -> Json<crate::sandbox_image::ImageStatus> {
+    Json(state.image.status())
 }
 
 /// A probe's answer.
@@ -24,15 +38,24 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
 pub struct Health {
     /// `ok` or `ready`.
     pub status: &'static str,
+    /// `/readyz` only: the sandbox image's state (`ready`, `building`, `checking`, `failed`,
+    /// `missing`, `unknown`). drydock stays ready while it builds its image: tasks wait in the
+    /// queue, and everything else works.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sandbox_image: Option<&'static str>,
 }
 
 /// Answers 200 while the process is up.
 #[utoipa::path(get, path = "/healthz", tag = "ops", responses((status = 200, body = Health)))]
 async fn healthz() -> Json<Health> {
-    Json(Health { status: "ok" })
+    Json(Health {
+        status: "ok",
+        sandbox_image: None,
+    })
 }
 
-/// Answers 200 when the database and Docker are reachable, 503 with the reason otherwise.
+/// Answers 200 when the database and Docker are reachable (with the sandbox image's state), 503
+/// with the reason otherwise.
 #[utoipa::path(
     get,
     path = "/readyz",
@@ -58,7 +81,10 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, AppError>
         sandboxes.ping().await
     };
     match tokio::time::timeout(PROBE_TIMEOUT * 3, docker).await {
-        Ok(Ok(())) => Ok(Json(Health { status: "ready" })),
+        Ok(Ok(())) => Ok(Json(Health {
+            status: "ready",
+            sandbox_image: Some(state.image.status().state),
+        })),
         Ok(Err(err)) => {
             tracing::warn!(error = %err, "readiness: Docker unreachable");
             Err(AppError::Unavailable(

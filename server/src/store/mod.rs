@@ -167,6 +167,17 @@ impl Store {
         Ok(store)
     }
 
+    /// The newest applied migration's version, if any (for the operator page).
+    pub async fn migration_version(&self) -> StoreResult<Option<i64>> {
+        Ok(with_pool!(self, pool => {
+            sqlx::query_scalar::<_, Option<i64>>(
+                "SELECT MAX(version) FROM _sqlx_migrations WHERE success",
+            )
+            .fetch_one(pool)
+            .await?
+        }))
+    }
+
     /// Applies the migrations not yet applied.
     pub async fn migrate(&self) -> StoreResult<()> {
         match &self.pool {

@@ -331,7 +331,8 @@ impl Store {
         let now = now_ms();
         let n = with_pool!(self, pool => {
             sqlx::query(
-                "UPDATE tasks SET status = 'running', runner_id = $2, started_at = $3, updated_at = $3
+                "UPDATE tasks SET status = 'running', status_reason = NULL, runner_id = $2,
+                        started_at = $3, updated_at = $3
                  WHERE id = $1 AND status = 'queued'",
             )
             .bind(id)
@@ -363,6 +364,39 @@ impl Store {
                 .fetch_one(pool)
                 .await?
         }))
+    }
+
+    /// Across all users: tasks waiting in the queue, tasks running, and sandboxes kept alive
+    /// between turns (for the operator page).
+    pub async fn count_queue_running_kept(&self) -> StoreResult<(i64, i64, i64)> {
+        Ok(with_pool!(self, pool => {
+            sqlx::query_as::<_, (i64, i64, i64)>(
+                "SELECT
+                   (SELECT COUNT(*) FROM tasks WHERE status = 'queued'),
+                   (SELECT COUNT(*) FROM tasks WHERE status = 'running'),
+                   (SELECT COUNT(*) FROM tasks WHERE container_id IS NOT NULL AND status <> 'running')",
+            )
+            .fetch_one(pool)
+            .await?
+        }))
+    }
+
+    /// Sets why a queued task waits (or clears it); answers false when it is no longer queued
+    /// or already had that reason.
+    pub async fn set_queued_reason(&self, id: &str, reason: Option<&str>) -> StoreResult<bool> {
+        let n = with_pool!(self, pool => {
+            sqlx::query(
+                "UPDATE tasks SET status_reason = $2, updated_at = $3
+                 WHERE id = $1 AND status = 'queued' AND status_reason IS DISTINCT FROM $2",
+            )
+            .bind(id)
+            .bind(reason)
+            .bind(now_ms())
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        Ok(n > 0)
     }
 
     /// How many of a user's tasks run now.

@@ -11,4 +11,4 @@ mod sse;
 pub use api::{Quota, TaskView, check_quota, quota_of, routes};
 pub use hub::EventHub;
 pub use logs::{LineSplitter, LogLine};
-pub use run::{RunnerSettings, TaskRunner};
+pub use run::{RunnerServices, RunnerSettings, TaskRunner};

@@ -5,6 +5,7 @@
 //! carries a strict Content-Security-Policy: no inline script or style, nothing from elsewhere
 //! except avatar images.
 
+mod admin;
 mod assets;
 mod pages;
 
@@ -32,6 +33,7 @@ pub fn routes() -> Router<AppState> {
         .route("/tasks/{id}", get(pages::task_page))
         .route("/settings/keys", get(pages::keys_page))
         .route("/settings/connectors", get(pages::connectors_page))
+        .route("/admin", get(admin::admin_page))
         .layer(SetResponseHeaderLayer::overriding(
             header::CONTENT_SECURITY_POLICY,
             HeaderValue::from_static(CONTENT_SECURITY_POLICY),
@@ -50,8 +52,46 @@ pub struct Chrome {
     pub user: Option<User>,
     /// Their quota today.
     pub quota: Option<Quota>,
-    /// The navigation entry of this page (`tasks`, `new`, `keys`, `connectors`).
+    /// The navigation entry of this page (`tasks`, `new`, `keys`, `connectors`, `admin`).
     pub nav: &'static str,
+    /// The sandbox image banner, on pages where people start tasks, while it is not ready.
+    pub image: Option<ImageBanner>,
+    /// Whether the signed-in user may open `/admin`.
+    pub admin: bool,
+}
+
+/// The sandbox image banner: what the image is doing, live while it is being prepared.
+#[derive(Debug, Default)]
+pub struct ImageBanner {
+    /// `checking`, `building`, `failed`, `missing` or `unknown`.
+    pub state: &'static str,
+    /// One sentence.
+    pub message: String,
+    /// What the current build stage does (empty when none).
+    pub stage: String,
+    /// The failed build's last lines (for signed-in users only).
+    pub tail: Vec<String>,
+}
+
+impl ImageBanner {
+    /// The banner for the image's current state; none when it is ready. `with_tail` adds a
+    /// failed build's last lines.
+    pub fn of(image: &crate::sandbox_image::SandboxImage, with_tail: bool) -> Option<Self> {
+        let status = image.status();
+        if status.state == "ready" {
+            return None;
+        }
+        Some(Self {
+            state: status.state,
+            message: status.message,
+            stage: status.stage.unwrap_or_default(),
+            tail: if with_tail {
+                image.failure_tail()
+            } else {
+                Vec::new()
+            },
+        })
+    }
 }
 
 impl Chrome {

@@ -30,10 +30,16 @@ const LIST_SIZE: i64 = 50;
 async fn chrome(state: &AppState, user: &CurrentUser, nav: &'static str) -> Chrome {
     // The header is decoration: a failed quota lookup must not break the page.
     let quota = crate::tasks::quota_of(state, &user.user.id).await.ok();
+    // People start tasks from these pages, so they say when the sandbox image is not ready.
+    let image = matches!(nav, "tasks" | "new")
+        .then(|| super::ImageBanner::of(&state.image, true))
+        .flatten();
     Chrome {
         user: Some(user.user.clone()),
         quota,
         nav,
+        image,
+        admin: super::admin::is_admin(state, user),
     }
 }
 
@@ -165,6 +171,8 @@ impl TaskRow {
 #[template(path = "home.html")]
 struct SignInPage {
     chrome: Chrome,
+    /// The operator checks, shown before sign-in is set up (there is no admin yet).
+    checks: Option<super::admin::Checks>,
     oauth_configured: bool,
     sign_in_url: String,
     register_url: String,
@@ -207,9 +215,18 @@ pub(super) async fn home_page(
                 utf8_percent_encode(&next, NON_ALPHANUMERIC)
             )
         };
+        let oauth_configured = state.github.oauth_configured();
         return Ok(SignInPage {
-            chrome: Chrome::default(),
-            oauth_configured: state.github.oauth_configured(),
+            chrome: Chrome {
+                image: super::ImageBanner::of(&state.image, false),
+                ..Chrome::default()
+            },
+            checks: if oauth_configured {
+                None
+            } else {
+                Some(super::admin::checks(&state).await)
+            },
+            oauth_configured,
             sign_in_url,
             register_url: format!("{}/settings/applications/new", state.github.web_url()),
             callback_url: format!("{}/auth/github/callback", state.public_url),

@@ -58,15 +58,34 @@ impl std::fmt::Debug for TaskRunner {
     }
 }
 
+/// What the runner works with, shared with the rest of the server.
+#[derive(Debug, Clone)]
+pub struct RunnerServices {
+    /// The database.
+    pub store: Store,
+    /// Opens sealed secrets (API keys, tokens, connector values).
+    pub secrets: SecretBox,
+    /// GitHub's API.
+    pub github: Github,
+    /// The users' GitHub tokens, renewed when they expire.
+    pub tokens: GithubTokens,
+    /// The agents on offer.
+    pub agents: AgentRegistry,
+    /// Live events and status changes for viewers.
+    pub hub: Arc<EventHub>,
+    /// The sandbox image: queued tasks wait while it is being built.
+    pub image: Arc<crate::sandbox_image::SandboxImage>,
+}
+
 struct Inner {
     settings: RunnerSettings,
     store: Store,
     secrets: SecretBox,
     github: Github,
-    /// The users' GitHub tokens, renewed when they expire.
     tokens: GithubTokens,
     agents: AgentRegistry,
     hub: Arc<EventHub>,
+    image: Arc<crate::sandbox_image::SandboxImage>,
     sandboxes: tokio::sync::Mutex<Option<Sandboxes>>,
     /// Tasks this process runs, with what stops each.
     running: Mutex<HashMap<String, CancellationToken>>,
@@ -78,15 +97,16 @@ struct Inner {
 
 impl TaskRunner {
     /// A runner; call [`TaskRunner::start`] to recover and begin scheduling.
-    pub fn new(
-        settings: RunnerSettings,
-        store: Store,
-        secrets: SecretBox,
-        github: Github,
-        tokens: GithubTokens,
-        agents: AgentRegistry,
-        hub: Arc<EventHub>,
-    ) -> Self {
+    pub fn new(settings: RunnerSettings, services: RunnerServices) -> Self {
+        let RunnerServices {
+            store,
+            secrets,
+            github,
+            tokens,
+            agents,
+            hub,
+            image,
+        } = services;
         Self {
             inner: Arc::new(Inner {
                 settings,
@@ -96,6 +116,7 @@ impl TaskRunner {
                 tokens,
                 agents,
                 hub,
+                image,
                 sandboxes: tokio::sync::Mutex::new(None),
                 running: Mutex::new(HashMap::new()),
                 schedule_lock: tokio::sync::Mutex::new(()),

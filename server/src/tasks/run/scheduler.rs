@@ -65,6 +65,13 @@ impl TaskRunner {
                 return;
             }
         };
+        // While the sandbox image is being built, tasks wait, saying why.
+        if (self.inner.image)
+            .hold_queued(&queued, store, &self.inner.hub)
+            .await
+        {
+            return;
+        }
         for task in queued {
             let (Ok(running), Ok(mine)) = (
                 store.count_running_tasks().await,

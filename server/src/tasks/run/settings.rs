@@ -60,7 +60,7 @@ impl RunnerSettings {
             max_concurrent: i64::from(config.max_concurrent_tasks),
             max_concurrent_per_user: i64::from(config.max_concurrent_tasks_per_user),
             docker_host: config.docker_host.clone(),
-            image: config.sandbox_image.clone(),
+            image: config.resolve_sandbox_image(),
             network: config.sandbox_network.clone(),
             limits: Limits {
                 pids: config.sandbox_pids,

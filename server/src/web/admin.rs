@@ -1,0 +1,140 @@
+//! The operator page, `/admin`: Docker, the sandbox image, the database, GitHub sign-in, the
+//! queue across users, kept sandboxes and the settings that differ from their defaults. Users
+//! listed in `DRYDOCK_ADMINS` see it; anyone else gets 404.
+
+use std::time::Duration;
+
+use askama::Template;
+use askama_web::WebTemplate;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+use super::{Chrome, ErrorPage};
+use crate::auth::CurrentUser;
+use crate::sandbox_image::ImageStatus;
+use crate::state::AppState;
+
+/// How long the Docker daemon gets to say its version.
+const DOCKER_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Whether `user` is one of `DRYDOCK_ADMINS` (GitHub logins, compared case-insensitively).
+pub fn is_admin(state: &AppState, user: &CurrentUser) -> bool {
+    state
+        .config
+        .admins
+        .iter()
+        .any(|login| login.trim().eq_ignore_ascii_case(&user.user.login))
+}
+
+/// What the operator checks show.
+#[derive(Debug)]
+pub struct Checks {
+    /// The Docker daemon's address.
+    pub docker_host: String,
+    /// Its version, or why it could not be had.
+    pub docker_version: Result<String, String>,
+    /// The sandbox image and its state.
+    pub image: ImageStatus,
+    /// The failed build's last lines.
+    pub image_tail: Vec<String>,
+    /// `SQLite` or `PostgreSQL`.
+    pub database: &'static str,
+    /// The newest applied migration, or why it could not be read.
+    pub migration: Result<String, String>,
+    /// Whether a GitHub OAuth app is configured.
+    pub github_configured: bool,
+    /// The callback URL to register with it.
+    pub callback_url: String,
+    /// GitHub's web URL.
+    pub github_url: String,
+    /// Tasks waiting, running, and sandboxes kept alive, across users.
+    pub counts: Result<(i64, i64, i64), String>,
+}
+
+/// Reads every check now.
+pub async fn checks(state: &AppState) -> Checks {
+    let mut docker_host = state
+        .config
+        .docker_host
+        .clone()
+        .unwrap_or_else(|| "Docker's default (DOCKER_HOST unset)".into());
+    let docker = tokio::time::timeout(DOCKER_TIMEOUT, async {
+        let images = drydock_sandbox::Images::connect(state.config.docker_host.as_deref()).await?;
+        Ok::<_, drydock_sandbox::SandboxError>((images.host().to_owned(), images.version().await?))
+    })
+    .await;
+    let docker_version = match docker {
+        Ok(Ok((host, version))) => {
+            docker_host = host;
+            Ok(version)
+        }
+        Ok(Err(err)) => Err(err.to_string()),
+        Err(_) => Err("no answer within 3 s".to_owned()),
+    };
+    let migration = match state.store.migration_version().await {
+        Ok(Some(v)) => Ok(v.to_string()),
+        Ok(None) => Ok("none applied".into()),
+        Err(err) => {
+            tracing::warn!(error = %err, "operator page: cannot read the migration version");
+            Err("cannot be read (see the log)".into())
+        }
+    };
+    let counts = state.store.count_queue_running_kept().await.map_err(|err| {
+        tracing::warn!(error = %err, "operator page: cannot count tasks");
+        "cannot be read (see the log)".to_owned()
+    });
+    Checks {
+        docker_host,
+        docker_version,
+        image: state.image.status(),
+        image_tail: state.image.failure_tail(),
+        database: match state.store.backend() {
+            crate::store::Backend::Sqlite => "SQLite",
+            crate::store::Backend::Postgres => "PostgreSQL",
+        },
+        migration,
+        github_configured: state.github.oauth_configured(),
+        callback_url: format!("{}/auth/github/callback", state.public_url),
+        github_url: state.github.web_url().trim_end_matches('/').to_owned(),
+        counts,
+    }
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "admin.html")]
+struct AdminPage {
+    chrome: Chrome,
+    checks: Checks,
+    /// Settings that differ from their defaults, secrets as `(set)`.
+    settings: Vec<(String, String)>,
+}
+
+/// `/admin`: the operator page for `DRYDOCK_ADMINS`, 404 for anyone else.
+pub(super) async fn admin_page(
+    State(state): State<AppState>,
+    user: Option<CurrentUser>,
+) -> Response {
+    let Some(user) = user.filter(|u| is_admin(&state, u)) else {
+        return ErrorPage::new(
+            StatusCode::NOT_FOUND,
+            "Not found",
+            "There is no page at this address.",
+        )
+        .with_link("/", "Go to your tasks")
+        .into_response();
+    };
+    let quota = crate::tasks::quota_of(&state, &user.user.id).await.ok();
+    AdminPage {
+        chrome: Chrome {
+            user: Some(user.user.clone()),
+            quota,
+            nav: "admin",
+            image: None,
+            admin: true,
+        },
+        checks: checks(&state).await,
+        settings: state.config.changed_settings.clone(),
+    }
+    .into_response()
+}
