@@ -4,6 +4,7 @@
 
 pub mod agents_api;
 pub mod auth;
+pub mod cli;
 pub mod config;
 pub mod connectors;
 pub mod error;
@@ -17,6 +18,7 @@ pub mod state;
 pub mod store;
 pub mod tasks;
 pub mod telemetry;
+pub mod tokens;
 pub mod web;
 
 use std::future::Future;

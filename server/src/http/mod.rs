@@ -39,6 +39,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(crate::agents_api::routes())
         .merge(crate::tasks::routes())
         .merge(crate::connectors::routes())
+        .merge(crate::tokens::routes())
 }
 
 /// The OpenAPI document of the whole API, generated from the handlers themselves.

@@ -8,6 +8,8 @@ pub mod preview;
 mod run;
 mod sse;
 
-pub use api::{Quota, TaskView, check_quota, quota_of, routes};
+pub use api::{
+    CreateTask, Quota, TaskView, check_quota, continue_task, quota_of, routes, submit_task,
+};
 pub use hub::EventHub;
 pub use run::{RunnerSettings, TaskRunner};
