@@ -35,7 +35,7 @@ CREATE TABLE webhook_deliveries (
     received_at  BIGINT NOT NULL,
     expires_at   BIGINT NOT NULL
 );
-CREATE INDEX webhook_deliveries_received ON webhook_deliveries(received_at);
+CREATE INDEX webhook_deliveries_expires ON webhook_deliveries(expires_at);
 CREATE INDEX webhook_deliveries_user ON webhook_deliveries(user_id, received_at);
 
 -- The GitHub issue or pull request a task answers on (start and end comments go there).

@@ -19,6 +19,7 @@ pub mod store;
 pub mod tasks;
 pub mod telemetry;
 pub mod tokens;
+pub mod triggers;
 pub mod web;
 
 use std::future::Future;

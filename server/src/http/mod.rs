@@ -67,6 +67,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", axum::routing::get(metrics::render_metrics))
         .merge(crate::web::routes())
         .merge(crate::tasks::preview::routes())
+        .merge(crate::triggers::routes())
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
