@@ -30,6 +30,11 @@ pub enum Command {
     Serve,
     /// Apply database migrations and exit.
     Migrate,
+    /// Client: save a drydock server URL and a personal API token for the task commands.
+    Login(crate::cli::LoginArgs),
+    /// Client: run, follow, list, stop and continue tasks on a drydock server.
+    #[command(subcommand)]
+    Task(crate::cli::TaskCommand),
 }
 
 /// Every setting of the server.

@@ -1,15 +1,21 @@
 //! The `drydock` binary: parse settings, start logging, run.
 
 use clap::Parser;
+use drydock::cli::ClientCommand;
 use drydock::config::{Cli, Command};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // The client subcommands talk to a server; they write no server logs.
+    if let Some(client) = cli.command.clone().and_then(ClientCommand::from_command) {
+        return drydock::cli::run(client).await;
+    }
     drydock::telemetry::init(&cli.config);
     let outcome = match cli.command.unwrap_or(Command::Serve) {
         Command::Migrate => drydock::migrate(&cli.config).await,
         Command::Serve => serve(cli.config).await,
+        Command::Login(_) | Command::Task(_) => Ok(()),
     };
     match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,

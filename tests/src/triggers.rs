@@ -126,6 +126,7 @@ pub struct Relay {
     /// `http://127.0.0.1:PORT`.
     pub url: String,
     cut: watch::Sender<u64>,
+    open: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Relay {
@@ -135,26 +136,33 @@ impl Relay {
         let url = format!("http://{}", listener.local_addr().expect("address"));
         let (cut, _) = watch::channel(0u64);
         let cuts = cut.clone();
+        let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = open.clone();
         tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {
                 let mut cut_rx = cuts.subscribe();
                 cut_rx.mark_unchanged();
+                let counter = counter.clone();
                 tokio::spawn(async move {
                     let Ok(mut outbound) = TcpStream::connect(target).await else {
                         return;
                     };
+                    counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     tokio::select! {
                         _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
                         _ = cut_rx.changed() => {}
                     }
+                    counter.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
                 });
             }
         });
-        Relay { url, cut }
+        Relay { url, cut, open }
     }
 
-    /// Drops every connection open now.
-    pub fn cut(&self) {
+    /// Drops every connection open now; answers how many there were.
+    pub fn cut(&self) -> usize {
+        let open = self.open.load(std::sync::atomic::Ordering::SeqCst);
         self.cut.send_modify(|n| *n += 1);
+        open
     }
 }
