@@ -163,6 +163,20 @@ async fn mentions_start_one_task_as_the_user_and_report_back(db: TestDb) {
         "the HTML comment is stripped: {prompt}"
     );
     assert!(prompt.contains(&format!("Source: {source}")), "{prompt}");
+    // The task list shows where it came from, linked to the comment.
+    let home = env
+        .alice
+        .get(env.app.url("/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        home.contains(&format!("<a href=\"{source}\">via github</a>")),
+        "{home}"
+    );
     let branch = task["branch"].as_str().unwrap().to_owned();
     let bare = gh.repo_path("alice", "demo");
     assert!(git_in(&bare, &["show", &format!("{branch}:hello.txt")]).0);

@@ -7,6 +7,7 @@
 
 mod assets;
 mod pages;
+mod triggers;
 
 use askama::Template;
 use axum::Router;
@@ -32,6 +33,8 @@ pub fn routes() -> Router<AppState> {
         .route("/tasks/{id}", get(pages::task_page))
         .route("/settings/keys", get(pages::keys_page))
         .route("/settings/connectors", get(pages::connectors_page))
+        .route("/settings/tokens", get(triggers::tokens_page))
+        .route("/settings/webhooks", get(triggers::webhooks_page))
         .layer(SetResponseHeaderLayer::overriding(
             header::CONTENT_SECURITY_POLICY,
             HeaderValue::from_static(CONTENT_SECURITY_POLICY),

@@ -104,6 +104,10 @@ pub struct TaskRow {
     sandbox_until: String,
     sandbox_until_iso: String,
     preview_url: String,
+    /// Where it came from: `web`, `api`, `cli` or `github`.
+    origin: String,
+    /// The link to what started it (only `https:`/`http:` links are kept).
+    source_url: String,
 }
 
 impl TaskRow {
@@ -121,7 +125,14 @@ impl TaskRow {
             .and(t.container_id.as_ref())
             .map(|_| format!("/tasks/{}/preview/", t.id))
             .unwrap_or_default();
+        let source_url = t
+            .source_url
+            .clone()
+            .filter(|u| u.starts_with("https://") || u.starts_with("http://"))
+            .unwrap_or_default();
         Self {
+            origin: t.origin.clone(),
+            source_url,
             keep_alive: t.keep_alive,
             turns: t.turns,
             sandbox_until: opt_time(kept_until, fmt_time),
