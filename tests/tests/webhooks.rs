@@ -3,11 +3,12 @@
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
-use drydock_tests::TestDb;
 use drydock_tests::github::CommentEvent;
 use drydock_tests::tasks::{TaskEnv, git_in};
+use drydock_tests::triggers::{LogCapture, execute, text_rows};
+use drydock_tests::{GithubStandIn, TestDb, TestServer};
 use reqwest::StatusCode;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 const SECRET: &str = "webhook-secret-for-tests-0123456789";
 
@@ -317,7 +318,146 @@ async fn a_trigger_label_starts_a_task(db: TestDb) {
     );
 }
 
+/// The protocol without running tasks: signatures, receipts, pruning, the log, one reply per
+/// issue to strangers (from the operator's bot account).
+async fn deliveries_are_checked_recorded_and_pruned(db: TestDb) {
+    let logs = LogCapture::install();
+    let gh = GithubStandIn::start().await;
+    gh.add_user(101, "alice", 3);
+    gh.add_user(202, "bob", 3);
+    gh.add_user(303, "carol", 0);
+    gh.add_user(909, "drydock-bot", 0);
+    let bot_token = gh.issue_token_for("drydock-bot");
+    let mut settings = gh.settings();
+    settings.extend(
+        [
+            "--github-webhook-secret",
+            SECRET,
+            "--github-bot-token",
+            &bot_token,
+            "--webhook-receipt-days",
+            "2",
+        ]
+        .map(str::to_owned),
+    );
+    let server = TestServer::start_with(&db.url, settings).await;
+    let hook = format!("{}/webhooks/github", server.url);
+    let ping = json!({ "zen": "Keep it logically awesome.", "hook_id": 1, "repository": { "full_name": "bob/repo-1" } });
+
+    // A bad signature: 401, logged without the body.
+    let marker = json!({ "comment": { "body": "BODY-MARKER-5f1e" } });
+    let (status, body) = gh
+        .deliver(&hook, "not-the-secret", "ping", "p-0", &marker)
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(body["error"]["code"], "unauthorized");
+    // Signed, but no delivery id: a JSON 400.
+    let (status, body) = gh.deliver(&hook, SECRET, "ping", "", &ping).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"]["code"], "bad_request");
+
+    // A ping, then its redelivery: the first outcome again.
+    let (status, first) = gh.deliver(&hook, SECRET, "ping", "p-1", &ping).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(first["outcome"], "ignored");
+    let (_, again) = gh.deliver(&hook, SECRET, "ping", "p-1", &ping).await;
+    assert_eq!(again["outcome"], "ignored");
+    assert_eq!(again["duplicate"], true);
+
+    // Receipts expire and are pruned: once p-1's has, it is gone.
+    assert!(
+        execute(
+            &db,
+            "UPDATE webhook_deliveries SET expires_at = 1 WHERE delivery_id = $1",
+            &["p-1"]
+        )
+        .await
+            >= 1
+    );
+    gh.deliver(&hook, SECRET, "ping", "p-2", &ping).await;
+    let rows = text_rows(
+        &db,
+        "SELECT delivery_id FROM webhook_deliveries ORDER BY received_at",
+    )
+    .await;
+    let ids: Vec<&str> = rows.iter().map(|r| r[0].as_str()).collect();
+    assert!(!ids.contains(&"p-1"), "{ids:?}");
+    assert!(ids.contains(&"p-2"), "{ids:?}");
+
+    // A stranger's mentions get one polite reply per issue, from the bot.
+    for (i, number) in [(3, 5), (4, 5), (5, 6)] {
+        let (payload, _) = gh.issue_comment_payload(&CommentEvent {
+            repo: "bob/repo-1",
+            number,
+            title: "t",
+            body: "",
+            is_pull: false,
+            commenter: "carol",
+            comment: "@drydock please",
+        });
+        let (_, answer) = gh
+            .deliver(&hook, SECRET, "issue_comment", &format!("s-{i}"), &payload)
+            .await;
+        assert_eq!(answer["outcome"], "ignored", "{answer}");
+    }
+    let mut replies = Vec::new();
+    for _ in 0..100 {
+        replies = gh.issue_comments("bob", "repo-1");
+        if replies.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let numbers: Vec<i64> = replies.iter().map(|c| c.number).collect();
+    assert_eq!(
+        numbers.iter().filter(|n| **n == 5).count(),
+        1,
+        "{replies:?}"
+    );
+    assert_eq!(
+        numbers.iter().filter(|n| **n == 6).count(),
+        1,
+        "{replies:?}"
+    );
+    assert!(
+        replies
+            .iter()
+            .all(|c| c.login == "drydock-bot" && c.body.contains("@carol")),
+        "{replies:?}"
+    );
+
+    let log = logs.text();
+    assert!(
+        log.contains("bad or missing signature"),
+        "the refusal is logged"
+    );
+    assert!(!log.contains("BODY-MARKER-5f1e"), "the body is not");
+    assert!(
+        !log.contains(SECRET) && !log.contains(&bot_token),
+        "secrets are not"
+    );
+    server.stop().await.unwrap();
+}
+
+async fn webhooks_are_off_without_a_secret(db: TestDb) {
+    let gh = GithubStandIn::start().await;
+    let server = TestServer::start_with(&db.url, gh.settings()).await;
+    let (status, body) = gh
+        .deliver(
+            &format!("{}/webhooks/github", server.url),
+            "x",
+            "ping",
+            "d",
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body["error"]["code"], "unavailable");
+}
+
 drydock_tests::on_both_backends!(
     mentions_start_one_task_as_the_user_and_report_back,
-    a_trigger_label_starts_a_task
+    a_trigger_label_starts_a_task,
+    deliveries_are_checked_recorded_and_pruned,
+    webhooks_are_off_without_a_secret
 );

@@ -86,8 +86,10 @@ async fn github_webhook(
         .chars()
         .take(64)
         .collect();
-    let delivery: Option<String> =
-        header(&headers, "x-github-delivery").map(|d| d.chars().take(100).collect());
+    let delivery: Option<String> = header(&headers, "x-github-delivery")
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .map(|d| d.chars().take(100).collect());
     let expires_at = now_ms() + i64::from(state.config.webhook_receipt_days.max(1)) * 86_400_000;
     if let Err(err) = state.store.prune_deliveries(now_ms()).await {
         tracing::warn!(error = %err, "could not prune old webhook deliveries");
