@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use drydock_tests::github::CommentEvent;
-use drydock_tests::tasks::{TaskEnv, git_in};
+use drydock_tests::tasks::{ACME_KEY, TaskEnv, git_in};
 use drydock_tests::triggers::{LogCapture, execute, text_rows};
 use drydock_tests::{GithubStandIn, TestDb, TestServer};
 use reqwest::StatusCode;
@@ -187,6 +187,7 @@ async fn mentions_start_one_task_as_the_user_and_report_back(db: TestDb) {
     let pr_url = task["pr_url"].as_str().unwrap().to_owned();
     let end = wait_comment(&env, 7, |c| c.contains("succeeded")).await;
     assert!(end.contains(&pr_url), "{end}");
+    assert!(end.contains("> said hello"), "the agent's summary: {end}");
     assert!(end.contains(&format!("/tasks/{id}")), "{end}");
     let comments = gh.issue_comments("alice", "demo");
     assert!(
@@ -275,7 +276,7 @@ async fn a_trigger_label_starts_a_task(db: TestDb) {
         "alice/demo",
         9,
         "Label me",
-        "echo labelled > labelled.txt; exit 0",
+        "echo labelled > labelled.txt; echo \"the key is $ACME_API_KEY\"; exit 0",
         "drydock",
         "alice",
     );
@@ -292,6 +293,15 @@ async fn a_trigger_label_starts_a_task(db: TestDb) {
     let id = answer["task_id"].as_str().unwrap();
     let task = env.wait_done(id).await;
     assert_eq!(task["status"], "succeeded", "{task}");
+    // What reaches GitHub is redacted like everything else.
+    let end = wait_comment(&env, 9, |c| c.contains("succeeded")).await;
+    assert!(end.contains("the key is [REDACTED"), "{end}");
+    assert!(
+        gh.issue_comments("alice", "demo")
+            .iter()
+            .all(|c| !c.body.contains(ACME_KEY)),
+        "a key reached GitHub"
+    );
     let other = gh.issue_labeled_payload("alice/demo", 10, "x", "", "bug", "alice");
     let (_, answer) = gh
         .deliver(
