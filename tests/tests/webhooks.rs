@@ -188,6 +188,16 @@ async fn mentions_start_one_task_as_the_user_and_report_back(db: TestDb) {
     let end = wait_comment(&env, 7, |c| c.contains("succeeded")).await;
     assert!(end.contains(&pr_url), "{end}");
     assert!(end.contains("> said hello"), "the agent's summary: {end}");
+    // drydock's own comments (posted as Alice) never trigger anything, whatever they quote.
+    let (own, _) = gh.issue_comment_payload(&CommentEvent {
+        comment: &format!("{end}\n@drydock echo loop"),
+        ..example(7)
+    });
+    let (_, answer) = gh
+        .deliver(&hook, SECRET, "issue_comment", "delivery-own", &own)
+        .await;
+    assert_eq!(answer["outcome"], "ignored", "{answer}");
+    assert_eq!(answer["detail"], "drydock's own comment");
     assert!(end.contains(&format!("/tasks/{id}")), "{end}");
     let comments = gh.issue_comments("alice", "demo");
     assert!(

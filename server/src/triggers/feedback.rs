@@ -138,8 +138,20 @@ pub async fn reply_once_to_stranger(state: &AppState, repo: &str, issue_number: 
     });
 }
 
+/// Marks drydock's own comments (which are posted as the user), so their webhooks never
+/// trigger anything.
+pub const OWN_COMMENT_MARKER: &str = "<!-- drydock:feedback -->";
+
+/// `text` with every `@mention` defused (a zero-width space after the `@`), so quoting an
+/// agent pings nobody on GitHub. (drydock's own comments are recognised by
+/// [`OWN_COMMENT_MARKER`], not by this.)
+fn defuse_mentions(text: &str) -> String {
+    text.replace('@', "@\u{200B}")
+}
+
 async fn post(github: &Github, token: &SecretString, repo: &str, number: i64, text: &str) {
-    if let Err(err) = github.comment_on_issue(token, repo, number, text).await {
+    let text = format!("{text}\n\n{OWN_COMMENT_MARKER}");
+    if let Err(err) = github.comment_on_issue(token, repo, number, &text).await {
         tracing::warn!(error = %err, repo = %repo, number, "could not comment on GitHub");
     }
 }
@@ -191,7 +203,7 @@ pub fn turn_ended(
         let mut text = format!(
             "drydock task **{}**: [{}]({}/tasks/{})\n",
             end.status.replace('_', " "),
-            end.title.replace(['[', ']'], ""),
+            defuse_mentions(&end.title.replace(['[', ']'], "")),
             public_url,
             end.task_id
         );
@@ -208,7 +220,7 @@ pub fn turn_ended(
             } else {
                 ""
             };
-            let quoted: Vec<String> = format!("{short}{more}")
+            let quoted: Vec<String> = defuse_mentions(&format!("{short}{more}"))
                 .lines()
                 .map(|l| format!("> {l}"))
                 .collect();
@@ -220,4 +232,18 @@ pub fn turn_ended(
         let text = redact(&text, redactor.as_ref(), &token);
         post(&github, &token, &thread.repo, thread.issue_number, &text).await;
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::defuse_mentions;
+
+    #[test]
+    fn quoted_mentions_ping_nobody() {
+        let quoted = defuse_mentions("done; ask @drydock or @alice");
+        assert!(
+            !quoted.contains("@drydock") && !quoted.contains("@alice"),
+            "{quoted}"
+        );
+    }
 }

@@ -277,6 +277,13 @@ async fn handle(state: &AppState, event: &str, payload: &Payload) -> Result<Hand
             if comment.user.kind.as_deref() == Some("Bot") {
                 return Ok(Handled::ignored("comment by a bot"));
             }
+            if comment
+                .body
+                .as_deref()
+                .is_some_and(|b| b.contains(feedback::OWN_COMMENT_MARKER))
+            {
+                return Ok(Handled::ignored("drydock's own comment"));
+            }
             let text = prompt::visible_text(comment.body.as_deref().unwrap_or_default());
             let Some(mention) = prompt::find_mention(&text, &state.config.github_handle, |w| {
                 state.agents.get(w).is_ok()
