@@ -153,9 +153,70 @@ async fn the_cli_runs_tasks_and_exits_with_their_status(db: TestDb) {
     let (code, stdout, _) = run_to_end(home.path(), &["task", "logs", id]).await;
     assert_eq!(code, 0);
     assert!(stdout.lines().any(|l| l == "json-line"), "{stdout}");
+    let first = list["tasks"][2]["id"].as_str().unwrap();
+    let (code, stdout, _) = run_to_end(home.path(), &["task", "diff", first]).await;
+    assert_eq!(code, 0);
+    assert!(stdout.contains("+hello from the cli"), "{stdout}");
+    // A follow-up, then its log followed to the end.
+    let (code, _, stderr) =
+        run_to_end(home.path(), &["task", "message", id, "echo second-turn"]).await;
+    assert_eq!(code, 0, "{stderr}");
+    env.wait_for(id, "turn 2", |t| t["turns"] == 2).await;
+    let (code, stdout, stderr) = run_to_end(home.path(), &["task", "logs", "-f", id]).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.lines().any(|l| l == "second-turn"), "{stdout}");
+    // Stop a running task.
+    let long = env
+        .submit("echo started-long; sleep 120", serde_json::json!({}))
+        .await;
+    env.wait_for(&long, "running", |t| t["status"] == "running")
+        .await;
+    let (code, _, stderr) = run_to_end(home.path(), &["task", "stop", &long]).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(env.wait_done(&long).await["status"], "stopped");
     let (code, _, stderr) = run_to_end(home.path(), &["task", "show", "no-such-task"]).await;
     assert_eq!(code, 1);
     assert!(stderr.contains("not found"), "{stderr}");
+
+    // Tasks record where they came from: a script with a token is `api`, a browser `web`.
+    let by_script: Value = reqwest::Client::new()
+        .post(env.app.url("/api/tasks"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({ "repo": "alice/demo", "prompt": "echo script", "agent": "scripted" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(by_script["origin"], "api", "{by_script}");
+    let by_browser = env.submit("echo browser", serde_json::json!({})).await;
+    assert_eq!(env.task(&by_browser).await["origin"], "web");
+    env.wait_done(by_browser.as_str()).await;
+    env.wait_done(by_script["id"].as_str().unwrap()).await;
+
+    // Every path the client calls is in the server's OpenAPI document, its contract.
+    let openapi: Value = reqwest::get(env.app.url("/api/openapi.json"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for path in [
+        "/api/me",
+        "/api/tasks",
+        "/api/tasks/{id}",
+        "/api/tasks/{id}/events",
+        "/api/tasks/{id}/diff",
+        "/api/tasks/{id}/stop",
+        "/api/tasks/{id}/messages",
+        "/api/tokens",
+    ] {
+        assert!(
+            openapi["paths"][path].is_object(),
+            "{path} is not in the OpenAPI document"
+        );
+    }
 
     // A revoked token is refused with the server's reason.
     let listed = env.get_json("/api/tokens").await;

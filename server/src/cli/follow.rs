@@ -62,7 +62,8 @@ pub async fn follow(
         match stream_once(client, id, &mut cursor, json_out, bar).await {
             Ok(true) => break Ok(()),
             Ok(false) => {}
-            Err(err @ ClientError::Api { .. }) => break Err(err),
+            // A refusal (gone, not yours, signed out) is final; a proxy's 5xx is not.
+            Err(err @ ClientError::Api { status: ..500, .. }) => break Err(err),
             Err(_) if retries < MAX_RETRIES => {}
             Err(err) => break Err(err),
         }
