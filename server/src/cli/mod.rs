@@ -9,7 +9,7 @@ mod api;
 mod follow;
 mod store;
 
-use std::io::{IsTerminal, Read, Write};
+use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -197,11 +197,14 @@ async fn login(args: LoginArgs) -> Result<ExitCode, ClientError> {
     }
     let token = match args.options.token {
         Some(token) => token.expose().to_owned(),
+        // On a terminal the token is read without echo; piped in, it is read as a line.
+        None if std::io::stdin().is_terminal() => rpassword::prompt_password(format!(
+            "Create a token at {url}/settings/tokens and paste it here (it is not shown): "
+        ))
+        .map_err(|err| ClientError::Usage(format!("could not read the token: {err}")))?
+        .trim()
+        .to_owned(),
         None => {
-            if std::io::stdin().is_terminal() {
-                eprint!("Create a token at {url}/settings/tokens and paste it here: ");
-                let _ = std::io::stderr().flush();
-            }
             let mut line = String::new();
             std::io::stdin()
                 .read_line(&mut line)
