@@ -203,7 +203,7 @@ impl Store {
         }))
     }
 
-    /// The task of `user_id` whose pull request is `repo`#`pr_number`, newest first.
+    /// The newest task whose pull request is `repo`#`pr_number` (whoever owns it).
     pub async fn find_task_by_pull(
         &self,
         repo: &str,

@@ -24,6 +24,9 @@ use crate::state::AppState;
 use crate::store::{DeliveryOutcome, NewDelivery, User, WebhookDelivery, now_ms};
 use crate::tasks::CreateTask;
 
+/// How long a refused (unsigned) delivery stays in the status view, ms.
+const REJECTED_KEPT_MS: i64 = 86_400_000;
+
 /// Routes of this module.
 pub fn routes() -> axum::Router<AppState> {
     axum::Router::new().route("/webhooks/github", axum::routing::post(github_webhook))
@@ -108,7 +111,8 @@ async fn github_webhook(
                 event: &event,
                 outcome: "bad_signature",
                 detail: "the X-Hub-Signature-256 header is missing or does not match the secret",
-                expires_at,
+                // Anyone can send these: keep them a day, not as long as real receipts.
+                expires_at: now_ms() + REJECTED_KEPT_MS,
                 ..NewDelivery::default()
             })
             .await;
