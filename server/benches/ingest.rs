@@ -288,6 +288,8 @@ impl Backend {
                 max_duration_s: 3600,
                 keep_alive: false,
                 create_pr: false,
+                origin: "api",
+                source_url: None,
             })
             .await
             .expect("bench task")

@@ -33,6 +33,11 @@ pub enum Command {
     /// Work on drydock's own sandbox image.
     #[command(subcommand)]
     Image(ImageCommand),
+    /// Client: save a drydock server URL and a personal API token for the task commands.
+    Login(crate::cli::LoginArgs),
+    /// Client: run, follow, list, stop and continue tasks on a drydock server.
+    #[command(subcommand)]
+    Task(crate::cli::TaskCommand),
 }
 
 /// `drydock image ...`.
@@ -277,6 +282,30 @@ pub struct Config {
     /// Seconds to let in-flight requests finish after a shutdown signal.
     #[arg(long, env = "DRYDOCK_SHUTDOWN_GRACE", default_value_t = 30)]
     pub shutdown_grace: u64,
+
+    /// Secret of the GitHub webhook (repository or organization) sending to /webhooks/github; webhooks are refused without it.
+    #[arg(long, env = "DRYDOCK_GITHUB_WEBHOOK_SECRET", hide_env_values = true)]
+    pub github_webhook_secret: Option<SecretString>,
+
+    /// The handle people mention on GitHub to start a task, without the @ (e.g. "@drydock fix this").
+    #[arg(long, env = "DRYDOCK_GITHUB_HANDLE", default_value = "drydock")]
+    pub github_handle: String,
+
+    /// The issue label that starts a task on the labelled issue.
+    #[arg(long, env = "DRYDOCK_GITHUB_TRIGGER_LABEL", default_value = "drydock")]
+    pub github_trigger_label: String,
+
+    /// The agent a GitHub mention runs when it names none (e.g. "@drydock codex: ..." names codex).
+    #[arg(long, env = "DRYDOCK_GITHUB_DEFAULT_AGENT", default_value = "claude")]
+    pub github_default_agent: String,
+
+    /// Days a webhook delivery's receipt (and its line in the status view) is kept before it is pruned.
+    #[arg(long, env = "DRYDOCK_WEBHOOK_RECEIPT_DAYS", default_value_t = 30)]
+    pub webhook_receipt_days: u32,
+
+    /// Optional GitHub token of a bot account, used only to tell people drydock ignores why (one reply per issue); without it drydock stays silent.
+    #[arg(long, env = "DRYDOCK_GITHUB_BOT_TOKEN", hide_env_values = true)]
+    pub github_bot_token: Option<SecretString>,
 }
 
 /// How drydock builds its own sandbox image when it is missing.

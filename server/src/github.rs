@@ -491,3 +491,90 @@ fn map_octocrab(err: octocrab::Error) -> GithubError {
         }
     }
 }
+
+/// What the token's owner may do with a repository (`permissions` of `GET /repos/{owner}/{repo}`).
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+pub struct RepoPermissions {
+    /// Administer it.
+    #[serde(default)]
+    pub admin: bool,
+    /// Push to it (write access).
+    #[serde(default)]
+    pub push: bool,
+    /// Read it.
+    #[serde(default)]
+    pub pull: bool,
+}
+
+impl Github {
+    /// The token owner's permissions on `repo` (`owner/name`); all false when GitHub gives none.
+    pub async fn repo_permissions(
+        &self,
+        token: &SecretString,
+        repo: &str,
+    ) -> Result<RepoPermissions, GithubError> {
+        #[derive(Deserialize)]
+        struct WithPermissions {
+            permissions: Option<RepoPermissions>,
+        }
+        let api = self.as_user(token)?;
+        let raw: WithPermissions = api
+            .get(format!("/repos/{repo}"), None::<&()>)
+            .await
+            .map_err(map_octocrab)?;
+        Ok(raw.permissions.unwrap_or_default())
+    }
+
+    /// Comments on issue or pull request `number` of `repo`; answers the comment's URL.
+    pub async fn comment_on_issue(
+        &self,
+        token: &SecretString,
+        repo: &str,
+        number: i64,
+        body: &str,
+    ) -> Result<String, GithubError> {
+        #[derive(Serialize)]
+        struct NewComment<'a> {
+            body: &'a str,
+        }
+        #[derive(Deserialize)]
+        struct Comment {
+            html_url: String,
+        }
+        let api = self.as_user(token)?;
+        let comment: Comment = api
+            .post(
+                format!("/repos/{repo}/issues/{number}/comments"),
+                Some(&NewComment { body }),
+            )
+            .await
+            .map_err(map_octocrab)?;
+        Ok(comment.html_url)
+    }
+
+    /// Reacts with `content` (e.g. `eyes`) on an issue comment, or on the issue itself when
+    /// `comment_id` is `None`.
+    pub async fn add_reaction(
+        &self,
+        token: &SecretString,
+        repo: &str,
+        issue_number: i64,
+        comment_id: Option<i64>,
+        content: &str,
+    ) -> Result<(), GithubError> {
+        #[derive(Serialize)]
+        struct NewReaction<'a> {
+            content: &'a str,
+        }
+        let path = match comment_id {
+            Some(id) => format!("/repos/{repo}/issues/comments/{id}/reactions"),
+            None => format!("/repos/{repo}/issues/{issue_number}/reactions"),
+        };
+        let api = self.as_user(token)?;
+        let _: serde_json::Value = api
+            .post(path, Some(&NewReaction { content }))
+            .await
+            .map_err(map_octocrab)?;
+        Ok(())
+    }
+}

@@ -4,6 +4,7 @@
 
 pub mod agents_api;
 pub mod auth;
+pub mod cli;
 pub mod config;
 pub mod connectors;
 pub mod error;
@@ -19,6 +20,8 @@ pub mod store;
 pub mod tasks;
 pub mod telemetry;
 pub mod terminal;
+pub mod tokens;
+pub mod triggers;
 pub mod web;
 
 use std::future::Future;

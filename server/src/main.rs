@@ -1,10 +1,15 @@
 //! The `drydock` binary: parse settings, start logging, run.
 
+use drydock::cli::ClientCommand;
 use drydock::config::{Cli, Command, ImageCommand};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse_process();
+    // The client subcommands talk to a server; they write no server logs.
+    if let Some(client) = cli.command.clone().and_then(ClientCommand::from_command) {
+        return drydock::cli::run(client).await;
+    }
     drydock::telemetry::init(&cli.config);
     let outcome = match cli.command.unwrap_or(Command::Serve) {
         Command::Migrate => drydock::migrate(&cli.config).await,
@@ -12,6 +17,7 @@ async fn main() -> std::process::ExitCode {
         Command::Image(ImageCommand::Build) => {
             drydock::sandbox_image::build_in_foreground(&cli.config).await
         }
+        Command::Login(_) | Command::Task(_) => Ok(()),
     };
     match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,

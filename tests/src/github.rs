@@ -87,6 +87,12 @@ struct Inner {
     hosted: HashMap<String, HostedRepo>,
     pulls: Vec<StoredPull>,
     next_id: i64,
+    /// Read-only collaborators: login → `owner/name` they may pull but not push.
+    readers: HashMap<String, Vec<String>>,
+    /// Issue and pull request comments posted through the API.
+    issue_comments: Vec<PostedComment>,
+    /// Reactions posted through the API.
+    reactions: Vec<PostedReaction>,
 }
 
 /// A repository backed by a bare git repository.
@@ -187,13 +193,16 @@ impl Inner {
         let listed = login
             .and_then(|l| self.users.get(l))
             .is_some_and(|u| u.repos.contains(&full));
+        let reader = login
+            .and_then(|l| self.readers.get(l))
+            .is_some_and(|repos| repos.contains(&full));
         if listed {
             Some(Permissions {
                 admin: login == Some(repo.owner.as_str()),
                 push: true,
                 pull: true,
             })
-        } else if !repo.private {
+        } else if reader || !repo.private {
             Some(Permissions {
                 admin: false,
                 push: false,
@@ -272,6 +281,18 @@ impl GithubStandIn {
             .route(
                 "/api/v3/repos/{owner}/{repo}/pulls/{number}",
                 get(get_pull).patch(update_pull),
+            )
+            .route(
+                "/api/v3/repos/{owner}/{repo}/issues/{number}/comments",
+                post(create_issue_comment),
+            )
+            .route(
+                "/api/v3/repos/{owner}/{repo}/issues/comments/{id}/reactions",
+                post(react_on_comment),
+            )
+            .route(
+                "/api/v3/repos/{owner}/{repo}/issues/{number}/reactions",
+                post(react_on_issue),
             )
             .fallback(git_smart_http)
             .with_state(shared);
@@ -1378,4 +1399,302 @@ async fn git_smart_http(State(s): State<Shared>, req: Request) -> Response {
         (Some(_), Some(Some(_))) => {}
     }
     git_http::serve(&s.git_root, &path, login.as_deref(), workflow, req).await
+}
+
+// ---- Issues: comments and reactions posted through the API, and webhook deliveries ----
+
+/// A comment posted on an issue or pull request through the API.
+#[derive(Debug, Clone)]
+pub struct PostedComment {
+    /// `owner/name`.
+    pub repo: String,
+    /// Issue or pull request number.
+    pub number: i64,
+    /// Who posted it (the token's owner).
+    pub login: String,
+    /// Its text.
+    pub body: String,
+}
+
+/// A reaction posted through the API.
+#[derive(Debug, Clone)]
+pub struct PostedReaction {
+    /// `owner/name`.
+    pub repo: String,
+    /// The comment reacted on, or `None` for the issue itself.
+    pub comment_id: Option<i64>,
+    /// The issue, when reacting on the issue.
+    pub issue_number: Option<i64>,
+    /// Who reacted.
+    pub login: String,
+    /// `+1`, `eyes`, `rocket`…
+    pub content: String,
+}
+
+/// One issue or pull request comment as a webhook describes it.
+#[derive(Debug, Clone)]
+pub struct CommentEvent<'a> {
+    /// `owner/name`.
+    pub repo: &'a str,
+    /// Issue or pull request number.
+    pub number: i64,
+    /// Its title.
+    pub title: &'a str,
+    /// Its body.
+    pub body: &'a str,
+    /// A pull request rather than an issue.
+    pub is_pull: bool,
+    /// Who commented.
+    pub commenter: &'a str,
+    /// The comment.
+    pub comment: &'a str,
+}
+
+impl GithubStandIn {
+    /// Makes `login` a read-only collaborator (pull, no push) on `owner/name`.
+    pub fn grant_read_access(&self, login: &str, owner: &str, name: &str) {
+        self.lock()
+            .readers
+            .entry(login.into())
+            .or_default()
+            .push(format!("{owner}/{name}"));
+    }
+
+    /// Comments posted on `owner/name` through the API, oldest first.
+    pub fn issue_comments(&self, owner: &str, name: &str) -> Vec<PostedComment> {
+        let full = format!("{owner}/{name}");
+        self.lock()
+            .issue_comments
+            .iter()
+            .filter(|c| c.repo == full)
+            .cloned()
+            .collect()
+    }
+
+    /// Reactions posted on `owner/name` through the API, oldest first.
+    pub fn reactions(&self, owner: &str, name: &str) -> Vec<PostedReaction> {
+        let full = format!("{owner}/{name}");
+        self.lock()
+            .reactions
+            .iter()
+            .filter(|r| r.repo == full)
+            .cloned()
+            .collect()
+    }
+
+    fn user_json(&self, login: &str) -> Value {
+        let inner = self.lock();
+        author_json(&self.url, login, inner.user_id(login))
+    }
+
+    /// The `issue_comment` (`created`) payload GitHub sends for `event`; answers it with the
+    /// comment's id.
+    pub fn issue_comment_payload(&self, event: &CommentEvent<'_>) -> (Value, i64) {
+        let comment_id = self.lock().next_id();
+        let issue_url = format!(
+            "{}/{}/{}/{}",
+            self.url,
+            event.repo,
+            if event.is_pull { "pull" } else { "issues" },
+            event.number
+        );
+        let mut issue = json!({
+            "number": event.number, "title": event.title, "body": event.body,
+            "html_url": issue_url, "state": "open", "user": self.user_json(event.commenter),
+        });
+        if event.is_pull {
+            issue["pull_request"] = json!({
+                "url": format!("{}/repos/{}/pulls/{}", self.api_url(), event.repo, event.number),
+                "html_url": issue_url,
+            });
+        }
+        let payload = json!({
+            "action": "created",
+            "issue": issue,
+            "comment": {
+                "id": comment_id, "body": event.comment,
+                "html_url": format!("{issue_url}#issuecomment-{comment_id}"),
+                "user": self.user_json(event.commenter),
+            },
+            "repository": { "full_name": event.repo, "name": event.repo.split('/').nth(1) },
+            "sender": self.user_json(event.commenter),
+        });
+        (payload, comment_id)
+    }
+
+    /// The `issues` (`labeled`) payload GitHub sends when `labeller` adds `label` to an issue.
+    pub fn issue_labeled_payload(
+        &self,
+        repo: &str,
+        number: i64,
+        title: &str,
+        body: &str,
+        label: &str,
+        labeller: &str,
+    ) -> Value {
+        json!({
+            "action": "labeled",
+            "issue": {
+                "number": number, "title": title, "body": body,
+                "html_url": format!("{}/{repo}/issues/{number}", self.url), "state": "open",
+                "user": self.user_json(labeller),
+            },
+            "label": { "name": label },
+            "repository": { "full_name": repo },
+            "sender": self.user_json(labeller),
+        })
+    }
+
+    /// Delivers a webhook as GitHub does: POSTs `payload` to `url` with `X-GitHub-Event`,
+    /// `X-GitHub-Delivery` and `X-Hub-Signature-256` (HMAC-SHA256 of the body with `secret`).
+    /// Answers the status and the JSON answer (`null` if not JSON).
+    pub async fn deliver(
+        &self,
+        url: &str,
+        secret: &str,
+        event: &str,
+        delivery: &str,
+        payload: &Value,
+    ) -> (StatusCode, Value) {
+        use hmac::{Hmac, Mac};
+        let body = serde_json::to_vec(payload).expect("payload");
+        let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("hmac key");
+        mac.update(&body);
+        let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+        self.deliver_raw(url, event, delivery, Some(&signature), body)
+            .await
+    }
+
+    /// Delivers `body` with the given signature header (or none).
+    pub async fn deliver_raw(
+        &self,
+        url: &str,
+        event: &str,
+        delivery: &str,
+        signature: Option<&str>,
+        body: Vec<u8>,
+    ) -> (StatusCode, Value) {
+        let mut request = reqwest::Client::new()
+            .post(url)
+            .header("content-type", "application/json")
+            .header("user-agent", "GitHub-Hookshot/standin")
+            .header("x-github-event", event)
+            .header("x-github-delivery", delivery)
+            .body(body);
+        if let Some(signature) = signature {
+            request = request.header("x-hub-signature-256", signature);
+        }
+        let resp = request.send().await.expect("deliver webhook");
+        let status = StatusCode::from_u16(resp.status().as_u16()).expect("status");
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+}
+
+#[derive(Deserialize)]
+struct NewIssueComment {
+    body: String,
+}
+
+async fn create_issue_comment(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    Path((owner, name, number)): Path<(String, String, i64)>,
+    body: Bytes,
+) -> Response {
+    let (caller, view) = match visible_repo(&s, &headers, &owner, &name) {
+        Ok((Some(caller), view, _)) => (caller, view),
+        Ok((None, ..)) => return requires_authentication(),
+        Err(refusal) => return refusal.into_response(),
+    };
+    let comment: NewIssueComment = match parse_json(&body) {
+        Ok(c) => c,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let mut inner = s.inner.lock().expect("state");
+    let id = inner.next_id();
+    let full = view.full_name();
+    inner.issue_comments.push(PostedComment {
+        repo: full.clone(),
+        number,
+        login: caller.login.clone(),
+        body: comment.body.clone(),
+    });
+    let html_url = format!("{}/{full}/issues/{number}#issuecomment-{id}", s.url);
+    (
+        StatusCode::CREATED,
+        Json(json!({
+            "id": id, "body": comment.body, "html_url": html_url,
+            "user": author_json(&s.url, &caller.login, caller.id),
+            "created_at": now_rfc3339(), "updated_at": now_rfc3339(),
+        })),
+    )
+        .into_response()
+}
+
+#[derive(Deserialize)]
+struct NewReaction {
+    content: String,
+}
+
+fn react(
+    s: &Shared,
+    headers: &HeaderMap,
+    owner: &str,
+    name: &str,
+    comment_id: Option<i64>,
+    issue_number: Option<i64>,
+    body: &[u8],
+) -> Response {
+    let (caller, view) = match visible_repo(s, headers, owner, name) {
+        Ok((Some(caller), view, _)) => (caller, view),
+        Ok((None, ..)) => return requires_authentication(),
+        Err(refusal) => return refusal.into_response(),
+    };
+    let reaction: NewReaction = match parse_json(body) {
+        Ok(r) => r,
+        Err(refusal) => return refusal.into_response(),
+    };
+    const CONTENTS: [&str; 8] = [
+        "+1", "-1", "laugh", "confused", "heart", "hooray", "rocket", "eyes",
+    ];
+    if !CONTENTS.contains(&reaction.content.as_str()) {
+        return validation_failed(
+            json!([{"resource": "Reaction", "field": "content", "code": "invalid"}]),
+        );
+    }
+    let mut inner = s.inner.lock().expect("state");
+    let id = inner.next_id();
+    inner.reactions.push(PostedReaction {
+        repo: view.full_name(),
+        comment_id,
+        issue_number,
+        login: caller.login.clone(),
+        content: reaction.content.clone(),
+    });
+    (
+        StatusCode::CREATED,
+        Json(json!({
+            "id": id, "node_id": format!("REA_{id}"), "content": reaction.content,
+            "user": author_json(&s.url, &caller.login, caller.id), "created_at": now_rfc3339(),
+        })),
+    )
+        .into_response()
+}
+
+async fn react_on_comment(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    Path((owner, name, id)): Path<(String, String, i64)>,
+    body: Bytes,
+) -> Response {
+    react(&s, &headers, &owner, &name, Some(id), None, &body)
+}
+
+async fn react_on_issue(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    Path((owner, name, number)): Path<(String, String, i64)>,
+    body: Bytes,
+) -> Response {
+    react(&s, &headers, &owner, &name, None, Some(number), &body)
 }

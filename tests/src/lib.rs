@@ -14,6 +14,7 @@ pub mod recorded;
 pub mod server;
 pub mod stats;
 pub mod tasks;
+pub mod triggers;
 
 pub use app::App;
 pub use db::TestDb;

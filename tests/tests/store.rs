@@ -53,6 +53,8 @@ fn new_task<'a>(user_id: &'a str, repo: &'a str, prompt: &'a str) -> NewTask<'a>
         max_duration_s: 600,
         keep_alive: false,
         create_pr: true,
+        origin: "api",
+        source_url: None,
     }
 }
 

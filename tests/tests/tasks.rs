@@ -675,6 +675,8 @@ async fn a_server_restart_mid_task_leaves_no_orphan_and_explains_the_task() {
             max_duration_s: 600,
             keep_alive: false,
             create_pr: false,
+            origin: "api",
+            source_url: None,
         })
         .await
         .unwrap();

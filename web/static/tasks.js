@@ -15,6 +15,14 @@
     return { status: f.get("status") || "", repo: (f.get("repo") || "").trim() };
   }
 
+  // Where a task came from, when not this page: "via github" (linked to its source), "via cli"…
+  function origin(t) {
+    if (!t.origin || t.origin === "web") return null;
+    const safe = /^https?:\/\//.test(t.source_url || "");
+    const label = "via " + t.origin;
+    return el("span", { class: "origin muted" }, " ", safe ? el("a", { href: t.source_url }, label) : label);
+  }
+
   function row(t) {
     const branch = t.pr_url
       ? el("a", { href: t.pr_url }, "PR #" + t.pr_number)
@@ -24,7 +32,7 @@
       el("button", { type: "button", class: "danger small", dataset: { action: "delete" }, "aria-label": "Delete task " + t.title }, "Delete"));
     return el("tr", { dataset: { id: t.id, status: t.status, started: t.started_at || "", finished: t.finished_at || "" } },
       el("td", { "data-label": "Status" }, Object.assign(d.badge(t.status), { title: t.status_reason || "" })),
-      el("td", { "data-label": "Task", class: "task-title" }, el("a", { href: "/tasks/" + t.id, title: t.prompt }, t.title)),
+      el("td", { "data-label": "Task", class: "task-title" }, el("a", { href: "/tasks/" + t.id, title: t.prompt }, t.title), origin(t)),
       el("td", { "data-label": "Repository" }, t.repo),
       el("td", { "data-label": "Agent" }, t.agent, t.model ? el("span", { class: "muted" }, " / " + t.model) : null),
       el("td", { "data-label": "Branch / PR" }, branch),

@@ -23,7 +23,10 @@ pub async fn refuse_cross_site(
         *request.method(),
         Method::GET | Method::HEAD | Method::OPTIONS
     );
-    if changes_state && is_cross_site(&state.public_url, &request) {
+    // A bearer-token request to the API never uses the cookie, so it cannot be a forged
+    // browser request riding the user's session (browsers cannot add the header cross-site).
+    let bearer = super::bearer::applies(request.uri().path(), request.headers());
+    if changes_state && !bearer && is_cross_site(&state.public_url, &request) {
         return AppError::Forbidden(
             "cross-site request refused: this action must come from drydock's own pages".into(),
         )

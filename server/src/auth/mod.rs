@@ -1,5 +1,6 @@
 //! Sign-in with GitHub (OAuth web flow with state and PKCE), revocable sessions, and who is asking.
 
+mod bearer;
 pub mod cookies;
 mod csrf;
 mod session;

@@ -16,8 +16,11 @@ use crate::store::{User, now_ms};
 pub struct CurrentUser {
     /// The user.
     pub user: User,
-    /// Their session (for logout).
+    /// Their session (for logout); empty when a token authenticated the request.
     pub session_id: String,
+    /// The scope of the personal API token that authenticated the request; `None` for a
+    /// browser session.
+    pub token_scope: Option<crate::tokens::TokenScope>,
 }
 
 /// Why [`CurrentUser`] could not be had.
@@ -51,6 +54,9 @@ impl IntoResponse for AuthRejection {
 /// The live session of the request, if any: the cookie must open, and its row must exist, be
 /// unexpired and unrevoked, and belong to an existing user.
 async fn authenticate(parts: &Parts, state: &AppState) -> Result<Option<CurrentUser>, AppError> {
+    if super::bearer::applies(parts.uri.path(), &parts.headers) {
+        return super::bearer::authenticate(parts, state).await.map(Some);
+    }
     let Some(token) = read_cookie(&parts.headers, SESSION_COOKIE) else {
         return Ok(None);
     };
@@ -70,6 +76,7 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<Option<CurrentU
     Ok(Some(CurrentUser {
         user,
         session_id: session.id,
+        token_scope: None,
     }))
 }
 

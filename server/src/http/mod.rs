@@ -39,6 +39,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(crate::agents_api::routes())
         .merge(crate::tasks::routes())
         .merge(crate::connectors::routes())
+        .merge(crate::tokens::routes())
 }
 
 /// The OpenAPI document of the whole API, generated from the handlers themselves.
@@ -66,6 +67,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", axum::routing::get(metrics::render_metrics))
         .merge(crate::web::routes())
         .merge(crate::tasks::preview::routes())
+        .merge(crate::triggers::routes())
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

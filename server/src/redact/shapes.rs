@@ -66,6 +66,10 @@ fn shape_defs() -> Vec<ShapeDef> {
             pattern: r"\b(?:gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{30,})".to_owned(),
         },
         ShapeDef {
+            label: "drydock-token",
+            pattern: r"\bddt_[A-Za-z0-9_-]{40,}".to_owned(),
+        },
+        ShapeDef {
             label: "google-api-key",
             pattern: r"\bAIza[A-Za-z0-9_-]{30,}".to_owned(),
         },
@@ -219,6 +223,7 @@ impl Shapes {
             "ghs_",
             "ghr_",
             "github_pat_",
+            "ddt_",
             "AIza",
             "AKIA",
             "ASIA",

@@ -116,6 +116,19 @@ fn github_tokens() {
 }
 
 #[test]
+fn drydock_api_tokens() {
+    let r = shapes_only();
+    let token = "ddt_Q2xhdWRlIGNvZGUgd3JvdGUgdGhpcyB0b2tlbiBzYW1wbGU-_x";
+    // Found by its shape alone, with no keyword near it.
+    assert_redacted(
+        &r,
+        &format!("printed {token} by mistake\n"),
+        token,
+        "[REDACTED:drydock-token]",
+    );
+}
+
+#[test]
 fn google_aws_slack_jwt() {
     let r = shapes_only();
     let google = "AIzaSyA1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q";

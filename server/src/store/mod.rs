@@ -10,7 +10,9 @@ mod events;
 mod keys;
 mod models;
 mod tasks;
+mod tokens;
 mod users;
+mod webhooks;
 
 use std::borrow::Cow;
 use std::path::Path;
@@ -26,7 +28,9 @@ pub use connectors::{ConnectorCheck, ConnectorUpdate, NewConnector};
 pub use events::NewEvent;
 pub use models::*;
 pub use tasks::{NewTask, TaskDiff, TaskFilter, TaskOutcome, Turn};
+pub use tokens::NewApiToken;
 pub use users::GithubProfile;
+pub use webhooks::{DeliveryOutcome, NewDelivery};
 
 /// Runs `$body` with `$pool` bound to the configured backend's pool.
 macro_rules! with_pool {

@@ -196,6 +196,10 @@ pub struct Task {
     pub sandbox_expires_at: Option<i64>,
     /// Port of the dev server in the kept-alive sandbox, while it runs.
     pub preview_port: Option<i64>,
+    /// Where it was started from: `web`, `api`, `cli` or `github`.
+    pub origin: String,
+    /// The link to what started it (a GitHub comment or issue), when there is one.
+    pub source_url: Option<String>,
     /// Submitted.
     pub created_at: i64,
     /// Started running.
@@ -238,4 +242,73 @@ pub struct TaskEvent {
     pub kind: String,
     /// Text, redacted.
     pub text: String,
+}
+
+/// A personal API token; only its hash is stored.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct ApiToken {
+    /// Token id.
+    pub id: String,
+    /// Owner.
+    pub user_id: String,
+    /// The owner's name for it.
+    pub name: String,
+    /// `read` (GET only) or `write`.
+    pub scope: String,
+    /// Hex SHA-256 of the token.
+    pub token_hash: String,
+    /// The token's first characters, to tell tokens apart.
+    pub hint: String,
+    /// Created, unix ms.
+    pub created_at: i64,
+    /// Refused from then on, unix ms; `None` never expires.
+    pub expires_at: Option<i64>,
+    /// Last accepted, unix ms (updated at most once a minute).
+    pub last_used_at: Option<i64>,
+    /// Revoked, unix ms.
+    pub revoked_at: Option<i64>,
+}
+
+/// One GitHub webhook delivery as received, with what drydock did about it.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct WebhookDelivery {
+    /// Row id.
+    pub id: String,
+    /// `X-GitHub-Delivery`, when the request carried one.
+    pub delivery_id: Option<String>,
+    /// The delivery id again on the first delivery (the idempotency receipt), `None` otherwise.
+    pub receipt_key: Option<String>,
+    /// For a redelivery: the row of the first delivery, whose outcome was answered again.
+    pub duplicate_of: Option<String>,
+    /// `X-GitHub-Event`.
+    pub event: String,
+    /// `owner/name`, when known.
+    pub repo: Option<String>,
+    /// The GitHub login of who caused it, when known.
+    pub sender: Option<String>,
+    /// The drydock user it was matched to.
+    pub user_id: Option<String>,
+    /// `processing`, `accepted`, `ignored`, `duplicate`, `bad_signature` or `failed`.
+    pub outcome: String,
+    /// Why, for people.
+    pub detail: String,
+    /// The task it started or continued.
+    pub task_id: Option<String>,
+    /// Received, unix ms.
+    pub received_at: i64,
+    /// Pruned after, unix ms.
+    pub expires_at: i64,
+}
+
+/// The GitHub issue or pull request a task reports to.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct TaskGithubThread {
+    /// Task.
+    pub task_id: String,
+    /// `owner/name`.
+    pub repo: String,
+    /// Issue or pull request number.
+    pub issue_number: i64,
+    /// Last set, unix ms.
+    pub updated_at: i64,
 }

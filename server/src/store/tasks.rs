@@ -27,6 +27,10 @@ pub struct NewTask<'a> {
     pub keep_alive: bool,
     /// Open a pull request.
     pub create_pr: bool,
+    /// Where it was started from: `web`, `api`, `cli` or `github`.
+    pub origin: &'a str,
+    /// The link to what started it.
+    pub source_url: Option<&'a str>,
 }
 
 /// Which of a user's tasks to list.
@@ -64,8 +68,9 @@ impl Store {
         Ok(with_pool!(self, pool => {
             sqlx::query_as::<_, Task>(
                 "INSERT INTO tasks (id, user_id, title, prompt, repo, base_branch, agent, model, status,
-                                    install_deps, max_duration_s, keep_alive, create_pr, created_at, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'queued', $9, $10, $11, $12, $13, $13) RETURNING *",
+                                    install_deps, max_duration_s, keep_alive, create_pr, created_at, updated_at,
+                                    origin, source_url)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'queued', $9, $10, $11, $12, $13, $13, $14, $15) RETURNING *",
             )
             .bind(new_id())
             .bind(new.user_id)
@@ -80,6 +85,8 @@ impl Store {
             .bind(new.keep_alive)
             .bind(new.create_pr)
             .bind(now)
+            .bind(new.origin)
+            .bind(new.source_url)
             .fetch_one(pool)
             .await?
         }))

@@ -84,6 +84,10 @@ pub struct TaskView {
     pub sandbox_expires_at: Option<i64>,
     /// Where the dev server running in the kept sandbox is shown, while it runs.
     pub preview_url: Option<String>,
+    /// Where it was started from: `web`, `api`, `cli` or `github`.
+    pub origin: String,
+    /// The link to what started it (a GitHub comment or issue), when there is one.
+    pub source_url: Option<String>,
 }
 
 impl From<Task> for TaskView {
@@ -117,6 +121,8 @@ impl From<Task> for TaskView {
             turns: t.turns,
             sandbox_expires_at: t.container_id.as_ref().and(t.sandbox_expires_at),
             preview_url,
+            origin: t.origin,
+            source_url: t.source_url,
         }
     }
 }
@@ -258,9 +264,38 @@ pub async fn check_quota(state: &AppState, user_id: &str) -> Result<(), AppError
 async fn create_task(
     State(state): State<AppState>,
     user: CurrentUser,
+    headers: HeaderMap,
     ApiJson(body): ApiJson<CreateTask>,
 ) -> Result<(StatusCode, Json<TaskView>), AppError> {
-    let user_id = &user.user.id;
+    let origin = origin_of(&user, &headers);
+    let task = submit_task(&state, &user.user.id, &body, origin, None).await?;
+    Ok((StatusCode::CREATED, Json(task.into())))
+}
+
+/// Where an API request comes from: `web` with a browser session, `cli` with a token from the
+/// `drydock` client (its User-Agent), `api` with any other token.
+fn origin_of(user: &CurrentUser, headers: &HeaderMap) -> &'static str {
+    if user.token_scope.is_none() {
+        return "web";
+    }
+    let from_cli = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ua| ua.starts_with(crate::cli::USER_AGENT_PREFIX));
+    if from_cli { "cli" } else { "api" }
+}
+
+/// Validates and queues a task of `user_id` (the API's and the GitHub trigger's common path):
+/// checks the repository, agent, model, key, connectors and quota, then stores and schedules it.
+pub async fn submit_task(
+    state: &AppState,
+    user_id: &str,
+    body: &CreateTask,
+    origin: &str,
+    source_url: Option<&str>,
+) -> Result<Task, AppError> {
+    let state = state.clone();
+    let user_id = &user_id.to_owned();
     let repo = body.repo.trim();
     if !valid_repo(repo) {
         return Err(AppError::invalid(
@@ -382,6 +417,8 @@ async fn create_task(
             max_duration_s,
             keep_alive: body.keep_alive,
             create_pr: body.create_pr.unwrap_or(true),
+            origin,
+            source_url,
         })
         .await?;
     state
@@ -393,7 +430,7 @@ async fn create_task(
         .store
         .insert_task_message(&task.id, "user", prompt, None)
         .await?;
-    tracing::info!(task_id = %task.id, user_id = %user_id, repo = %repo, agent = %agent.id, "task submitted");
+    tracing::info!(task_id = %task.id, user_id = %user_id, repo = %repo, agent = %agent.id, origin, "task submitted");
     state.hub.status_changed(StatusChange {
         user_id: user_id.clone(),
         task_id: task.id.clone(),
@@ -402,7 +439,7 @@ async fn create_task(
     });
     let runner = state.runner.clone();
     tokio::spawn(async move { runner.schedule().await });
-    Ok((StatusCode::CREATED, Json(task.into())))
+    Ok(task)
 }
 
 /// Query of `GET /api/tasks`.
@@ -669,20 +706,31 @@ async fn post_message(
     ApiJson(body): ApiJson<NewMessage>,
 ) -> Result<(StatusCode, Json<MessageView>), AppError> {
     let task = own_task(&state, &user, &id).await?;
-    let prompt = valid_prompt(&body.prompt)?;
-    check_quota(&state, &user.user.id).await?;
+    let message = continue_task(&state, &task, &body.prompt).await?;
+    Ok((StatusCode::CREATED, Json(message.into())))
+}
+
+/// Queues `prompt` as the next turn of `task` (the caller has checked it is the user's): the
+/// API's and the GitHub trigger's common path.
+pub async fn continue_task(
+    state: &AppState,
+    task: &Task,
+    prompt: &str,
+) -> Result<crate::store::TaskMessage, AppError> {
+    let prompt = valid_prompt(prompt)?;
+    check_quota(state, &task.user_id).await?;
     let message = state
         .store
         .insert_task_message(&task.id, "user", prompt, None)
         .await?;
     state
         .store
-        .record_task_start(&user.user.id, &task.id)
+        .record_task_start(&task.user_id, &task.id)
         .await?;
     tracing::info!(task_id = %task.id, "follow-up message received");
     if state.store.requeue_task(&task.id).await? {
         state.hub.status_changed(StatusChange {
-            user_id: user.user.id.clone(),
+            user_id: task.user_id.clone(),
             task_id: task.id.clone(),
             status: "queued".into(),
             status_reason: None,
@@ -690,7 +738,7 @@ async fn post_message(
         let runner = state.runner.clone();
         tokio::spawn(async move { runner.schedule().await });
     }
-    Ok((StatusCode::CREATED, Json(message.into())))
+    Ok(message)
 }
 
 /// Ends the task's kept-alive sandbox now (the next follow-up starts a fresh one from the branch).

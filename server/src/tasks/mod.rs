@@ -8,7 +8,9 @@ pub mod preview;
 mod run;
 mod sse;
 
-pub use api::{Quota, TaskView, check_quota, quota_of, routes};
+pub use api::{
+    CreateTask, Quota, TaskView, check_quota, continue_task, quota_of, routes, submit_task,
+};
 pub use hub::EventHub;
 pub use logs::{LineSplitter, LogLine};
 pub use run::{RunnerServices, RunnerSettings, TaskRunner};

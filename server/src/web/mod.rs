@@ -8,6 +8,7 @@
 mod admin;
 mod assets;
 mod pages;
+mod triggers;
 
 use askama::Template;
 use axum::Router;
@@ -34,6 +35,8 @@ pub fn routes() -> Router<AppState> {
         .route("/settings/keys", get(pages::keys_page))
         .route("/settings/connectors", get(pages::connectors_page))
         .route("/admin", get(admin::admin_page))
+        .route("/settings/tokens", get(triggers::tokens_page))
+        .route("/settings/webhooks", get(triggers::webhooks_page))
         .layer(SetResponseHeaderLayer::overriding(
             header::CONTENT_SECURITY_POLICY,
             HeaderValue::from_static(CONTENT_SECURITY_POLICY),

@@ -27,7 +27,8 @@ const STATUSES: [&str; 6] = [
 /// Tasks shown on the first paint of the list.
 const LIST_SIZE: i64 = 50;
 
-async fn chrome(state: &AppState, user: &CurrentUser, nav: &'static str) -> Chrome {
+/// The page header for a signed-in user on the page `nav`.
+pub(super) async fn chrome(state: &AppState, user: &CurrentUser, nav: &'static str) -> Chrome {
     // The header is decoration: a failed quota lookup must not break the page.
     let quota = crate::tasks::quota_of(state, &user.user.id).await.ok();
     // People start tasks from these pages, so they say when the sandbox image is not ready.
@@ -44,7 +45,7 @@ async fn chrome(state: &AppState, user: &CurrentUser, nav: &'static str) -> Chro
 }
 
 /// `2026-11-22 05:01 UTC` (the page's script shows it in local time).
-fn fmt_time(ms: i64) -> String {
+pub(super) fn fmt_time(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
         .unwrap_or_default()
@@ -110,6 +111,10 @@ pub struct TaskRow {
     sandbox_until: String,
     sandbox_until_iso: String,
     preview_url: String,
+    /// Where it came from: `web`, `api`, `cli` or `github`.
+    origin: String,
+    /// The link to what started it (only `https:`/`http:` links are kept).
+    source_url: String,
 }
 
 impl TaskRow {
@@ -127,7 +132,14 @@ impl TaskRow {
             .and(t.container_id.as_ref())
             .map(|_| format!("/tasks/{}/preview/", t.id))
             .unwrap_or_default();
+        let source_url = t
+            .source_url
+            .clone()
+            .filter(|u| u.starts_with("https://") || u.starts_with("http://"))
+            .unwrap_or_default();
         Self {
+            origin: t.origin.clone(),
+            source_url,
             keep_alive: t.keep_alive,
             turns: t.turns,
             sandbox_until: opt_time(kept_until, fmt_time),

@@ -228,6 +228,8 @@ mod tests {
             base_sha: None,
             sandbox_expires_at: None,
             preview_port: None,
+            origin: "web".into(),
+            source_url: None,
             created_at: 0,
             started_at: None,
             finished_at: None,

@@ -197,6 +197,21 @@ impl TaskRunner {
             tracing::error!(error = %err, "could not record the task's outcome");
         }
         tracing::info!(status = outcome.status, reason = %reason, "task ended");
+        crate::triggers::feedback::turn_ended(
+            store.clone(),
+            self.inner.secrets.clone(),
+            self.inner.github.clone(),
+            self.inner.settings.public_url.clone(),
+            crate::triggers::feedback::TurnEnd {
+                task_id: task.id.clone(),
+                user_id: task.user_id.clone(),
+                title: task.title.clone(),
+                status: outcome.status.to_owned(),
+                reason: reason.clone(),
+                pr_url: record.pr_url.map(str::to_owned).or(task.pr_url.clone()),
+            },
+            cx.sink.as_ref().map(|sink| sink.redactor().clone()),
+        );
         self.lock_running().remove(&task.id);
         self.inner.hub.end(&task.id, outcome.status);
         self.announce(&task.user_id, &task.id, outcome.status, Some(reason));
