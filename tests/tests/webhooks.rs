@@ -20,6 +20,8 @@ async fn start(db: TestDb) -> TaskEnv {
             SECRET,
             "--github-default-agent",
             "scripted",
+            "--admins",
+            "alice",
         ],
     )
     .await
@@ -57,6 +59,25 @@ async fn mentions_start_one_task_as_the_user_and_report_back(db: TestDb) {
     assert_eq!(status, StatusCode::OK, "{first}");
     assert_eq!(first["outcome"], "accepted", "{first}");
     let id = first["task_id"].as_str().unwrap().to_owned();
+
+    // The operator page lists the delivery with its outcome and task.
+    let admin = env
+        .alice
+        .get(env.app.url("/admin"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let row = admin
+        .split("<tr data-outcome=")
+        .find(|row| row.contains(r#"title="delivery-1""#))
+        .unwrap_or_else(|| panic!("no row for delivery-1 on /admin:\n{admin}"));
+    assert!(
+        row.starts_with(r#""accepted""#) && row.contains(&format!("/tasks/{id}")),
+        "{row}"
+    );
 
     // A redelivery answers the first outcome and starts nothing.
     let (status, again) = gh

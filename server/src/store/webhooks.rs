@@ -169,6 +169,18 @@ impl Store {
         }))
     }
 
+    /// The most recent deliveries of every user and none (the operator's view), newest first.
+    pub async fn list_recent_deliveries(&self, limit: i64) -> StoreResult<Vec<WebhookDelivery>> {
+        Ok(with_pool!(self, pool => {
+            sqlx::query_as::<_, WebhookDelivery>(
+                "SELECT * FROM webhook_deliveries ORDER BY received_at DESC, id LIMIT $1",
+            )
+            .bind(limit)
+            .fetch_all(pool)
+            .await?
+        }))
+    }
+
     /// Counts of deliveries since `since` not matched to any user, by outcome.
     pub async fn count_unmatched_deliveries(&self, since: i64) -> StoreResult<Vec<(String, i64)>> {
         Ok(with_pool!(self, pool => {

@@ -108,6 +108,10 @@ struct AdminPage {
     checks: Checks,
     /// Settings that differ from their defaults, secrets as `(set)`.
     settings: Vec<(String, String)>,
+    /// Whether the GitHub webhook is configured.
+    webhook_configured: bool,
+    /// Its recent deliveries across users, newest first.
+    deliveries: Vec<super::triggers::DeliveryRow>,
 }
 
 /// `/admin`: the operator page for `DRYDOCK_ADMINS`, 404 for anyone else.
@@ -125,6 +129,15 @@ pub(super) async fn admin_page(
         .into_response();
     };
     let quota = crate::tasks::quota_of(&state, &user.user.id).await.ok();
+    // Decoration like the other checks: a failed read shows an empty table, not an error page.
+    let deliveries = state
+        .store
+        .list_recent_deliveries(super::triggers::DELIVERIES_SHOWN)
+        .await
+        .unwrap_or_else(|err| {
+            tracing::warn!(error = %err, "operator page: cannot list webhook deliveries");
+            Vec::new()
+        });
     AdminPage {
         chrome: Chrome {
             user: Some(user.user.clone()),
@@ -135,6 +148,8 @@ pub(super) async fn admin_page(
         },
         checks: checks(&state).await,
         settings: state.config.changed_settings.clone(),
+        webhook_configured: state.config.github_webhook_secret.is_some(),
+        deliveries: super::triggers::delivery_rows(deliveries),
     }
     .into_response()
 }

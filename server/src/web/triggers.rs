@@ -12,8 +12,8 @@ use crate::error::AppError;
 use crate::state::AppState;
 use crate::store::now_ms;
 
-/// Deliveries listed on the webhook page.
-const DELIVERIES_SHOWN: i64 = 50;
+/// Deliveries listed on the webhook page and on the operator page.
+pub(super) const DELIVERIES_SHOWN: i64 = 50;
 
 /// A token row.
 pub struct TokenRow {
@@ -66,39 +66,19 @@ pub(super) async fn tokens_page(
 
 /// A delivery row.
 pub struct DeliveryRow {
-    received: String,
-    event: String,
-    delivery_id: String,
-    repo: String,
-    sender: String,
-    outcome: String,
-    detail: String,
-    task_id: String,
+    pub(super) received: String,
+    pub(super) event: String,
+    pub(super) delivery_id: String,
+    pub(super) repo: String,
+    pub(super) sender: String,
+    pub(super) outcome: String,
+    pub(super) detail: String,
+    pub(super) task_id: String,
 }
 
-#[derive(Template, WebTemplate)]
-#[template(path = "webhooks.html")]
-pub(super) struct WebhooksPage {
-    chrome: Chrome,
-    configured: bool,
-    endpoint: String,
-    handle: String,
-    label: String,
-    rows: Vec<DeliveryRow>,
-    /// Deliveries of the last day that concern no user, by outcome.
-    unmatched: Vec<(String, i64)>,
-}
-
-/// Settings → GitHub webhook: the deliveries that concern the user, newest first, and counts of
-/// the others (bad signatures, strangers) of the last day.
-pub(super) async fn webhooks_page(
-    State(state): State<AppState>,
-    user: CurrentUser,
-) -> Result<WebhooksPage, AppError> {
-    let rows = state
-        .store
-        .list_deliveries_of_user(&user.user.id, DELIVERIES_SHOWN)
-        .await?
+/// Rows of the deliveries table (`deliveries.html`), in the order given.
+pub(super) fn delivery_rows(deliveries: Vec<crate::store::WebhookDelivery>) -> Vec<DeliveryRow> {
+    deliveries
         .into_iter()
         .map(|d| DeliveryRow {
             received: fmt_time(d.received_at),
@@ -110,7 +90,34 @@ pub(super) async fn webhooks_page(
             detail: d.detail,
             task_id: d.task_id.unwrap_or_default(),
         })
-        .collect();
+        .collect()
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "webhooks.html")]
+pub(super) struct WebhooksPage {
+    chrome: Chrome,
+    configured: bool,
+    endpoint: String,
+    handle: String,
+    label: String,
+    deliveries: Vec<DeliveryRow>,
+    /// Deliveries of the last day that concern no user, by outcome.
+    unmatched: Vec<(String, i64)>,
+}
+
+/// Settings → GitHub webhook: the deliveries that concern the user, newest first, and counts of
+/// the others (bad signatures, strangers) of the last day.
+pub(super) async fn webhooks_page(
+    State(state): State<AppState>,
+    user: CurrentUser,
+) -> Result<WebhooksPage, AppError> {
+    let deliveries = delivery_rows(
+        state
+            .store
+            .list_deliveries_of_user(&user.user.id, DELIVERIES_SHOWN)
+            .await?,
+    );
     let unmatched = state
         .store
         .count_unmatched_deliveries(now_ms() - 86_400_000)
@@ -121,7 +128,7 @@ pub(super) async fn webhooks_page(
         endpoint: format!("{}/webhooks/github", state.public_url),
         handle: state.config.github_handle.clone(),
         label: state.config.github_trigger_label.clone(),
-        rows,
+        deliveries,
         unmatched,
     })
 }
