@@ -5,14 +5,16 @@
 //! - [`scheduler`]: claiming queued tasks within the limits, spawning a turn, stopping, shutdown;
 //! - [`turn`]: one turn as its list of stages, and how it ends (cleanup, outcome recorded);
 //! - the stages, in order: [`agent`] (what to run: prompt, launch plan, keys, connectors),
-//!   [`workspace`] (the host checkout: clone, and later push and pull request), [`sandbox`]
-//!   (start or continue the sandbox, upload, install dependencies), [`agent`] again (run it,
-//!   streaming its output), [`handback`] (commit in the sandbox and bring the commit back),
-//!   [`publish`] (diff, secret check, push, pull request);
-//! - [`lifetime`]: kept-alive sandboxes, the idle reaper, dev-server previews, adoption and
-//!   reaping after a restart;
+//!   [`workspace`] (the host checkout and every host git and GitHub step: clone, submodules,
+//!   bundle import, diff, secret check, push, pull request), [`sandbox`] (start or continue the
+//!   sandbox, upload, install dependencies), [`agent`] again (run it, streaming its output via
+//!   [`exec`]), [`handback`] (commit in the sandbox and bring the commit back), [`publish`]
+//!   (diff stored, secret check, push, pull request);
+//! - [`lifetime`]: kept-alive sandboxes, the idle reaper, adoption and reaping after a restart;
+//!   [`dev_server`]: dev-server previews in kept sandboxes;
 //! - [`outcome`]: how a status and its reason are decided; [`prompt`]: the words drydock writes
-//!   (titles, follow-up prompts, commit messages, pull request bodies).
+//!   (titles, follow-up prompts, commit messages, pull request bodies);
+//! - [`settings`]: the runner's settings.
 
 mod agent;
 mod dev_server;
