@@ -22,6 +22,10 @@ pub enum AppError {
     /// 401: no valid session.
     #[error("sign in to continue")]
     Unauthorized,
+    /// 401: credentials came with the request but are refused (an API token that is unknown,
+    /// revoked or expired; a webhook signature that does not match); the message says which.
+    #[error("{0}")]
+    Rejected(String),
     /// 401: the session is fine but GitHub no longer accepts the user's token.
     #[error("{0}")]
     SignInAgain(String),
@@ -79,7 +83,9 @@ impl AppError {
     pub fn status(&self) -> StatusCode {
         match self {
             AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            AppError::Unauthorized | AppError::SignInAgain(_) => StatusCode::UNAUTHORIZED,
+            AppError::Unauthorized | AppError::Rejected(_) | AppError::SignInAgain(_) => {
+                StatusCode::UNAUTHORIZED
+            }
             AppError::Forbidden(_) => StatusCode::FORBIDDEN,
             AppError::NotFound(_) => StatusCode::NOT_FOUND,
             AppError::Conflict(_) => StatusCode::CONFLICT,
@@ -95,7 +101,7 @@ impl AppError {
     pub fn code(&self) -> &'static str {
         match self {
             AppError::BadRequest(_) => "bad_request",
-            AppError::Unauthorized => "unauthorized",
+            AppError::Unauthorized | AppError::Rejected(_) => "unauthorized",
             AppError::SignInAgain(_) => "sign_in_again",
             AppError::Forbidden(_) => "forbidden",
             AppError::NotFound(_) => "not_found",

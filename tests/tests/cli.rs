@@ -175,7 +175,7 @@ async fn the_cli_runs_tasks_and_exits_with_their_status(db: TestDb) {
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(env.wait_done(&long).await["status"], "stopped");
     let (code, _, stderr) = run_to_end(home.path(), &["task", "show", "no-such-task"]).await;
-    assert_eq!(code, 1);
+    assert_eq!(code, 3, "the server's refusal, not a failed task");
     assert!(stderr.contains("not found"), "{stderr}");
 
     // Tasks record where they came from: a script with a token is `api`, a browser `web`.
@@ -227,8 +227,11 @@ async fn the_cli_runs_tasks_and_exits_with_their_status(db: TestDb) {
         .await
         .unwrap();
     let (code, _, stderr) = run_to_end(home.path(), &["task", "list"]).await;
-    assert_eq!(code, 1, "{stderr}");
-    assert!(stderr.contains("401"), "{stderr}");
+    assert_eq!(code, 3, "a refusal is not a failed task: {stderr}");
+    assert!(
+        stderr.contains("this API token was revoked") && stderr.contains("401"),
+        "{stderr}"
+    );
 }
 
 async fn a_dropped_connection_loses_no_line(db: TestDb) {

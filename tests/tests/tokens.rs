@@ -129,6 +129,14 @@ async fn tokens_are_shown_once_hashed_scoped_and_revocable(db: TestDb) {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    let body: Value = resp.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("this API token is not valid"),
+        "{body}"
+    );
 
     // Revoked: refused at once.
     let resp = alice
@@ -146,6 +154,13 @@ async fn tokens_are_shown_once_hashed_scoped_and_revocable(db: TestDb) {
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["error"]["code"], "unauthorized");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("this API token was revoked"),
+        "{body}"
+    );
 
     // Expired: refused.
     let read_id = read["id"].as_str().unwrap();

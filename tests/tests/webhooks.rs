@@ -90,7 +90,7 @@ async fn mentions_start_one_task_as_the_user_and_report_back(db: TestDb) {
 
     // A bad signature is refused.
     let body = serde_json::to_vec(&payload).unwrap();
-    let (status, _) = gh
+    let (status, refusal) = gh
         .deliver_raw(
             &hook,
             "issue_comment",
@@ -100,6 +100,11 @@ async fn mentions_start_one_task_as_the_user_and_report_back(db: TestDb) {
         )
         .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        refusal["error"]["message"],
+        "the X-Hub-Signature-256 header is missing or does not match the webhook secret",
+        "GitHub shows this answer in the webhook's recent deliveries"
+    );
     let (status, _) = gh
         .deliver_raw(&hook, "issue_comment", "delivery-3", None, body)
         .await;

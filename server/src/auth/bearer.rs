@@ -21,25 +21,44 @@ pub fn applies(parts_path: &str, headers: &axum::http::HeaderMap) -> bool {
 
 /// The user a bearer token authenticates; an error when the header is there but not acceptable.
 pub(super) async fn authenticate(parts: &Parts, state: &AppState) -> Result<CurrentUser, AppError> {
-    let unauthorized = || AppError::Unauthorized;
+    let malformed = || {
+        AppError::Rejected(format!(
+            "the Authorization header must be `Bearer {TOKEN_PREFIX}…`, a drydock API token"
+        ))
+    };
+    let unknown = || {
+        AppError::Rejected(
+            "this API token is not valid (mistyped, or deleted); create one under Settings → API tokens"
+                .into(),
+        )
+    };
     let header = parts
         .headers
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .ok_or_else(unauthorized)?;
+        .ok_or_else(malformed)?;
     let token = header
         .strip_prefix("Bearer ")
         .or_else(|| header.strip_prefix("bearer "))
         .map(str::trim)
         .filter(|t| t.starts_with(TOKEN_PREFIX))
-        .ok_or_else(unauthorized)?;
+        .ok_or_else(malformed)?;
     let stored = state
         .store
         .get_api_token_by_hash(&hash_token(token))
         .await?
-        .ok_or_else(unauthorized)?;
-    if stored.revoked_at.is_some() || stored.expires_at.is_some_and(|at| at <= now_ms()) {
-        return Err(unauthorized());
+        .ok_or_else(unknown)?;
+    // Only the token's holder can get this far, so saying why it no longer works tells no one
+    // else anything.
+    if stored.revoked_at.is_some() {
+        return Err(AppError::Rejected(
+            "this API token was revoked; create a new one under Settings → API tokens".into(),
+        ));
+    }
+    if stored.expires_at.is_some_and(|at| at <= now_ms()) {
+        return Err(AppError::Rejected(
+            "this API token has expired; create a new one under Settings → API tokens".into(),
+        ));
     }
     let scope = TokenScope::parse(&stored.scope);
     if scope == TokenScope::Read && !matches!(parts.method, Method::GET | Method::HEAD) {
@@ -51,7 +70,7 @@ pub(super) async fn authenticate(parts: &Parts, state: &AppState) -> Result<Curr
         .store
         .get_user(&stored.user_id)
         .await?
-        .ok_or_else(unauthorized)?;
+        .ok_or_else(unknown)?;
     state.store.touch_api_token(&stored.id).await?;
     Ok(CurrentUser {
         user,

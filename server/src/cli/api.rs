@@ -27,9 +27,12 @@ pub enum ClientError {
 
 impl ClientError {
     /// The process exit code for this error.
+    /// 2 when the client could not do its job (usage, connection), 3 when the server refused the
+    /// request (bad token, no access, invalid input), so scripts can tell either from a task that
+    /// ran and failed (1).
     pub fn exit_code(&self) -> u8 {
         match self {
-            ClientError::Api { .. } => 1,
+            ClientError::Api { .. } => 3,
             ClientError::Connection(_) | ClientError::Usage(_) => 2,
         }
     }
@@ -66,7 +69,18 @@ fn connection(err: &reqwest::Error) -> ClientError {
     } else {
         "the request failed"
     };
-    ClientError::Connection(what.into())
+    match err.url() {
+        Some(url) => ClientError::Connection(format!(
+            "{what} ({}://{})",
+            url.scheme(),
+            url.host_str()
+                .map_or_else(String::new, |host| match url.port() {
+                    Some(port) => format!("{host}:{port}"),
+                    None => host.to_owned(),
+                })
+        )),
+        None => ClientError::Connection(what.into()),
+    }
 }
 
 impl ApiClient {

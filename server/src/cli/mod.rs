@@ -154,8 +154,8 @@ impl ClientCommand {
     }
 }
 
-/// Runs a client subcommand; the exit code says how it went (0 success, 1 the task failed or
-/// the server refused, 2 the client could not do its job).
+/// Runs a client subcommand; the exit code says how it went (0 success, 1 the task did not
+/// succeed, 2 the client could not do its job, 3 the server refused the request).
 pub async fn run(command: ClientCommand) -> ExitCode {
     let outcome = match command {
         ClientCommand::Login(args) => login(args).await,

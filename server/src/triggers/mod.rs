@@ -116,7 +116,10 @@ async fn github_webhook(
                 ..NewDelivery::default()
             })
             .await;
-        return AppError::Unauthorized.into_response();
+        return AppError::Rejected(
+            "the X-Hub-Signature-256 header is missing or does not match the webhook secret".into(),
+        )
+        .into_response();
     }
     let Some(delivery) = delivery else {
         return AppError::BadRequest("the X-GitHub-Delivery header is missing".into())
