@@ -22,6 +22,7 @@ pub(crate) fn see_through(engine: &Engine, buf: &[u8], emitted: &[u8]) -> Option
         return None;
     }
     let mut out = Vec::with_capacity(buf.len());
+    let mut probe = Probe::new(engine);
     let mut changed = false;
     for (i, piece) in buf.split_inclusive(|&b| b == b'\n').enumerate() {
         let (line, newline) = match piece.strip_suffix(b"\n") {
@@ -32,7 +33,7 @@ pub(crate) fn see_through(engine: &Engine, buf: &[u8], emitted: &[u8]) -> Option
             let mut whole = emitted.to_vec();
             whole.extend_from_slice(line);
             let shown = render(&whole);
-            if finds_any(engine, line) || finds_any(engine, shown.as_bytes()) {
+            if probe.finds_any(line) || probe.finds_any(shown.as_bytes()) {
                 out.extend_from_slice(b"\r\x1b[K");
                 out.extend_from_slice(shown.as_bytes());
                 if newline {
@@ -43,7 +44,7 @@ pub(crate) fn see_through(engine: &Engine, buf: &[u8], emitted: &[u8]) -> Option
             }
         } else if has_controls(line) {
             let shown = render(line);
-            if finds_any(engine, line) || finds_any(engine, shown.as_bytes()) {
+            if probe.finds_any(line) || probe.finds_any(shown.as_bytes()) {
                 out.extend_from_slice(shown.as_bytes());
                 if newline {
                     out.push(b'\n');
@@ -57,11 +58,28 @@ pub(crate) fn see_through(engine: &Engine, buf: &[u8], emitted: &[u8]) -> Option
     changed.then_some(out)
 }
 
-/// Whether redacting `bytes` on their own would change anything.
-fn finds_any(engine: &Engine, bytes: &[u8]) -> bool {
-    let mut state = LineState::default();
-    let mut scratch = Scratch::new(engine.shapes);
-    let mut out = Vec::with_capacity(bytes.len());
-    engine.process(&mut state, &mut scratch, bytes, true, &mut out);
-    out != bytes
+/// Answers whether redacting a line on its own would change anything, reusing its buffers
+/// from line to line.
+struct Probe<'a> {
+    engine: &'a Engine,
+    scratch: Scratch,
+    out: Vec<u8>,
+}
+
+impl<'a> Probe<'a> {
+    fn new(engine: &'a Engine) -> Self {
+        Self {
+            engine,
+            scratch: Scratch::new(engine.shapes),
+            out: Vec::new(),
+        }
+    }
+
+    fn finds_any(&mut self, bytes: &[u8]) -> bool {
+        self.out.clear();
+        let mut state = LineState::default();
+        self.engine
+            .process(&mut state, &mut self.scratch, bytes, true, &mut self.out);
+        self.out != bytes
+    }
 }
