@@ -222,6 +222,7 @@ async fn connectors_crud_is_scoped_to_their_owner(db: TestDb) {
         env_enc: None,
         headers_enc: Some("v1:headers"),
         enabled: true,
+        auth: "headers",
     };
     let c = s.insert_connector(&new).await.unwrap();
     assert!(c.enabled);
@@ -249,6 +250,8 @@ async fn connectors_crud_is_scoped_to_their_owner(db: TestDb) {
         env_enc: Some("v1:env"),
         headers_enc: None,
         enabled: false,
+        auth: "headers",
+        keep_grant: false,
     };
     assert!(
         s.update_connector(&b.id, &c.id, &update)

@@ -39,6 +39,8 @@ pub struct RunnerSettings {
     pub keep_alive_lifetime: Duration,
     /// Port of dev-server previews inside sandboxes; `None` when previews are off.
     pub preview_port: Option<u16>,
+    /// Connector token refreshes may reach private addresses (`DRYDOCK_ALLOW_PRIVATE_CONNECTOR_URLS`).
+    pub allow_private_connector_urls: bool,
 }
 
 impl RunnerSettings {
@@ -77,6 +79,7 @@ impl RunnerSettings {
                 .as_deref()
                 .filter(|h| !h.trim().is_empty())
                 .map(|_| config.preview_port),
+            allow_private_connector_urls: config.allow_private_connector_urls,
         }
     }
 }

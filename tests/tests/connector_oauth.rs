@@ -1,0 +1,433 @@
+//! Connectors that sign in with OAuth (the MCP authorization spec), against an OAuth-protected
+//! MCP server and authorization server on the official Python SDK (tests/mcp/oauth_server.py):
+//! the browser flow (discovery, dynamic registration, PKCE, consent, callback), sealed tokens,
+//! the bearer token in the agent's config and redacted from its output, single-flight refresh,
+//! `needs_reauth`, the `state` checks and revocation on delete.
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+use std::time::Duration;
+
+use drydock_tests::app::location;
+use drydock_tests::oauth_mcp::OAuthMcpServer;
+use drydock_tests::tasks::TaskEnv;
+use drydock_tests::{TestDb, on_both_backends};
+use reqwest::{Client, StatusCode};
+use serde_json::{Value, json};
+use sqlx::Connection;
+
+const CALLBACK: &str = "/connectors/oauth/callback";
+
+/// A task script that prints the tracker's token as configured (to be redacted) and reversed
+/// (which no redactor knows, so the test can recover it and try it at the server).
+const PRINT_TOKEN: &str = r#"
+tok=$(sed -n 's/.*"Bearer \([^"]*\)".*/\1/p' /home/agent/.drydock/mcp.json | head -n 1)
+echo "token: $tok"
+echo "reversed: $(python3 -c 'import sys; print(sys.argv[1][::-1])' "$tok")"
+"#;
+
+async fn start_env(db: TestDb) -> TaskEnv {
+    TaskEnv::start(db, &["--allow-private-connector-urls", "true"]).await
+}
+
+async fn create_tracker(env: &TaskEnv, server: &OAuthMcpServer) -> String {
+    let resp = env
+        .alice
+        .post(env.app.url("/api/connectors"))
+        .json(&json!({
+            "name": "tracker", "transport": "http", "url": server.mcp_url(), "auth": "oauth",
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["auth"], "oauth");
+    assert_eq!(body["status"], "needs_auth", "{body}");
+    body["id"].as_str().unwrap().to_owned()
+}
+
+/// `POST .../oauth/start` as `browser`: answers the authorization URL.
+async fn start_connect(env: &TaskEnv, browser: &Client, id: &str) -> String {
+    let resp = browser
+        .post(env.app.url(&format!("/api/connectors/{id}/oauth/start")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body: Value = resp.json().await.unwrap();
+    body["authorization_url"].as_str().unwrap().to_owned()
+}
+
+/// The whole browser flow as Alice; answers drydock's answer to the callback.
+async fn connect(env: &TaskEnv, server: &OAuthMcpServer, id: &str) -> reqwest::Response {
+    let authorize = start_connect(env, &env.alice, id).await;
+    let callback = server.consent(&env.alice, &authorize, true).await;
+    env.alice.get(&callback).send().await.unwrap()
+}
+
+async fn connector(env: &TaskEnv, id: &str) -> Value {
+    env.get_json(&format!("/api/connectors/{id}")).await
+}
+
+/// The token a finished task's script printed reversed.
+async fn token_of(env: &TaskEnv, task_id: &str) -> String {
+    let log = env.log(task_id).await;
+    let reversed = log
+        .iter()
+        .find_map(|l| l.split_once("reversed: ").map(|(_, r)| r))
+        .unwrap_or_else(|| panic!("no token printed:\n{}", log.join("\n")))
+        .trim()
+        .to_owned();
+    assert!(
+        !reversed.is_empty(),
+        "the agent config had no bearer token:\n{}",
+        log.join("\n")
+    );
+    reversed.chars().rev().collect()
+}
+
+/// Every text the database holds about connectors and OAuth requests, and the task logs.
+async fn database_text(db: &TestDb) -> Vec<String> {
+    let queries = [
+        "SELECT COALESCE(url, '') || ' ' || COALESCE(headers_enc, '') || ' ' || COALESCE(oauth_enc, '') || ' ' || COALESCE(oauth_error, '') || ' ' || COALESCE(last_error, '') FROM connectors",
+        "SELECT pending_enc FROM connector_oauth_requests",
+        "SELECT text FROM task_events",
+    ];
+    let mut out = Vec::new();
+    if db.url.starts_with("sqlite") {
+        let mut conn = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
+        for q in queries {
+            let rows: Vec<(String,)> = sqlx::query_as(q).fetch_all(&mut conn).await.unwrap();
+            out.extend(rows.into_iter().map(|r| r.0));
+        }
+    } else {
+        let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+        for q in queries {
+            let rows: Vec<(String,)> = sqlx::query_as(q).fetch_all(&mut conn).await.unwrap();
+            out.extend(rows.into_iter().map(|r| r.0));
+        }
+    }
+    out
+}
+
+async fn sealed_grant(db: &TestDb, id: &str) -> Option<String> {
+    let q = "SELECT oauth_enc FROM connectors WHERE id = $1";
+    if db.url.starts_with("sqlite") {
+        let mut conn = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
+        sqlx::query_as::<_, (Option<String>,)>(q)
+            .bind(id)
+            .fetch_one(&mut conn)
+            .await
+            .unwrap()
+            .0
+    } else {
+        let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+        sqlx::query_as::<_, (Option<String>,)>(q)
+            .bind(id)
+            .fetch_one(&mut conn)
+            .await
+            .unwrap()
+            .0
+    }
+}
+
+async fn connect_lists_tools_seals_tokens_and_hands_the_agent_a_redacted_bearer(db: TestDb) {
+    let server = OAuthMcpServer::start(&[]).await;
+    let env = start_env(db).await;
+    let id = create_tracker(&env, &server).await;
+
+    let authorize = start_connect(&env, &env.alice, &id).await;
+    let url = reqwest::Url::parse(&authorize).unwrap();
+    assert_eq!(url.origin().ascii_serialization(), server.origin);
+    assert_eq!(url.path(), "/authorize");
+    let query: std::collections::HashMap<String, String> = url.query_pairs().into_owned().collect();
+    assert_eq!(query["response_type"], "code");
+    assert_eq!(query["code_challenge_method"], "S256");
+    assert_eq!(query["code_challenge"].len(), 43, "a SHA-256 challenge");
+    assert_eq!(
+        query["resource"],
+        server.mcp_url(),
+        "RFC 8707 resource indicator"
+    );
+    assert_eq!(query["redirect_uri"], env.app.url(CALLBACK));
+    assert!(query["state"].len() >= 32);
+    assert_eq!(
+        server.count("registrations").await,
+        1,
+        "drydock registered itself"
+    );
+
+    let callback = server.consent(&env.alice, &authorize, true).await;
+    assert!(callback.starts_with(&env.app.url(CALLBACK)), "{callback}");
+    let resp = env.alice.get(&callback).send().await.unwrap();
+    assert_eq!(
+        resp.status(),
+        StatusCode::SEE_OTHER,
+        "{}",
+        resp.text().await.unwrap()
+    );
+    assert_eq!(
+        location(&resp),
+        format!("/settings/connectors?connected={id}")
+    );
+    assert_eq!(server.count("token_exchanges").await, 1);
+
+    let c = connector(&env, &id).await;
+    assert_eq!(c["status"], "connected", "{c}");
+    assert_eq!(
+        c["last_status"], "ok",
+        "the callback ran the connection test: {c}"
+    );
+    assert_eq!(c["tool_count"], 2, "{c}");
+    assert_eq!(c["oauth_scopes"], json!(["mcp"]));
+    let list = env.get_json("/api/connectors").await;
+    assert_eq!(list["connectors"][0]["status"], "connected");
+
+    let task = env.submit(PRINT_TOKEN, json!({ "create_pr": false })).await;
+    let done = env.wait_done(&task).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    let token = token_of(&env, &task).await;
+    assert_eq!(
+        server.status_with_token(&token).await,
+        StatusCode::OK,
+        "the agent got the live token"
+    );
+    assert_eq!(
+        server.status_with_token("not-the-token-0123456789").await,
+        StatusCode::UNAUTHORIZED
+    );
+    let log = env.log(&task).await.join("\n");
+    assert!(
+        !log.contains(&token),
+        "the token is redacted from the agent's output:\n{log}"
+    );
+    assert!(log.contains("token: [REDACTED"), "{log}");
+
+    let sealed = sealed_grant(&env.app.db, &id).await.unwrap();
+    assert!(sealed.starts_with("v1:"), "sealed like every other secret");
+    for text in database_text(&env.app.db).await {
+        assert!(
+            !text.contains(&token),
+            "a token in the database in plaintext: {text}"
+        );
+    }
+    let api = env
+        .alice
+        .get(env.app.url("/api/connectors"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!api.contains(&token));
+
+    // Deleting revokes at the authorization server (RFC 7009), then erases.
+    let resp = env
+        .alice
+        .delete(env.app.url(&format!("/api/connectors/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    assert!(server.count("revocations").await >= 1);
+    assert_eq!(
+        server.status_with_token(&token).await,
+        StatusCode::UNAUTHORIZED,
+        "revoked"
+    );
+}
+
+async fn five_tasks_on_an_expired_token_cause_one_refresh(db: TestDb) {
+    let server = OAuthMcpServer::start(&[]).await;
+    let env = start_env(db).await;
+    let id = create_tracker(&env, &server).await;
+    // 61 s: fresh at the callback's connection test, within drydock's 60 s margin a second later.
+    server.set_expires_in(61).await;
+    assert_eq!(
+        connect(&env, &server, &id).await.status(),
+        StatusCode::SEE_OTHER
+    );
+    assert_eq!(connector(&env, &id).await["status"], "connected");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    server.set_expires_in(3600).await;
+    assert_eq!(server.count("refreshes").await, 0);
+
+    let mut tasks = Vec::new();
+    for _ in 0..5 {
+        tasks.push(env.submit(PRINT_TOKEN, json!({ "create_pr": false })).await);
+    }
+    let mut tokens = Vec::new();
+    for task in &tasks {
+        let done = env.wait_done(task).await;
+        assert_eq!(done["status"], "succeeded", "{done}");
+        tokens.push(token_of(&env, task).await);
+    }
+    assert_eq!(
+        server.count("refreshes").await,
+        1,
+        "exactly one refresh for five tasks"
+    );
+    assert!(
+        tokens.iter().all(|t| t == &tokens[0]),
+        "all five use the new token: {tokens:?}"
+    );
+    assert_eq!(server.status_with_token(&tokens[0]).await, StatusCode::OK);
+}
+
+async fn a_revoked_refresh_token_means_needs_reauth_until_reconnected(db: TestDb) {
+    let server = OAuthMcpServer::start(&[]).await;
+    let env = start_env(db).await;
+    let id = create_tracker(&env, &server).await;
+    server.set_expires_in(61).await;
+    assert_eq!(
+        connect(&env, &server, &id).await.status(),
+        StatusCode::SEE_OTHER
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    server.revoke_refresh_tokens().await;
+
+    let script = "grep -c tracker /home/agent/.drydock/mcp.json || echo 'no tracker configured'";
+    let task = env.submit(script, json!({ "create_pr": false })).await;
+    let done = env.wait_done(&task).await;
+    assert_eq!(
+        done["status"], "succeeded",
+        "the task starts without the connector: {done}"
+    );
+    let log = env.log(&task).await.join("\n");
+    assert!(
+        log.contains("Connector tracker is left out of this task: it must be connected again"),
+        "the log says so:\n{log}"
+    );
+    assert!(log.contains("no tracker configured"), "{log}");
+    let c = connector(&env, &id).await;
+    assert_eq!(c["status"], "needs_reauth", "{c}");
+    assert!(
+        c["status_detail"]
+            .as_str()
+            .unwrap()
+            .contains("invalid_grant"),
+        "{c}"
+    );
+
+    server.set_expires_in(3600).await;
+    assert_eq!(
+        connect(&env, &server, &id).await.status(),
+        StatusCode::SEE_OTHER
+    );
+    let c = connector(&env, &id).await;
+    assert_eq!(c["status"], "connected", "reconnecting restores it: {c}");
+    assert_eq!(c["status_detail"], Value::Null);
+}
+
+on_both_backends!(
+    connect_lists_tools_seals_tokens_and_hands_the_agent_a_redacted_bearer,
+    five_tasks_on_an_expired_token_cause_one_refresh,
+    a_revoked_refresh_token_means_needs_reauth_until_reconnected,
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_is_bound_to_the_session_used_once_and_errors_are_readable() {
+    let server = OAuthMcpServer::start(&[]).await;
+    let env = start_env(TestDb::sqlite().await).await;
+    let id = create_tracker(&env, &server).await;
+
+    // The user says no: a readable page, nothing stored.
+    let authorize = start_connect(&env, &env.alice, &id).await;
+    let callback = server.consent(&env.alice, &authorize, false).await;
+    let resp = env.alice.get(&callback).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let page = resp.text().await.unwrap();
+    assert!(
+        page.contains("did not grant access (access_denied: The user said no.)"),
+        "{page}"
+    );
+    assert_eq!(connector(&env, &id).await["status"], "needs_auth");
+
+    // A callback arriving in another session (another browser of Alice) is refused.
+    let authorize = start_connect(&env, &env.alice, &id).await;
+    let callback = server.consent(&env.alice, &authorize, true).await;
+    let other = env.app.sign_in("alice").await;
+    let resp = other.get(&callback).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    assert!(resp.text().await.unwrap().contains("another session"));
+    // ...and the state it carried is spent.
+    let resp = env.alice.get(&callback).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    assert!(resp.text().await.unwrap().contains("already used"));
+    assert_eq!(connector(&env, &id).await["status"], "needs_auth");
+
+    // The right session succeeds once; replaying its callback is refused.
+    let authorize = start_connect(&env, &env.alice, &id).await;
+    let callback = server.consent(&env.alice, &authorize, true).await;
+    let resp = env.alice.get(&callback).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    let resp = env.alice.get(&callback).send().await.unwrap();
+    assert_eq!(
+        resp.status(),
+        StatusCode::BAD_REQUEST,
+        "a replayed state is refused"
+    );
+    assert_eq!(
+        server.count("token_exchanges").await,
+        1,
+        "a replay never reaches the token endpoint"
+    );
+
+    // A state that was never issued, and Bob poking at Alice's connector.
+    let resp = env
+        .alice
+        .get(env.app.url(&format!("{CALLBACK}?state=forged&code=x")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let bob = env.app.sign_in("bob").await;
+    let resp = bob
+        .post(env.app.url(&format!("/api/connectors/{id}/oauth/start")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_client_is_used_where_registration_is_not_allowed() {
+    let server = OAuthMcpServer::start(&[
+        "--no-registration",
+        "--client-id",
+        "drydock-operator",
+        "--client-secret",
+        "operator-secret-0123456789",
+    ])
+    .await;
+    let clients = json!({ server.origin.clone(): { "client_id": "drydock-operator", "client_secret": "operator-secret-0123456789" } }).to_string();
+    let env = TaskEnv::start(
+        TestDb::sqlite().await,
+        &[
+            "--allow-private-connector-urls",
+            "true",
+            "--connector-oauth-clients",
+            &clients,
+        ],
+    )
+    .await;
+    let id = create_tracker(&env, &server).await;
+    let authorize = start_connect(&env, &env.alice, &id).await;
+    assert!(
+        authorize.contains("client_id=drydock-operator"),
+        "{authorize}"
+    );
+    let callback = server.consent(&env.alice, &authorize, true).await;
+    let resp = env.alice.get(&callback).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    assert_eq!(server.count("registrations").await, 0);
+    assert_eq!(connector(&env, &id).await["status"], "connected");
+}
