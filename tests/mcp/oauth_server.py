@@ -9,7 +9,8 @@ approves.
 Control endpoints for the tests, on the same origin:
   GET  /control/stats   {"registrations", "authorizations", "token_exchanges", "refreshes",
                          "revocations", "mcp_requests"}
-  POST /control/config  JSON {"expires_in": n}: the lifetime reported for tokens issued next
+  POST /control/config  JSON {"expires_in": n, "refresh_delay": s}: the lifetime reported for
+                         tokens issued next; how long a refresh takes
   POST /control/revoke-refresh-tokens: refuses every refresh token issued so far (as when the
                          user revokes the app at the provider)
 
@@ -26,6 +27,7 @@ import sys
 import time
 from urllib.parse import urlencode
 
+import anyio
 import uvicorn
 from pydantic import AnyHttpUrl
 from starlette.requests import Request
@@ -50,7 +52,7 @@ STATS = {
     "revocations": 0,
     "mcp_requests": 0,
 }
-CONFIG = {"expires_in": 3600}
+CONFIG = {"expires_in": 3600, "refresh_delay": 0}
 
 
 class Provider:
@@ -135,6 +137,8 @@ class Provider:
 
     async def exchange_refresh_token(self, client, refresh_token: RefreshToken, scopes):
         STATS["refreshes"] += 1
+        # A slow authorization server: concurrent callers overlap with this refresh.
+        await anyio.sleep(CONFIG["refresh_delay"])
         if refresh_token.token not in self.refresh:
             raise TokenError("invalid_grant", "refresh token was revoked")
         # Rotation: the old refresh token and every access token of the grant stop working.

@@ -108,6 +108,19 @@ impl OAuthMcpServer {
         assert!(resp.status().is_success());
     }
 
+    /// Makes every refresh take `seconds` (a slow authorization server), so that callers
+    /// arriving meanwhile overlap with it.
+    pub async fn set_refresh_delay(&self, seconds: f64) {
+        let resp = self
+            .http
+            .post(format!("{}/control/config", self.origin))
+            .json(&json!({ "refresh_delay": seconds }))
+            .send()
+            .await
+            .expect("config");
+        assert!(resp.status().is_success());
+    }
+
     /// Refuses every refresh token issued so far (the user revoked drydock at the provider).
     pub async fn revoke_refresh_tokens(&self) {
         let resp = self

@@ -241,7 +241,19 @@ async fn connect_lists_tools_seals_tokens_and_hands_the_agent_a_redacted_bearer(
 
 async fn five_tasks_on_an_expired_token_cause_one_refresh(db: TestDb) {
     let server = OAuthMcpServer::start(&[]).await;
-    let env = start_env(db).await;
+    // All five run at once.
+    let env = TaskEnv::start(
+        db,
+        &[
+            "--allow-private-connector-urls",
+            "true",
+            "--max-concurrent-tasks",
+            "5",
+            "--max-concurrent-tasks-per-user",
+            "5",
+        ],
+    )
+    .await;
     let id = create_tracker(&env, &server).await;
     // 61 s: fresh at the callback's connection test, within drydock's 60 s margin a second later.
     server.set_expires_in(61).await;
@@ -252,6 +264,7 @@ async fn five_tasks_on_an_expired_token_cause_one_refresh(db: TestDb) {
     assert_eq!(connector(&env, &id).await["status"], "connected");
     tokio::time::sleep(Duration::from_millis(1500)).await;
     server.set_expires_in(3600).await;
+    server.set_refresh_delay(3.0).await;
     assert_eq!(server.count("refreshes").await, 0);
 
     let mut tasks = Vec::new();
