@@ -444,3 +444,77 @@ async fn an_operator_client_is_used_where_registration_is_not_allowed() {
     assert_eq!(server.count("registrations").await, 0);
     assert_eq!(connector(&env, &id).await["status"], "connected");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_the_browser_connect_signs_in_and_the_status_shows_everywhere() {
+    let server = OAuthMcpServer::start(&[]).await;
+    let app = drydock_tests::App::start(
+        TestDb::sqlite().await,
+        &["--allow-private-connector-urls", "true"],
+    )
+    .await;
+    let browser = drydock_tests::browser::Browser::start().await;
+    browser.goto(&app.url("/")).await;
+    app.gh.approve_as(Some("alice"));
+    browser.click("a.button[href^='/auth/github']").await;
+    browser.wait_text("h1", "Tasks").await;
+
+    // Tokens live 61 s: fresh now, within drydock's 60 s refresh margin a second later.
+    server.set_expires_in(61).await;
+    browser.goto(&app.url("/settings/connectors")).await;
+    browser.wait_text("#connectors", "No connectors yet").await;
+    browser.click("#add").await;
+    browser.type_into("#c-name", "tracker").await;
+    browser.type_into("#c-url", &server.mcp_url()).await;
+    browser.click("#c-auth-oauth").await;
+    browser.click("#c-save").await;
+    let card = browser
+        .wait_text("#connectors li[data-name='tracker']", "not signed in")
+        .await;
+    assert!(card.contains("Use Connect"), "{card}");
+
+    // Connect: drydock → the authorization server's consent page → back to drydock.
+    browser
+        .click("#connectors li[data-name='tracker'] button[data-action='connect']")
+        .await;
+    browser
+        .wait_url("the consent page", |u| {
+            u.starts_with(&format!("{}/consent", server.origin))
+        })
+        .await;
+    browser.wait_text("form", "Allow drydock").await;
+    browser.click("button[value='allow']").await;
+    browser
+        .wait_url("the connectors page", |u| {
+            u.contains("/settings/connectors?connected=")
+        })
+        .await;
+    browser.wait_text("#flash", "Connected tracker.").await;
+    let card = browser
+        .wait_text("#connectors li[data-name='tracker']", "connected")
+        .await;
+    assert!(card.contains("2 tools"), "{card}");
+    assert!(card.contains("Reconnect"), "{card}");
+    assert!(
+        card.contains(&format!("OAuth via {}", server.origin)),
+        "{card}"
+    );
+
+    // The token runs out and the user revoked drydock at the provider: the next test's refresh
+    // is refused, the card asks to sign in again and the new-task form says it is left out.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    server.revoke_refresh_tokens().await;
+    browser
+        .click("#connectors li[data-name='tracker'] button[data-action='test']")
+        .await;
+    let card = browser
+        .wait_text("#connectors li[data-name='tracker']", "sign in again")
+        .await;
+    assert!(card.contains("invalid_grant"), "{card}");
+    browser.goto(&app.url("/tasks/new")).await;
+    let field = browser.wait_text("#connectors", "tracker").await;
+    assert!(
+        field.contains("needs sign-in again: it will be left out"),
+        "{field}"
+    );
+}
