@@ -518,3 +518,57 @@ async fn in_the_browser_connect_signs_in_and_the_status_shows_everywhere() {
         "{field}"
     );
 }
+
+/// Two replicas on one PostgreSQL database: five connection tests at once, spread over both,
+/// against an expired token cause one refresh (PostgreSQL advisory lock), and the others use it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_sharing_postgres_refresh_once() {
+    let server = OAuthMcpServer::start(&[]).await;
+    let keys = [
+        "--allow-private-connector-urls",
+        "true",
+        "--encryption-key",
+        "7f3e2d1c0b0a09080706050403020100f0e0d0c0b0a090807060504030201000",
+        "--jwe-secret",
+        "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff",
+    ];
+    let env = TaskEnv::start(TestDb::postgres().await, &keys).await;
+    let mut settings = env.app.gh.settings();
+    settings.extend(keys.iter().map(|s| (*s).to_owned()));
+    let replica = drydock_tests::TestServer::start_with(&env.app.db.url, settings).await;
+
+    let id = create_tracker(&env, &server).await;
+    server.set_expires_in(61).await;
+    assert_eq!(
+        connect(&env, &server, &id).await.status(),
+        StatusCode::SEE_OTHER
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    server.set_expires_in(3600).await;
+    server.set_refresh_delay(3.0).await;
+
+    // The same session cookie works on both replicas (same database and keys).
+    let urls: Vec<String> = (0..5)
+        .map(|i| {
+            let base = if i % 2 == 0 {
+                env.app.server.url.clone()
+            } else {
+                replica.url.clone()
+            };
+            format!("{base}/api/connectors/{id}/test")
+        })
+        .collect();
+    let tests = urls.iter().map(|url| {
+        let req = env.alice.post(url);
+        async move { req.send().await.unwrap().json::<Value>().await.unwrap() }
+    });
+    for outcome in futures::future::join_all(tests).await {
+        assert_eq!(outcome["status"], "ok", "{outcome}");
+    }
+    assert_eq!(
+        server.count("refreshes").await,
+        1,
+        "one refresh across both replicas"
+    );
+    replica.stop().await.unwrap();
+}

@@ -599,6 +599,7 @@ pub fn token_source(state: &AppState) -> tokens::TokenSource<'_> {
         store: &state.store,
         secrets: &state.secrets,
         allow_private: state.config.allow_private_connector_urls,
+        locks: state.runner.connector_refresh_locks(),
     }
 }
 

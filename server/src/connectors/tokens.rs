@@ -1,11 +1,12 @@
 //! A usable access token for an OAuth connector, refreshed single-flight: however many tasks
-//! and tests ask at once, one refresh per connector runs at a time in this process, and the
+//! and tests ask at once, one refresh per connector runs at a time — in this process through
+//! [`RefreshLocks`], across replicas sharing PostgreSQL through an advisory lock — and the
 //! others wait and use its result. A rotated refresh token replaces the old grant in one
 //! compare-and-swap statement, so a concurrent refresh or reconnect is never overwritten by a
 //! stale one; a refused refresh marks the connector `needs_reauth`.
 
 use std::collections::HashMap;
-use std::sync::{Arc, LazyLock, Mutex, Weak};
+use std::sync::{Arc, Mutex, Weak};
 
 use super::oauth::{self, Grant, OAuthError};
 use crate::secrets::SecretBox;
@@ -39,12 +40,22 @@ impl std::fmt::Display for GrantProblem {
     }
 }
 
-/// One lock per connector id, dropped when nobody holds or waits for it.
-static REFRESH_LOCKS: LazyLock<Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>> =
-    LazyLock::new(Mutex::default);
+/// The server's refresh locks: one per connector id, dropped when nobody holds or waits for it.
+/// Clones share the locks.
+#[derive(Debug, Clone, Default)]
+pub struct RefreshLocks(Arc<Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>>);
 
-fn lock_for(connector_id: &str) -> Arc<tokio::sync::Mutex<()>> {
-    let mut locks = REFRESH_LOCKS
+impl RefreshLocks {
+    fn lock_for(&self, connector_id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        lock_for(&self.0, connector_id)
+    }
+}
+
+fn lock_for(
+    locks: &Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>,
+    connector_id: &str,
+) -> Arc<tokio::sync::Mutex<()>> {
+    let mut locks = locks
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     locks.retain(|_, weak| weak.strong_count() > 0);
@@ -65,6 +76,8 @@ pub struct TokenSource<'a> {
     pub secrets: &'a SecretBox,
     /// `DRYDOCK_ALLOW_PRIVATE_CONNECTOR_URLS`.
     pub allow_private: bool,
+    /// This server's refresh locks.
+    pub locks: &'a RefreshLocks,
 }
 
 impl TokenSource<'_> {
@@ -115,15 +128,28 @@ impl TokenSource<'_> {
         if !rejected && !grant.expires_within(now_ms(), REFRESH_MARGIN_MS) {
             return Ok(grant);
         }
-        let lock = lock_for(&row.id);
+        let lock = self.locks.lock_for(&row.id);
         let _held = lock.lock().await;
+        self.store
+            .with_refresh_lock(&row.id, self.refresh_locked(row, &seen, &grant))
+            .await
+            .map_err(|_| GrantProblem::Unavailable("the database could not be read".into()))?
+    }
+
+    /// The refresh itself, with the connector's locks held.
+    async fn refresh_locked(
+        &self,
+        row: &Connector,
+        seen: &str,
+        grant: &Grant,
+    ) -> Result<Grant, GrantProblem> {
         // Whoever held the lock before may have refreshed already: then use their result.
         let current = self.reload(&row.id).await?;
         let sealed = Self::usable(&current)?.to_owned();
         if sealed != seen {
             return self.open(&sealed);
         }
-        match oauth::refresh(&grant, now_ms(), self.allow_private).await {
+        match oauth::refresh(grant, now_ms(), self.allow_private).await {
             Ok(renewed) => {
                 let new_sealed = self.seal(&renewed)?;
                 let swapped = self

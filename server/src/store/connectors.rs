@@ -292,4 +292,28 @@ impl Store {
             .await?
         }))
     }
+
+    /// Runs `work` holding connector `id`'s refresh lock across replicas. PostgreSQL: a
+    /// transaction-scoped advisory lock (released however the transaction ends, even if this
+    /// task is dropped). SQLite: the database belongs to one process, whose in-process lock
+    /// the caller already holds.
+    pub async fn with_refresh_lock<T>(
+        &self,
+        id: &str,
+        work: impl std::future::Future<Output = T>,
+    ) -> StoreResult<T> {
+        match &self.pool {
+            super::Pool::Sqlite(_) => Ok(work.await),
+            super::Pool::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+                    .bind(format!("drydock-connector-refresh:{id}"))
+                    .execute(&mut *tx)
+                    .await?;
+                let out = work.await;
+                tx.commit().await?;
+                Ok(out)
+            }
+        }
+    }
 }

@@ -211,6 +211,11 @@ impl TaskRunner {
         Ok(servers)
     }
 
+    /// This server's OAuth connector refresh locks (the API's connection tests share them).
+    pub(crate) fn connector_refresh_locks(&self) -> &crate::connectors::tokens::RefreshLocks {
+        &self.inner.settings.connector_refresh_locks
+    }
+
     /// A usable access token of an OAuth connector, refreshed single-flight when it is about to
     /// expire (see [`crate::connectors::tokens`]).
     async fn connector_token(
@@ -221,6 +226,7 @@ impl TaskRunner {
             store: &self.inner.store,
             secrets: &self.inner.secrets,
             allow_private: self.inner.settings.allow_private_connector_urls,
+            locks: &self.inner.settings.connector_refresh_locks,
         };
         Ok(source.fresh_grant(c, false).await?.access_token)
     }

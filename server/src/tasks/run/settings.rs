@@ -41,6 +41,8 @@ pub struct RunnerSettings {
     pub preview_port: Option<u16>,
     /// Connector token refreshes may reach private addresses (`DRYDOCK_ALLOW_PRIVATE_CONNECTOR_URLS`).
     pub allow_private_connector_urls: bool,
+    /// One OAuth connector refresh at a time per connector in this server (shared with the API).
+    pub connector_refresh_locks: crate::connectors::tokens::RefreshLocks,
 }
 
 impl RunnerSettings {
@@ -80,6 +82,7 @@ impl RunnerSettings {
                 .filter(|h| !h.trim().is_empty())
                 .map(|_| config.preview_port),
             allow_private_connector_urls: config.allow_private_connector_urls,
+            connector_refresh_locks: crate::connectors::tokens::RefreshLocks::default(),
         }
     }
 }
