@@ -20,3 +20,8 @@ CREATE TABLE connector_oauth_requests (
     created_at   BIGINT NOT NULL,
     expires_at   BIGINT NOT NULL
 );
+
+-- Circuit breaker: consecutive times the remote server could not be reached, and until when
+-- (unix ms) drydock leaves it alone after too many.
+ALTER TABLE connectors ADD COLUMN failures BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE connectors ADD COLUMN paused_until BIGINT;

@@ -87,6 +87,10 @@ pub struct Config {
     #[arg(long, env = "DRYDOCK_CONNECTOR_OAUTH_CLIENTS", hide_env_values = true)]
     pub connector_oauth_clients: Option<SecretString>,
 
+    /// Seconds a remote connector is left alone after 3 consecutive failures to reach it (doubling with each further failure, at most 15 minutes).
+    #[arg(long, env = "DRYDOCK_CONNECTOR_BACKOFF_SECS", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=900))]
+    pub connector_backoff_secs: u32,
+
     /// Days a sign-in lasts before the user must sign in again.
     #[arg(long, env = "DRYDOCK_SESSION_DAYS", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=365))]
     pub session_days: u32,

@@ -572,3 +572,99 @@ async fn replicas_sharing_postgres_refresh_once() {
     );
     replica.stop().await.unwrap();
 }
+
+/// A server that accepts connections and drops them at once, counting them.
+async fn dead_server() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = count.clone();
+    tokio::spawn(async move {
+        while let Ok((conn, _)) = listener.accept().await {
+            seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            drop(conn);
+        }
+    });
+    (port, count)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_server_is_tested_at_most_once_per_back_off_window() {
+    let (port, contacts) = dead_server().await;
+    let contacts = move || contacts.load(std::sync::atomic::Ordering::SeqCst);
+    let app = drydock_tests::App::start(
+        TestDb::sqlite().await,
+        &[
+            "--allow-private-connector-urls",
+            "true",
+            "--connector-backoff-secs",
+            "2",
+        ],
+    )
+    .await;
+    let alice = app.sign_in("alice").await;
+    let resp = alice
+        .post(app.url("/api/connectors"))
+        .json(&json!({ "name": "dead", "transport": "http", "url": format!("http://127.0.0.1:{port}/mcp") }))
+        .send()
+        .await
+        .unwrap();
+    let id = resp.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let test = || async {
+        let resp = alice
+            .post(app.url(&format!("/api/connectors/{id}/test")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        resp.json::<Value>().await.unwrap()
+    };
+
+    // Three failures in a row, each a real attempt; the third opens the breaker.
+    for attempt in 1..=3 {
+        let before = contacts();
+        let outcome = test().await;
+        assert_eq!(outcome["status"], "error");
+        assert!(contacts() > before, "attempt {attempt} reached the server");
+        assert_eq!(outcome["paused_until"].is_i64(), attempt == 3, "{outcome}");
+    }
+    let c = alice
+        .get(app.url(&format!("/api/connectors/{id}")))
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    assert_eq!(c["status"], "error");
+    let until = c["paused_until"].as_i64().expect("paused");
+
+    // While paused: answered at once, the server is left alone.
+    let before = contacts();
+    for _ in 0..3 {
+        let outcome = test().await;
+        assert!(
+            outcome["error"].as_str().unwrap().contains("paused until"),
+            "{outcome}"
+        );
+    }
+    assert_eq!(contacts(), before, "no attempt while the breaker is open");
+
+    // After the window: exactly one attempt, which fails and reopens it for longer.
+    let wait = until - chrono::Utc::now().timestamp_millis() + 100;
+    tokio::time::sleep(Duration::from_millis(u64::try_from(wait.max(0)).unwrap())).await;
+    let outcome = test().await;
+    assert!(contacts() > before, "one attempt after the window");
+    let again = outcome["paused_until"].as_i64().expect("paused again");
+    assert!(again > until);
+    let before = contacts();
+    let outcome = test().await;
+    assert!(
+        outcome["error"].as_str().unwrap().contains("paused until"),
+        "{outcome}"
+    );
+    assert_eq!(contacts(), before);
+}

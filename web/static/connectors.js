@@ -64,6 +64,7 @@
       el("p", { class: "connector-meta" }, meta.join(" · ")),
       c.status === "needs_reauth" ? el("p", { class: "field-error" }, "Sign in again: " + (c.status_detail || "the authorization was refused")) : null,
       c.status === "needs_auth" ? el("p", { class: "help" }, "Use Connect to sign in to this server.") : null,
+      c.paused_until ? el("p", { class: "field-error" }, "Paused until ", d.timeEl(c.paused_until), " after repeated failures to reach the server.") : null,
       c.last_status === "error" && c.last_error && !lastTests.has(c.id) ? el("p", { class: "field-error" }, "Last test: " + c.last_error) : null,
       c.last_checked_at ? el("p", { class: "help" }, "Last tested ", d.timeEl(c.last_checked_at)) : null,
       el("div", { class: "card-actions" },

@@ -5,6 +5,7 @@
 //! show only names and hints. Connection tests reach out only to public addresses unless the
 //! operator allows private ones (see [`outbound`]).
 
+pub mod breaker;
 pub mod catalog;
 pub mod mcp_client;
 pub mod oauth;
@@ -87,6 +88,9 @@ pub struct ConnectorView {
     pub status: String,
     /// Why the connector is `needs_reauth`, redacted.
     pub status_detail: Option<String>,
+    /// Circuit breaker: drydock leaves the server alone until this time (unix ms), after
+    /// repeated failures to reach it.
+    pub paused_until: Option<i64>,
     /// OAuth: the issuer signed in with.
     pub oauth_issuer: Option<String>,
     /// OAuth: scopes granted.
@@ -210,6 +214,8 @@ pub struct ConnectorTest {
     pub transport_used: Option<String>,
     /// The server's name and version, when it gave them.
     pub server: Option<String>,
+    /// Circuit breaker: the server was not contacted, or will not be, before this time (unix ms).
+    pub paused_until: Option<i64>,
 }
 
 /// Refuses an unknown auth, and OAuth on anything but HTTP.
@@ -322,6 +328,7 @@ fn view(state: &AppState, row: Connector) -> Result<ConnectorView, AppError> {
     Ok(ConnectorView {
         status: status_of(&row).to_owned(),
         status_detail: row.oauth_error.clone(),
+        paused_until: breaker::paused(&row, crate::store::now_ms()),
         oauth_issuer: grant.as_ref().map(|g| g.issuer.clone()),
         oauth_scopes: grant.map(|g| g.scopes).unwrap_or_default(),
         auth: row.auth.clone(),
@@ -600,6 +607,7 @@ pub fn token_source(state: &AppState) -> tokens::TokenSource<'_> {
         secrets: &state.secrets,
         allow_private: state.config.allow_private_connector_urls,
         locks: state.runner.connector_refresh_locks(),
+        backoff_ms: i64::from(state.config.connector_backoff_secs) * 1000,
     }
 }
 
@@ -656,6 +664,38 @@ pub(crate) async fn run_test(
     row: Connector,
 ) -> Result<ConnectorTest, AppError> {
     let id = row.id.clone();
+    let now = crate::store::now_ms();
+    if row.transport == "http"
+        && let Some(until) = breaker::paused(&row, now)
+    {
+        // The breaker is open: answer without contacting the server.
+        let when = chrono::DateTime::from_timestamp_millis(until).map_or_else(String::new, |t| {
+            t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+        });
+        return Ok(ConnectorTest {
+            status: "error".into(),
+            checked_at: now,
+            tools: Vec::new(),
+            tool_count: None,
+            error: Some(format!(
+                "paused until {when} after {} failed attempts to reach the server (last: {}); drydock tries again after that",
+                row.failures,
+                row.last_error.as_deref().unwrap_or("unreachable")
+            )),
+            transport_used: None,
+            server: None,
+            paused_until: Some(until),
+        });
+    }
+    // Whether the server was reached (`Some(false)`: it was down), for the breaker.
+    let mut reached: Option<bool> = None;
+    let mut seen = |result: Result<mcp_client::Probe, mcp_client::ProbeError>| {
+        match &result {
+            Err(err) if breaker::is_outage(err) => reached = Some(false),
+            _ => reached = Some(true),
+        }
+        result
+    };
     let mut headers = open_map(state, row.headers_enc.as_deref())?;
     let env = open_map(state, row.env_enc.as_deref())?;
     let mut secret_values: Vec<String> = headers.values().chain(env.values()).cloned().collect();
@@ -670,7 +710,7 @@ pub(crate) async fn run_test(
                         "Authorization".into(),
                         format!("Bearer {}", grant.access_token),
                     );
-                    match probe_http(state, &row, &headers).await? {
+                    match seen(probe_http(state, &row, &headers).await?) {
                         Err(mcp_client::ProbeError::Unauthorized { .. }) => {
                             match source.fresh_grant(&row, true).await {
                                 Err(problem) => {
@@ -682,8 +722,7 @@ pub(crate) async fn run_test(
                                         "Authorization".into(),
                                         format!("Bearer {}", grant.access_token),
                                     );
-                                    probe_http(state, &row, &headers)
-                                        .await?
+                                    seen(probe_http(state, &row, &headers).await?)
                                         .map_err(|err| err.to_string())
                                 }
                             }
@@ -693,9 +732,7 @@ pub(crate) async fn run_test(
                 }
             }
         } else if row.transport == "http" {
-            probe_http(state, &row, &headers)
-                .await?
-                .map_err(|err| err.to_string())
+            seen(probe_http(state, &row, &headers).await?).map_err(|err| err.to_string())
         } else {
             let args: Vec<String> = serde_json::from_str(&row.args).unwrap_or_default();
             sandboxed::probe_in_sandbox(
@@ -708,6 +745,25 @@ pub(crate) async fn run_test(
             )
             .await
         };
+    let paused_until = match reached {
+        Some(false) => {
+            let until = breaker::pause_after_failure(
+                row.failures,
+                now,
+                i64::from(state.config.connector_backoff_secs) * 1000,
+            );
+            state
+                .store
+                .record_connector_reachability(&id, Some(until))
+                .await?;
+            until
+        }
+        Some(true) if row.failures > 0 => {
+            state.store.record_connector_reachability(&id, None).await?;
+            None
+        }
+        _ => None,
+    };
     let scrubber = Scrubber::new(secret_values.iter())?;
     let (status, error, tools, transport_used, server) = match outcome {
         Ok(probe) => {
@@ -753,6 +809,7 @@ pub(crate) async fn run_test(
         error,
         transport_used,
         server,
+        paused_until,
     })
 }
 

@@ -78,6 +78,8 @@ pub struct TokenSource<'a> {
     pub allow_private: bool,
     /// This server's refresh locks.
     pub locks: &'a RefreshLocks,
+    /// The circuit breaker's base back-off, ms (`DRYDOCK_CONNECTOR_BACKOFF_SECS`).
+    pub backoff_ms: i64,
 }
 
 impl TokenSource<'_> {
@@ -128,6 +130,13 @@ impl TokenSource<'_> {
         if !rejected && !grant.expires_within(now_ms(), REFRESH_MARGIN_MS) {
             return Ok(grant);
         }
+        if let Some(until) = super::breaker::paused(row, now_ms()) {
+            let when = chrono::DateTime::from_timestamp_millis(until)
+                .map_or_else(String::new, |t| t.format("%H:%M:%S UTC").to_string());
+            return Err(GrantProblem::Unavailable(format!(
+                "its server is paused until {when} after repeated failures to reach it"
+            )));
+        }
         let lock = self.locks.lock_for(&row.id);
         let _held = lock.lock().await;
         self.store
@@ -151,6 +160,12 @@ impl TokenSource<'_> {
         }
         match oauth::refresh(grant, now_ms(), self.allow_private).await {
             Ok(renewed) => {
+                if current.failures > 0 {
+                    let _ = self
+                        .store
+                        .record_connector_reachability(&row.id, None)
+                        .await;
+                }
                 let new_sealed = self.seal(&renewed)?;
                 let swapped = self
                     .store
@@ -196,6 +211,17 @@ impl TokenSource<'_> {
                 }
             }
             Err(other) => {
+                if super::breaker::is_oauth_outage(&other) {
+                    let until = super::breaker::pause_after_failure(
+                        current.failures,
+                        now_ms(),
+                        self.backoff_ms,
+                    );
+                    let _ = self
+                        .store
+                        .record_connector_reachability(&row.id, Some(until))
+                        .await;
+                }
                 let reason = super::Scrubber::new(grant.secret_values().iter())
                     .map(|s| s.scrub(&other.to_string()))
                     .unwrap_or_else(|_| "the authorization server could not be reached".into());

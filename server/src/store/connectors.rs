@@ -316,4 +316,32 @@ impl Store {
             }
         }
     }
+
+    /// Records whether the remote server could be reached: `Some(paused_until)` after a
+    /// failure (the consecutive count goes up; `paused_until` opens the breaker or is `None`),
+    /// `None` after a success (the count and the pause are cleared).
+    pub async fn record_connector_reachability(
+        &self,
+        id: &str,
+        failed: Option<Option<i64>>,
+    ) -> StoreResult<()> {
+        with_pool!(self, pool => {
+            match failed {
+                Some(paused_until) => sqlx::query(
+                    "UPDATE connectors SET failures = failures + 1, paused_until = $2 WHERE id = $1",
+                )
+                .bind(id)
+                .bind(paused_until)
+                .execute(pool)
+                .await?,
+                None => sqlx::query(
+                    "UPDATE connectors SET failures = 0, paused_until = NULL WHERE id = $1",
+                )
+                .bind(id)
+                .execute(pool)
+                .await?,
+            };
+        });
+        Ok(())
+    }
 }

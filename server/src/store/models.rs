@@ -135,6 +135,10 @@ pub struct Connector {
     pub oauth_enc: Option<String>,
     /// Why the OAuth grant can no longer be used (redacted); `None` while it can.
     pub oauth_error: Option<String>,
+    /// Consecutive times the remote server could not be reached.
+    pub failures: i64,
+    /// Circuit breaker: drydock does not contact the server before this (unix ms).
+    pub paused_until: Option<i64>,
 }
 
 /// An OAuth authorization request in flight (`connector_oauth_requests`).

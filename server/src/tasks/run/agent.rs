@@ -227,6 +227,8 @@ impl TaskRunner {
             secrets: &self.inner.secrets,
             allow_private: self.inner.settings.allow_private_connector_urls,
             locks: &self.inner.settings.connector_refresh_locks,
+            backoff_ms: i64::try_from(self.inner.settings.connector_backoff.as_millis())
+                .unwrap_or(i64::MAX),
         };
         Ok(source.fresh_grant(c, false).await?.access_token)
     }

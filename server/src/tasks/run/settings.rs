@@ -43,6 +43,8 @@ pub struct RunnerSettings {
     pub allow_private_connector_urls: bool,
     /// One OAuth connector refresh at a time per connector in this server (shared with the API).
     pub connector_refresh_locks: crate::connectors::tokens::RefreshLocks,
+    /// The connector circuit breaker's base back-off (`DRYDOCK_CONNECTOR_BACKOFF_SECS`).
+    pub connector_backoff: Duration,
 }
 
 impl RunnerSettings {
@@ -83,6 +85,7 @@ impl RunnerSettings {
                 .map(|_| config.preview_port),
             allow_private_connector_urls: config.allow_private_connector_urls,
             connector_refresh_locks: crate::connectors::tokens::RefreshLocks::default(),
+            connector_backoff: Duration::from_secs(u64::from(config.connector_backoff_secs)),
         }
     }
 }
