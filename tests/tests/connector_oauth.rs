@@ -668,3 +668,58 @@ async fn a_dead_server_is_tested_at_most_once_per_back_off_window() {
     );
     assert_eq!(contacts(), before);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_explains_what_is_missing() {
+    let server = OAuthMcpServer::start(&[]).await;
+    let app = drydock_tests::App::start(
+        TestDb::sqlite().await,
+        &["--allow-private-connector-urls", "true"],
+    )
+    .await;
+    let alice = app.sign_in("alice").await;
+    let create = |body: Value| {
+        let req = alice.post(app.url("/api/connectors")).json(&body);
+        async move {
+            let resp = req.send().await.unwrap();
+            assert_eq!(resp.status(), StatusCode::CREATED);
+            resp.json::<Value>().await.unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        }
+    };
+    let start = |id: String| {
+        let req = alice.post(app.url(&format!("/api/connectors/{id}/oauth/start")));
+        async move {
+            let resp = req.send().await.unwrap();
+            (resp.status(), resp.json::<Value>().await.unwrap())
+        }
+    };
+    // A headers connector has nothing to connect.
+    let headers =
+        create(json!({ "name": "static", "transport": "http", "url": server.mcp_url() })).await;
+    let (status, body) = start(headers).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["error"]["field"], "auth", "{body}");
+    // OAuth on a stdio connector is refused when created.
+    let resp = alice
+        .post(app.url("/api/connectors"))
+        .json(&json!({ "name": "local", "transport": "stdio", "command": "x", "auth": "oauth" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    // A server that publishes no protected-resource metadata: a readable 502.
+    let bare = create(json!({
+        "name": "bare", "transport": "http", "url": format!("{}/elsewhere", server.origin), "auth": "oauth",
+    }))
+    .await;
+    let (status, body) = start(bare).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("publishes no OAuth protected-resource metadata (RFC 9728)"),
+        "{message}"
+    );
+}
