@@ -94,7 +94,20 @@ impl McpServer {
     pub fn secrets(&self) -> Vec<&str> {
         let values: Vec<&str> = match &self.transport {
             McpTransport::Stdio { env, .. } => env.values().map(String::as_str).collect(),
-            McpTransport::Http { headers, .. } => headers.values().map(String::as_str).collect(),
+            // The credential of `Bearer <token>` on its own too: an agent may print just that.
+            McpTransport::Http { headers, .. } => headers
+                .values()
+                .flat_map(|v| {
+                    let token = v
+                        .split_once(' ')
+                        .filter(|(scheme, _)| {
+                            ["bearer", "basic", "token"]
+                                .contains(&scheme.to_ascii_lowercase().as_str())
+                        })
+                        .map(|(_, rest)| rest.trim());
+                    std::iter::once(v.as_str()).chain(token)
+                })
+                .collect(),
         };
         values.into_iter().filter(|v| !v.is_empty()).collect()
     }

@@ -162,6 +162,14 @@ pub struct Config {
     #[arg(long, env = "DRYDOCK_ALLOW_PRIVATE_CONNECTOR_URLS", default_value_t = false, action = clap::ArgAction::Set)]
     pub allow_private_connector_urls: bool,
 
+    /// OAuth clients for connector authorization servers that do not allow dynamic registration: a JSON object of issuer URL to {"client_id": "...", "client_secret": "..."}.
+    #[arg(long, env = "DRYDOCK_CONNECTOR_OAUTH_CLIENTS", hide_env_values = true)]
+    pub connector_oauth_clients: Option<SecretString>,
+
+    /// Seconds a remote connector is left alone after 3 consecutive failures to reach it (doubling with each further failure, at most 15 minutes).
+    #[arg(long, env = "DRYDOCK_CONNECTOR_BACKOFF_SECS", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=900))]
+    pub connector_backoff_secs: u32,
+
     /// Days a sign-in lasts before the user must sign in again.
     #[arg(long, env = "DRYDOCK_SESSION_DAYS", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=365))]
     pub session_days: u32,

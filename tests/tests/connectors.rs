@@ -449,6 +449,16 @@ async fn the_catalog_lists_presets_and_what_users_supply() {
         ),
         (&json!("header"), &json!("Authorization"), &json!(true))
     );
+    assert_eq!(github["auth"], "headers");
+    // Servers that follow the MCP authorization spec sign in with Connect: no fields to fill.
+    for id in ["linear", "notion-hosted", "sentry-hosted"] {
+        let preset = presets.iter().find(|p| p["id"] == id).unwrap();
+        assert_eq!(
+            (&preset["auth"], &preset["fields"]),
+            (&json!("oauth"), &json!([])),
+            "{id}"
+        );
+    }
     let playwright = presets.iter().find(|p| p["id"] == "playwright").unwrap();
     assert_eq!(
         (&playwright["transport"], &playwright["command"]),
@@ -468,6 +478,7 @@ async fn the_catalog_lists_presets_and_what_users_supply() {
         });
         if preset["transport"] == "http" {
             body["url"] = preset["url"].clone();
+            body["auth"] = preset["auth"].clone();
         } else {
             body["command"] = preset["command"].clone();
             body["args"] = preset["args"].clone();

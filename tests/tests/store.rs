@@ -225,6 +225,7 @@ async fn connectors_crud_is_scoped_to_their_owner(db: TestDb) {
         env_enc: None,
         headers_enc: Some("v1:headers"),
         enabled: true,
+        auth: "headers",
     };
     let c = s.insert_connector(&new).await.unwrap();
     assert!(c.enabled);
@@ -252,6 +253,8 @@ async fn connectors_crud_is_scoped_to_their_owner(db: TestDb) {
         env_enc: Some("v1:env"),
         headers_enc: None,
         enabled: false,
+        auth: "headers",
+        keep_grant: false,
     };
     assert!(
         s.update_connector(&b.id, &c.id, &update)
@@ -770,6 +773,7 @@ async fn text_from_outside_with_nul_is_stored_everywhere(db: TestDb) {
             name: "odd\0name",
             description: "",
             transport: "http",
+            auth: "headers",
             command: None,
             args: "[]",
             url: Some("https://mcp.example/"),

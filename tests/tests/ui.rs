@@ -568,7 +568,7 @@ async fn testing_a_working_connector_lists_its_tools() {
     let badge = browser
         .text("#connectors li[data-name='test-tools'] .badge")
         .await;
-    assert_eq!(badge, "ok");
+    assert_eq!(badge, "connected", "the connector states of the API");
     shot(&browser, "connectors-tested").await;
     // Disabling it shows at once.
     browser

@@ -27,11 +27,12 @@
   }
 
   // ---- list ---------------------------------------------------------------------------------
+  // The connector's state from the API: connected, needs_auth, needs_reauth, error, disabled.
+  const STATUS_TEXT = { connected: "connected", needs_auth: "not signed in", needs_reauth: "sign in again", error: "error", disabled: "disabled" };
+  const STATUS_CLASS = { connected: "badge-ok", needs_auth: "badge-none", needs_reauth: "badge-stopped", error: "badge-error", disabled: "badge-disabled" };
   function statusBadge(c) {
-    if (!c.enabled) return el("span", { class: "badge badge-disabled" }, "disabled");
-    if (c.last_status === "ok") return el("span", { class: "badge badge-ok" }, "ok");
-    if (c.last_status === "error") return el("span", { class: "badge badge-error" }, "error");
-    return el("span", { class: "badge badge-none" }, "not tested");
+    if (c.status === "connected" && !c.last_status) return el("span", { class: "badge badge-none", dataset: { status: c.status } }, "not tested");
+    return el("span", { class: "badge " + (STATUS_CLASS[c.status] || "badge-none"), dataset: { status: c.status } }, STATUS_TEXT[c.status] || c.status);
   }
 
   function testView(outcome) {
@@ -51,6 +52,8 @@
     const meta = [c.transport === "http" ? "HTTP" : "stdio", where];
     if (c.tool_count !== null && c.tool_count !== undefined) meta.push(c.tool_count + (c.tool_count === 1 ? " tool" : " tools"));
     if (secretNames.length) meta.push((c.transport === "http" ? "headers: " : "env: ") + secretNames.join(", "));
+    if (c.auth === "oauth") meta.push(c.oauth_issuer ? "OAuth via " + c.oauth_issuer : "OAuth");
+    const oauth = c.auth === "oauth";
     const toggle = el("input", { type: "checkbox", checked: c.enabled, "aria-describedby": "desc-" + c.id });
     toggle.addEventListener("change", () => setEnabled(c, toggle));
     return el("li", { class: "card connector", dataset: { id: c.id, name: c.name } },
@@ -59,10 +62,14 @@
         statusBadge(c)),
       c.description ? el("p", { id: "desc-" + c.id }, c.description) : el("p", { id: "desc-" + c.id, class: "visually-hidden" }, c.name),
       el("p", { class: "connector-meta" }, meta.join(" · ")),
+      c.status === "needs_reauth" ? el("p", { class: "field-error" }, "Sign in again: " + (c.status_detail || "the authorization was refused")) : null,
+      c.status === "needs_auth" ? el("p", { class: "help" }, "Use Connect to sign in to this server.") : null,
+      c.paused_until ? el("p", { class: "field-error" }, "Paused until ", d.timeEl(c.paused_until), " after repeated failures to reach the server.") : null,
       c.last_status === "error" && c.last_error && !lastTests.has(c.id) ? el("p", { class: "field-error" }, "Last test: " + c.last_error) : null,
       c.last_checked_at ? el("p", { class: "help" }, "Last tested ", d.timeEl(c.last_checked_at)) : null,
       el("div", { class: "card-actions" },
         el("label", { class: "check" }, toggle, " Enabled"),
+        oauth ? el("button", { type: "button", class: c.status === "needs_auth" || c.status === "needs_reauth" ? "small" : "secondary small", dataset: { action: "connect" } }, c.oauth_issuer ? "Reconnect" : "Connect") : null,
         el("button", { type: "button", class: "secondary small", dataset: { action: "test" } }, "Test"),
         el("button", { type: "button", class: "secondary small", dataset: { action: "edit" } }, "Edit"),
         el("button", { type: "button", class: "danger small", dataset: { action: "delete" } }, "Delete")),
@@ -108,6 +115,11 @@
       await reload();
       const again = list.querySelector("li[data-id='" + CSS.escape(c.id) + "'] button[data-action='test']");
       if (again) again.focus();
+    } else if (button.dataset.action === "connect") {
+      d.busy(button, "Connecting…");
+      const r = await d.api("POST", "/api/connectors/" + c.id + "/oauth/start");
+      if (!r.ok) { d.busy(button); say(d.errorOf(r).message, true); return; }
+      window.location.assign(r.data.authorization_url);
     } else if (button.dataset.action === "edit") {
       openEditor(c, null);
     } else if (button.dataset.action === "delete") {
@@ -156,6 +168,7 @@
     form.elements.description.value = src.description || "";
     form.querySelector("input[name='transport'][value='" + (src.transport || "http") + "']").checked = true;
     form.elements.url.value = src.url || "";
+    form.querySelector("input[name='auth'][value='" + (src.auth || "headers") + "']").checked = true;
     form.elements.command.value = src.command || "";
     form.elements.args.value = (src.args || []).join("\n");
     document.getElementById("c-enabled").checked = c ? c.enabled : true;
@@ -203,7 +216,10 @@
       transport: t,
       enabled: document.getElementById("c-enabled").checked,
     };
-    if (t === "http") body.url = form.elements.url.value.trim();
+    if (t === "http") {
+      body.url = form.elements.url.value.trim();
+      body.auth = form.querySelector("input[name='auth']:checked").value;
+    }
     else {
       body.command = form.elements.command.value.trim();
       body.args = form.elements.args.value.split("\n").map((a) => a.trim()).filter(Boolean);
@@ -242,5 +258,9 @@
   }
 
   loadPresets();
-  reload();
+  const connected = new URLSearchParams(window.location.search).get("connected");
+  reload().then(() => {
+    const c = connectors.find((x) => x.id === connected);
+    if (c) say(c.status === "connected" ? "Connected " + c.name + "." : "Signed in to " + c.name + ", but its test failed: " + (c.last_error || c.status), c.status !== "connected");
+  });
 })();

@@ -80,7 +80,10 @@
     connectorsBox.replaceChildren(...list.map((c) => el("label", { class: "check" },
       el("input", { type: "checkbox", name: "connectors", value: c.id, checked: c.enabled }),
       el("span", {}, c.name, c.description ? el("span", { class: "muted" }, " — " + c.description) : null,
-        c.enabled ? null : el("span", { class: "muted" }, " (disabled)")))));
+        c.enabled ? null : el("span", { class: "muted" }, " (disabled)"),
+        c.status === "needs_auth" ? el("span", { class: "field-error" }, " (not signed in: it will be left out)") : null,
+        c.status === "needs_reauth" ? el("span", { class: "field-error" }, " (needs sign-in again: it will be left out)") : null,
+        c.status === "error" ? el("span", { class: "muted" }, " (last test failed)") : null))));
   }
 
   // ---- submit -------------------------------------------------------------------------------

@@ -32,6 +32,9 @@ pub struct Preset {
     pub transport: &'static str,
     /// Endpoint of an HTTP server.
     pub url: Option<&'static str>,
+    /// `headers` (the user supplies the fields) or `oauth` (the server follows the MCP
+    /// authorization spec with dynamic registration: the user signs in with Connect).
+    pub auth: &'static str,
     /// Command of a stdio server.
     pub command: Option<&'static str>,
     /// Arguments of a stdio server.
@@ -52,6 +55,7 @@ pub fn presets() -> Vec<Preset> {
             description: "GitHub's official MCP server: repositories, issues, pull requests, Actions",
             transport: "http",
             url: Some("https://api.githubcopilot.com/mcp/"),
+            auth: "headers",
             command: None,
             args: vec![],
             fields: vec![PresetField {
@@ -70,6 +74,7 @@ pub fn presets() -> Vec<Preset> {
             description: "Up-to-date library documentation and code examples",
             transport: "http",
             url: Some("https://mcp.context7.com/mcp"),
+            auth: "headers",
             command: None,
             args: vec![],
             fields: vec![PresetField {
@@ -85,19 +90,40 @@ pub fn presets() -> Vec<Preset> {
             id: "linear",
             name: "linear",
             title: "Linear",
-            description: "Linear issues, projects and comments",
+            description: "Linear issues, projects and comments (sign in to Linear with Connect)",
             transport: "http",
             url: Some("https://mcp.linear.app/mcp"),
+            auth: "oauth",
             command: None,
             args: vec![],
-            fields: vec![PresetField {
-                kind: "header",
-                name: "Authorization",
-                required: true,
-                help: "A Linear API key (Settings → Security & access → Personal API keys)",
-                placeholder: "Bearer lin_api_…",
-            }],
+            fields: vec![],
             docs_url: "https://linear.app/docs/mcp",
+        },
+        Preset {
+            id: "notion-hosted",
+            name: "notion-hosted",
+            title: "Notion (hosted)",
+            description: "Notion's hosted MCP server: pages and databases (sign in to Notion with Connect)",
+            transport: "http",
+            url: Some("https://mcp.notion.com/mcp"),
+            auth: "oauth",
+            command: None,
+            args: vec![],
+            fields: vec![],
+            docs_url: "https://developers.notion.com/docs/mcp",
+        },
+        Preset {
+            id: "sentry-hosted",
+            name: "sentry-hosted",
+            title: "Sentry (hosted)",
+            description: "Sentry's hosted MCP server: issues, events and releases (sign in to Sentry with Connect)",
+            transport: "http",
+            url: Some("https://mcp.sentry.dev/mcp"),
+            auth: "oauth",
+            command: None,
+            args: vec![],
+            fields: vec![],
+            docs_url: "https://docs.sentry.io/product/sentry-mcp/",
         },
         Preset {
             id: "notion",
@@ -106,6 +132,7 @@ pub fn presets() -> Vec<Preset> {
             description: "Notion pages and databases through Notion's MCP server",
             transport: "stdio",
             url: None,
+            auth: "headers",
             command: Some("npx"),
             args: vec!["-y", "@notionhq/notion-mcp-server"],
             fields: vec![PresetField {
@@ -124,6 +151,7 @@ pub fn presets() -> Vec<Preset> {
             description: "Sentry issues, events and releases",
             transport: "stdio",
             url: None,
+            auth: "headers",
             command: Some("npx"),
             args: vec!["-y", "@sentry/mcp-server@latest"],
             fields: vec![
@@ -151,6 +179,7 @@ pub fn presets() -> Vec<Preset> {
             description: "Drive a headless browser: open pages, click, fill forms, take snapshots",
             transport: "stdio",
             url: None,
+            auth: "headers",
             command: Some("npx"),
             args: vec!["-y", "@playwright/mcp@latest", "--headless"],
             fields: vec![],

@@ -199,7 +199,7 @@ async fn probe_inner(target: &HttpTarget, timeout: Duration) -> Result<Probe, Pr
 }
 
 /// Scheme-less `host[:port]` for messages.
-fn host_of(url: &Url) -> String {
+pub(crate) fn host_of(url: &Url) -> String {
     match (url.host_str(), url.port()) {
         (Some(h), Some(p)) => format!("{h}:{p}"),
         (Some(h), None) => h.to_owned(),
@@ -795,7 +795,7 @@ async fn read_capped(resp: reqwest::Response, host: &str) -> Result<Vec<u8>, Pro
 }
 
 /// Turns a reqwest failure into a message for people.
-fn classify(host: &str, err: &reqwest::Error) -> ProbeError {
+pub(crate) fn classify(host: &str, err: &reqwest::Error) -> ProbeError {
     // Walk to the root cause: reqwest's own text is generic ("error sending request").
     let mut chain = Vec::new();
     let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(err);

@@ -5,10 +5,14 @@
 //! show only names and hints. Connection tests reach out only to public addresses unless the
 //! operator allows private ones (see [`outbound`]).
 
+pub mod breaker;
 pub mod catalog;
 pub mod mcp_client;
+pub mod oauth;
+mod oauth_flow;
 pub mod outbound;
 mod sandboxed;
+pub mod tokens;
 pub mod validate;
 
 use std::collections::BTreeMap;
@@ -40,6 +44,11 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(list_catalog))
         .routes(routes!(get_connector, update_connector, delete_connector))
         .routes(routes!(test_connector))
+        .routes(routes!(oauth_flow::start_oauth))
+        .route(
+            oauth_flow::CALLBACK_PATH,
+            axum::routing::get(oauth_flow::finish_oauth),
+        )
 }
 
 /// A secret entry as the user sees it: its name and, for long values, the last four characters.
@@ -72,6 +81,20 @@ pub struct ConnectorView {
     pub url: Option<String>,
     /// http: headers (names and hints).
     pub headers: Vec<SecretEntry>,
+    /// `headers` (static headers) or `oauth` (signs in through the authorization-code flow).
+    pub auth: String,
+    /// `connected`, `needs_auth` (OAuth, never signed in), `needs_reauth` (refresh refused or
+    /// revoked), `error` (last test failed; see `last_error`) or `disabled`.
+    pub status: String,
+    /// Why the connector is `needs_reauth`, redacted.
+    pub status_detail: Option<String>,
+    /// Circuit breaker: drydock leaves the server alone until this time (unix ms), after
+    /// repeated failures to reach it.
+    pub paused_until: Option<i64>,
+    /// OAuth: the issuer signed in with.
+    pub oauth_issuer: Option<String>,
+    /// OAuth: scopes granted.
+    pub oauth_scopes: Vec<String>,
     /// Used by tasks by default.
     pub enabled: bool,
     /// `ok` or `error` from the last connection test.
@@ -126,6 +149,8 @@ pub struct CreateConnector {
     /// http: headers sent with every request (values are secrets).
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// `headers` (default) or `oauth` (http only: sign in with Connect).
+    pub auth: Option<String>,
     /// Used by tasks by default (true when absent).
     #[serde(default = "enabled_by_default")]
     pub enabled: bool,
@@ -157,6 +182,8 @@ pub struct UpdateConnector {
     /// Header changes by name: a string sets the value, `null` removes it, absent names are kept.
     #[schema(value_type = Option<BTreeMap<String, Option<String>>>)]
     pub headers: Option<BTreeMap<String, Option<String>>>,
+    /// `headers` or `oauth`; changing it (or the URL) forgets the OAuth tokens.
+    pub auth: Option<String>,
     /// Used by tasks by default.
     pub enabled: Option<bool>,
 }
@@ -187,6 +214,36 @@ pub struct ConnectorTest {
     pub transport_used: Option<String>,
     /// The server's name and version, when it gave them.
     pub server: Option<String>,
+    /// Circuit breaker: the server was not contacted, or will not be, before this time (unix ms).
+    pub paused_until: Option<i64>,
+}
+
+/// Refuses an unknown auth, and OAuth on anything but HTTP.
+fn check_auth(auth: &str, transport: &str) -> Result<(), AppError> {
+    match auth {
+        "headers" => Ok(()),
+        "oauth" if transport == "http" => Ok(()),
+        "oauth" => Err(AppError::invalid(
+            "auth",
+            "OAuth is for remote HTTP connectors; a stdio connector takes env values",
+        )),
+        _ => Err(AppError::invalid("auth", "auth must be headers or oauth")),
+    }
+}
+
+/// The state shown for a connector (see [`ConnectorView::status`]).
+pub fn status_of(row: &Connector) -> &'static str {
+    if !row.enabled {
+        "disabled"
+    } else if row.auth == "oauth" && row.oauth_error.is_some() {
+        "needs_reauth"
+    } else if row.auth == "oauth" && row.oauth_enc.is_none() {
+        "needs_auth"
+    } else if row.last_status.as_deref() == Some("error") {
+        "error"
+    } else {
+        "connected"
+    }
 }
 
 fn not_found() -> AppError {
@@ -264,7 +321,17 @@ fn parse_args(row: &Connector) -> Result<Vec<String>, AppError> {
 fn view(state: &AppState, row: Connector) -> Result<ConnectorView, AppError> {
     let env = open_map(state, row.env_enc.as_deref())?;
     let headers = open_map(state, row.headers_enc.as_deref())?;
+    let grant = row
+        .oauth_enc
+        .as_deref()
+        .and_then(|sealed| token_source(state).open(sealed).ok());
     Ok(ConnectorView {
+        status: status_of(&row).to_owned(),
+        status_detail: row.oauth_error.clone(),
+        paused_until: breaker::paused(&row, crate::store::now_ms()),
+        oauth_issuer: grant.as_ref().map(|g| g.issuer.clone()),
+        oauth_scopes: grant.map(|g| g.scopes).unwrap_or_default(),
+        auth: row.auth.clone(),
         args: parse_args(&row)?,
         env: entries(&env),
         headers: entries(&headers),
@@ -349,12 +416,15 @@ async fn create_connector(
         enabled: body.enabled,
     };
     validate::check(&draft)?;
+    let auth = body.auth.unwrap_or_else(|| "headers".to_owned());
+    check_auth(&auth, &draft.transport)?;
     let args = serde_json::to_string(&draft.args).map_err(AppError::internal)?;
     let env_enc = seal_map(&state, &draft.env)?;
     let headers_enc = seal_map(&state, &draft.headers)?;
     let row = state
         .store
         .insert_connector(&NewConnector {
+            auth: &auth,
             user_id: &user.user.id,
             name: &draft.name,
             description: &draft.description,
@@ -451,6 +521,13 @@ async fn update_connector(
         }
     }
     validate::check(&draft)?;
+    let auth = patch.auth.unwrap_or_else(|| row.auth.clone());
+    check_auth(&auth, &draft.transport)?;
+    // The tokens were issued for this resource: a new URL or auth needs a new sign-in.
+    let keep_grant = auth == row.auth && draft.url == row.url;
+    if !keep_grant {
+        revoke_grant(&state, &row).await;
+    }
     let args = serde_json::to_string(&draft.args).map_err(AppError::internal)?;
     let env_enc = seal_map(&state, &draft.env)?;
     let headers_enc = seal_map(&state, &draft.headers)?;
@@ -460,6 +537,8 @@ async fn update_connector(
             &user.user.id,
             &id,
             &ConnectorUpdate {
+                auth: &auth,
+                keep_grant,
                 name: &draft.name,
                 description: &draft.description,
                 transport: &draft.transport,
@@ -490,6 +569,9 @@ async fn delete_connector(
     user: CurrentUser,
     ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, AppError> {
+    if let Some(row) = state.store.get_connector(&user.user.id, &id).await? {
+        revoke_grant(&state, &row).await;
+    }
     if state.store.delete_connector(&user.user.id, &id).await? {
         tracing::info!(user_id = %user.user.id, connector_id = %id, "connector deleted");
         Ok(StatusCode::NO_CONTENT)
@@ -515,38 +597,174 @@ async fn test_connector(
         .get_connector(&user.user.id, &id)
         .await?
         .ok_or_else(not_found)?;
-    let headers = open_map(&state, row.headers_enc.as_deref())?;
-    let env = open_map(&state, row.env_enc.as_deref())?;
-    let scrubber = Scrubber::new(headers.values().chain(env.values()))?;
-    let outcome: Result<mcp_client::Probe, String> = if row.transport == "http" {
-        let url = validate::check_url(row.url.as_deref().unwrap_or_default())?;
-        let mut header_map = HeaderMap::new();
-        for (name, value) in &headers {
-            let (name, value) = mcp_client::header_pair(name, value).ok_or_else(|| {
-                AppError::invalid(format!("headers.{name}"), "not a valid HTTP header")
-            })?;
-            header_map.append(name, value);
-        }
-        let target = mcp_client::HttpTarget {
-            url,
-            headers: header_map,
-            allow_private: state.config.allow_private_connector_urls,
-        };
-        mcp_client::probe(&target, TEST_TIMEOUT)
-            .await
-            .map_err(|err| err.to_string())
-    } else {
-        let args: Vec<String> = serde_json::from_str(&row.args).unwrap_or_default();
-        sandboxed::probe_in_sandbox(
-            &state.runner,
-            &row.id,
-            row.command.as_deref().unwrap_or_default(),
-            &args,
-            &env,
-            TEST_TIMEOUT,
-        )
-        .await
+    Ok(Json(run_test(&state, &user.user.id, row).await?))
+}
+
+/// Where the connector code reads and writes OAuth grants.
+pub fn token_source(state: &AppState) -> tokens::TokenSource<'_> {
+    tokens::TokenSource {
+        store: &state.store,
+        secrets: &state.secrets,
+        allow_private: state.config.allow_private_connector_urls,
+        locks: state.runner.connector_refresh_locks(),
+        backoff_ms: i64::from(state.config.connector_backoff_secs) * 1000,
+    }
+}
+
+/// Revokes a connector's OAuth tokens at the authorization server when it offers revocation
+/// (RFC 7009); failures are logged (the tokens are erased by the caller either way).
+async fn revoke_grant(state: &AppState, row: &Connector) {
+    let Some(sealed) = row.oauth_enc.as_deref() else {
+        return;
     };
+    let Ok(grant) = token_source(state).open(sealed) else {
+        return;
+    };
+    match oauth::revoke(&grant, state.config.allow_private_connector_urls).await {
+        Ok(true) => tracing::info!(connector_id = %row.id, "connector tokens revoked"),
+        Ok(false) => {
+            tracing::info!(connector_id = %row.id, "the authorization server offers no revocation")
+        }
+        Err(err) => {
+            let text = Scrubber::new(grant.secret_values().iter())
+                .map(|s| s.scrub(&err.to_string()))
+                .unwrap_or_default();
+            tracing::warn!(connector_id = %row.id, error = %text, "connector token revocation failed");
+        }
+    }
+}
+
+async fn probe_http(
+    state: &AppState,
+    row: &Connector,
+    headers: &BTreeMap<String, String>,
+) -> Result<Result<mcp_client::Probe, mcp_client::ProbeError>, AppError> {
+    let url = validate::check_url(row.url.as_deref().unwrap_or_default())?;
+    let mut header_map = HeaderMap::new();
+    for (name, value) in headers {
+        let (name, value) = mcp_client::header_pair(name, value).ok_or_else(|| {
+            AppError::invalid(format!("headers.{name}"), "not a valid HTTP header")
+        })?;
+        header_map.append(name, value);
+    }
+    let target = mcp_client::HttpTarget {
+        url,
+        headers: header_map,
+        allow_private: state.config.allow_private_connector_urls,
+    };
+    Ok(mcp_client::probe(&target, TEST_TIMEOUT).await)
+}
+
+/// Runs a connection test of `row` (the user's) and records its outcome. An OAuth connector's
+/// token is refreshed first when it is about to expire, and once more when the server refuses
+/// it with a 401.
+pub(crate) async fn run_test(
+    state: &AppState,
+    user_id: &str,
+    row: Connector,
+) -> Result<ConnectorTest, AppError> {
+    let id = row.id.clone();
+    let now = crate::store::now_ms();
+    if row.transport == "http"
+        && let Some(until) = breaker::paused(&row, now)
+    {
+        // The breaker is open: answer without contacting the server.
+        let when = chrono::DateTime::from_timestamp_millis(until).map_or_else(String::new, |t| {
+            t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+        });
+        return Ok(ConnectorTest {
+            status: "error".into(),
+            checked_at: now,
+            tools: Vec::new(),
+            tool_count: None,
+            error: Some(format!(
+                "paused until {when} after {} failed attempts to reach the server (last: {}); drydock tries again after that",
+                row.failures,
+                row.last_error.as_deref().unwrap_or("unreachable")
+            )),
+            transport_used: None,
+            server: None,
+            paused_until: Some(until),
+        });
+    }
+    // Whether the server was reached (`Some(false)`: it was down), for the breaker.
+    let mut reached: Option<bool> = None;
+    let mut seen = |result: Result<mcp_client::Probe, mcp_client::ProbeError>| {
+        match &result {
+            Err(err) if breaker::is_outage(err) => reached = Some(false),
+            _ => reached = Some(true),
+        }
+        result
+    };
+    let mut headers = open_map(state, row.headers_enc.as_deref())?;
+    let env = open_map(state, row.env_enc.as_deref())?;
+    let mut secret_values: Vec<String> = headers.values().chain(env.values()).cloned().collect();
+    let outcome: Result<mcp_client::Probe, String> =
+        if row.transport == "http" && row.auth == "oauth" {
+            let source = token_source(state);
+            match source.fresh_grant(&row, false).await {
+                Err(problem) => Err(format!("not used: {problem}")),
+                Ok(grant) => {
+                    secret_values.extend(grant.secret_values());
+                    headers.insert(
+                        "Authorization".into(),
+                        format!("Bearer {}", grant.access_token),
+                    );
+                    match seen(probe_http(state, &row, &headers).await?) {
+                        Err(mcp_client::ProbeError::Unauthorized { .. }) => {
+                            match source.fresh_grant(&row, true).await {
+                                Err(problem) => {
+                                    Err(format!("the server refused the token, and {problem}"))
+                                }
+                                Ok(grant) => {
+                                    secret_values.extend(grant.secret_values());
+                                    headers.insert(
+                                        "Authorization".into(),
+                                        format!("Bearer {}", grant.access_token),
+                                    );
+                                    seen(probe_http(state, &row, &headers).await?)
+                                        .map_err(|err| err.to_string())
+                                }
+                            }
+                        }
+                        other => other.map_err(|err| err.to_string()),
+                    }
+                }
+            }
+        } else if row.transport == "http" {
+            seen(probe_http(state, &row, &headers).await?).map_err(|err| err.to_string())
+        } else {
+            let args: Vec<String> = serde_json::from_str(&row.args).unwrap_or_default();
+            sandboxed::probe_in_sandbox(
+                &state.runner,
+                &row.id,
+                row.command.as_deref().unwrap_or_default(),
+                &args,
+                &env,
+                TEST_TIMEOUT,
+            )
+            .await
+        };
+    let paused_until = match reached {
+        Some(false) => {
+            let until = breaker::pause_after_failure(
+                row.failures,
+                now,
+                i64::from(state.config.connector_backoff_secs) * 1000,
+            );
+            state
+                .store
+                .record_connector_reachability(&id, Some(until))
+                .await?;
+            until
+        }
+        Some(true) if row.failures > 0 => {
+            state.store.record_connector_reachability(&id, None).await?;
+            None
+        }
+        _ => None,
+    };
+    let scrubber = Scrubber::new(secret_values.iter())?;
     let (status, error, tools, transport_used, server) = match outcome {
         Ok(probe) => {
             let tools: Vec<ToolView> = probe
@@ -572,7 +790,7 @@ async fn test_connector(
     let row = state
         .store
         .record_connector_check(
-            &user.user.id,
+            user_id,
             &id,
             &ConnectorCheck {
                 status,
@@ -582,8 +800,8 @@ async fn test_connector(
         )
         .await?
         .ok_or_else(not_found)?;
-    tracing::info!(user_id = %user.user.id, connector_id = %id, status, tool_count, "connector tested");
-    Ok(Json(ConnectorTest {
+    tracing::info!(user_id = %user_id, connector_id = %id, status, tool_count, "connector tested");
+    Ok(ConnectorTest {
         status: status.to_owned(),
         checked_at: row.last_checked_at.unwrap_or_default(),
         tools,
@@ -591,21 +809,22 @@ async fn test_connector(
         error,
         transport_used,
         server,
-    }))
+        paused_until,
+    })
 }
 
 /// Authorization schemes that are not part of a secret.
 const AUTH_SCHEMES: [&str; 4] = ["Bearer", "Basic", "Token", "Digest"];
 
 /// Removes a connector's secret values from text that may quote them (errors, server answers).
-struct Scrubber {
+pub(crate) struct Scrubber {
     redactor: Redactor,
     /// Values too short for the redactor, and the parts of `Bearer <token>`-style values.
     literals: Vec<String>,
 }
 
 impl Scrubber {
-    fn new<'a>(values: impl Iterator<Item = &'a String>) -> Result<Self, AppError> {
+    pub(crate) fn new<'a>(values: impl Iterator<Item = &'a String>) -> Result<Self, AppError> {
         let mut set = SecretSet::new();
         let mut literals = Vec::new();
         for value in values {
@@ -629,7 +848,7 @@ impl Scrubber {
         Ok(Self { redactor, literals })
     }
 
-    fn scrub(&self, text: &str) -> String {
+    pub(crate) fn scrub(&self, text: &str) -> String {
         let mut out = self.redactor.redact(text);
         for literal in &self.literals {
             if out.contains(literal.as_str()) {

@@ -129,6 +129,45 @@ pub struct Connector {
     pub created_at: i64,
     /// Last changed.
     pub updated_at: i64,
+    /// `headers` (static headers) or `oauth`.
+    pub auth: String,
+    /// Sealed JSON of the OAuth grant (`connectors::oauth::Grant`); `None` until connected.
+    pub oauth_enc: Option<String>,
+    /// Why the OAuth grant can no longer be used (redacted); `None` while it can.
+    pub oauth_error: Option<String>,
+    /// Consecutive times the remote server could not be reached.
+    pub failures: i64,
+    /// Circuit breaker: drydock does not contact the server before this (unix ms).
+    pub paused_until: Option<i64>,
+}
+
+/// An OAuth authorization request in flight (`connector_oauth_requests`).
+#[derive(Clone, sqlx::FromRow)]
+pub struct OAuthRequest {
+    /// The `state` sent to the authorization server.
+    pub state: String,
+    /// The connector being connected.
+    pub connector_id: String,
+    /// Who started it.
+    pub user_id: String,
+    /// The session that started it; the callback must come from the same one.
+    pub session_id: String,
+    /// Sealed JSON: PKCE verifier, client, endpoints, resource.
+    pub pending_enc: String,
+    /// Created, unix ms.
+    pub created_at: i64,
+    /// After this (unix ms) the callback is refused.
+    pub expires_at: i64,
+}
+
+impl fmt::Debug for OAuthRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OAuthRequest")
+            .field("connector_id", &self.connector_id)
+            .field("user_id", &self.user_id)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
 }
 
 impl fmt::Debug for Connector {

@@ -22,6 +22,8 @@ pub(super) struct Launch {
     pub resume: bool,
     /// The task's kept sandbox, when a follow-up found it still running.
     pub kept: Option<Sandbox>,
+    /// Connectors left out and why, for the task's log once it is open.
+    pub notices: Vec<String>,
 }
 
 impl TaskRunner {
@@ -40,8 +42,14 @@ impl TaskRunner {
                 .agents
                 .get(&cx.task.agent)
                 .is_ok_and(|a| a.supports_resume());
-        let plan = self.plan(cx, resume).await?;
-        Ok(Launch { plan, resume, kept })
+        let mut notices = Vec::new();
+        let plan = self.plan(cx, resume, &mut notices).await?;
+        Ok(Launch {
+            plan,
+            resume,
+            kept,
+            notices,
+        })
     }
 
     /// The kept sandbox could not be used after all: nothing to resume, so the earlier turns go
@@ -52,7 +60,7 @@ impl TaskRunner {
         launch: &mut Launch,
     ) -> StepResult<()> {
         if launch.resume {
-            launch.plan = self.plan(cx, false).await?;
+            launch.plan = self.plan(cx, false, &mut Vec::new()).await?;
             launch.resume = false;
         }
         Ok(())
@@ -79,7 +87,12 @@ impl TaskRunner {
     }
 
     /// The launch plan, with the one key the chosen model needs.
-    async fn plan(&self, cx: &TurnContext, resume: bool) -> StepResult<LaunchPlan> {
+    async fn plan(
+        &self,
+        cx: &TurnContext,
+        resume: bool,
+        notices: &mut Vec<String>,
+    ) -> StepResult<LaunchPlan> {
         let task = &cx.task;
         let agent = self.inner.agents.get(&task.agent).map_err(|_| {
             Outcome::failed(format!("the agent {} is no longer offered", task.agent))
@@ -116,7 +129,7 @@ impl TaskRunner {
             prompt: self.turn_prompt(cx, resume).await?,
             keys,
             base_urls: self.inner.settings.base_urls.clone(),
-            mcp_servers: self.mcp_servers(cx).await?,
+            mcp_servers: self.mcp_servers(cx, notices).await?,
             resume,
         };
         self.inner
@@ -126,8 +139,13 @@ impl TaskRunner {
     }
 
     /// The connectors chosen for the task, opened for the agent's config (a connector deleted
-    /// since the task was submitted is left out).
-    async fn mcp_servers(&self, cx: &TurnContext) -> StepResult<Vec<McpServer>> {
+    /// since the task was submitted is left out, and so is an OAuth connector without a usable
+    /// token, with a notice saying why).
+    async fn mcp_servers(
+        &self,
+        cx: &TurnContext,
+        notices: &mut Vec<String>,
+    ) -> StepResult<Vec<McpServer>> {
         let store = &self.inner.store;
         let task = &cx.task;
         let ids = store
@@ -159,10 +177,27 @@ impl TaskRunner {
                 continue;
             };
             let transport = match c.transport.as_str() {
-                "http" => McpTransport::Http {
-                    url: c.url.clone().unwrap_or_default(),
-                    headers: open(c.headers_enc.as_deref(), &c.name)?,
-                },
+                "http" => {
+                    let mut headers = open(c.headers_enc.as_deref(), &c.name)?;
+                    if c.auth == "oauth" {
+                        match self.connector_token(&c).await {
+                            Ok(token) => {
+                                headers.insert("Authorization".into(), format!("Bearer {token}"));
+                            }
+                            Err(problem) => {
+                                notices.push(format!(
+                                    "Connector {} is left out of this task: {problem}",
+                                    c.name
+                                ));
+                                continue;
+                            }
+                        }
+                    }
+                    McpTransport::Http {
+                        url: c.url.clone().unwrap_or_default(),
+                        headers,
+                    }
+                }
                 _ => McpTransport::Stdio {
                     command: c.command.clone().unwrap_or_default(),
                     args: serde_json::from_str(&c.args).unwrap_or_default(),
@@ -175,6 +210,28 @@ impl TaskRunner {
             });
         }
         Ok(servers)
+    }
+
+    /// This server's OAuth connector refresh locks (the API's connection tests share them).
+    pub(crate) fn connector_refresh_locks(&self) -> &crate::connectors::tokens::RefreshLocks {
+        &self.inner.settings.connector_refresh_locks
+    }
+
+    /// A usable access token of an OAuth connector, refreshed single-flight when it is about to
+    /// expire (see [`crate::connectors::tokens`]).
+    async fn connector_token(
+        &self,
+        c: &crate::store::Connector,
+    ) -> Result<String, crate::connectors::tokens::GrantProblem> {
+        let source = crate::connectors::tokens::TokenSource {
+            store: &self.inner.store,
+            secrets: &self.inner.secrets,
+            allow_private: self.inner.settings.allow_private_connector_urls,
+            locks: &self.inner.settings.connector_refresh_locks,
+            backoff_ms: i64::try_from(self.inner.settings.connector_backoff.as_millis())
+                .unwrap_or(i64::MAX),
+        };
+        Ok(source.fresh_grant(c, false).await?.access_token)
     }
 
     /// Writes the agent's config files into the sandbox, runs the agent with its output in the

@@ -39,6 +39,12 @@ pub struct RunnerSettings {
     pub keep_alive_lifetime: Duration,
     /// Port of dev-server previews inside sandboxes; `None` when previews are off.
     pub preview_port: Option<u16>,
+    /// Connector token refreshes may reach private addresses (`DRYDOCK_ALLOW_PRIVATE_CONNECTOR_URLS`).
+    pub allow_private_connector_urls: bool,
+    /// One OAuth connector refresh at a time per connector in this server (shared with the API).
+    pub connector_refresh_locks: crate::connectors::tokens::RefreshLocks,
+    /// The connector circuit breaker's base back-off (`DRYDOCK_CONNECTOR_BACKOFF_SECS`).
+    pub connector_backoff: Duration,
 }
 
 impl RunnerSettings {
@@ -77,6 +83,9 @@ impl RunnerSettings {
                 .as_deref()
                 .filter(|h| !h.trim().is_empty())
                 .map(|_| config.preview_port),
+            allow_private_connector_urls: config.allow_private_connector_urls,
+            connector_refresh_locks: crate::connectors::tokens::RefreshLocks::default(),
+            connector_backoff: Duration::from_secs(u64::from(config.connector_backoff_secs)),
         }
     }
 }

@@ -114,6 +114,9 @@ impl TaskRunner {
         let token = self.github_token(&cx.task).await?;
         let mut launch = self.prepare_agent(cx).await?;
         self.open_log(cx, &token, &launch)?;
+        for notice in std::mem::take(&mut launch.notices) {
+            cx.say("error", &notice).await;
+        }
         if cx.follow_up() {
             let text = format!(
                 "Follow-up (turn {}): {}",
