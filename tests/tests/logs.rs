@@ -10,11 +10,14 @@ use drydock::redact::{Redactor, SecretSet};
 use drydock::store::{GithubProfile, NewTask, Store};
 use drydock::tasks::LogSink;
 use drydock::tasks::hub::{EventHub, TaskSignal};
+use drydock_tests::tasks::TaskEnv;
 use drydock_tests::{TestDb, on_both_backends};
+use serde_json::json;
 
 on_both_backends!(
     submitted_lines_are_stored_and_published_without_a_flush,
     a_failed_append_is_reported,
+    a_task_whose_log_cannot_be_stored_fails,
 );
 
 /// A user and a task of theirs: (user id, task id).
@@ -130,4 +133,62 @@ async fn a_failed_append_is_reported(db: TestDb) {
     assert!(sink.flush().await.is_err(), "the failure is reported");
     // Reported once: a later flush with nothing new succeeds.
     assert!(sink.flush().await.is_ok());
+}
+
+/// The database refuses one line of a running task (a trigger, as a full disk or a broken
+/// connection would refuse it): the turn fails and says why.
+async fn a_task_whose_log_cannot_be_stored_fails(db: TestDb) {
+    let url = db.url.clone();
+    if url.starts_with("sqlite") {
+        let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+        sqlx::query(
+            "CREATE TRIGGER refuse_poison BEFORE INSERT ON task_events WHEN NEW.text = 'poison-line' \
+             BEGIN SELECT RAISE(ABORT, 'refused'); END",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        pool.close().await;
+    } else {
+        let pool = sqlx::PgPool::connect(&url).await.unwrap();
+        sqlx::query(
+            "CREATE FUNCTION refuse_poison() RETURNS trigger AS $$ BEGIN \
+             IF NEW.text = 'poison-line' THEN RAISE EXCEPTION 'refused'; END IF; RETURN NEW; \
+             END $$ LANGUAGE plpgsql",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        sqlx::query(
+            "CREATE TRIGGER refuse_poison BEFORE INSERT ON task_events \
+             FOR EACH ROW EXECUTE FUNCTION refuse_poison()",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        pool.close().await;
+    }
+    let env = TaskEnv::start(db, &[]).await;
+    let id = env
+        .submit(
+            "echo before; sleep 0.3; echo poison-line; sleep 0.3; echo after; sleep 0.3",
+            json!({ "create_pr": false }),
+        )
+        .await;
+    let task = env.wait_done(&id).await;
+    assert_eq!(task["status"], "failed", "{task}");
+    assert!(
+        task["status_reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("could not store the log")),
+        "{task}"
+    );
+    let events = env.get_json(&format!("/api/tasks/{id}/events")).await;
+    let texts: Vec<&str> = events
+        .as_array()
+        .or_else(|| events["events"].as_array())
+        .map(|list| list.iter().filter_map(|e| e["text"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(texts.contains(&"before"), "{events}");
+    assert!(!texts.contains(&"poison-line"), "{events}");
 }
