@@ -5,14 +5,14 @@
 //! Run with `cargo bench -p drydock-tests --bench pipeline` (or `bench/run`); needs Docker and
 //! `DRYDOCK_SANDBOX_IMAGE`; PostgreSQL rows run when `DRYDOCK_TEST_POSTGRES_URL` is set. A
 //! markdown summary goes to stdout and, when `DRYDOCK_BENCH_OUT` is set, to that file.
-//! Knobs: `DRYDOCK_BENCH_LINES` (latency lines per task, default 500) and
+//! Knobs: `DRYDOCK_BENCH_SECONDS` (seconds of 10 lines/s per latency run, default 20) and
 //! `DRYDOCK_BENCH_STARTS` (task starts and `docker run`s, default 9).
 
 use std::fmt::Write as _;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use drydock_tests::TestDb;
-use drydock_tests::stats::{env_num, median, stats_row};
+use drydock_tests::stats::{env_num, median, percentile, stats_row};
 use drydock_tests::tasks::{TaskEnv, sandbox_image};
 use serde_json::{Value, json};
 
@@ -85,49 +85,100 @@ fn now_ns() -> i128 {
         .map_or(0, |d| d.as_nanos() as i128)
 }
 
-/// Latency of `lines` timestamped lines written 10 ms apart in the container; answers the table
-/// rows (total, container → stored, stored → client).
-async fn latency(env: &TaskEnv, backend: &str, lines: usize) -> Vec<String> {
-    let script =
-        format!("for i in $(seq 1 {lines}); do echo \"t=$(date +%s%N)\"; sleep 0.01; done");
-    let id = env.submit(&script, json!({ "create_pr": false })).await;
+/// The line generator run in the container: `lines` lines `t=<unix ns>` at `rate` lines/s,
+/// paced against its start (so a late line does not delay the ones after it), flushed each.
+fn generator(lines: usize, rate: usize) -> String {
+    format!(
+        "python3 -c '\nimport sys, time\nn, rate = int(sys.argv[1]), float(sys.argv[2])\nt0 = time.time()\nfor i in range(n):\n    d = t0 + i / rate - time.time()\n    if d > 0:\n        time.sleep(d)\n    sys.stdout.write(\"t=%d\\n\" % time.time_ns())\n    sys.stdout.flush()\n' {lines} {rate}"
+    )
+}
+
+/// The nanosecond stamp of a generator line.
+fn stamp(text: &str) -> Option<i128> {
+    text.strip_prefix("t=")?.trim().parse().ok()
+}
+
+/// Latencies in ms of one run of the generator.
+#[derive(Default)]
+struct Latency {
+    total: Vec<f64>,
+    to_store: Vec<f64>,
+    to_client: Vec<f64>,
+}
+
+fn p99(xs: &[f64]) -> f64 {
+    let mut xs = xs.to_vec();
+    xs.sort_by(f64::total_cmp);
+    percentile(&xs, 99.0)
+}
+
+/// The floor: the same generator run by `docker exec` in a container of the same image, each
+/// line timestamped as this process reads it from the exec's output stream (no store, no
+/// broadcast, no HTTP). The container is this bench's own, removed at the end.
+fn floor(image: &str, lines: usize, rate: usize) -> Vec<f64> {
+    use std::io::BufRead as _;
+    use std::process::{Command, Stdio};
+    let name = format!("drydock-bench-floor-{}", std::process::id());
+    let started = Command::new("docker")
+        .args(["run", "-d", "--rm", "--network", "none", "--name", &name])
+        .args(["--entrypoint", "sleep", image, "600"])
+        .stdout(Stdio::null())
+        .status()
+        .expect("docker run");
+    assert!(started.success(), "could not start the floor's container");
+    let mut exec = Command::new("docker")
+        .args(["exec", &name, "sh", "-c", &generator(lines, rate)])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("docker exec");
+    let mut out = Vec::new();
+    if let Some(stdout) = exec.stdout.take() {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let read = now_ns();
+            if let Some(sent) = line.ok().as_deref().and_then(stamp) {
+                out.push((read - sent) as f64 / 1e6);
+            }
+        }
+    }
+    let _ = exec.wait();
+    let _ = Command::new("docker")
+        .args(["rm", "-f", &name])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    assert_eq!(out.len(), lines, "the floor read every line");
+    out
+}
+
+/// Latency of `lines` generator lines at `rate` lines/s written in the task's container, read
+/// over SSE.
+async fn latency(env: &TaskEnv, lines: usize, rate: usize) -> Latency {
+    let id = env
+        .submit(&generator(lines, rate), json!({ "create_pr": false }))
+        .await;
     let events = read_sse(env, &id, |_| false).await;
-    let mut total = Vec::new();
-    let mut to_store = Vec::new();
-    let mut to_client = Vec::new();
+    let mut latency = Latency::default();
     for event in &events {
-        let Some(sent) = event.data["text"]
-            .as_str()
-            .and_then(|t| t.strip_prefix("t="))
-            .and_then(|t| t.parse::<i128>().ok())
-        else {
+        let Some(sent) = event.data["text"].as_str().and_then(stamp) else {
             continue;
         };
-        total.push((event.wall_ns - sent) as f64 / 1e6);
+        latency.total.push((event.wall_ns - sent) as f64 / 1e6);
         if let Some(ts) = event.data["ts"].as_i64() {
             let stored_ns = i128::from(ts) * 1_000_000;
-            to_store.push((stored_ns - sent) as f64 / 1e6);
-            to_client.push((event.wall_ns - stored_ns) as f64 / 1e6);
+            latency.to_store.push((stored_ns - sent) as f64 / 1e6);
+            latency
+                .to_client
+                .push((event.wall_ns - stored_ns) as f64 / 1e6);
         }
     }
     assert_eq!(
-        total.len(),
+        latency.total.len(),
         lines,
         "every timestamped line arrived over SSE"
     );
     let task = env.wait_done(&id).await;
     assert_eq!(task["status"], "succeeded", "{task}");
-    vec![
-        stats_row(&format!("{backend}: container write → SSE client"), &total),
-        stats_row(
-            &format!("{backend}: … of which container write → append begins (`ts`)"),
-            &to_store,
-        ),
-        stats_row(
-            &format!("{backend}: … of which append begins → SSE client"),
-            &to_client,
-        ),
-    ]
+    latency
 }
 
 /// Submit → the agent's first line seen over SSE, in ms; also answers submit → first event.
@@ -162,11 +213,28 @@ fn docker_run_true(image: &str) -> f64 {
 
 async fn run() -> String {
     let image = sandbox_image();
-    let lines = env_num("DRYDOCK_BENCH_LINES", 500);
+    let seconds = env_num("DRYDOCK_BENCH_SECONDS", 20).max(1);
+    let rates = [10, 1000];
     let starts = env_num("DRYDOCK_BENCH_STARTS", 9).max(1);
     let mut latency_rows = Vec::new();
     let mut start_rows = Vec::new();
     let mut ratios = Vec::new();
+    let mut goals = Vec::new();
+
+    // The floor, once per rate (it involves no database), in the same run as the rest.
+    let mut floors = Vec::new();
+    for rate in rates {
+        let lines = rate * seconds.min(if rate > 100 { 3 } else { seconds });
+        let image = image.clone();
+        let floor = tokio::task::spawn_blocking(move || floor(&image, lines, rate))
+            .await
+            .expect("floor thread");
+        latency_rows.push(stats_row(
+            &format!("floor, {rate} lines/s: container write → `docker exec` client"),
+            &floor,
+        ));
+        floors.push(floor);
+    }
 
     let mut dbs: Vec<(&str, TestDb)> = vec![("SQLite", TestDb::sqlite().await)];
     if std::env::var_os("DRYDOCK_TEST_POSTGRES_URL").is_some() {
@@ -215,17 +283,50 @@ async fn run() -> String {
             median(&task_ms) / median(&docker_ms)
         ));
 
-        let rows = latency(&env, backend, lines).await;
-        eprintln!("{}", rows.join("\n"));
-        latency_rows.extend(rows);
+        for (rate, floor) in rates.iter().zip(&floors) {
+            let lines = floor.len();
+            let l = latency(&env, lines, *rate).await;
+            let rows = [
+                stats_row(
+                    &format!("{backend}, {rate} lines/s: container write → SSE client"),
+                    &l.total,
+                ),
+                stats_row(
+                    &format!("{backend}, {rate} lines/s: … of which → append begins (`ts`)"),
+                    &l.to_store,
+                ),
+                stats_row(
+                    &format!(
+                        "{backend}, {rate} lines/s: … of which append begins → SSE client (the store hop)"
+                    ),
+                    &l.to_client,
+                ),
+            ];
+            eprintln!("{}", rows.join("\n"));
+            latency_rows.extend(rows);
+            let goal = 1.5 * p99(floor) + p99(&l.to_client);
+            let got = p99(&l.total);
+            goals.push(format!(
+                "{backend}, {rate} lines/s: p99 {got:.1} ms vs goal 1.5 × floor p99 {:.1} ms + store hop p99 {:.1} ms = {goal:.1} ms: **{}** (p99 / floor p99 = {:.2})",
+                p99(floor),
+                p99(&l.to_client),
+                if got <= goal { "met" } else { "not met" },
+                got / p99(floor),
+            ));
+        }
     }
 
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "Live latency: the scripted agent prints `t=$(date +%s%N)` {lines} times, 10 ms apart; \
-         the client subtracts that from its clock when the SSE event arrives (same host clock). \
-         Event `ts` is stamped as the batch's append begins, in whole ms (hence minimums slightly below zero), so *→ append begins* is the wait for a flush and *append begins → SSE client* is the database transaction, the broadcast and HTTP."
+        "Live latency: the scripted agent runs a small Python generator that prints `t=<unix ns>` \
+         at a steady rate (10 lines/s for {seconds} s, 1,000 lines/s for 3 s), each line \
+         flushed; the client subtracts that from its clock when the SSE event arrives (same \
+         host clock). The floor is the same generator run by `docker exec` in a container of \
+         the same image, each line stamped as the bench reads it from the exec's output stream. \
+         Event `ts` is stamped as the append begins, in whole ms (hence minimums slightly below \
+         zero), so *→ append begins* is the wait for the log's writer and *append begins → SSE \
+         client* is the store hop: the database transaction, the broadcast and HTTP."
     );
     let _ = writeln!(out);
     let _ = writeln!(out, "| latency (ms) | n | p50 | p90 | p99 | min | max |");
@@ -249,6 +350,16 @@ async fn run() -> String {
     for ratio in ratios {
         let _ = writeln!(out, "{ratio}.  ");
     }
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "Live latency against its goal (p99 ≤ 1.5 × the floor's p99 + the store hop's p99):"
+    );
+    let _ = writeln!(out);
+    for goal in goals {
+        let _ = writeln!(out, "- {goal}");
+    }
+    let _ = writeln!(out);
     let _ = writeln!(out, "Image `{image}`.");
     out
 }

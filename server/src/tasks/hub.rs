@@ -11,11 +11,21 @@ use tokio::sync::broadcast;
 
 use crate::store::TaskEvent;
 
+/// A stored event as every live viewer sends it: serialized once when published, however many
+/// viewers there are.
+#[derive(Debug)]
+pub struct LiveEvent {
+    /// The event's seq (the SSE `id:`).
+    pub seq: i64,
+    /// The event as JSON (the SSE `data:`), the same as [`TaskEvent`]'s serialization.
+    pub json: Box<str>,
+}
+
 /// Messages a task's viewers receive.
 #[derive(Debug, Clone)]
 pub enum TaskSignal {
     /// An event was stored.
-    Event(Arc<TaskEvent>),
+    Event(Arc<LiveEvent>),
     /// The task's run ended with this status.
     End(String),
 }
@@ -109,7 +119,15 @@ impl EventHub {
             return;
         };
         for event in events {
-            let _ = sender.send(TaskSignal::Event(Arc::new(event.clone())));
+            let Ok(json) = serde_json::to_string(event) else {
+                // Not sendable live; viewers find the gap and read it from the database.
+                continue;
+            };
+            let live = LiveEvent {
+                seq: event.seq,
+                json: json.into_boxed_str(),
+            };
+            let _ = sender.send(TaskSignal::Event(Arc::new(live)));
         }
     }
 
@@ -157,6 +175,36 @@ mod tests {
             hub.channel_count(),
             0,
             "publishing with no viewer makes no channel"
+        );
+    }
+
+    #[test]
+    fn an_event_is_serialized_once_for_all_its_viewers() {
+        let hub = EventHub::default();
+        let mut viewers: Vec<_> = (0..3).map(|_| hub.subscribe("t1")).collect();
+        let event = TaskEvent {
+            task_id: "t1".into(),
+            seq: 7,
+            ts: 1,
+            kind: "stdout".into(),
+            text: "hello \"there\"".into(),
+        };
+        hub.publish("t1", std::slice::from_ref(&event));
+        let received: Vec<Arc<LiveEvent>> = viewers
+            .iter_mut()
+            .map(|rx| match rx.try_recv() {
+                Ok(TaskSignal::Event(live)) => live,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(received[0].seq, 7);
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&received[0].json).ok(),
+            serde_json::to_value(&event).ok()
+        );
+        assert!(
+            received.iter().all(|live| Arc::ptr_eq(live, &received[0])),
+            "every viewer gets the one serialization"
         );
     }
 }

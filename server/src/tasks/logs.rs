@@ -1,16 +1,21 @@
-//! The log pipeline of one task: redact → split into lines → parse agent output → store in
-//! batches → publish. Everything a task shows goes through here, and nothing is published
-//! before it is stored.
+//! The log pipeline of one task: redact → split into lines → parse agent output → store →
+//! publish. Everything a task shows goes through here, and nothing is published before it is
+//! stored.
+//!
+//! Storing is a group commit: one writer per log (a spawned task) appends whatever is queued
+//! as soon as it is idle, so a line arriving while nothing is in flight is stored and published
+//! at once, and lines arriving while an append runs are taken together by the next one. A
+//! single writer keeps the order and the gap-free `seq` of the lines as they were queued.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
 
 use drydock_agents::{AgentEvent, EventKind, OutputParser, Verdict};
 use drydock_sandbox::OutputStream;
+use tokio::sync::{mpsc, oneshot};
 
 use super::hub::EventHub;
 use crate::redact::{RedactingStream, Redactor};
-use crate::store::{NewEvent, Store, StoreResult};
+use crate::store::{NewEvent, Store, StoreError, StoreResult};
 use crate::terminal::{TerminalLine, has_controls, plain_text, shorten};
 
 /// Longest text of one stored event; a longer one keeps its start and its end, with a marker
@@ -19,10 +24,11 @@ pub const MAX_LINE: usize = 16 * 1024;
 /// Longest line of an agent's structured (JSON) output that is read whole; a longer one is
 /// dropped with a note, never parsed in part.
 pub const MAX_PARSED_LINE: usize = 8 * 1024 * 1024;
-/// Events stored per batch at most.
+/// Events stored per append at most.
 const BATCH: usize = 256;
-/// Longest an event waits before its batch is stored.
-pub const FLUSH_EVERY: Duration = Duration::from_millis(100);
+/// Queued sends (each the events of one read of output) a writer may fall behind by before
+/// the exec feeding it waits: the bound on a log's memory when the database is slow.
+const QUEUE: usize = 64;
 /// Longest last output line quoted in a failure reason.
 const MAX_REASON_LINE: usize = 300;
 
@@ -155,14 +161,24 @@ pub struct AgentEnd {
     pub verdict: Option<Verdict>,
 }
 
+/// What a log's writer is sent, in order.
+enum ToWriter {
+    /// Events to store, then publish.
+    Events(Vec<NewEvent>),
+    /// Answer once everything sent before is stored (or failed).
+    Flush(oneshot::Sender<()>),
+}
+
 /// Writes one task's events.
 pub struct LogSink {
     task_id: String,
-    store: Store,
-    hub: Arc<EventHub>,
     redactor: Redactor,
+    /// Events queued since the last [`LogSink::submit`].
     pending: Vec<NewEvent>,
-    last_flush: Instant,
+    /// To the log's writer.
+    writer: mpsc::Sender<ToWriter>,
+    /// The first failure of the writer not yet reported by `submit` or `flush`.
+    failed: Arc<Mutex<Option<StoreError>>>,
     /// The last non-blank line the latest exec wrote to stderr, and to stdout (redacted).
     last_stderr: Option<String>,
     last_stdout: Option<String>,
@@ -177,15 +193,25 @@ impl std::fmt::Debug for LogSink {
 }
 
 impl LogSink {
-    /// A sink for a task whose secrets `redactor` knows.
+    /// A sink for a task whose secrets `redactor` knows; starts the log's writer (so it must
+    /// be made inside a tokio runtime). The writer ends once the sink is dropped and what was
+    /// sent is stored.
     pub fn new(task_id: &str, store: Store, hub: Arc<EventHub>, redactor: Redactor) -> Self {
-        Self {
-            task_id: task_id.to_owned(),
+        let (writer, queue) = mpsc::channel(QUEUE);
+        let failed = Arc::new(Mutex::new(None));
+        tokio::spawn(write_log(
+            task_id.to_owned(),
             store,
             hub,
+            queue,
+            failed.clone(),
+        ));
+        Self {
+            task_id: task_id.to_owned(),
             redactor,
             pending: Vec::new(),
-            last_flush: Instant::now(),
+            writer,
+            failed,
             last_stderr: None,
             last_stdout: None,
         }
@@ -336,24 +362,82 @@ impl LogSink {
         });
     }
 
-    /// Whether a batch is due (size or age).
-    pub fn due(&self) -> bool {
-        self.pending.len() >= BATCH
-            || (!self.pending.is_empty() && self.last_flush.elapsed() >= FLUSH_EVERY)
+    /// Hands the queued events to the log's writer, which stores and publishes them as soon
+    /// as its previous append is done; waits only when the writer is [`QUEUE`] sends behind.
+    ///
+    /// # Errors
+    /// A failure of an earlier append not yet reported (the events it held are lost).
+    pub async fn submit(&mut self) -> StoreResult<()> {
+        if !self.pending.is_empty() {
+            let events = std::mem::take(&mut self.pending);
+            // The writer outlives every sender; it is only gone if it panicked.
+            let _ = self.writer.send(ToWriter::Events(events)).await;
+        }
+        self.take_failure()
     }
 
-    /// Stores pending events, then publishes them.
+    /// Submits the queued events and waits until everything sent so far is stored and
+    /// published.
+    ///
+    /// # Errors
+    /// A failure of an append not yet reported (the events it held are lost).
     pub async fn flush(&mut self) -> StoreResult<()> {
-        self.last_flush = Instant::now();
-        if self.pending.is_empty() {
-            return Ok(());
+        self.submit().await?;
+        let (done, stored) = oneshot::channel();
+        if self.writer.send(ToWriter::Flush(done)).await.is_ok() {
+            let _ = stored.await;
         }
-        let batch = std::mem::take(&mut self.pending);
-        for chunk in batch.chunks(BATCH) {
-            let stored = self.store.append_task_events(&self.task_id, chunk).await?;
-            self.hub.publish(&self.task_id, &stored);
+        self.take_failure()
+    }
+
+    fn take_failure(&self) -> StoreResult<()> {
+        let failure = self.failed.lock().unwrap_or_else(|e| e.into_inner()).take();
+        failure.map_or(Ok(()), Err)
+    }
+}
+
+/// The writer of one task's log: takes everything queued while its previous append ran,
+/// stores it (in appends of at most [`BATCH`] events), publishes what was stored, and answers
+/// the flushes that were waiting for it. A failed append is recorded in `failed` for the sink
+/// to report; later ones are still tried.
+async fn write_log(
+    task_id: String,
+    store: Store,
+    hub: Arc<EventHub>,
+    mut queue: mpsc::Receiver<ToWriter>,
+    failed: Arc<Mutex<Option<StoreError>>>,
+) {
+    let mut events = Vec::new();
+    let mut flushes = Vec::new();
+    while let Some(first) = queue.recv().await {
+        let mut next = Some(first);
+        while let Some(message) = next {
+            match message {
+                ToWriter::Events(mut more) => events.append(&mut more),
+                ToWriter::Flush(done) => flushes.push(done),
+            }
+            next = queue.try_recv().ok();
         }
-        Ok(())
+        for chunk in events.chunks(BATCH) {
+            match store.append_task_events(&task_id, chunk).await {
+                Ok(stored) => hub.publish(&task_id, &stored),
+                Err(err) => {
+                    tracing::error!(task_id, error = %err, "could not store log lines");
+                    failed
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .get_or_insert(err);
+                }
+            }
+        }
+        events.clear();
+        if events.capacity() > BATCH * 4 {
+            // Give back the memory of a burst.
+            events = Vec::new();
+        }
+        for done in flushes.drain(..) {
+            let _ = done.send(());
+        }
     }
 }
 

@@ -12,5 +12,5 @@ pub use api::{
     CreateTask, Quota, TaskView, check_quota, continue_task, quota_of, routes, submit_task,
 };
 pub use hub::EventHub;
-pub use logs::{LineSplitter, LogLine};
+pub use logs::{LineSplitter, LogLine, LogSink};
 pub use run::{RunnerServices, RunnerSettings, TaskRunner};

@@ -13,7 +13,7 @@ use futures::Stream;
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::hub::TaskSignal;
+use super::hub::{LiveEvent, TaskSignal};
 use crate::state::AppState;
 use crate::store::TaskEvent;
 
@@ -25,6 +25,13 @@ fn log_event(event: &TaskEvent) -> Event {
         .id(event.seq.to_string())
         .json_data(event)
         .unwrap_or_else(|_| Event::default().comment("unserializable event"))
+}
+
+/// A live event as SSE: its JSON was made once, when it was published.
+fn live_event(event: &LiveEvent) -> Event {
+    Event::default()
+        .id(event.seq.to_string())
+        .data(&*event.json)
 }
 
 /// The SSE response for a task's log, starting after seq `after`.
@@ -114,7 +121,7 @@ async fn follow_task_log(state: &AppState, task_id: &str, after: i64, tx: &Tx) {
         match signal {
             Ok(TaskSignal::Event(event)) if event.seq <= cursor => {}
             Ok(TaskSignal::Event(event)) if event.seq == cursor + 1 => {
-                if tx.send(Ok(log_event(&event))).await.is_err() {
+                if tx.send(Ok(live_event(&event))).await.is_err() {
                     return;
                 }
                 cursor = event.seq;

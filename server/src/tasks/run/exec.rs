@@ -8,7 +8,7 @@ use futures::StreamExt;
 use super::TaskRunner;
 use super::outcome::{Outcome, StepResult, sandbox_failed};
 use super::turn::TurnContext;
-use crate::tasks::logs::{AgentEnd, FLUSH_EVERY, LogSink};
+use crate::tasks::logs::{AgentEnd, LogSink};
 
 impl TaskRunner {
     /// Runs an exec with its output streamed through the task's log (parsed into agent events
@@ -31,25 +31,12 @@ impl TaskRunner {
             result.map_err(|_| Outcome::failed("could not store the log"))
         };
         let mut log = sink.exec_log(parser);
-        let mut tick = tokio::time::interval(FLUSH_EVERY);
-        loop {
-            tokio::select! {
-                chunk = output.next() => match chunk {
-                    Some(Ok(chunk)) => {
-                        sink.output(&mut log, chunk.stream, &chunk.data);
-                        if sink.due() {
-                            stored(sink.flush().await)?;
-                        }
-                    }
-                    Some(Err(err)) => return Err(sandbox_failed(&err)),
-                    None => break,
-                },
-                _ = tick.tick() => {
-                    if sink.due() {
-                        stored(sink.flush().await)?;
-                    }
-                }
-            }
+        // Each read goes to the log's writer at once: stored and published straight away when
+        // the writer is idle, taken with the next group when an append is still running.
+        while let Some(chunk) = output.next().await {
+            let chunk = chunk.map_err(|err| sandbox_failed(&err))?;
+            sink.output(&mut log, chunk.stream, &chunk.data);
+            stored(sink.submit().await)?;
         }
         let said = sink.finish_exec(log);
         stored(sink.flush().await)?;
