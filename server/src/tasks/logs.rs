@@ -370,8 +370,11 @@ impl LogSink {
     pub async fn submit(&mut self) -> StoreResult<()> {
         if !self.pending.is_empty() {
             let events = std::mem::take(&mut self.pending);
-            // The writer outlives every sender; it is only gone if it panicked.
-            let _ = self.writer.send(ToWriter::Events(events)).await;
+            // The writer outlives every sender; it is only gone if it panicked, and then what
+            // was sent is lost: say so rather than let the turn go on as if it were stored.
+            if self.writer.send(ToWriter::Events(events)).await.is_err() {
+                return Err(writer_gone());
+            }
         }
         self.take_failure()
     }
@@ -384,8 +387,8 @@ impl LogSink {
     pub async fn flush(&mut self) -> StoreResult<()> {
         self.submit().await?;
         let (done, stored) = oneshot::channel();
-        if self.writer.send(ToWriter::Flush(done)).await.is_ok() {
-            let _ = stored.await;
+        if self.writer.send(ToWriter::Flush(done)).await.is_err() || stored.await.is_err() {
+            return Err(writer_gone());
         }
         self.take_failure()
     }
@@ -394,6 +397,11 @@ impl LogSink {
         let failure = self.failed.lock().unwrap_or_else(|e| e.into_inner()).take();
         failure.map_or(Ok(()), Err)
     }
+}
+
+/// The error for a log writer that is gone (it can only have panicked): its events are lost.
+fn writer_gone() -> StoreError {
+    StoreError::Database(sqlx::Error::WorkerCrashed)
 }
 
 /// The writer of one task's log: takes everything queued while its previous append ran,
