@@ -423,25 +423,8 @@ async fn start_or_continue(
             let text = prompt::follow_up_prompt(&mention.request, source_url);
             return match crate::tasks::continue_task(state, &task, &text).await {
                 Ok(_) => {
-                    let _ = state
-                        .store
-                        .set_task_github_thread(&task.id, request.repo, issue.number)
-                        .await;
-                    feedback::accepted(
-                        state,
-                        user,
-                        request.repo,
-                        issue.number,
-                        request.comment.map(|c| c.id),
-                        &task.id,
-                        true,
-                    );
-                    Ok(Handled {
-                        outcome: "accepted",
-                        detail: format!("follow-up on task {} by @{}", task.id, user.login),
-                        user_id: None,
-                        task_id: Some(task.id),
-                    })
+                    let detail = format!("follow-up on task {} by @{}", task.id, user.login);
+                    Ok(accepted(state, user, request, task.id, true, detail).await)
                 }
                 Err(err) => Err(refused(state, user, request, &err)),
             };
@@ -473,27 +456,43 @@ async fn start_or_continue(
     };
     match crate::tasks::submit_task(state, &user.id, &body, "github", Some(source_url)).await {
         Ok(task) => {
-            let _ = state
-                .store
-                .set_task_github_thread(&task.id, request.repo, issue.number)
-                .await;
-            feedback::accepted(
-                state,
-                user,
-                request.repo,
-                issue.number,
-                request.comment.map(|c| c.id),
-                &task.id,
-                false,
-            );
-            Ok(Handled {
-                outcome: "accepted",
-                detail: format!("task {} started for @{}", task.id, user.login),
-                user_id: None,
-                task_id: Some(task.id),
-            })
+            let detail = format!("task {} started for @{}", task.id, user.login);
+            Ok(accepted(state, user, request, task.id, false, detail).await)
         }
         Err(err) => Err(refused(state, user, request, &err)),
+    }
+}
+
+/// A task started or continued for a trigger: the issue becomes the task's thread on GitHub
+/// (for its end comment), the requester gets the reaction and the start comment, and the
+/// delivery is recorded as accepted with `detail`.
+async fn accepted(
+    state: &AppState,
+    user: &User,
+    request: &Request<'_>,
+    task_id: String,
+    follow_up: bool,
+    detail: String,
+) -> Handled {
+    let number = request.issue.number;
+    let _ = state
+        .store
+        .set_task_github_thread(&task_id, request.repo, number)
+        .await;
+    feedback::accepted(
+        state,
+        user,
+        request.repo,
+        number,
+        request.comment.map(|c| c.id),
+        &task_id,
+        follow_up,
+    );
+    Handled {
+        outcome: "accepted",
+        detail,
+        user_id: None,
+        task_id: Some(task_id),
     }
 }
 
