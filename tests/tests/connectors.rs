@@ -794,6 +794,8 @@ async fn private_addresses_are_refused_unless_the_operator_allows_them() {
     let app = App::start(TestDb::sqlite().await, &[]).await;
     let alice = app.sign_in("alice").await;
     let mut seen = Seen::default();
+    // Only addresses on this machine: the cloud-metadata and private ranges are refused by the
+    // same check, covered without traffic by `connectors::outbound`'s unit tests.
     for (name, url, kind) in [
         ("loopback", server.url("/mcp"), "loopback"),
         (
@@ -802,12 +804,6 @@ async fn private_addresses_are_refused_unless_the_operator_allows_them() {
             "loopback",
         ),
         ("ipv6", "http://[::1]:9/mcp".to_owned(), "loopback"),
-        (
-            "metadata",
-            "http://169.254.169.254/latest/meta-data/".to_owned(),
-            "cloud metadata",
-        ),
-        ("private", "http://10.0.0.1/mcp".to_owned(), "private"),
         (
             "mapped",
             "http://[::ffff:127.0.0.1]:9/mcp".to_owned(),
@@ -839,7 +835,8 @@ async fn redirects_are_not_followed_and_slow_servers_time_out() {
                     axum::http::StatusCode::TEMPORARY_REDIRECT,
                     [(
                         "location",
-                        "http://169.254.169.254/latest/?token=leaky-query-value",
+                        // `.invalid` never resolves (RFC 2606): nothing is sent there.
+                        "http://redirect-target.invalid/latest/?token=leaky-query-value",
                     )],
                 )
             }),
@@ -875,7 +872,7 @@ async fn redirects_are_not_followed_and_slow_servers_time_out() {
     let error = result["error"].as_str().unwrap();
     assert!(error.contains("307"), "{error}");
     assert!(error.contains("do not follow redirects"), "{error}");
-    assert!(error.contains("169.254.169.254"), "{error}");
+    assert!(error.contains("redirect-target.invalid"), "{error}");
     assert!(!error.contains("leaky-query-value"), "{error}");
 
     let id = create(

@@ -105,7 +105,7 @@ async fn a_user_signs_in_sets_a_key_adds_a_connector_runs_and_stops_tasks_and_si
     browser.wait_text("#state-acme", "ends in fXYZ").await;
     shot(&browser, "keys").await;
 
-    // --- Settings → Connectors: add a blank HTTP connector and test it; the private address is
+    // --- Settings → Connectors: add a blank HTTP connector and test it; the loopback address is
     // refused and the error is shown.
     browser.click("nav a[href='/settings/connectors']").await;
     browser.wait_text("#connectors", "No connectors yet").await;
@@ -114,7 +114,7 @@ async fn a_user_signs_in_sets_a_key_adds_a_connector_runs_and_stops_tasks_and_si
     browser
         .type_into("#c-description", "Docs server on the office network")
         .await;
-    browser.type_into("#c-url", "http://10.0.0.1/mcp").await;
+    browser.type_into("#c-url", "http://127.0.0.1:9/mcp").await;
     browser
         .type_into(
             "#c-secrets",
@@ -131,7 +131,7 @@ async fn a_user_signs_in_sets_a_key_adds_a_connector_runs_and_stops_tasks_and_si
         .click("#connectors li[data-name='internal-docs'] button[data-action='test']")
         .await;
     let result = browser.wait_text("#connectors", "Test failed").await;
-    assert!(result.contains("private"), "{result}");
+    assert!(result.contains("loopback"), "{result}");
     assert!(result.contains("error"), "{result}");
     shot(&browser, "connectors").await;
     // A second, disabled connector: it is offered unchecked on the new-task form.
