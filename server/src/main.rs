@@ -1,7 +1,7 @@
 //! The `drydock` binary: parse settings, start logging, run.
 
 use drydock::cli::ClientCommand;
-use drydock::config::{Cli, Command, ImageCommand};
+use drydock::config::{Cli, Command, ImageCommand, LogFormat};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -11,6 +11,7 @@ async fn main() -> std::process::ExitCode {
         return drydock::cli::run(client).await;
     }
     drydock::telemetry::init(&cli.config);
+    let log_format = cli.config.log_format;
     let outcome = match cli.command.unwrap_or(Command::Serve) {
         Command::Migrate => drydock::migrate(&cli.config).await,
         Command::Serve => serve(cli.config).await,
@@ -22,8 +23,13 @@ async fn main() -> std::process::ExitCode {
     match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
-            tracing::error!("{err:#}");
-            eprintln!("drydock: {err:#}");
+            // Said once: JSON logs are read by machines, so the error is a log record there; a
+            // person at a terminal gets one plain line (the text log would repeat it with a
+            // timestamp on the same stream).
+            match log_format {
+                LogFormat::Json => tracing::error!("{err:#}"),
+                LogFormat::Text => eprintln!("drydock: {err:#}"),
+            }
             std::process::ExitCode::FAILURE
         }
     }

@@ -218,7 +218,11 @@ fn an_unsupported_database_url_is_a_clear_startup_error_without_the_password() {
 fn a_malformed_encryption_key_is_a_clear_startup_error() {
     let dir = tempfile::tempdir().unwrap();
     let stderr = run_to_failure(drydock(dir.path()).env("ENCRYPTION_KEY", "not-a-hex-key"));
-    assert!(stderr.contains("ENCRYPTION_KEY is malformed"), "{stderr}");
+    assert_eq!(
+        stderr.matches("ENCRYPTION_KEY is malformed").count(),
+        1,
+        "the error is said once: {stderr}"
+    );
     assert!(
         stderr.contains("openssl rand -hex 32"),
         "it says how to make a good one: {stderr}"
@@ -230,6 +234,20 @@ fn a_malformed_encryption_key_is_a_clear_startup_error() {
 
     let stderr = run_to_failure(drydock(dir.path()).env("JWE_SECRET", "g".repeat(64)));
     assert!(stderr.contains("JWE_SECRET is malformed"), "{stderr}");
+
+    // For a log collector the error is one JSON record, not a JSON record plus a plain line.
+    let stderr = run_to_failure(
+        drydock(dir.path())
+            .env("ENCRYPTION_KEY", "not-a-hex-key")
+            .env("DRYDOCK_LOG_FORMAT", "json"),
+    );
+    let records: Vec<serde_json::Value> = stderr
+        .lines()
+        .filter(|line| line.contains("ENCRYPTION_KEY is malformed"))
+        .map(|line| serde_json::from_str(line).expect("every line is a JSON record"))
+        .collect();
+    assert_eq!(records.len(), 1, "{stderr}");
+    assert_eq!(records[0]["level"], "ERROR", "{stderr}");
 }
 
 #[test]
