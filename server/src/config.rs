@@ -118,7 +118,8 @@ pub struct Config {
     #[arg(long, env = "DRYDOCK_ADDR", default_value = "127.0.0.1:3000")]
     pub addr: SocketAddr,
 
-    /// URL people use to reach drydock (OAuth callback, links in pull requests). Defaults to http://{addr}.
+    /// URL people use to reach drydock (OAuth callback, links in pull requests). Defaults to
+    /// http://{addr}, or http://localhost:{port} when listening on every address.
     #[arg(long, env = "DRYDOCK_PUBLIC_URL")]
     pub public_url: Option<String>,
 
@@ -348,10 +349,12 @@ impl Config {
         Cli::parse_with_sources(args).map(|cli| cli.config)
     }
 
-    /// The public URL without a trailing slash; `http://{bound}` when none is configured.
+    /// The public URL without a trailing slash; when none is configured, `http://{bound}`, with
+    /// `localhost` for an unspecified address (`0.0.0.0`, `::`), which no browser can open.
     pub fn public_url_for(&self, bound: SocketAddr) -> String {
         match &self.public_url {
             Some(url) => url.trim_end_matches('/').to_owned(),
+            None if bound.ip().is_unspecified() => format!("http://localhost:{}", bound.port()),
             None => format!("http://{bound}"),
         }
     }

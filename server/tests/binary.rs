@@ -97,6 +97,31 @@ fn help_lists_every_setting_with_its_environment_variable() {
 }
 
 #[test]
+fn listening_on_every_address_gives_a_public_url_a_browser_can_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = drydock(&dir.path().join("data"))
+        .env("DRYDOCK_ADDR", "0.0.0.0:0")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let rx = spawn_stderr_reader(&mut child);
+    let mut log = Vec::new();
+    let line = wait_for_line(&rx, "drydock is listening", &mut log);
+    let _ = child.kill();
+    let _ = child.wait();
+    let port = line
+        .split("addr=0.0.0.0:")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no bound address in {line}"));
+    assert!(
+        line.contains(&format!("public_url=http://localhost:{port}")),
+        "{line}"
+    );
+}
+
+#[test]
 fn first_start_generates_private_secrets_serves_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
