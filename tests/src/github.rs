@@ -83,6 +83,8 @@ struct Inner {
     lose_next_pull_answer: bool,
     authorize_queries: Vec<HashMap<String, String>>,
     corrupt_next_challenge: bool,
+    /// The OAuth app's "Authorization callback URL", when the test sets one.
+    registered_callback: Option<String>,
     /// Repositories with real git behind them, by `owner/name`.
     hosted: HashMap<String, HostedRepo>,
     pulls: Vec<StoredPull>,
@@ -346,6 +348,13 @@ impl GithubStandIn {
         self.lock().approve_as = login.map(str::to_owned);
     }
 
+    /// Sets the OAuth app's registered callback URL. As on GitHub, an authorization whose
+    /// `redirect_uri` has another scheme, host or port, or a path outside the registered one, is
+    /// sent to the registered URL with `error=redirect_uri_mismatch`.
+    pub fn register_callback(&self, url: &str) {
+        self.lock().registered_callback = Some(url.to_owned());
+    }
+
     /// Makes the next authorization remember a different PKCE challenge, so the verifier drydock
     /// sends at the token endpoint will not match.
     pub fn corrupt_next_challenge(&self) {
@@ -594,6 +603,14 @@ async fn authorize(State(s): State<Shared>, Query(q): Query<HashMap<String, Stri
     let (Some(redirect_uri), Some(state)) = (q.get("redirect_uri"), q.get("state")) else {
         return (StatusCode::BAD_REQUEST, "redirect_uri and state required").into_response();
     };
+    if let Some(registered) = inner.registered_callback.clone()
+        && !callback_allowed(&registered, redirect_uri)
+    {
+        let target = format!(
+            "{registered}?error=redirect_uri_mismatch&error_description=The+redirect_uri+MUST+match+the+registered+callback+URL+for+this+application.&error_uri=https%3A%2F%2Fdocs.github.com%2Fapps%2Fmanaging-oauth-apps%2Ftroubleshooting-authorization-request-errors%2F%23redirect-uri-mismatch&state={state}"
+        );
+        return Redirect::to(&target).into_response();
+    }
     let Some(login) = inner.approve_as.clone() else {
         let target = format!(
             "{redirect_uri}?error=access_denied&error_description=The+user+has+denied+your+application+access.&state={state}"
@@ -621,6 +638,22 @@ async fn authorize(State(s): State<Shared>, Query(q): Query<HashMap<String, Stri
         },
     );
     Redirect::to(&format!("{redirect_uri}?code={code}&state={state}")).into_response()
+}
+
+/// GitHub's rule for a `redirect_uri`: the registered URL's scheme, host and port, and its path
+/// or a path below it.
+fn callback_allowed(registered: &str, redirect_uri: &str) -> bool {
+    let (Ok(registered), Ok(asked)) = (
+        reqwest::Url::parse(registered),
+        reqwest::Url::parse(redirect_uri),
+    ) else {
+        return false;
+    };
+    let base = registered.path().trim_end_matches('/');
+    registered.scheme() == asked.scheme()
+        && registered.host_str() == asked.host_str()
+        && registered.port_or_known_default() == asked.port_or_known_default()
+        && (asked.path() == registered.path() || asked.path().starts_with(&format!("{base}/")))
 }
 
 #[derive(Deserialize)]

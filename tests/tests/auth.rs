@@ -170,6 +170,41 @@ async fn denied_consent_shows_a_friendly_page() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callback_url_that_does_not_match_the_oauth_app_says_what_to_register() {
+    let env = env().await;
+    let (client, _) = browser();
+    env.gh.approve_as(Some("alice"));
+    // The OAuth app was registered for `localhost`, while this server is reached at 127.0.0.1:
+    // GitHub returns the browser to the registered URL with an error instead of a code.
+    let port = env.server.url.rsplit(':').next().unwrap();
+    env.gh
+        .register_callback(&format!("http://localhost:{port}/auth/github/callback"));
+    let start = client
+        .get(format!("{}/auth/github", env.server.url))
+        .send()
+        .await
+        .unwrap();
+    let authorize = client.get(location(&start)).send().await.unwrap();
+    let callback = location(&authorize);
+    assert!(
+        callback.starts_with(&format!(
+            "http://localhost:{port}/auth/github/callback?error=redirect_uri_mismatch"
+        )),
+        "{callback}"
+    );
+    let resp = client.get(&callback).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let html = resp.text().await.unwrap();
+    let expected = format!("{}/auth/github/callback", env.server.url);
+    assert!(
+        html.contains("callback URL does not match") && html.contains(&expected),
+        "the page names the URL to register: {html}"
+    );
+    assert!(html.contains("DRYDOCK_PUBLIC_URL"), "{html}");
+    assert_eq!(me(&client, &env).await.0, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_missing_expired_and_replayed_state_are_refused() {
     let env = env().await;
     env.gh.approve_as(Some("alice"));

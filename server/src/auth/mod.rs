@@ -193,6 +193,21 @@ async fn complete_sign_in(
             "You chose not to authorize drydock on GitHub, so you are not signed in. Nothing was changed.",
         ));
     }
+    if params.error.as_deref() == Some("redirect_uri_mismatch") {
+        // GitHub sends this to the app's registered callback URL, which is not where this server
+        // asked it to return: the operator has to make the two agree.
+        return Err(retry_page(
+            StatusCode::BAD_REQUEST,
+            "GitHub refused the sign-in: the callback URL does not match",
+            &format!(
+                "The GitHub OAuth app's \"Authorization callback URL\" is not where this drydock \
+                 asked GitHub to return. Set it to {} in the OAuth app's settings on GitHub, or, \
+                 if people reach drydock at another address, set DRYDOCK_PUBLIC_URL to that \
+                 address and restart.",
+                callback_url(state)
+            ),
+        ));
+    }
     if let Some(error) = params.error {
         tracing::info!(error = %error.chars().take(64).collect::<String>(), "GitHub returned an OAuth error");
         return Err(retry_page(
