@@ -144,6 +144,25 @@ async fn the_cli_runs_tasks_and_exits_with_their_status(db: TestDb) {
     assert_eq!(code, 0);
     let list: Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(list["tasks"].as_array().unwrap().len(), 3);
+    // People get a table: a header, then one row per task with its full id (to paste).
+    let (code, stdout, _) = run_to_end(home.path(), &["task", "list"]).await;
+    assert_eq!(code, 0);
+    let rows: Vec<&str> = stdout.lines().collect();
+    assert_eq!(rows.len(), 4, "{stdout}");
+    assert!(
+        rows[0].starts_with("ID") && rows[0].contains("STATUS") && rows[0].contains("REPO"),
+        "{stdout}"
+    );
+    for (row, task) in rows[1..].iter().zip(list["tasks"].as_array().unwrap()) {
+        assert!(row.starts_with(task["id"].as_str().unwrap()), "{stdout}");
+    }
+    let status_column = rows[0].find("STATUS").unwrap();
+    assert!(
+        rows[1..]
+            .iter()
+            .all(|row| row[status_column..].starts_with(|c: char| c.is_alphabetic())),
+        "columns line up under their headers: {stdout}"
+    );
     let (code, stdout, _) = run_to_end(home.path(), &["task", "show", id]).await;
     assert_eq!(code, 0);
     assert!(

@@ -281,15 +281,16 @@ async fn run_task_command(command: TaskCommand) -> Result<ExitCode, ClientError>
             if options.json {
                 println!("{list}");
             } else {
-                for t in list["tasks"].as_array().into_iter().flatten() {
-                    println!(
-                        "{}  {:<10} {:<6} {:<30} {}",
-                        t["id"].as_str().unwrap_or_default(),
-                        t["status"].as_str().unwrap_or_default(),
-                        t["origin"].as_str().unwrap_or_default(),
-                        t["repo"].as_str().unwrap_or_default(),
-                        t["title"].as_str().unwrap_or_default()
-                    );
+                let tasks = list["tasks"]
+                    .as_array()
+                    .map(Vec::as_slice)
+                    .unwrap_or_default();
+                match task_table(tasks) {
+                    Some(table) => print!("{table}"),
+                    None => eprintln!(
+                        "No tasks{}.",
+                        status.map(|s| format!(" {s}")).unwrap_or_default()
+                    ),
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -409,6 +410,62 @@ async fn finish(client: &ApiClient, id: &str, json_out: bool) -> Result<ExitCode
     } else {
         ExitCode::from(1)
     })
+}
+
+/// The task list as a table with a header row and columns as wide as their widest cell; full ids,
+/// so each can be pasted into `drydock task show`. `None` when there are no tasks.
+fn task_table(tasks: &[serde_json::Value]) -> Option<String> {
+    const COLUMNS: [(&str, &str); 5] = [
+        ("ID", "id"),
+        ("STATUS", "status"),
+        ("ORIGIN", "origin"),
+        ("REPO", "repo"),
+        ("TITLE", "title"),
+    ];
+    if tasks.is_empty() {
+        return None;
+    }
+    // Statuses read as words ("in progress"); names and titles stay as they are.
+    let cell = |task: &serde_json::Value, key: &str| -> String {
+        let text = task[key].as_str().unwrap_or_default();
+        if key == "status" {
+            text.replace('_', " ")
+        } else {
+            text.to_owned()
+        }
+    };
+    let rows: Vec<Vec<String>> = tasks
+        .iter()
+        .map(|task| COLUMNS.iter().map(|(_, key)| cell(task, key)).collect())
+        .collect();
+    let widths: Vec<usize> = COLUMNS
+        .iter()
+        .enumerate()
+        .map(|(i, (head, _))| {
+            rows.iter()
+                .map(|row| row[i].chars().count())
+                .chain([head.len()])
+                .max()
+                .unwrap_or_default()
+        })
+        .collect();
+    let line = |cells: Vec<&str>| -> String {
+        let last = cells.len() - 1;
+        let mut out = String::new();
+        for (i, text) in cells.into_iter().enumerate() {
+            if i == last {
+                out.push_str(text);
+            } else {
+                out.push_str(&format!("{text:<width$}  ", width = widths[i]));
+            }
+        }
+        out.trim_end().to_owned() + "\n"
+    };
+    let mut table = line(COLUMNS.iter().map(|(head, _)| *head).collect());
+    for row in &rows {
+        table.push_str(&line(row.iter().map(String::as_str).collect()));
+    }
+    Some(table)
 }
 
 #[cfg(test)]
