@@ -137,6 +137,28 @@ async fn openapi_documents_the_served_routes() {
         );
     }
     assert!(doc["components"]["schemas"]["ErrorBody"].is_object());
+    // A client generator learns how to authenticate: a bearer API token or the session cookie,
+    // required everywhere except on the probes.
+    let schemes = &doc["components"]["securitySchemes"];
+    assert_eq!(schemes["api_token"]["type"], "http", "{schemes}");
+    assert_eq!(schemes["api_token"]["scheme"], "bearer", "{schemes}");
+    assert_eq!(schemes["session"]["type"], "apiKey", "{schemes}");
+    assert_eq!(schemes["session"]["in"], "cookie", "{schemes}");
+    assert_eq!(schemes["session"]["name"], "drydock_session", "{schemes}");
+    let global: Vec<String> = doc["security"]
+        .as_array()
+        .expect("a global security requirement")
+        .iter()
+        .flat_map(|requirement| requirement.as_object().unwrap().keys().cloned())
+        .collect();
+    assert_eq!(global, ["api_token", "session"]);
+    for probe in ["/healthz", "/readyz"] {
+        assert_eq!(
+            doc["paths"][probe]["get"]["security"],
+            serde_json::json!([{}]),
+            "{probe} needs no credentials"
+        );
+    }
     server.stop().await.unwrap();
 }
 

@@ -25,6 +25,7 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
     get,
     path = "/api/sandbox-image",
     tag = "ops",
+    security(()),
     responses((status = 200, body = crate::sandbox_image::ImageStatus))
 )]
 async fn get_sandbox_image(
@@ -46,7 +47,7 @@ pub struct Health {
 }
 
 /// Answers 200 while the process is up.
-#[utoipa::path(get, path = "/healthz", tag = "ops", responses((status = 200, body = Health)))]
+#[utoipa::path(get, path = "/healthz", tag = "ops", security(()), responses((status = 200, body = Health)))]
 async fn healthz() -> Json<Health> {
     Json(Health {
         status: "ok",
@@ -60,6 +61,7 @@ async fn healthz() -> Json<Health> {
     get,
     path = "/readyz",
     tag = "ops",
+    security(()),
     responses((status = 200, body = Health), (status = 503, body = ErrorBody))
 )]
 async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, AppError> {

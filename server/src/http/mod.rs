@@ -25,9 +25,45 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
         title = "drydock",
         description = "Run coding agents in isolated Docker sandboxes."
     ),
-    components(schemas(ErrorBody))
+    components(schemas(ErrorBody)),
+    modifiers(&Authentication),
+    security(("api_token" = []), ("session" = []))
 )]
 struct ApiDoc;
+
+/// The two ways to call the API (OpenAPI 3.1 §4.8.27 Security Scheme Object): a personal API
+/// token (`Authorization: Bearer ddt_…`, RFC 6750) for scripts and the CLI, or the browser's
+/// session cookie. Routes that need neither say `security(())`.
+struct Authentication;
+
+impl utoipa::Modify for Authentication {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{
+            ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme,
+        };
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_token",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "A personal API token (`ddt_…`) from Settings → API tokens; read-scoped \
+                         tokens may only GET.",
+                    ))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "session",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
+                crate::auth::cookies::SESSION_COOKIE,
+                "The session cookie set by signing in with GitHub; state-changing requests also \
+                 another site are refused.",
+            ))),
+        );
+    }
+}
 
 /// Every route with its OpenAPI description, before layers are applied.
 fn api_routes() -> OpenApiRouter<AppState> {
