@@ -5,7 +5,7 @@
 
 use drydock_tests::browser::{Browser, screenshot_path};
 use drydock_tests::github::CommentEvent;
-use drydock_tests::{App, TestDb};
+use drydock_tests::{App, TestDb, TestServer};
 
 const SECRET: &str = "ui-webhook-secret-0123456789";
 
@@ -105,4 +105,57 @@ async fn tokens_are_shown_once_and_deliveries_are_listed() {
     browser
         .screenshot(&screenshot_path("webhook-deliveries"))
         .await;
+}
+
+/// Whether the page scrolls sideways (wider than the window).
+async fn scrolls_sideways(browser: &Browser) -> bool {
+    browser
+        .eval(
+            "return document.documentElement.scrollWidth > window.innerWidth + 1;",
+            serde_json::json!([]),
+        )
+        .await
+        == serde_json::json!(true)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_set_up_and_operator_pages_fit_a_phone_screen() {
+    let browser = Browser::start().await;
+    browser.set_size(390, 844).await;
+
+    // The first page a new operator sees: long URLs and setting names must wrap.
+    let db = TestDb::sqlite().await;
+    let fresh = TestServer::start(&db.url, &[]).await;
+    browser.goto(&format!("{}/", fresh.url)).await;
+    browser.wait_text("main", "Set up sign-in").await;
+    browser.screenshot(&screenshot_path("set-up-390")).await;
+    assert!(
+        !scrolls_sideways(&browser).await,
+        "the set-up page scrolls sideways at 390 px"
+    );
+
+    // The signed-in settings and operator pages.
+    let app = App::start(
+        TestDb::sqlite().await,
+        &["--github-webhook-secret", SECRET, "--admins", "alice"],
+    )
+    .await;
+    browser.goto(&app.url("/")).await;
+    app.gh.approve_as(Some("alice"));
+    browser.click("a.button[href^='/auth/github']").await;
+    browser.wait_text("h1", "Tasks").await;
+    for (path, ready, text) in [
+        ("/settings/tokens", "main", "API tokens"),
+        ("/settings/webhooks", "main", "GitHub webhook"),
+        ("/admin", "main", "Settings that differ"),
+    ] {
+        browser.goto(&app.url(path)).await;
+        browser.wait_text(ready, text).await;
+        let name = format!("{}-390", path.trim_start_matches('/').replace('/', "-"));
+        browser.screenshot(&screenshot_path(&name)).await;
+        assert!(
+            !scrolls_sideways(&browser).await,
+            "{path} scrolls sideways at 390 px"
+        );
+    }
 }
