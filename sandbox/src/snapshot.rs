@@ -184,7 +184,7 @@ impl Sandboxes {
                 labels: i.labels.into_iter().collect(),
             })
             .collect();
-        images.sort_by(|a, b| b.created_unix.cmp(&a.created_unix));
+        images.sort_by_key(|i| std::cmp::Reverse(i.created_unix));
         Ok(images)
     }
 

@@ -410,14 +410,14 @@ impl TaskRunner {
             .iter()
             .filter(|s| !s.agent_may_see)
             .collect();
-        if !hidden.is_empty() {
-            if let Some((name, path)) = find_secret(sandbox, &hidden).await? {
-                self.record_setup(cx, def.source, "failed", first_seq).await;
-                return Err(Outcome::failed(format!(
-                    "setup left the setup-only secret {name} in {path}; no snapshot was made (setup must not write secrets to files){}",
-                    self.edit_hint(&cx.task)
-                )));
-            }
+        if !hidden.is_empty()
+            && let Some((name, path)) = find_secret(sandbox, &hidden).await?
+        {
+            self.record_setup(cx, def.source, "failed", first_seq).await;
+            return Err(Outcome::failed(format!(
+                "setup left the setup-only secret {name} in {path}; no snapshot was made (setup must not write secrets to files){}",
+                self.edit_hint(&cx.task)
+            )));
         }
         let labels =
             environments::labels("snapshot", &cx.task.user_id, &cx.task.repo, key, def.source);
