@@ -12,39 +12,6 @@ use drydock_tests::TestDb;
 use drydock_tests::tasks::{ACME_KEY, SCRIPTED_AGENT, TaskEnv, sandbox_image};
 use serde_json::{Value, json};
 
-/// Removes every image drydock made for this user's environments when the test ends, however
-/// it ends (the images carry the user's id as a label).
-struct ImagesOf(String);
-
-impl Drop for ImagesOf {
-    fn drop(&mut self) {
-        for image in images_labelled(&format!("drydock.env.user={}", self.0)) {
-            let _ = Command::new("docker").args(["rmi", "-f", &image]).output();
-        }
-    }
-}
-
-/// Ids of the images carrying `label` (`key=value`).
-fn images_labelled(label: &str) -> Vec<String> {
-    let out = Command::new("docker")
-        .args([
-            "images",
-            "-q",
-            "--no-trunc",
-            "--filter",
-            &format!("label={label}"),
-        ])
-        .output()
-        .unwrap();
-    let mut ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_owned)
-        .collect();
-    ids.sort();
-    ids.dedup();
-    ids
-}
-
 /// The snapshots of `user_id`'s `repo`.
 fn snapshots(user_id: &str, repo: &str) -> Vec<String> {
     let out = Command::new("docker")
@@ -159,7 +126,6 @@ const AGENT_REPORT: &str = "echo \"tool: $(greet agent)\"; echo \"setup-runs: $(
 
 async fn environment_toml_setup_is_cached_and_rerun_when_it_changes(db: TestDb) {
     let env = TaskEnv::start(db, &[]).await;
-    let _images = ImagesOf(user_id(&env).await);
     env.app.gh.create_repo(
         "alice",
         "tooling",
@@ -232,6 +198,23 @@ async fn environment_toml_setup_is_cached_and_rerun_when_it_changes(db: TestDb) 
     );
     assert_eq!(view["snapshots"].as_array().unwrap().len(), 2, "{view}");
 
+    // So does its page, with the last setup's log and the snapshots.
+    let page = env
+        .alice
+        .get(env.app.url("/environments/alice/tooling"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let page = page.text().await.unwrap();
+    assert!(
+        page.contains("From <strong id=\"env-source\">.drydock/environment.toml</strong>"),
+        "{page}"
+    );
+    assert!(page.contains("setup v2 starting"), "{page}");
+    assert_eq!(page.matches("<code>drydock-env:").count(), 2, "{page}");
+    assert!(page.contains("id=\"rebuild\""), "{page}");
+
     // "Rebuild" makes the next task run setup afresh.
     let resp = env.post("/api/environments/alice/tooling/rebuild").await;
     assert_eq!(resp.status(), 200);
@@ -244,7 +227,6 @@ async fn devcontainer_with_a_dockerfile_builds_runs_post_create_once_and_logs_ig
     db: TestDb,
 ) {
     let env = TaskEnv::start(db, &[]).await;
-    let _images = ImagesOf(user_id(&env).await);
     let devcontainer = format!(
         r#"{{
   // The common subset drydock honours, and two keys it does not.
@@ -329,7 +311,6 @@ fn image_contains(image: &str, needle: &str) -> bool {
 async fn setup_only_secrets_stay_out_of_the_agent_and_the_snapshot(db: TestDb) {
     let env = TaskEnv::start(db, &[]).await;
     let uid = user_id(&env).await;
-    let _images = ImagesOf(uid.clone());
     let secret = format!("envsecret-{}", uuid_like());
     let visible = format!("agentsees-{}", uuid_like());
     env.app.gh.create_repo(
@@ -361,6 +342,26 @@ echo "the token is $SETUP_TOKEN"
     let view: Value = resp.json().await.unwrap();
     assert_eq!(view["secrets"][0]["name"], "SETUP_TOKEN");
     assert!(!view.to_string().contains(&secret), "write-only: {view}");
+    let page = env
+        .alice
+        .get(env.app.url("/environments/alice/secretive"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("<code>SETUP_TOKEN</code> <span class=\"badge badge-ok\">setup only</span>"),
+        "{page}"
+    );
+    assert!(
+        page.contains(
+            "<code>SHARED_TOKEN</code> <span class=\"badge badge-none\">agent may see</span>"
+        ),
+        "{page}"
+    );
+    assert!(!page.contains(&secret) && !page.contains(&visible));
 
     // The agent looks for the secret everywhere it can: its environment, every process's
     // environment, every file. It searches for the prefix only, so the script holds no value.
@@ -417,7 +418,6 @@ echo "shared: ${#SHARED_TOKEN}"
 async fn a_failing_setup_fails_the_task_quoting_its_last_line_and_makes_no_snapshot(db: TestDb) {
     let env = TaskEnv::start(db, &[]).await;
     let uid = user_id(&env).await;
-    let _images = ImagesOf(uid.clone());
     env.app.gh.create_repo(
         "alice",
         "broken",
@@ -453,7 +453,6 @@ async fn snapshots_in_use_survive_pruning_expired_ones_go_and_a_restart_reuses_t
     ];
     let env = TaskEnv::start(db, &keys).await;
     let uid = user_id(&env).await;
-    let _images = ImagesOf(uid.clone());
     env.app.gh.create_repo(
         "alice",
         "pruned",
@@ -599,6 +598,13 @@ async fn environments_api_checks_input_and_ownership(db: TestDb) {
         let body: Value = resp.json().await.unwrap();
         assert_eq!(body["error"]["code"], "not_found");
     }
+    let page = env
+        .alice
+        .get(env.app.url("/environments/bob/private-one"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 404);
     let put = |body: Value| {
         env.alice
             .put(env.app.url("/api/environments/alice/demo"))

@@ -128,7 +128,7 @@ pub struct PutEnvironment {
 
 /// Checks that the user can read `owner/repo` on GitHub; 404 otherwise, as for anything that
 /// is not theirs.
-async fn owned_repo(
+pub(crate) async fn owned_repo(
     state: &AppState,
     user: &CurrentUser,
     owner: &str,
@@ -163,7 +163,11 @@ fn valid_name(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
-async fn view(state: &AppState, user_id: &str, repo: &str) -> Result<EnvironmentView, AppError> {
+pub(crate) async fn view(
+    state: &AppState,
+    user_id: &str,
+    repo: &str,
+) -> Result<EnvironmentView, AppError> {
     let row = state.store.get_environment(user_id, repo).await?;
     let secrets = if row.is_some() {
         state.store.list_environment_secrets(user_id, repo).await?
