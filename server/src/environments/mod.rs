@@ -199,7 +199,7 @@ pub fn resolve(
     configured: &Configured,
     auto_setup: bool,
 ) -> Result<Definition, files::FileError> {
-    let read = |path: &str| std::fs::read_to_string(checkout.join(path)).ok();
+    let read = |path: &str| std::fs::read_to_string(inside_checkout(checkout, path)?).ok();
     let mut def = if let Some(text) = read(files::ENVIRONMENT_TOML) {
         files::parse_environment_toml(&text)?
     } else if let Some(text) = read(files::DEVCONTAINER_JSON) {
@@ -213,6 +213,14 @@ pub fn resolve(
         def.variables.entry(name).or_insert(value);
     }
     Ok(def)
+}
+
+/// `rel` under the checkout, when it exists and stays inside it after following symbolic links
+/// (a repository's link to a host path is never read).
+pub fn inside_checkout(checkout: &Path, rel: &str) -> Option<std::path::PathBuf> {
+    let root = checkout.canonicalize().ok()?;
+    let path = root.join(rel).canonicalize().ok()?;
+    path.starts_with(&root).then_some(path)
 }
 
 /// Lockfiles and manifests, in the order their installs run.
@@ -350,9 +358,9 @@ pub fn cache_key(inputs: &KeyInputs<'_>) -> String {
         .unwrap_or_else(|| lockfiles_in(inputs.checkout));
     for file in files {
         field("input", file.as_bytes());
-        match std::fs::read(inputs.checkout.join(&file)) {
-            Ok(bytes) => field("content", &Sha256::digest(&bytes)),
-            Err(_) => field("missing", b""),
+        match inside_checkout(inputs.checkout, &file).and_then(|p| std::fs::read(p).ok()) {
+            Some(bytes) => field("content", &Sha256::digest(&bytes)),
+            None => field("missing", b""),
         }
     }
     let mut secrets: Vec<_> = inputs.secrets.iter().collect();
@@ -505,5 +513,21 @@ mod tests {
         assert_ne!(a, key(&def, &[secret("one", 2)]));
         std::fs::write(dir.path().join("package-lock.json"), "{\"x\":1}").unwrap();
         assert_ne!(a, key(&def, &[secret("one", 1)]));
+    }
+
+    #[test]
+    fn files_outside_the_checkout_are_never_read() {
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret"), "setup = 'x'").unwrap();
+        let repo = tempfile::tempdir().unwrap();
+        std::fs::create_dir(repo.path().join(".drydock")).unwrap();
+        std::os::unix::fs::symlink(
+            outside.path().join("secret"),
+            repo.path().join(".drydock/environment.toml"),
+        )
+        .unwrap();
+        assert!(inside_checkout(repo.path(), ".drydock/environment.toml").is_none());
+        let def = resolve(repo.path(), &Configured::default(), false).unwrap();
+        assert_eq!(def.source, Source::Default);
     }
 }

@@ -5,7 +5,7 @@
 //! snapshot the task then starts from. Maintenance runs on every start from a cached snapshot.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use drydock_sandbox::{ContextBuild, ExecSpec, Sandbox};
@@ -563,12 +563,7 @@ impl TaskRunner {
     }
 }
 
-/// `rel` under `root` when it stays inside it after following symbolic links.
-fn inside(root: &Path, rel: &str) -> Option<PathBuf> {
-    let root = root.canonicalize().ok()?;
-    let path = root.join(rel).canonicalize().ok()?;
-    path.starts_with(&root).then_some(path)
-}
+use crate::environments::inside_checkout as inside;
 
 /// git's id of the tree at `dir` in the checkout's HEAD.
 async fn git_tree(checkout: &Path, dir: &str) -> Option<String> {
