@@ -655,3 +655,72 @@ drydock_tests::on_both_backends!(
     snapshots_in_use_survive_pruning_expired_ones_go_and_a_restart_reuses_them,
     environments_api_checks_input_and_ownership,
 );
+
+/// The environment page and the task page in a real browser: rebuild, a write-only secret saved
+/// through the form, and the setup's output as a stage of the log that folds once setup made its
+/// snapshot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_environment_page_and_the_setup_stage_work_in_a_browser() {
+    use drydock_tests::browser::Browser;
+    let env = TaskEnv::start(TestDb::sqlite().await, &[]).await;
+    env.app.gh.create_repo(
+        "alice",
+        "paged",
+        &[(
+            ".drydock/environment.toml",
+            "setup = 'echo setup line one; echo setup line two'\n",
+        )],
+        "main",
+    );
+    let id = env
+        .submit(
+            "echo agent done",
+            json!({ "repo": "alice/paged", "create_pr": false }),
+        )
+        .await;
+    let task = env.wait_done(&id).await;
+    assert_eq!(task["status"], "succeeded", "{task}");
+
+    let browser = Browser::start().await;
+    env.app.gh.approve_as(Some("alice"));
+    browser
+        .goto(&env.app.url("/environments/alice/paged"))
+        .await;
+    browser.click("a.button[href^='/auth/github']").await;
+    browser.wait_text("h1", "Environment of").await;
+    browser
+        .wait_text("#env-source", ".drydock/environment.toml")
+        .await;
+    browser.wait_text("#env-snapshots", "drydock-env:").await;
+    browser.click("#rebuild").await;
+    browser
+        .wait_text("#rebuild-form", "runs setup afresh")
+        .await;
+    assert_eq!(browser.text("#env-generation").await, "1");
+
+    browser.type_into("#secret-name", "DEPLOY_TOKEN").await;
+    browser
+        .type_into("#secret-value", "page-secret-value-123")
+        .await;
+    browser.click("#secret-form button[type='submit']").await;
+    browser.wait_text("#env-secrets", "DEPLOY_TOKEN").await;
+    let html = browser
+        .eval("return document.documentElement.outerHTML;", json!([]))
+        .await;
+    assert!(!html.as_str().unwrap().contains("page-secret-value-123"));
+    let view = env.get_json("/api/environments/alice/paged").await;
+    assert_eq!(view["secrets"][0]["name"], "DEPLOY_TOKEN", "{view}");
+
+    // The task page: the setup's lines are folded under their stage line, and open on a click.
+    browser.goto(&env.app.url(&format!("/tasks/{id}"))).await;
+    browser.wait_text("#log", "agent done").await;
+    let folded = "return document.querySelectorAll('#log li.stage-folded').length;";
+    assert_eq!(
+        browser.eval(folded, json!([])).await,
+        json!(3),
+        "setup's command and two lines"
+    );
+    browser.click("#log li.stage-head").await;
+    assert_eq!(browser.eval(folded, json!([])).await, json!(0));
+    browser.wait_text("#log", "setup line two").await;
+}
