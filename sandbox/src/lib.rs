@@ -62,6 +62,7 @@ mod exec;
 pub mod image;
 mod port;
 mod sandbox;
+mod snapshot;
 mod spec;
 mod upload;
 
@@ -73,6 +74,7 @@ pub use exec::{
 pub use image::{BuildEvent, BuildMethod, BuildOptions, Images};
 pub use port::PortStream;
 pub use sandbox::{ExitReason, Owner, Sandbox};
+pub use snapshot::{Change, ContextBuild, ImageInfo};
 pub use spec::{
     LABEL_DEADLINE, LABEL_INSTANCE, LABEL_TASK, Limits, NetworkMode, SandboxDefaults, SandboxSpec,
 };

@@ -229,6 +229,20 @@ pub struct Config {
     #[arg(long, env = "DRYDOCK_SANDBOX_MAX_LIFETIME", default_value_t = 28_800, value_parser = clap::value_parser!(u64).range(60..=604_800))]
     pub sandbox_max_lifetime: u64,
 
+    /// Images operators offer as environment bases, as `name=image` pairs separated by commas
+    /// (e.g. `python=registry.local/py:3.12,jdk=registry.local/jdk:21`); a repository's
+    /// `.drydock/environment.toml` or its configured environment names one by `name`.
+    #[arg(long, env = "DRYDOCK_ENVIRONMENT_IMAGES", default_value = "")]
+    pub environment_images: String,
+
+    /// Seconds an environment snapshot is kept after it was made (never while a sandbox uses it).
+    #[arg(long, env = "DRYDOCK_SNAPSHOT_MAX_AGE", default_value_t = 43_200, value_parser = clap::value_parser!(u64).range(1..=2_592_000))]
+    pub snapshot_max_age: u64,
+
+    /// Environment snapshots kept per user and repository, newest first (never one in use).
+    #[arg(long, env = "DRYDOCK_SNAPSHOTS_PER_REPO", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub snapshots_per_repo: u32,
+
     /// Host name under which dev-server previews are served (e.g. preview.drydock.example, with
     /// DNS pointing at this server; add :PORT when it differs from the public URL's). It must
     /// differ from the public URL's host, so preview pages never see drydock's cookies. Previews

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod connectors;
+pub mod environments;
 pub mod error;
 pub mod github;
 pub mod http;

@@ -55,6 +55,40 @@ pub struct TaskEnv {
     /// Alice's browser.
     pub alice: Client,
     _agents_dir: tempfile::TempDir,
+    _images: EnvironmentImages,
+}
+
+/// Removes the environment images (snapshots, bases built from Dockerfiles) drydock made for a
+/// user when dropped, whatever way the test ends: they carry the user's id as a label.
+#[derive(Debug)]
+pub struct EnvironmentImages(pub String);
+
+impl Drop for EnvironmentImages {
+    fn drop(&mut self) {
+        if self.0.is_empty() {
+            return;
+        }
+        let out = std::process::Command::new("docker")
+            .args([
+                "images",
+                "-q",
+                "--no-trunc",
+                "--filter",
+                &format!("label=drydock.env.user={}", self.0),
+            ])
+            .output();
+        let Ok(out) = out else { return };
+        let mut ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        ids.dedup();
+        for id in ids {
+            let _ = std::process::Command::new("docker")
+                .args(["rmi", "-f", &id])
+                .output();
+        }
+    }
 }
 
 impl TaskEnv {
@@ -99,10 +133,20 @@ impl TaskEnv {
             .await
             .expect("set key");
         assert_eq!(resp.status(), StatusCode::OK);
+        let me: Value = alice
+            .get(app.url("/api/me"))
+            .send()
+            .await
+            .expect("me")
+            .json()
+            .await
+            .unwrap_or(Value::Null);
+        let user_id = me["id"].as_str().unwrap_or_default().to_owned();
         Self {
             app,
             alice,
             _agents_dir: dir,
+            _images: EnvironmentImages(user_id),
         }
     }
 

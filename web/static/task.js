@@ -175,6 +175,15 @@
     if (follow) log.scrollTop = log.scrollHeight;
   });
 
+  // The environment's setup is a stage of its own: its lines follow an "Environment setup"
+  // line, which toggles them; a setup that made its snapshot folds away.
+  let stage = null;
+  function toggleStage(st, open) {
+    st.open = open;
+    st.head.setAttribute("aria-expanded", String(open));
+    st.lines.forEach((li) => li.classList.toggle("stage-folded", !open));
+  }
+
   function flush() {
     const batch = pending;
     pending = [];
@@ -187,6 +196,25 @@
       highlight(line);
       lines.push(line);
       frag.append(li);
+      if (ev.kind === "info" && ev.text === "Environment setup") {
+        const st = { head: li, lines: [], open: true };
+        li.classList.add("stage-head");
+        li.tabIndex = 0;
+        li.setAttribute("role", "button");
+        li.setAttribute("aria-expanded", "true");
+        li.title = "Show or hide the setup's output";
+        li.addEventListener("click", () => toggleStage(st, !st.open));
+        li.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); toggleStage(st, !st.open); } });
+        stage = st;
+      } else if (stage && ev.kind === "info" && ev.text.startsWith("Environment snapshot ")) {
+        toggleStage(stage, false);
+        stage = null;
+      } else if (stage && (ev.kind === "error" || ev.kind === "success")) {
+        stage = null;
+      } else if (stage) {
+        li.classList.add("stage-line");
+        stage.lines.push(li);
+      }
     }
     log.append(frag);
     if (query) countMatches();

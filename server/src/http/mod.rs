@@ -76,6 +76,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(crate::tasks::routes())
         .merge(crate::connectors::routes())
         .merge(crate::tokens::routes())
+        .merge(crate::environments::api::routes())
 }
 
 /// The OpenAPI document of the whole API, generated from the handlers themselves.

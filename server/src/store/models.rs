@@ -351,3 +351,59 @@ pub struct TaskGithubThread {
     /// Last set, unix ms.
     pub updated_at: i64,
 }
+
+/// The environment a user configured in drydock for one repository (table `environments`).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct EnvironmentRow {
+    /// Owner.
+    pub user_id: String,
+    /// `owner/name`.
+    pub repo: String,
+    /// An operator-registered image name; `None` for drydock's sandbox image.
+    pub image: Option<String>,
+    /// Setup script (runs once per cache key).
+    pub setup: Option<String>,
+    /// Maintenance script (runs on every start from a snapshot).
+    pub maintenance: Option<String>,
+    /// JSON object of plain variables.
+    pub variables: String,
+    /// Bumped by "rebuild"; part of the cache key.
+    pub generation: i64,
+    /// Where the environment of the last setup came from.
+    pub last_source: Option<String>,
+    /// When the last setup ran, unix ms.
+    pub last_setup_at: Option<i64>,
+    /// `succeeded` or `failed`.
+    pub last_setup_status: Option<String>,
+    /// The last setup's log, redacted.
+    pub last_setup_log: Option<String>,
+    /// First stored, unix ms.
+    pub created_at: i64,
+    /// Last changed, unix ms.
+    pub updated_at: i64,
+}
+
+/// One sealed secret of an environment (table `environment_secrets`).
+#[derive(Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct EnvironmentSecretRow {
+    /// Variable name it is given as.
+    pub name: String,
+    /// Sealed value.
+    pub value_enc: String,
+    /// Whether the agent's own process gets it too (otherwise setup and maintenance only).
+    pub agent_may_see: bool,
+    /// Unix ms of the last change: part of the cache key instead of the value.
+    pub version: i64,
+    /// Last changed, unix ms.
+    pub updated_at: i64,
+}
+
+impl std::fmt::Debug for EnvironmentSecretRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EnvironmentSecretRow")
+            .field("name", &self.name)
+            .field("agent_may_see", &self.agent_may_see)
+            .field("version", &self.version)
+            .finish_non_exhaustive()
+    }
+}

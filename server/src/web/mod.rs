@@ -33,6 +33,7 @@ pub fn routes() -> Router<AppState> {
         .route("/tasks/new", get(pages::new_task_page))
         .route("/tasks/{id}", get(pages::task_page))
         .route("/settings/keys", get(pages::keys_page))
+        .route("/environments/{owner}/{repo}", get(pages::environment_page))
         .route("/settings/connectors", get(pages::connectors_page))
         .route("/admin", get(admin::admin_page))
         .route("/settings/tokens", get(triggers::tokens_page))

@@ -453,6 +453,65 @@ pub(super) async fn connectors_page(
     }
 }
 
+/// A snapshot as the environment page lists it.
+pub(super) struct SnapshotRow {
+    tag: String,
+    made: String,
+    made_iso: String,
+    size: String,
+    in_use: bool,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "environment.html")]
+pub(super) struct EnvironmentPage {
+    chrome: Chrome,
+    env: crate::environments::api::EnvironmentView,
+    setup_at: String,
+    setup_at_iso: String,
+    variables: String,
+    snapshots: Vec<SnapshotRow>,
+}
+
+/// A repository's environment: its source, snapshots, last setup log, rebuild, and the
+/// configured scripts, variables and write-only secrets (edited by the page's script through
+/// the API).
+pub(super) async fn environment_page(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    crate::error::ApiPath((owner, repo)): crate::error::ApiPath<(String, String)>,
+) -> Result<EnvironmentPage, AppError> {
+    let repo = crate::environments::api::owned_repo(&state, &user, &owner, &repo).await?;
+    let env = crate::environments::api::view(&state, &user.user.id, &repo).await?;
+    let setup_at = env.last_setup.at.map(fmt_time).unwrap_or_default();
+    let setup_at_iso = env.last_setup.at.map(iso_time).unwrap_or_default();
+    let variables = env
+        .variables
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let snapshots = env
+        .snapshots
+        .iter()
+        .map(|s| SnapshotRow {
+            tag: s.tag.clone(),
+            made: fmt_time(s.created_unix * 1000),
+            made_iso: iso_time(s.created_unix * 1000),
+            size: format!("{:.1} MB", s.size_bytes as f64 / 1_000_000.0),
+            in_use: s.in_use,
+        })
+        .collect();
+    Ok(EnvironmentPage {
+        chrome: chrome(&state, &user, "").await,
+        env,
+        setup_at,
+        setup_at_iso,
+        variables,
+        snapshots,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::{fmt_duration, fmt_limit};

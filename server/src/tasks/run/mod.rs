@@ -7,7 +7,7 @@
 //! - the stages, in order: [`agent`] (what to run: prompt, launch plan, keys, connectors),
 //!   [`workspace`] (the host checkout and every host git and GitHub step: clone, submodules,
 //!   bundle import, diff, secret check, push, pull request), [`sandbox`] (start or continue the
-//!   sandbox, upload, install dependencies), [`agent`] again (run it, streaming its output via
+//!   sandbox, upload; its image and setup come from [`environment`]), [`agent`] again (run it, streaming its output via
 //!   [`exec`]), [`handback`] (commit in the sandbox and bring the commit back), [`publish`]
 //!   (diff stored, secret check, push, pull request);
 //! - [`lifetime`]: kept-alive sandboxes, the idle reaper, adoption and reaping after a restart;
@@ -18,6 +18,7 @@
 
 mod agent;
 mod dev_server;
+mod environment;
 mod exec;
 mod handback;
 mod lifetime;

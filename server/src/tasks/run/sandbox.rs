@@ -1,8 +1,8 @@
 //! Starting the sandbox of a turn: continuing in the task's kept sandbox when its working tree is
-//! where the branch is, otherwise creating a hardened sandbox, uploading the checkout and
-//! installing the project's dependencies.
+//! where the branch is, otherwise creating a hardened sandbox from the repository's environment
+//! (see [`super::environment`]), uploading the checkout and running the environment's maintenance.
 
-use std::path::Path;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use drydock_sandbox::{ExecSpec, Sandbox};
@@ -10,8 +10,8 @@ use tracing::instrument;
 
 use super::TaskRunner;
 use super::agent::Launch;
-use super::exec::{last_output, run_captured};
-use super::outcome::{Outcome, StepResult, exit_outcome, sandbox_failed};
+use super::exec::run_captured;
+use super::outcome::{Outcome, StepResult, sandbox_failed};
 use super::turn::TurnContext;
 use super::workspace::Workspace;
 
@@ -32,14 +32,22 @@ impl TaskRunner {
             return Ok(sandbox);
         }
         self.forgo_resume(cx, launch).await?;
-        let sandbox = self.create_sandbox(cx).await?;
+        let agent_cli = launch.plan.argv.first().cloned().unwrap_or_default();
+        let prepared = self.prepare_environment(cx, workspace, &agent_cli).await?;
+        let sandbox = self
+            .create_sandbox(cx, &prepared.image, &prepared.variables)
+            .await?;
+        if prepared.check_tools {
+            self.check_image(cx, &sandbox, &agent_cli).await?;
+        }
         cx.say("info", "Uploading the working tree").await;
         sandbox
             .upload_dir("/workspace", workspace.dir())
             .await
             .map_err(|err| Outcome::failed(format!("could not upload the working tree: {err}")))?;
-        if cx.task.install_deps {
-            self.install_deps(cx, &sandbox, workspace.dir()).await?;
+        if let Some(script) = &prepared.maintenance {
+            self.run_maintenance(cx, &sandbox, script, prepared.setup_user)
+                .await?;
         }
         Ok(sandbox)
     }
@@ -95,8 +103,15 @@ impl TaskRunner {
         Ok(None)
     }
 
+    /// Creates a hardened sandbox of the task from `image`, with `variables` as its environment
+    /// (plain values only: secrets go to single execs).
     #[instrument(skip_all, fields(task_id = %cx.task.id))]
-    async fn create_sandbox(&self, cx: &mut TurnContext) -> StepResult<Sandbox> {
+    pub(super) async fn create_sandbox(
+        &self,
+        cx: &mut TurnContext,
+        image: &str,
+        variables: &BTreeMap<String, String>,
+    ) -> StepResult<Sandbox> {
         cx.say("info", "Starting the sandbox").await;
         let sandboxes = self.sandboxes().await.map_err(|err| sandbox_failed(&err))?;
         let task = &cx.task;
@@ -108,7 +123,13 @@ impl TaskRunner {
         if task.keep_alive {
             deadline = deadline.max(self.inner.settings.keep_alive_lifetime);
         }
-        let spec = sandboxes.spec(task.id.clone()).deadline(deadline);
+        let mut spec = sandboxes.spec(task.id.clone()).deadline(deadline);
+        // The image is part of the spec, so whatever keys sandboxes by their spec (a warm pool)
+        // sees the environment.
+        spec.image = image.to_owned();
+        for (name, value) in variables {
+            spec = spec.env(name.clone(), value.clone());
+        }
         let creating = cx
             .creating
             .insert(tokio::spawn(async move { sandboxes.create(spec).await }));
@@ -125,73 +146,4 @@ impl TaskRunner {
         cx.sandbox = Some(sandbox.clone());
         Ok(sandbox)
     }
-
-    /// Runs the install command of each dependency manifest found in the checkout, with its
-    /// output in the log; a failing one ends the turn.
-    #[instrument(skip_all)]
-    async fn install_deps(
-        &self,
-        cx: &mut TurnContext,
-        sandbox: &Sandbox,
-        checkout: &Path,
-    ) -> StepResult<()> {
-        let commands = dependency_commands(checkout);
-        if commands.is_empty() {
-            cx.say("info", "No dependency manifest found; nothing to install")
-                .await;
-        }
-        for command in commands {
-            cx.line("command", &command.join(" "));
-            let spec = ExecSpec::new(command.clone()).workdir("/workspace");
-            let (exit, _) = self.exec_logged(cx, sandbox, spec, None).await?;
-            if !exit.success() {
-                return Err(exit_outcome(
-                    &exit,
-                    &format!("installing dependencies (`{}`)", command.join(" ")),
-                    last_output(cx).as_deref(),
-                ));
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Install commands for the manifests found at the top of the checkout, in a sensible order.
-fn dependency_commands(checkout: &Path) -> Vec<Vec<String>> {
-    let has = |name: &str| checkout.join(name).exists();
-    let mut commands: Vec<&[&str]> = Vec::new();
-    if has("pnpm-lock.yaml") {
-        commands.push(&["pnpm", "install", "--frozen-lockfile"]);
-    } else if has("yarn.lock") {
-        commands.push(&["yarn", "install", "--frozen-lockfile"]);
-    } else if has("bun.lockb") || has("bun.lock") {
-        commands.push(&["bun", "install", "--frozen-lockfile"]);
-    } else if has("package-lock.json") {
-        commands.push(&["npm", "ci"]);
-    } else if has("package.json") {
-        commands.push(&["npm", "install"]);
-    }
-    if has("requirements.txt") {
-        commands.push(&[
-            "python3",
-            "-m",
-            "pip",
-            "install",
-            "--user",
-            "-r",
-            "requirements.txt",
-        ]);
-    } else if has("pyproject.toml") {
-        commands.push(&["python3", "-m", "pip", "install", "--user", "-e", "."]);
-    }
-    if has("Cargo.toml") {
-        commands.push(&["cargo", "fetch"]);
-    }
-    if has("go.mod") {
-        commands.push(&["go", "mod", "download"]);
-    }
-    commands
-        .into_iter()
-        .map(|c| c.iter().map(|s| (*s).to_owned()).collect())
-        .collect()
 }

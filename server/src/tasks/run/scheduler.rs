@@ -12,6 +12,8 @@ use crate::store::{Task, TaskOutcome};
 /// How often queued tasks are looked at even when nothing signalled a change (other replicas
 /// may have freed a slot).
 const SCHEDULE_EVERY: Duration = Duration::from_secs(2);
+/// How often expired environment snapshots are looked for (also once at start-up).
+const PRUNE_EVERY: Duration = Duration::from_secs(300);
 
 impl TaskRunner {
     /// Recovers from a previous process, then schedules queued tasks (and reaps idle kept
@@ -21,12 +23,17 @@ impl TaskRunner {
         let runner = self.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(SCHEDULE_EVERY);
+            let mut pruned: Option<std::time::Instant> = None;
             loop {
                 tokio::select! {
                     () = runner.inner.shutdown.cancelled() => break,
                     _ = tick.tick() => {
                         runner.schedule().await;
                         runner.reap_idle().await;
+                        if pruned.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
+                            pruned = Some(std::time::Instant::now());
+                            runner.prune_snapshots().await;
+                        }
                     }
                 }
             }

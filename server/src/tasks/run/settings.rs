@@ -45,6 +45,12 @@ pub struct RunnerSettings {
     pub connector_refresh_locks: crate::connectors::tokens::RefreshLocks,
     /// The connector circuit breaker's base back-off (`DRYDOCK_CONNECTOR_BACKOFF_SECS`).
     pub connector_backoff: Duration,
+    /// Operator-registered environment images by name (`DRYDOCK_ENVIRONMENT_IMAGES`).
+    pub environment_images: BTreeMap<String, String>,
+    /// Environment snapshots older than this are pruned (`DRYDOCK_SNAPSHOT_MAX_AGE`).
+    pub snapshot_max_age: Duration,
+    /// Environment snapshots kept per user and repository (`DRYDOCK_SNAPSHOTS_PER_REPO`).
+    pub snapshots_per_repo: usize,
 }
 
 impl RunnerSettings {
@@ -86,6 +92,9 @@ impl RunnerSettings {
             allow_private_connector_urls: config.allow_private_connector_urls,
             connector_refresh_locks: crate::connectors::tokens::RefreshLocks::default(),
             connector_backoff: Duration::from_secs(u64::from(config.connector_backoff_secs)),
+            environment_images: crate::environments::registered_images(&config.environment_images),
+            snapshot_max_age: Duration::from_secs(config.snapshot_max_age),
+            snapshots_per_repo: usize::try_from(config.snapshots_per_repo).unwrap_or(3),
         }
     }
 }

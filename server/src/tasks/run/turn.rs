@@ -37,6 +37,8 @@ pub(super) struct TurnContext {
     pub checkout: Option<PathBuf>,
     /// What went wrong without ending the turn; added to the reason of a turn that succeeds.
     pub warnings: Vec<String>,
+    /// The environment configured in drydock for the repository (variables, secrets).
+    pub environment: crate::environments::Configured,
 }
 
 impl TurnContext {
@@ -72,6 +74,11 @@ impl TurnContext {
         self.sink
             .as_ref()
             .map_or_else(String::new, |sink| sink.redactor().redact(text))
+    }
+
+    /// Stores the lines queued so far.
+    pub async fn flush_log(&mut self) {
+        self.flush().await;
     }
 
     async fn flush(&mut self) {
@@ -113,6 +120,15 @@ impl TaskRunner {
     async fn execute(&self, cx: &mut TurnContext) -> StepResult<Outcome> {
         let token = self.github_token(&cx.task).await?;
         let mut launch = self.prepare_agent(cx).await?;
+        cx.environment = self.load_environment(&cx.task).await?;
+        // Secrets the user lets the agent see go to its process; the others only to setup and
+        // maintenance.
+        for secret in cx.environment.secrets.iter().filter(|s| s.agent_may_see) {
+            launch
+                .plan
+                .env
+                .insert(secret.name.clone(), secret.value.expose().to_owned());
+        }
         self.open_log(cx, &token, &launch)?;
         for notice in std::mem::take(&mut launch.notices) {
             cx.say("error", &notice).await;
@@ -149,6 +165,10 @@ impl TaskRunner {
         for secret in launch.plan.secrets() {
             secrets.add("secret", secret);
             cx.secret_values.push(SecretString::new(secret.clone()));
+        }
+        for secret in &cx.environment.secrets {
+            secrets.add("environment-secret", secret.value.expose());
+            cx.secret_values.push(secret.value.clone());
         }
         let redactor = Redactor::new(secrets)
             .map_err(|err| Outcome::failed(format!("could not prepare redaction: {err}")))?;
@@ -243,6 +263,7 @@ impl TurnContext {
             sandbox: None,
             checkout: None,
             warnings: Vec::new(),
+            environment: crate::environments::Configured::default(),
         }
     }
 }
