@@ -6,6 +6,7 @@
 //! native types. No SQL lives outside this module.
 
 mod connectors;
+mod egress;
 mod events;
 mod keys;
 mod models;
@@ -25,6 +26,7 @@ use sqlx::sqlite::{
 };
 
 pub use connectors::{ConnectorCheck, ConnectorUpdate, NewConnector};
+pub use egress::{BlockedRequest, NewUsage, TurnUsage};
 pub use events::NewEvent;
 pub use models::*;
 pub use tasks::{NewTask, TaskDiff, TaskFilter, TaskOutcome, Turn};

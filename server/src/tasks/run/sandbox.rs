@@ -29,10 +29,12 @@ impl TaskRunner {
             None => None,
         };
         if let Some(sandbox) = kept {
+            self.open_egress(cx, &sandbox).await?;
             return Ok(sandbox);
         }
         self.forgo_resume(cx, launch).await?;
         let sandbox = self.create_sandbox(cx).await?;
+        self.open_egress(cx, &sandbox).await?;
         cx.say("info", "Uploading the working tree").await;
         sandbox
             .upload_dir("/workspace", workspace.dir())
@@ -108,7 +110,14 @@ impl TaskRunner {
         if task.keep_alive {
             deadline = deadline.max(self.inner.settings.keep_alive_lifetime);
         }
-        let spec = sandboxes.spec(task.id.clone()).deadline(deadline);
+        let mut spec = sandboxes.spec(task.id.clone()).deadline(deadline);
+        if task.network_policy.is_some() {
+            // No network at all: the only way out is the relay to drydock's proxy and gateway.
+            spec = spec.network(drydock_sandbox::NetworkMode::None);
+            for (name, value) in crate::egress::proxy_env() {
+                spec = spec.env(name, value);
+            }
+        }
         let creating = cx
             .creating
             .insert(tokio::spawn(async move { sandboxes.create(spec).await }));
@@ -124,6 +133,48 @@ impl TaskRunner {
             .await;
         cx.sandbox = Some(sandbox.clone());
         Ok(sandbox)
+    }
+
+    /// Under a network policy, starts the sandbox's relay and serves it with the task's egress
+    /// proxy and model gateway until the turn ends.
+    #[instrument(skip_all, fields(task_id = %cx.task.id))]
+    async fn open_egress(&self, cx: &mut TurnContext, sandbox: &Sandbox) -> StepResult<()> {
+        let Some(policy) = cx.policy() else {
+            return Ok(());
+        };
+        let listener = sandbox
+            .egress_listener(crate::egress::PROXY_PORT)
+            .await
+            .map_err(|err| {
+                Outcome::failed(format!("could not open the sandbox's network: {err}"))
+            })?;
+        let Some(redactor) = cx.sink.as_ref().map(|s| s.redactor().clone()) else {
+            return Err(Outcome::failed("the task's log is not open"));
+        };
+        let mode = policy.mode.as_str();
+        let proxy = std::sync::Arc::new(crate::egress::proxy::TaskProxy {
+            egress: self.inner.egress.clone(),
+            task_id: cx.task.id.clone(),
+            agent: cx.task.agent.clone(),
+            turn: cx.number,
+            policy,
+            redactor,
+        });
+        if let Some(old) = cx
+            .egress
+            .replace(crate::egress::proxy::serve(listener, proxy))
+        {
+            old.abort();
+        }
+        let note = if cx.task.key_in_sandbox {
+            format!(
+                "Network policy: {mode}; this agent's key is inside the sandbox (its CLI cannot use drydock's model gateway)"
+            )
+        } else {
+            format!("Network policy: {mode}; the agent's model calls go through drydock's gateway")
+        };
+        cx.say("info", &note).await;
+        Ok(())
     }
 
     /// Runs the install command of each dependency manifest found in the checkout, with its
