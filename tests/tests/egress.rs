@@ -728,3 +728,46 @@ async fn an_agent_that_cannot_use_the_gateway_says_its_key_is_inside_the_sandbox
         "{page}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tasks_http_connectors_are_reachable_in_the_gateway_policy() {
+    let connector = Listener::start("127.0.0.2:0").await;
+    // Another host (the policy allows by host name, not by port).
+    let elsewhere = Listener::start("127.0.0.3:0").await;
+    let env = TaskEnv::start(
+        TestDb::sqlite().await,
+        &[
+            "--network-policy",
+            "gateway",
+            "--allow-private-connector-urls",
+            "true",
+        ],
+    )
+    .await;
+    let url = format!("http://127.0.0.2:{}/mcp", connector.addr.port());
+    let resp = env
+        .alice
+        .post(env.app.url("/api/connectors"))
+        .json(&json!({ "name": "remote", "transport": "http", "url": url }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), reqwest::StatusCode::CREATED);
+    let script = format!(
+        r#"
+curl -sS --max-time 20 {url}; echo; echo "connector exit $?"
+curl -sS --max-time 20 http://127.0.0.3:{}/other; echo; echo "other exit $?"
+"#,
+        elsewhere.addr.port()
+    );
+    let id = env.submit(&script, json!({ "create_pr": false })).await;
+    let task = env.wait_done(&id).await;
+    let log = log_text(&env, &id).await;
+    assert_eq!(task["status"], "succeeded", "{log}");
+    assert_eq!(connector.seen(), vec!["GET /mcp HTTP/1.1"], "{log}");
+    assert!(elsewhere.seen().is_empty(), "{log}");
+    assert!(
+        log.contains("(the gateway policy allows only the model gateway)"),
+        "{log}"
+    );
+}

@@ -40,6 +40,10 @@ pub struct TaskProxy {
     pub policy: NetworkPolicy,
     /// The turn's redaction (refused URLs are logged through it).
     pub redactor: Redactor,
+    /// Hosts of the task's HTTP MCP connectors, reachable in every policy.
+    pub connector_hosts: Vec<String>,
+    /// Connector hosts may be private addresses (`DRYDOCK_ALLOW_PRIVATE_CONNECTOR_URLS`).
+    pub allow_private_connectors: bool,
 }
 
 /// Serves every connection `listener` accepts until the relay ends (the handle is aborted when
@@ -110,6 +114,18 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 impl TaskProxy {
+    /// Why the policy refuses `method` to `host` (connector hosts always pass).
+    fn refusal(&self, method: &str, host: &str, tunnel: bool) -> Option<&'static str> {
+        let bare = host
+            .trim_matches(['[', ']'])
+            .trim_end_matches('.')
+            .to_ascii_lowercase();
+        if self.connector_hosts.iter().any(|h| *h == bare) {
+            return None;
+        }
+        refusal(&self.policy, &self.agent, method, host, tunnel)
+    }
+
     async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
         if req.method() == Method::CONNECT {
             return self.connect(req).await;
@@ -169,7 +185,9 @@ impl TaskProxy {
         if addrs.is_empty() {
             return Err(format!("{host} has no addresses"));
         }
-        if !self.egress.settings.allow_private {
+        let bare = literal.trim_end_matches('.').to_ascii_lowercase();
+        let connector = self.allow_private_connectors && self.connector_hosts.contains(&bare);
+        if !self.egress.settings.allow_private && !connector {
             // Every answer must pass: a mixed answer is how rebinding slips through.
             for addr in &addrs {
                 if let Some(kind) = forbidden_kind(addr.ip()) {
@@ -197,7 +215,7 @@ impl TaskProxy {
         let host = authority.host().to_owned();
         let port = authority.port_u16().unwrap_or(443);
         let target = format!("{host}:{port}");
-        if let Some(reason) = refusal(&self.policy, &self.agent, "CONNECT", &host, true) {
+        if let Some(reason) = self.refusal("CONNECT", &host, true) {
             return self.refuse("CONNECT", &target, reason).await;
         }
         let mut upstream = match self.dial(&host, port).await {
@@ -230,7 +248,7 @@ impl TaskProxy {
             return text(StatusCode::BAD_REQUEST, "the URL has no host\n".into());
         };
         let port = uri.port_u16().unwrap_or(80);
-        if let Some(reason) = refusal(&self.policy, &self.agent, &method, &host, false) {
+        if let Some(reason) = self.refusal(&method, &host, false) {
             return self.refuse(&method, &url, reason).await;
         }
         let tcp = match self.dial(&host, port).await {

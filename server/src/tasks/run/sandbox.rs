@@ -159,6 +159,8 @@ impl TaskRunner {
             turn: cx.number,
             policy,
             redactor,
+            connector_hosts: self.connector_hosts(&cx.task).await,
+            allow_private_connectors: self.inner.settings.allow_private_connector_urls,
         });
         if let Some(old) = cx
             .egress
@@ -175,6 +177,33 @@ impl TaskRunner {
         };
         cx.say("info", &note).await;
         Ok(())
+    }
+
+    /// The hosts of the task's HTTP connectors: the agent reaches them through the proxy in
+    /// every policy (they are part of the task).
+    async fn connector_hosts(&self, task: &crate::store::Task) -> Vec<String> {
+        let store = &self.inner.store;
+        let mut hosts = Vec::new();
+        for id in store
+            .list_task_connector_ids(&task.id)
+            .await
+            .unwrap_or_default()
+        {
+            if let Ok(Some(c)) = store.get_connector(&task.user_id, &id).await
+                && c.transport == "http"
+                && let Some(host) = c
+                    .url
+                    .as_deref()
+                    .and_then(|u| reqwest::Url::parse(u).ok())
+                    .and_then(|u| {
+                        u.host_str()
+                            .map(|h| h.trim_matches(['[', ']']).to_ascii_lowercase())
+                    })
+            {
+                hosts.push(host);
+            }
+        }
+        hosts
     }
 
     /// Runs the install command of each dependency manifest found in the checkout, with its
