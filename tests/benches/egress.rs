@@ -111,7 +111,11 @@ EOF"#,
 }
 
 /// Runs one client task and answers its `ttft` and `req` figures.
-async fn client_run(env: &TaskEnv, script: &str, network: serde_json::Value) -> (Vec<f64>, Vec<f64>) {
+async fn client_run(
+    env: &TaskEnv,
+    script: &str,
+    network: serde_json::Value,
+) -> (Vec<f64>, Vec<f64>) {
     let mut body = json!({ "agent": "scripted-gw", "create_pr": false });
     if !network.is_null() {
         body["network"] = network;
@@ -122,7 +126,12 @@ async fn client_run(env: &TaskEnv, script: &str, network: serde_json::Value) -> 
     assert_eq!(task["status"], "succeeded", "{}", log.join("\n"));
     let grab = |prefix: &str| -> Vec<f64> {
         log.iter()
-            .filter_map(|l| l.strip_prefix("agent: ")?.strip_prefix(prefix)?.parse().ok())
+            .filter_map(|l| {
+                l.strip_prefix("agent: ")?
+                    .strip_prefix(prefix)?
+                    .parse()
+                    .ok()
+            })
             .collect()
     };
     (grab("ttft "), grab("req "))
@@ -142,7 +151,10 @@ async fn task_start(env: &TaskEnv, network: serde_json::Value) -> f64 {
             env.wait_done(&id).await;
             return ms;
         }
-        assert!(started.elapsed() < Duration::from_secs(120), "task {id} never started");
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "task {id} never started"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -224,12 +236,24 @@ async fn run() -> String {
     let _ = writeln!(out, "| what (ms) | n | p50 | p90 | p99 | min | max |");
     let _ = writeln!(out, "|---|---|---|---|---|---|---|");
     for (what, xs) in [
-        ("first streamed token, through the relay and gateway", &g_ttft),
-        ("first streamed token, sandbox on the host network straight to the stand-in (baseline)", &d_ttft),
+        (
+            "first streamed token, through the relay and gateway",
+            &g_ttft,
+        ),
+        (
+            "first streamed token, sandbox on the host network straight to the stand-in (baseline)",
+            &d_ttft,
+        ),
         ("plain GET through the proxy (CONNECT tunnel)", &g_req),
-        ("plain GET, sandbox on the host network, direct (baseline)", &d_req),
+        (
+            "plain GET, sandbox on the host network, direct (baseline)",
+            &d_req,
+        ),
         ("task start, `allowlist` policy", &s_policy),
-        ("task start, no policy, `--sandbox-network none` (baseline)", &s_none),
+        (
+            "task start, no policy, `--sandbox-network none` (baseline)",
+            &s_none,
+        ),
     ] {
         let _ = writeln!(out, "{}", stats_row(what, xs));
     }
