@@ -120,7 +120,7 @@ impl TaskProxy {
             .trim_matches(['[', ']'])
             .trim_end_matches('.')
             .to_ascii_lowercase();
-        if self.connector_hosts.iter().any(|h| *h == bare) {
+        if self.connector_hosts.contains(&bare) {
             return None;
         }
         refusal(&self.policy, &self.agent, method, host, tunnel)
