@@ -137,6 +137,21 @@ pub enum ParserKind {
 }
 
 impl AgentDefinition {
+    /// Whether this agent's CLI can be pointed at a gateway for `provider`'s API: its key has a
+    /// base-URL variable, or its config file carries the base URL (Codex for OpenAI, opencode
+    /// for any of its providers). Cursor CLI and Copilot CLI (with a GitHub token) cannot.
+    pub fn takes_base_url(&self, provider: &str) -> bool {
+        let Some(key) = self.key(provider) else {
+            return false;
+        };
+        key.base_url_env.is_some()
+            || match self.mcp.as_ref().map(|m| m.format) {
+                Some(McpFormat::Codex) => provider == "openai",
+                Some(McpFormat::Opencode) => true,
+                _ => false,
+            }
+    }
+
     /// The default model (the first one offered).
     pub fn default_model(&self) -> Option<&ModelDefinition> {
         self.models.first()

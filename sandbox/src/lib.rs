@@ -54,9 +54,10 @@
 //! socket), a configurable network mode, and a hard deadline. Images must
 //! provide `/bin/sh`, `setsid` and `sleep` (any Debian-based image does);
 //! `sandbox/image/` builds a suitable one. [`Sandbox::connect_port`] also
-//! needs `python3` in the image.
+//! and [`Sandbox::egress_listener`] also need `python3` in the image.
 
 mod client;
+mod egress;
 mod error;
 mod exec;
 pub mod image;
@@ -67,6 +68,7 @@ mod spec;
 mod upload;
 
 pub use client::{Reap, SandboxInfo, Sandboxes};
+pub use egress::{EgressConn, EgressListener};
 pub use error::{Result, SandboxError};
 pub use exec::{
     ExecCanceller, ExecExit, ExecOutput, ExecSpec, ExecStdin, OutputChunk, OutputStream,

@@ -381,6 +381,18 @@ impl Sandbox {
         port::connect(&self.shared, port).await
     }
 
+    /// Listens on `127.0.0.1:port` inside the sandbox and hands every connection made to it
+    /// to the caller, carried over one exec (no network needed: it works with
+    /// [`NetworkMode::None`](crate::NetworkMode::None), on any Docker host). The caller serves
+    /// each [`EgressConn`](crate::EgressConn); the relay lives until the listener is dropped
+    /// or the sandbox stops. Needs `python3` in the image ([`SandboxError::PortRelay`] otherwise).
+    ///
+    /// Back-pressure: bytes for a connection whose reader is slow hold up the others, so memory
+    /// stays bounded (64 KiB per connection on the host side).
+    pub async fn egress_listener(&self, port: u16) -> Result<crate::EgressListener> {
+        crate::egress::listen(&self.shared, port).await
+    }
+
     /// Extracts a tar stream into `dest` (an existing directory). Ownership
     /// and modes come from the tar headers; [`upload_dir`](Sandbox::upload_dir)
     /// sets them to the sandbox user.

@@ -290,6 +290,8 @@ impl Backend {
                 create_pr: false,
                 origin: "api",
                 source_url: None,
+                network_policy: None,
+                key_in_sandbox: false,
             })
             .await
             .expect("bench task")

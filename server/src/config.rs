@@ -278,6 +278,34 @@ pub struct Config {
     #[arg(long, env = "DRYDOCK_SANDBOX_PIDS", default_value_t = 512)]
     pub sandbox_pids: i64,
 
+    /// Network policy of a task when its submitter names none: `gateway` (only drydock's model gateway), `allowlist` (plus the task's allowed domains through drydock's egress proxy), `open` (any public address through the proxy), or `off` (no policy: the sandbox gets `DRYDOCK_SANDBOX_NETWORK` and the agent its key, as before policies existed).
+    #[arg(long, env = "DRYDOCK_NETWORK_POLICY", default_value = "allowlist")]
+    pub network_policy: String,
+
+    /// The widest network policy a user may choose (`gateway` < `allowlist` < `open`); users may only narrow it.
+    #[arg(long, env = "DRYDOCK_NETWORK_POLICY_MAX", default_value = "allowlist")]
+    pub network_policy_max: String,
+
+    /// Domains every `allowlist` task may reach, comma-separated (`example.org` also allows its subdomains).
+    #[arg(long, env = "DRYDOCK_EGRESS_ALLOW", value_delimiter = ',')]
+    pub egress_allow: Vec<String>,
+
+    /// Let the egress proxy connect to loopback, private, link-local and metadata addresses (off: refused after name resolution).
+    #[arg(long, env = "DRYDOCK_EGRESS_ALLOW_PRIVATE", default_value_t = false, action = clap::ArgAction::Set)]
+    pub egress_allow_private: bool,
+
+    /// TOML price table for metering model use (see docs); unset, drydock's built-in dated table is used.
+    #[arg(long, env = "DRYDOCK_PRICES_FILE")]
+    pub prices_file: Option<PathBuf>,
+
+    /// Tokens (input + output, cache included) a user may use per UTC day through the model gateway; new turns are refused with 429 beyond it. 0 = no budget.
+    #[arg(long, env = "DRYDOCK_DAILY_TOKEN_BUDGET", default_value_t = 0)]
+    pub daily_token_budget: u64,
+
+    /// US dollars a user may spend per UTC day through the model gateway (from the price table); new turns are refused with 429 beyond it. 0 = no budget.
+    #[arg(long, env = "DRYDOCK_DAILY_COST_BUDGET_USD", default_value_t = 0.0)]
+    pub daily_cost_budget_usd: f64,
+
     /// Route Anthropic API calls of agents through this gateway or proxy (e.g. a LiteLLM URL).
     #[arg(long, env = "DRYDOCK_ANTHROPIC_BASE_URL")]
     pub anthropic_base_url: Option<String>,

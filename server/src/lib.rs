@@ -7,6 +7,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod connectors;
+pub mod egress;
 pub mod environments;
 pub mod error;
 pub mod github;
@@ -112,6 +113,11 @@ async fn build_state(config: Config, bound: std::net::SocketAddr) -> anyhow::Res
     let hub = Arc::new(tasks::EventHub::default());
     let github_tokens = auth::GithubTokens::new(store.clone(), secrets.clone(), github.clone());
     let image = sandbox_image::SandboxImage::new(&config);
+    let egress = Arc::new(egress::Egress::new(
+        egress_settings(&config)?,
+        store.clone(),
+        hub.clone(),
+    ));
     let runner = tasks::TaskRunner::new(
         tasks::RunnerSettings::from_config(&config, instance_id(&config)?, public_url.clone()),
         tasks::RunnerServices {
@@ -122,9 +128,11 @@ async fn build_state(config: Config, bound: std::net::SocketAddr) -> anyhow::Res
             agents: agents.clone(),
             hub: hub.clone(),
             image: image.clone(),
+            egress: egress.clone(),
         },
     );
     let services = Services {
+        egress,
         image,
         agents,
         providers,
@@ -142,6 +150,41 @@ async fn build_state(config: Config, bound: std::net::SocketAddr) -> anyhow::Res
         config,
     };
     Ok(AppState(Arc::new(services)))
+}
+
+/// The egress proxy's and model gateway's settings; a bad policy setting or price table stops
+/// start-up with the reason.
+fn egress_settings(config: &Config) -> anyhow::Result<egress::EgressSettings> {
+    let bounds = egress::PolicyBounds::parse(
+        &config.network_policy,
+        &config.network_policy_max,
+        &config.egress_allow,
+    )
+    .map_err(anyhow::Error::msg)?;
+    let prices = match &config.prices_file {
+        Some(path) => egress::meter::PriceTable::load(path).map_err(anyhow::Error::msg)?,
+        None => egress::meter::PriceTable::builtin(),
+    };
+    let mut upstreams = std::collections::HashMap::new();
+    for (provider, url) in [
+        ("anthropic", &config.anthropic_base_url),
+        ("openai", &config.openai_base_url),
+        ("gemini", &config.gemini_base_url),
+    ] {
+        let url = url
+            .as_deref()
+            .filter(|u| !u.trim().is_empty())
+            .or(egress::default_upstream(provider));
+        if let Some(url) = url {
+            upstreams.insert(provider.to_owned(), url.trim_end_matches('/').to_owned());
+        }
+    }
+    Ok(egress::EgressSettings {
+        bounds,
+        allow_private: config.egress_allow_private,
+        upstreams,
+        prices,
+    })
 }
 
 /// Providers users can always store keys for, whatever the agents.

@@ -42,6 +42,8 @@ pub struct Services {
     pub runner: crate::tasks::TaskRunner,
     /// The sandbox image's state (and its build, when drydock makes it).
     pub image: Arc<crate::sandbox_image::SandboxImage>,
+    /// The egress proxy and model gateway.
+    pub egress: Arc<crate::egress::Egress>,
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
 }

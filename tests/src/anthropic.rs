@@ -210,6 +210,11 @@ impl AnthropicStandIn {
         }
     }
 
+    /// Input and output tokens the stand-in's answers reported so far.
+    pub fn reported_usage(&self) -> (u64, u64) {
+        self.shared.reported_usage()
+    }
+
     /// Every request so far, in order of arrival.
     pub fn requests(&self) -> Vec<Recorded> {
         self.shared.requests()
@@ -315,6 +320,7 @@ fn messages_response(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Respo
         .iter()
         .map(|b| u64::try_from(b.to_string().len() / 4).unwrap_or(0) + 1)
         .sum();
+    shared.report_usage(input_tokens, output_tokens);
     let id = shared.id("msg");
     if request["stream"].as_bool() != Some(true) {
         let message = json!({

@@ -283,6 +283,11 @@ impl OpenAiStandIn {
         self.shared.requests()
     }
 
+    /// Input and output tokens the stand-in's answers reported so far.
+    pub fn reported_usage(&self) -> (u64, u64) {
+        self.shared.reported_usage()
+    }
+
     /// The model turns (`POST /v1/responses`) so far.
     pub fn response_requests(&self) -> Vec<Recorded> {
         self.requests()
@@ -438,6 +443,7 @@ fn responses_response(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Resp
         .iter()
         .map(|i| u64::try_from(i.to_string().len() / 4).unwrap_or(0) + 1)
         .sum();
+    shared.report_usage(input_tokens, output_tokens);
     let usage = json!({
         "input_tokens": input_tokens,
         "input_tokens_details": { "cached_tokens": 0 },

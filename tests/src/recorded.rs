@@ -70,6 +70,8 @@ pub struct StandIn<S> {
     id_separator: char,
     requests: std::sync::Mutex<Vec<Recorded>>,
     next_id: std::sync::atomic::AtomicU64,
+    /// Input and output tokens reported in answers so far.
+    usage: std::sync::Mutex<(u64, u64)>,
 }
 
 impl<S> StandIn<S> {
@@ -91,6 +93,7 @@ impl<S> StandIn<S> {
             id_separator,
             requests: std::sync::Mutex::new(Vec::new()),
             next_id: std::sync::atomic::AtomicU64::new(1),
+            usage: std::sync::Mutex::new((0, 0)),
         }
     }
 
@@ -119,6 +122,18 @@ impl<S> StandIn<S> {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(recorded);
+    }
+
+    /// Counts the tokens an answer reports.
+    pub fn report_usage(&self, input: u64, output: u64) {
+        let mut usage = self.usage.lock().unwrap_or_else(|e| e.into_inner());
+        usage.0 += input;
+        usage.1 += output;
+    }
+
+    /// Input and output tokens reported in answers so far.
+    pub fn reported_usage(&self) -> (u64, u64) {
+        *self.usage.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Every request so far, in order of arrival.

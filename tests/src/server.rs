@@ -48,6 +48,11 @@ impl TestServer {
         if !extra.iter().any(|a| a == "--sandbox-network") {
             args.extend(["--sandbox-network".to_owned(), "none".to_owned()]);
         }
+        // Network policies (issue 17) change how sandboxes reach anything; the tests that are
+        // about them ask for one, the others keep the sandbox network they name.
+        if !extra.iter().any(|a| a == "--network-policy") {
+            args.extend(["--network-policy".to_owned(), "off".to_owned()]);
+        }
         // drydock builds its own sandbox image when it is missing; tests that want that say so
         // (`--sandbox-image-build offline`), the others must not start a build as a side effect.
         if !extra.iter().any(|a| a == "--sandbox-image-build") {

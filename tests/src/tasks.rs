@@ -112,12 +112,11 @@ impl TaskEnv {
         let dir = tempfile::tempdir().expect("temporary directory");
         let file = dir.path().join("agents.toml");
         std::fs::write(&file, agents).expect("write agents file");
-        let mut settings = vec![
-            "--agents-file",
-            file.to_str().expect("utf-8 path"),
-            "--sandbox-network",
-            "none",
-        ];
+        let mut settings = vec!["--agents-file", file.to_str().expect("utf-8 path")];
+        // No network unless the caller names one (benches compare with the host network).
+        if !extra.contains(&"--sandbox-network") {
+            settings.extend(["--sandbox-network", "none"]);
+        }
         // No image named: an empty setting, as an operator would unset it (scripts/test exports
         // DRYDOCK_SANDBOX_IMAGE, which the server would otherwise read).
         settings.extend(["--sandbox-image", image.unwrap_or("")]);

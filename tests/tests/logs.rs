@@ -46,6 +46,8 @@ async fn task(store: &Store) -> (String, String) {
         create_pr: false,
         origin: "api",
         source_url: None,
+        network_policy: None,
+        key_in_sandbox: false,
     };
     let task_id = store.insert_task(&new).await.unwrap().id;
     (user.id, task_id)

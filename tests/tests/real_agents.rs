@@ -312,6 +312,102 @@ async fn codex_writes_a_file_and_calls_an_mcp_tool_through_drydock() {
     );
 }
 
+/// The task's metered use matches what the stand-in reported, and is priced.
+fn assert_metered(task: &Value, reported: (u64, u64)) {
+    assert_eq!(task["usage"]["input_tokens"], reported.0, "{task}");
+    assert_eq!(task["usage"]["output_tokens"], reported.1, "{task}");
+    assert!(reported.0 > 0 && reported.1 > 0);
+    assert!(task["usage"]["cost_usd"].as_f64().unwrap() > 0.0, "{task}");
+    assert_eq!(task["key_in_sandbox"], false, "{task}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claude_code_works_through_the_model_gateway_without_its_key_in_the_sandbox() {
+    let model = AnthropicStandIn::start(ANTHROPIC_KEY, claude_script).await;
+    // The gateway policy: the sandbox has no network; Claude Code reaches the stand-in only
+    // through drydock's gateway, which forwards to the operator's upstream (the stand-in).
+    let env = Env::start(
+        TestDb::postgres().await,
+        &[
+            "--anthropic-base-url",
+            &model.url,
+            "--network-policy",
+            "gateway",
+        ],
+    )
+    .await;
+    env.key_and_connector("anthropic", ANTHROPIC_KEY).await;
+    let Ran {
+        task,
+        text,
+        requests,
+        seen: summary,
+        ..
+    } = env
+        .run_hello("claude", "sonnet", HELLO, || model.requests())
+        .await;
+    assert!(
+        text.contains("the agent's model calls go through drydock's gateway"),
+        "{text}"
+    );
+    assert!(
+        text.contains("agent: Created HELLO.md. The echo tool answered: echo: ping from the model"),
+        "the MCP connector (stdio, inside the sandbox) still works:\n{text}"
+    );
+    // The stand-in received the user's real key on every call, never the placeholder.
+    let turns = model.message_requests();
+    assert!(turns.len() >= 3, "{summary:#?}");
+    for r in &requests {
+        assert_eq!(r.header("x-api-key"), Some(ANTHROPIC_KEY), "{}", r.path);
+    }
+    let id = task["id"].as_str().unwrap();
+    let task = env.get(&format!("/api/tasks/{id}")).await;
+    assert!(!text.contains(ANTHROPIC_KEY) && !task.to_string().contains(ANTHROPIC_KEY));
+    assert_metered(&task, model.reported_usage());
+    assert_eq!(
+        task["blocked_requests"], 0,
+        "Claude Code asked for nothing else: {task}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn codex_works_through_the_model_gateway_without_its_key_in_the_sandbox() {
+    let model = OpenAiStandIn::start(OPENAI_KEY, codex_script).await;
+    let env = Env::start(
+        TestDb::sqlite().await,
+        &[
+            "--openai-base-url",
+            &model.base_url,
+            "--network-policy",
+            "gateway",
+        ],
+    )
+    .await;
+    env.key_and_connector("openai", OPENAI_KEY).await;
+    let Ran {
+        task,
+        text,
+        requests,
+        ..
+    } = env
+        .run_hello("codex", "gpt-5.5", CODEX_HELLO, || model.requests())
+        .await;
+    assert!(
+        text.contains("the agent's model calls go through drydock's gateway"),
+        "{text}"
+    );
+    for r in requests.iter().filter(|r| r.path.ends_with("/responses")) {
+        assert_eq!(
+            r.header("authorization"),
+            Some(format!("Bearer {OPENAI_KEY}").as_str())
+        );
+    }
+    let id = task["id"].as_str().unwrap();
+    let task = env.get(&format!("/api/tasks/{id}")).await;
+    assert!(!text.contains(OPENAI_KEY) && !task.to_string().contains(OPENAI_KEY));
+    assert_metered(&task, model.reported_usage());
+}
+
 /// The stand-in itself: the key check, a JSON reply and a streamed one, without Docker.
 #[tokio::test]
 async fn the_anthropic_stand_in_speaks_the_messages_protocol() {

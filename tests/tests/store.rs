@@ -55,6 +55,8 @@ fn new_task<'a>(user_id: &'a str, repo: &'a str, prompt: &'a str) -> NewTask<'a>
         create_pr: true,
         origin: "api",
         source_url: None,
+        network_policy: None,
+        key_in_sandbox: false,
     }
 }
 

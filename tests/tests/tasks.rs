@@ -677,6 +677,8 @@ async fn a_server_restart_mid_task_leaves_no_orphan_and_explains_the_task() {
             create_pr: false,
             origin: "api",
             source_url: None,
+            network_policy: None,
+            key_in_sandbox: false,
         })
         .await
         .unwrap();

@@ -23,6 +23,18 @@
     return el("span", { class: "origin muted" }, " ", safe ? el("a", { href: t.source_url }, label) : label);
   }
 
+  // The gateway's metered use, as the server renders it ("11 in · 7 out · $0.0001").
+  function usage(u) {
+    if (!u || u.input_tokens + u.output_tokens + u.cache_read_tokens + u.cache_write_tokens === 0) {
+      return el("span", { class: "muted" }, "—");
+    }
+    let s = u.input_tokens + " in · " + u.output_tokens + " out";
+    if (u.cache_read_tokens + u.cache_write_tokens > 0) {
+      s += " · " + u.cache_read_tokens + " cache read · " + u.cache_write_tokens + " cache write";
+    }
+    return s + " · $" + u.cost_usd.toFixed(4);
+  }
+
   function row(t) {
     const branch = t.pr_url
       ? el("a", { href: t.pr_url }, "PR #" + t.pr_number)
@@ -38,6 +50,7 @@
       el("td", { "data-label": "Branch / PR" }, branch),
       el("td", { "data-label": "Started" }, d.timeEl(t.started_at || t.created_at, true)),
       el("td", { "data-label": "Duration", class: "duration" }, duration(t.started_at, t.finished_at, t.status)),
+      el("td", { "data-label": "Model use", class: "usage" }, usage(t.usage)),
       actions);
   }
 

@@ -6,6 +6,7 @@
 //! native types. No SQL lives outside this module.
 
 mod connectors;
+mod egress;
 mod environments;
 mod events;
 mod keys;
@@ -26,6 +27,7 @@ use sqlx::sqlite::{
 };
 
 pub use connectors::{ConnectorCheck, ConnectorUpdate, NewConnector};
+pub use egress::{BlockedRequest, NewUsage, TurnUsage};
 pub use environments::{EnvironmentUpdate, SetupRecord};
 pub use events::NewEvent;
 pub use models::*;

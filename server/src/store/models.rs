@@ -239,6 +239,22 @@ pub struct Task {
     pub origin: String,
     /// The link to what started it (a GitHub comment or issue), when there is one.
     pub source_url: Option<String>,
+    /// The network policy as JSON (`egress::NetworkPolicy`); `None` when policies were off.
+    pub network_policy: Option<String>,
+    /// Requests the egress proxy refused, all turns.
+    pub blocked_requests: i64,
+    /// The agent's key was given to the sandbox (its CLI cannot use the model gateway).
+    pub key_in_sandbox: bool,
+    /// Input tokens metered by the model gateway, all turns.
+    pub input_tokens: i64,
+    /// Output tokens metered by the model gateway, all turns.
+    pub output_tokens: i64,
+    /// Tokens read from the provider's prompt cache.
+    pub cache_read_tokens: i64,
+    /// Tokens written to the provider's prompt cache.
+    pub cache_write_tokens: i64,
+    /// Cost from the price table, millionths of a US dollar.
+    pub cost_micro_usd: i64,
     /// Submitted.
     pub created_at: i64,
     /// Started running.

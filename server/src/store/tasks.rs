@@ -31,6 +31,10 @@ pub struct NewTask<'a> {
     pub origin: &'a str,
     /// The link to what started it.
     pub source_url: Option<&'a str>,
+    /// The network policy as JSON; `None` when policies are off.
+    pub network_policy: Option<&'a str>,
+    /// The agent's key goes into the sandbox (its CLI cannot use the gateway).
+    pub key_in_sandbox: bool,
 }
 
 /// Which of a user's tasks to list.
@@ -69,8 +73,8 @@ impl Store {
             sqlx::query_as::<_, Task>(
                 "INSERT INTO tasks (id, user_id, title, prompt, repo, base_branch, agent, model, status,
                                     install_deps, max_duration_s, keep_alive, create_pr, created_at, updated_at,
-                                    origin, source_url)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'queued', $9, $10, $11, $12, $13, $13, $14, $15) RETURNING *",
+                                    origin, source_url, network_policy, key_in_sandbox)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'queued', $9, $10, $11, $12, $13, $13, $14, $15, $16, $17) RETURNING *",
             )
             .bind(new_id())
             .bind(new.user_id)
@@ -87,6 +91,8 @@ impl Store {
             .bind(now)
             .bind(new.origin)
             .bind(new.source_url)
+            .bind(new.network_policy)
+            .bind(new.key_in_sandbox)
             .fetch_one(pool)
             .await?
         }))

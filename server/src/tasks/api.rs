@@ -88,6 +88,35 @@ pub struct TaskView {
     pub origin: String,
     /// The link to what started it (a GitHub comment or issue), when there is one.
     pub source_url: Option<String>,
+    /// The sandbox's network policy; `None` when policies are off on this server.
+    pub network: Option<crate::egress::NetworkPolicy>,
+    /// Requests the egress proxy refused, all turns.
+    pub blocked_requests: i64,
+    /// The agent's CLI cannot use drydock's model gateway, so its key is inside the sandbox.
+    pub key_in_sandbox: bool,
+    /// Model use metered by drydock's model gateway, all turns.
+    pub usage: UsageView,
+    /// The newest refused requests (only on `GET /api/tasks/{id}`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blocked: Option<Vec<crate::store::BlockedRequest>>,
+    /// Use per turn and model (only on `GET /api/tasks/{id}`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage_by_turn: Option<Vec<crate::store::TurnUsage>>,
+}
+
+/// Tokens and cost of a task's model calls through the gateway.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct UsageView {
+    /// Input tokens.
+    pub input_tokens: i64,
+    /// Output tokens.
+    pub output_tokens: i64,
+    /// Tokens read from the prompt cache.
+    pub cache_read_tokens: i64,
+    /// Tokens written to the prompt cache.
+    pub cache_write_tokens: i64,
+    /// Cost in US dollars from the operator's price table.
+    pub cost_usd: f64,
 }
 
 impl From<Task> for TaskView {
@@ -123,6 +152,21 @@ impl From<Task> for TaskView {
             preview_url,
             origin: t.origin,
             source_url: t.source_url,
+            network: t
+                .network_policy
+                .as_deref()
+                .and_then(|p| serde_json::from_str(p).ok()),
+            blocked_requests: t.blocked_requests,
+            key_in_sandbox: t.key_in_sandbox,
+            usage: UsageView {
+                input_tokens: t.input_tokens,
+                output_tokens: t.output_tokens,
+                cache_read_tokens: t.cache_read_tokens,
+                cache_write_tokens: t.cache_write_tokens,
+                cost_usd: t.cost_micro_usd as f64 / 1e6,
+            },
+            blocked: None,
+            usage_by_turn: None,
         }
     }
 }
@@ -153,6 +197,10 @@ pub struct CreateTask {
     /// Keep the sandbox after each turn so follow-ups continue in it (removed when idle).
     #[serde(default)]
     pub keep_alive: bool,
+    /// The sandbox's network policy, within what the operator allows (the operator's default
+    /// when absent).
+    #[serde(default)]
+    pub network: Option<crate::egress::NetworkRequest>,
 }
 
 fn valid_repo(repo: &str) -> bool {
@@ -253,6 +301,38 @@ pub async fn check_quota(state: &AppState, user_id: &str) -> Result<(), AppError
                 "you have used all {limit} tasks of today; more are available after midnight UTC"
             ),
             details: serde_json::json!({ "limit": limit, "remaining": 0, "reset_at": reset_at }),
+        });
+    }
+    check_budget(state, user_id).await
+}
+
+/// Refuses when the user's model use today (through the gateway) reached the operator's daily
+/// token or cost budget.
+async fn check_budget(state: &AppState, user_id: &str) -> Result<(), AppError> {
+    let tokens_budget = state.config.daily_token_budget;
+    let cost_budget = state.config.daily_cost_budget_usd;
+    if tokens_budget == 0 && cost_budget <= 0.0 {
+        return Ok(());
+    }
+    let (day_start, reset_at) = utc_day();
+    let (tokens, micro_usd) = state.store.usage_since(user_id, day_start).await?;
+    let cost = micro_usd as f64 / 1e6;
+    let over_tokens = tokens_budget > 0 && u64::try_from(tokens).unwrap_or(0) >= tokens_budget;
+    let over_cost = cost_budget > 0.0 && cost >= cost_budget;
+    if over_tokens || over_cost {
+        let what = if over_tokens {
+            format!("{tokens} of your {tokens_budget} model tokens")
+        } else {
+            format!("${cost:.2} of your ${cost_budget:.2} model budget")
+        };
+        return Err(AppError::RateLimited {
+            message: format!(
+                "you have used {what} for today; new turns can start after midnight UTC"
+            ),
+            details: serde_json::json!({
+                "tokens_used": tokens, "token_budget": tokens_budget,
+                "cost_usd": cost, "cost_budget_usd": cost_budget, "reset_at": reset_at,
+            }),
         });
     }
     Ok(())
@@ -402,6 +482,17 @@ pub async fn submit_task(
         Err(err) => return Err(err.into()),
     }
     check_quota(&state, user_id).await?;
+    let network = state
+        .egress
+        .settings
+        .bounds
+        .resolve(body.network.as_ref())
+        .map_err(|message| AppError::invalid("network", message))?;
+    let key_in_sandbox = network.is_some()
+        && provider.is_some_and(|p| {
+            !agent.takes_base_url(p) || crate::egress::default_upstream(p).is_none()
+        });
+    let network_json = network.as_ref().and_then(|n| serde_json::to_string(n).ok());
 
     let task = state
         .store
@@ -419,6 +510,8 @@ pub async fn submit_task(
             create_pr: body.create_pr.unwrap_or(true),
             origin,
             source_url,
+            network_policy: network_json.as_deref(),
+            key_in_sandbox,
         })
         .await?;
     state
@@ -524,7 +617,10 @@ async fn get_task(
     user: CurrentUser,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<TaskView>, AppError> {
-    Ok(Json(own_task(&state, &user, &id).await?.into()))
+    let mut view: TaskView = own_task(&state, &user, &id).await?.into();
+    view.blocked = Some(state.store.list_blocked(&id, 100).await?);
+    view.usage_by_turn = Some(state.store.list_turn_usage(&id).await?);
+    Ok(Json(view))
 }
 
 /// Stops a task: a running one within seconds, its sandbox removed; a queued one never starts.

@@ -453,6 +453,7 @@ async fn start_or_continue(
         max_duration_s: None,
         create_pr: Some(true),
         keep_alive: false,
+        network: None,
     };
     match crate::tasks::submit_task(state, &user.id, &body, "github", Some(source_url)).await {
         Ok(task) => {

@@ -115,6 +115,14 @@ pub struct TaskRow {
     origin: String,
     /// The link to what started it (only `https:`/`http:` links are kept).
     source_url: String,
+    /// The network policy in words ("off" without one).
+    network: String,
+    /// The agent's key is inside the sandbox (its CLI cannot use the gateway).
+    key_in_sandbox: bool,
+    /// Requests the egress proxy refused.
+    blocked_requests: i64,
+    /// Model use through the gateway ("1,234 in · 56 out · $0.0123"), empty when none.
+    usage: String,
 }
 
 impl TaskRow {
@@ -137,7 +145,33 @@ impl TaskRow {
             .clone()
             .filter(|u| u.starts_with("https://") || u.starts_with("http://"))
             .unwrap_or_default();
+        let network = match t
+            .network_policy
+            .as_deref()
+            .and_then(|p| serde_json::from_str::<crate::egress::NetworkPolicy>(p).ok())
+        {
+            None => "off (the sandbox network the operator set)".to_owned(),
+            Some(p) => describe_policy(&p),
+        };
+        let usage =
+            if t.input_tokens + t.output_tokens + t.cache_read_tokens + t.cache_write_tokens == 0 {
+                String::new()
+            } else {
+                let mut s = format!("{} in · {} out", t.input_tokens, t.output_tokens);
+                if t.cache_read_tokens + t.cache_write_tokens > 0 {
+                    s.push_str(&format!(
+                        " · {} cache read · {} cache write",
+                        t.cache_read_tokens, t.cache_write_tokens
+                    ));
+                }
+                s.push_str(&format!(" · ${:.4}", t.cost_micro_usd as f64 / 1e6));
+                s
+            };
         Self {
+            network,
+            key_in_sandbox: t.key_in_sandbox,
+            blocked_requests: t.blocked_requests,
+            usage,
             origin: t.origin.clone(),
             source_url,
             keep_alive: t.keep_alive,
@@ -177,6 +211,31 @@ impl TaskRow {
     fn status_label(&self) -> String {
         self.status.replace('_', " ")
     }
+}
+
+/// A policy in words: "allowlist: package registries, GitHub, example.org; read-only methods".
+fn describe_policy(p: &crate::egress::NetworkPolicy) -> String {
+    use crate::egress::{PolicyMode, Preset};
+    let mut s = p.mode.as_str().to_owned();
+    if p.mode == PolicyMode::Allowlist {
+        let mut parts: Vec<String> = p
+            .presets
+            .iter()
+            .map(|preset| match preset {
+                Preset::PackageRegistries => "package registries".to_owned(),
+                Preset::Github => "GitHub".to_owned(),
+            })
+            .collect();
+        parts.extend(p.allow.iter().cloned());
+        parts.extend(p.operator_allow.iter().cloned());
+        if !parts.is_empty() {
+            s = format!("{s}: {}", parts.join(", "));
+        }
+    }
+    if p.read_only {
+        s.push_str("; read-only methods");
+    }
+    s
 }
 
 #[derive(Template, WebTemplate)]
@@ -301,6 +360,8 @@ struct TaskPage {
     repo_url: String,
     branch_url: String,
     messages: Vec<MessageRow>,
+    /// The newest requests the egress proxy refused.
+    blocked: Vec<crate::store::BlockedRequest>,
 }
 
 /// A message of the conversation as the task page shows it.
@@ -352,7 +413,9 @@ pub(super) async fn task_page(
             content: m.content,
         })
         .collect();
+    let blocked = state.store.list_blocked(&task.id, 50).await?;
     Ok(TaskPage {
+        blocked,
         chrome,
         t: TaskRow::from_task(task),
         repo_url,

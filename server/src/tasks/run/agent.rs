@@ -24,6 +24,9 @@ pub(super) struct Launch {
     pub kept: Option<Sandbox>,
     /// Connectors left out and why, for the task's log once it is open.
     pub notices: Vec<String>,
+    /// Secrets the plan does not carry but the log must never show (the real key behind a
+    /// gateway placeholder).
+    pub hidden: Vec<String>,
 }
 
 impl TaskRunner {
@@ -43,12 +46,14 @@ impl TaskRunner {
                 .get(&cx.task.agent)
                 .is_ok_and(|a| a.supports_resume());
         let mut notices = Vec::new();
-        let plan = self.plan(cx, resume, &mut notices).await?;
+        let mut hidden = Vec::new();
+        let plan = self.plan(cx, resume, &mut notices, &mut hidden).await?;
         Ok(Launch {
             plan,
             resume,
             kept,
             notices,
+            hidden,
         })
     }
 
@@ -60,7 +65,9 @@ impl TaskRunner {
         launch: &mut Launch,
     ) -> StepResult<()> {
         if launch.resume {
-            launch.plan = self.plan(cx, false, &mut Vec::new()).await?;
+            launch.plan = self
+                .plan(cx, false, &mut Vec::new(), &mut launch.hidden)
+                .await?;
             launch.resume = false;
         }
         Ok(())
@@ -86,12 +93,15 @@ impl TaskRunner {
         ))
     }
 
-    /// The launch plan, with the one key the chosen model needs.
+    /// The launch plan, with the one key the chosen model needs: under a network policy, when
+    /// the agent's CLI can use the model gateway, a placeholder standing for the key during this
+    /// turn (the real key goes to `hidden`, for redaction) and the gateway's URL.
     async fn plan(
         &self,
         cx: &TurnContext,
         resume: bool,
         notices: &mut Vec<String>,
+        hidden: &mut Vec<String>,
     ) -> StepResult<LaunchPlan> {
         let task = &cx.task;
         let agent = self.inner.agents.get(&task.agent).map_err(|_| {
@@ -123,12 +133,26 @@ impl TaskRunner {
             })?;
             keys.insert(provider, key);
         }
+        let mut base_urls = self.inner.settings.base_urls.clone();
+        if task.network_policy.is_some() && !task.key_in_sandbox {
+            for (provider, key) in &mut keys {
+                let token = self.inner.egress.issue(
+                    &task.id,
+                    &task.user_id,
+                    cx.number,
+                    provider,
+                    crate::config::SecretString::new(key.clone()),
+                );
+                hidden.push(std::mem::replace(key, token));
+                base_urls.insert(provider.clone(), crate::egress::gateway_url(provider));
+            }
+        }
         let request = LaunchRequest {
             agent: task.agent.clone(),
             model: task.model.clone(),
             prompt: self.turn_prompt(cx, resume).await?,
             keys,
-            base_urls: self.inner.settings.base_urls.clone(),
+            base_urls,
             mcp_servers: self.mcp_servers(cx, notices).await?,
             resume,
         };

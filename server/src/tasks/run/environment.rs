@@ -15,6 +15,7 @@ use tracing::instrument;
 use super::TaskRunner;
 use super::exec::{last_output, run_captured};
 use super::outcome::{Outcome, StepResult, exit_outcome, sandbox_failed};
+use super::sandbox::SandboxRole;
 use super::turn::TurnContext;
 use super::workspace::Workspace;
 use crate::environments::{
@@ -346,7 +347,9 @@ impl TaskRunner {
         workspace: &Workspace,
         agent_cli: &str,
     ) -> StepResult<String> {
-        let sandbox = self.create_sandbox(cx, base, &def.variables).await?;
+        let sandbox = self
+            .create_sandbox(cx, base, &def.variables, SandboxRole::Setup)
+            .await?;
         let result = self
             .setup_in(cx, &sandbox, def, setup, key, workspace, agent_cli)
             .await;
@@ -372,6 +375,8 @@ impl TaskRunner {
         if def.base != Base::Default {
             self.check_tools(cx, sandbox, agent_cli).await?;
         }
+        // Setup runs under the task's network policy too (its downloads go through the proxy).
+        self.open_egress(cx, sandbox).await?;
         sandbox
             .upload_dir("/workspace", workspace.dir())
             .await
@@ -379,7 +384,12 @@ impl TaskRunner {
         let first_seq = self.current_seq(&cx.task).await;
         cx.say("info", "Environment setup").await;
         cx.line("command", "setup");
-        let spec = self.script_spec(setup, def.setup_user, &cx.environment.secrets);
+        let spec = self.script_spec(
+            setup,
+            def.setup_user,
+            &cx.environment.secrets,
+            cx.task.network_policy.is_some(),
+        );
         let (exit, _) = self.exec_logged(cx, sandbox, spec, None).await?;
         if !exit.success() {
             let outcome =
@@ -495,7 +505,12 @@ impl TaskRunner {
     ) -> StepResult<()> {
         cx.say("info", "Environment maintenance").await;
         cx.line("command", "maintenance");
-        let spec = self.script_spec(script, user, &cx.environment.secrets);
+        let spec = self.script_spec(
+            script,
+            user,
+            &cx.environment.secrets,
+            cx.task.network_policy.is_some(),
+        );
         let (exit, _) = self.exec_logged(cx, sandbox, spec, None).await?;
         if !exit.success() {
             let outcome = exit_outcome(
@@ -513,11 +528,22 @@ impl TaskRunner {
     }
 
     /// A setup or maintenance exec: `sh -e` in the working tree, every secret of the environment
-    /// in this exec's environment only.
-    fn script_spec(&self, script: &str, user: SetupUser, secrets: &[EnvSecret]) -> ExecSpec {
+    /// in this exec's environment only, and the proxy variables when a network policy applies.
+    fn script_spec(
+        &self,
+        script: &str,
+        user: SetupUser,
+        secrets: &[EnvSecret],
+        policy: bool,
+    ) -> ExecSpec {
         let mut spec = ExecSpec::new(["sh", "-ec", script]).workdir("/workspace");
         if let Some(user) = user.exec_user() {
             spec = spec.user(user).env("HOME", "/root");
+        }
+        if policy {
+            for (name, value) in crate::egress::proxy_env() {
+                spec = spec.env(name, value);
+            }
         }
         for secret in secrets {
             spec = spec.env(secret.name.clone(), secret.value.expose());

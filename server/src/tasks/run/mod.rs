@@ -78,6 +78,8 @@ pub struct RunnerServices {
     pub hub: Arc<EventHub>,
     /// The sandbox image: queued tasks wait while it is being built.
     pub image: Arc<crate::sandbox_image::SandboxImage>,
+    /// The egress proxy and model gateway.
+    pub egress: Arc<crate::egress::Egress>,
 }
 
 struct Inner {
@@ -89,6 +91,7 @@ struct Inner {
     agents: AgentRegistry,
     hub: Arc<EventHub>,
     image: Arc<crate::sandbox_image::SandboxImage>,
+    egress: Arc<crate::egress::Egress>,
     sandboxes: tokio::sync::Mutex<Option<Sandboxes>>,
     /// Tasks this process runs, with what stops each.
     running: Mutex<HashMap<String, CancellationToken>>,
@@ -109,6 +112,7 @@ impl TaskRunner {
             agents,
             hub,
             image,
+            egress,
         } = services;
         Self {
             inner: Arc::new(Inner {
@@ -120,6 +124,7 @@ impl TaskRunner {
                 agents,
                 hub,
                 image,
+                egress,
                 sandboxes: tokio::sync::Mutex::new(None),
                 running: Mutex::new(HashMap::new()),
                 schedule_lock: tokio::sync::Mutex::new(()),

@@ -15,6 +15,15 @@ use super::outcome::{Outcome, StepResult, sandbox_failed};
 use super::turn::TurnContext;
 use super::workspace::Workspace;
 
+/// What a sandbox of a turn is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum SandboxRole {
+    /// The agent runs in it.
+    Agent,
+    /// The environment's setup runs in it, then it is committed into a snapshot.
+    Setup,
+}
+
 impl TaskRunner {
     /// The sandbox the agent runs in: the kept one when it can be continued (else the agent
     /// cannot resume, and its plan is made again without), or a fresh one with the working tree.
@@ -29,17 +38,19 @@ impl TaskRunner {
             None => None,
         };
         if let Some(sandbox) = kept {
+            self.open_egress(cx, &sandbox).await?;
             return Ok(sandbox);
         }
         self.forgo_resume(cx, launch).await?;
         let agent_cli = launch.plan.argv.first().cloned().unwrap_or_default();
         let prepared = self.prepare_environment(cx, workspace, &agent_cli).await?;
         let sandbox = self
-            .create_sandbox(cx, &prepared.image, &prepared.variables)
+            .create_sandbox(cx, &prepared.image, &prepared.variables, SandboxRole::Agent)
             .await?;
         if prepared.check_tools {
             self.check_image(cx, &sandbox, &agent_cli).await?;
         }
+        self.open_egress(cx, &sandbox).await?;
         cx.say("info", "Uploading the working tree").await;
         sandbox
             .upload_dir("/workspace", workspace.dir())
@@ -111,6 +122,7 @@ impl TaskRunner {
         cx: &mut TurnContext,
         image: &str,
         variables: &BTreeMap<String, String>,
+        role: SandboxRole,
     ) -> StepResult<Sandbox> {
         cx.say("info", "Starting the sandbox").await;
         let sandboxes = self.sandboxes().await.map_err(|err| sandbox_failed(&err))?;
@@ -130,6 +142,17 @@ impl TaskRunner {
         for (name, value) in variables {
             spec = spec.env(name.clone(), value.clone());
         }
+        if task.network_policy.is_some() {
+            // No network at all: the only way out is the relay to drydock's proxy and gateway.
+            spec = spec.network(drydock_sandbox::NetworkMode::None);
+            // A setup sandbox becomes a snapshot that later tasks (with another policy, or none)
+            // start from, so the proxy variables go to its setup exec, never into its image.
+            if role == SandboxRole::Agent {
+                for (name, value) in crate::egress::proxy_env() {
+                    spec = spec.env(name, value);
+                }
+            }
+        }
         let creating = cx
             .creating
             .insert(tokio::spawn(async move { sandboxes.create(spec).await }));
@@ -145,5 +168,86 @@ impl TaskRunner {
             .await;
         cx.sandbox = Some(sandbox.clone());
         Ok(sandbox)
+    }
+
+    /// Under a network policy, starts the sandbox's relay and serves it with the task's egress
+    /// proxy and model gateway until the turn ends (or until the next sandbox of the turn opens
+    /// its own: the setup sandbox's relay is replaced by the agent's).
+    #[instrument(skip_all, fields(task_id = %cx.task.id))]
+    pub(super) async fn open_egress(
+        &self,
+        cx: &mut TurnContext,
+        sandbox: &Sandbox,
+    ) -> StepResult<()> {
+        let Some(policy) = cx.policy() else {
+            return Ok(());
+        };
+        let listener = sandbox
+            .egress_listener(crate::egress::PROXY_PORT)
+            .await
+            .map_err(|err| {
+                Outcome::failed(format!("could not open the sandbox's network: {err}"))
+            })?;
+        let Some(redactor) = cx.sink.as_ref().map(|s| s.redactor().clone()) else {
+            return Err(Outcome::failed("the task's log is not open"));
+        };
+        let mode = policy.mode.as_str();
+        let proxy = std::sync::Arc::new(crate::egress::proxy::TaskProxy {
+            egress: self.inner.egress.clone(),
+            task_id: cx.task.id.clone(),
+            agent: cx.task.agent.clone(),
+            turn: cx.number,
+            policy,
+            redactor,
+            connector_hosts: self.connector_hosts(&cx.task).await,
+            allow_private_connectors: self.inner.settings.allow_private_connector_urls,
+        });
+        // A turn with a setup sandbox opens egress twice; the policy is said once.
+        let first = cx.egress.is_none();
+        if let Some(old) = cx
+            .egress
+            .replace(crate::egress::proxy::serve(listener, proxy))
+        {
+            old.abort();
+        }
+        if !first {
+            return Ok(());
+        }
+        let note = if cx.task.key_in_sandbox {
+            format!(
+                "Network policy: {mode}; this agent's key is inside the sandbox (its CLI cannot use drydock's model gateway)"
+            )
+        } else {
+            format!("Network policy: {mode}; the agent's model calls go through drydock's gateway")
+        };
+        cx.say("info", &note).await;
+        Ok(())
+    }
+
+    /// The hosts of the task's HTTP connectors: the agent reaches them through the proxy in
+    /// every policy (they are part of the task).
+    async fn connector_hosts(&self, task: &crate::store::Task) -> Vec<String> {
+        let store = &self.inner.store;
+        let mut hosts = Vec::new();
+        for id in store
+            .list_task_connector_ids(&task.id)
+            .await
+            .unwrap_or_default()
+        {
+            if let Ok(Some(c)) = store.get_connector(&task.user_id, &id).await
+                && c.transport == "http"
+                && let Some(host) = c
+                    .url
+                    .as_deref()
+                    .and_then(|u| reqwest::Url::parse(u).ok())
+                    .and_then(|u| {
+                        u.host_str()
+                            .map(|h| h.trim_matches(['[', ']']).to_ascii_lowercase())
+                    })
+            {
+                hosts.push(host);
+            }
+        }
+        hosts
     }
 }

@@ -39,9 +39,19 @@ pub(super) struct TurnContext {
     pub warnings: Vec<String>,
     /// The environment configured in drydock for the repository (variables, secrets).
     pub environment: crate::environments::Configured,
+    /// The task's egress proxy serving the sandbox's relay, while the turn runs.
+    pub egress: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl TurnContext {
+    /// The task's network policy; `None` when it runs without one.
+    pub fn policy(&self) -> Option<crate::egress::NetworkPolicy> {
+        self.task
+            .network_policy
+            .as_deref()
+            .and_then(|p| serde_json::from_str(p).ok())
+    }
+
     /// Whether this turn answers a follow-up message.
     pub fn follow_up(&self) -> bool {
         self.number > 1
@@ -162,7 +172,7 @@ impl TaskRunner {
         let mut secrets = SecretSet::new();
         secrets.add("github-token", token.expose());
         cx.secret_values.push(token.clone());
-        for secret in launch.plan.secrets() {
+        for secret in launch.plan.secrets().iter().chain(launch.hidden.iter()) {
             secrets.add("secret", secret);
             cx.secret_values.push(SecretString::new(secret.clone()));
         }
@@ -189,6 +199,11 @@ impl TaskRunner {
         }
         let store = &self.inner.store;
         let task = cx.task.clone();
+        // The turn's placeholder tokens and its proxy end with it: a replay is refused.
+        self.inner.egress.revoke(&task.id);
+        if let Some(proxy) = cx.egress.take() {
+            proxy.abort();
+        }
         if let Some(creating) = cx.creating.take()
             && let Ok(Ok(sandbox)) = creating.await
         {
@@ -264,6 +279,7 @@ impl TurnContext {
             checkout: None,
             warnings: Vec::new(),
             environment: crate::environments::Configured::default(),
+            egress: None,
         }
     }
 }

@@ -1,0 +1,176 @@
+//! Network policy and model gateway (issue 17): what a sandbox may reach, and the one way out
+//! of it.
+//!
+//! A sandbox of a task with a policy has no network at all (`--network none`: loopback only, no
+//! route). Inside it a relay listens on `127.0.0.1:`[`PROXY_PORT`] and carries every connection
+//! to drydock over an exec (see `drydock_sandbox::EgressListener`), where [`proxy`] serves it:
+//! the model gateway (`/gateway/{provider}/…`, the placeholder token swapped for the user's real
+//! key), HTTP forward proxying and HTTPS `CONNECT` tunnels checked against the task's
+//! [`NetworkPolicy`] by host name, with the addresses resolved here and private ones refused.
+//! Every connection through a task's relay belongs to that task, so no proxy credentials are
+//! needed, and nothing per-task is baked into the container.
+
+pub mod meter;
+pub mod policy;
+pub mod proxy;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use rand::RngCore;
+
+pub use policy::{NetworkPolicy, NetworkRequest, PolicyBounds, PolicyMode, Preset};
+
+use crate::config::SecretString;
+use crate::store::Store;
+use crate::tasks::EventHub;
+
+/// The port the relay listens on inside a sandbox.
+pub const PROXY_PORT: u16 = 3128;
+
+/// The proxy as processes in the sandbox reach it.
+pub const PROXY_URL: &str = "http://127.0.0.1:3128";
+
+/// Environment of every process in a sandbox with a policy: the proxy for well-behaved tools
+/// (curl, git, pip, npm, cargo, Go, Node with `NODE_USE_ENV_PROXY`), never for the gateway on
+/// loopback. Nothing here is secret or per task, so it belongs to the sandbox's creation spec.
+pub fn proxy_env() -> Vec<(String, String)> {
+    let no_proxy = "127.0.0.1,localhost,::1";
+    [
+        ("HTTP_PROXY", PROXY_URL),
+        ("HTTPS_PROXY", PROXY_URL),
+        ("http_proxy", PROXY_URL),
+        ("https_proxy", PROXY_URL),
+        ("NO_PROXY", no_proxy),
+        ("no_proxy", no_proxy),
+        ("npm_config_proxy", PROXY_URL),
+        ("npm_config_https_proxy", PROXY_URL),
+        ("PIP_PROXY", PROXY_URL),
+        ("CARGO_HTTP_PROXY", PROXY_URL),
+        ("NODE_USE_ENV_PROXY", "1"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
+}
+
+/// Where each provider's API is when the operator names no upstream (`DRYDOCK_*_BASE_URL`).
+/// The path a client asks of the gateway after `/gateway/{provider}` is appended to it.
+pub fn default_upstream(provider: &str) -> Option<&'static str> {
+    match provider {
+        "anthropic" => Some("https://api.anthropic.com"),
+        "openai" => Some("https://api.openai.com/v1"),
+        "gemini" => Some("https://generativelanguage.googleapis.com"),
+        _ => None,
+    }
+}
+
+/// The gateway's base URL for `provider` as the agent in the sandbox is given it.
+pub fn gateway_url(provider: &str) -> String {
+    format!("{PROXY_URL}/gateway/{provider}")
+}
+
+/// A placeholder's grant: valid while its turn runs.
+#[derive(Clone)]
+pub(crate) struct Grant {
+    pub task_id: String,
+    pub user_id: String,
+    pub turn: i64,
+    pub provider: String,
+    pub key: SecretString,
+}
+
+/// Settings of the egress proxy and gateway, from the configuration.
+#[derive(Debug, Clone)]
+pub struct EgressSettings {
+    /// The operator's bounds on policies.
+    pub bounds: PolicyBounds,
+    /// The proxy may connect to private, loopback, link-local and metadata addresses.
+    pub allow_private: bool,
+    /// Upstream base URL by provider (the operator's, or the provider's own).
+    pub upstreams: HashMap<String, String>,
+    /// Prices for metering.
+    pub prices: meter::PriceTable,
+}
+
+/// The egress proxy and model gateway of this server: placeholder grants, and the handles the
+/// per-task proxies log and meter through.
+pub struct Egress {
+    /// Settings.
+    pub settings: EgressSettings,
+    grants: Mutex<HashMap<String, Grant>>,
+    pub(crate) store: Store,
+    pub(crate) hub: Arc<EventHub>,
+    pub(crate) client: reqwest::Client,
+}
+
+impl std::fmt::Debug for Egress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Egress")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Egress {
+    /// The service; `client` reaches the providers (no proxy, no redirects).
+    pub fn new(settings: EgressSettings, store: Store, hub: Arc<EventHub>) -> Self {
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(std::time::Duration::from_secs(15))
+            .build()
+            .unwrap_or_default();
+        Self {
+            settings,
+            grants: Mutex::new(HashMap::new()),
+            store,
+            hub,
+            client,
+        }
+    }
+
+    /// A new placeholder token for one turn of a task, standing for the user's real `key` of
+    /// `provider` until [`Egress::revoke`]. Shaped like no real key: `ddgw-` + 64 hex digits.
+    pub fn issue(
+        &self,
+        task_id: &str,
+        user_id: &str,
+        turn: i64,
+        provider: &str,
+        key: SecretString,
+    ) -> String {
+        let mut bytes = [0u8; 32];
+        rand::rng().fill_bytes(&mut bytes);
+        let token = format!("ddgw-{}", hex::encode(bytes));
+        self.lock().insert(
+            token.clone(),
+            Grant {
+                task_id: task_id.to_owned(),
+                user_id: user_id.to_owned(),
+                turn,
+                provider: provider.to_owned(),
+                key,
+            },
+        );
+        token
+    }
+
+    /// Ends every placeholder of `task_id` (its turn is over): replaying one is refused.
+    pub fn revoke(&self, task_id: &str) {
+        self.lock().retain(|_, g| g.task_id != task_id);
+    }
+
+    /// Every live placeholder that occurs in `text`, with its grant.
+    pub(crate) fn find_in(&self, text: &str) -> Option<(String, Grant)> {
+        let grants = self.lock();
+        grants
+            .iter()
+            .find(|(t, _)| text.contains(t.as_str()))
+            .map(|(t, g)| (t.clone(), g.clone()))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Grant>> {
+        self.grants.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
