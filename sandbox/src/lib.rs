@@ -74,5 +74,6 @@ pub use image::{BuildEvent, BuildMethod, BuildOptions, Images};
 pub use port::PortStream;
 pub use sandbox::{ExitReason, Owner, Sandbox};
 pub use spec::{
-    LABEL_DEADLINE, LABEL_INSTANCE, LABEL_TASK, Limits, NetworkMode, SandboxDefaults, SandboxSpec,
+    LABEL_DEADLINE, LABEL_INSTANCE, LABEL_POOL, LABEL_TASK, Limits, NetworkMode, SandboxDefaults,
+    SandboxSpec, Shape,
 };
