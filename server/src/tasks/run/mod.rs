@@ -11,7 +11,8 @@
 //!   [`exec`]), [`handback`] (commit in the sandbox and bring the commit back), [`publish`]
 //!   (diff stored, secret check, push, pull request);
 //! - [`lifetime`]: kept-alive sandboxes, the idle reaper, adoption and reaping after a restart;
-//!   [`dev_server`]: dev-server previews in kept sandboxes;
+//!   [`pool`]: the warm pool of sandboxes started ahead of tasks; [`dev_server`]: dev-server
+//!   previews in kept sandboxes;
 //! - [`outcome`]: how a status and its reason are decided; [`prompt`]: the words drydock writes
 //!   (titles, follow-up prompts, commit messages, pull request bodies);
 //! - [`settings`]: the runner's settings.
@@ -22,6 +23,7 @@ mod exec;
 mod handback;
 mod lifetime;
 mod outcome;
+mod pool;
 mod prompt;
 mod publish;
 mod sandbox;
@@ -89,6 +91,8 @@ struct Inner {
     hub: Arc<EventHub>,
     image: Arc<crate::sandbox_image::SandboxImage>,
     sandboxes: tokio::sync::Mutex<Option<Sandboxes>>,
+    /// Sandboxes started ahead of tasks.
+    pool: pool::WarmPool,
     /// Tasks this process runs, with what stops each.
     running: Mutex<HashMap<String, CancellationToken>>,
     /// One scheduling pass at a time.
@@ -109,6 +113,12 @@ impl TaskRunner {
             hub,
             image,
         } = services;
+        // The longest a task's sandbox lives: a turn's deadline plus its minute of slack, or a
+        // kept-alive sandbox's lifetime.
+        let longest_task = (settings.max_task_duration + std::time::Duration::from_secs(60))
+            .max(settings.keep_alive_lifetime);
+        let pool =
+            pool::WarmPool::new(settings.warm_pool, settings.warm_pool_max_age, longest_task);
         Self {
             inner: Arc::new(Inner {
                 settings,
@@ -120,6 +130,7 @@ impl TaskRunner {
                 hub,
                 image,
                 sandboxes: tokio::sync::Mutex::new(None),
+                pool,
                 running: Mutex::new(HashMap::new()),
                 schedule_lock: tokio::sync::Mutex::new(()),
                 shutdown: CancellationToken::new(),

@@ -1,12 +1,13 @@
 //! Starting the sandbox of a turn: continuing in the task's kept sandbox when its working tree is
-//! where the branch is, otherwise creating a hardened sandbox, uploading the checkout and
-//! installing the project's dependencies.
+//! where the branch is, otherwise taking a warm one from the pool or creating a hardened sandbox
+//! (begun while the host clones, so the two overlap), uploading the checkout and installing the
+//! project's dependencies.
 
 use std::path::Path;
 use std::time::Duration;
 
-use drydock_sandbox::{ExecSpec, Sandbox};
-use tracing::instrument;
+use drydock_sandbox::{ExecSpec, Sandbox, SandboxError};
+use tracing::{Instrument, instrument};
 
 use super::TaskRunner;
 use super::agent::Launch;
@@ -16,6 +17,42 @@ use super::turn::TurnContext;
 use super::workspace::Workspace;
 
 impl TaskRunner {
+    /// Begins starting a fresh sandbox in the background, unless the turn will continue in the
+    /// task's kept sandbox: taken from the warm pool when one is ready, otherwise created. It
+    /// runs in its own tokio task while the host clones; [`start_sandbox`](Self::start_sandbox)
+    /// waits for it, and the end of the turn removes it whatever stage the turn stopped at.
+    pub(super) async fn begin_sandbox(&self, cx: &mut TurnContext, launch: &Launch) {
+        if launch.kept.is_some() || cx.creating.is_some() {
+            return;
+        }
+        cx.say("info", "Starting the sandbox").await;
+        let runner = self.clone();
+        let task = cx.task.clone();
+        let deadline = self.sandbox_deadline(&task);
+        cx.creating = Some(tokio::spawn(
+            async move {
+                let sandboxes = runner.sandboxes().await?;
+                let spec = sandboxes.spec(task.id.clone()).deadline(deadline);
+                match runner.take_warm(&sandboxes, &spec).await {
+                    Some(sandbox) => Ok::<_, SandboxError>(sandbox),
+                    None => sandboxes.create(spec).await,
+                }
+            }
+            .in_current_span(),
+        ));
+    }
+
+    /// How long a task's sandbox may live: a little longer than the turn (so the turn reports
+    /// its own timeout), or a kept-alive sandbox's lifetime (each turn still has its deadline).
+    fn sandbox_deadline(&self, task: &crate::store::Task) -> Duration {
+        let deadline = Duration::from_secs(u64::try_from(task.max_duration_s).unwrap_or(3600) + 60);
+        if task.keep_alive {
+            deadline.max(self.inner.settings.keep_alive_lifetime)
+        } else {
+            deadline
+        }
+    }
+
     /// The sandbox the agent runs in: the kept one when it can be continued (else the agent
     /// cannot resume, and its plan is made again without), or a fresh one with the working tree.
     pub(super) async fn start_sandbox(
@@ -32,7 +69,8 @@ impl TaskRunner {
             return Ok(sandbox);
         }
         self.forgo_resume(cx, launch).await?;
-        let sandbox = self.create_sandbox(cx).await?;
+        self.begin_sandbox(cx, launch).await;
+        let sandbox = self.started_sandbox(cx).await?;
         cx.say("info", "Uploading the working tree").await;
         sandbox
             .upload_dir("/workspace", workspace.dir())
@@ -95,23 +133,14 @@ impl TaskRunner {
         Ok(None)
     }
 
+    /// Waits for the sandbox [`begin_sandbox`](Self::begin_sandbox) started and records it as
+    /// the task's container (the link the reaper, restart reconciliation and previews read).
     #[instrument(skip_all, fields(task_id = %cx.task.id))]
-    async fn create_sandbox(&self, cx: &mut TurnContext) -> StepResult<Sandbox> {
-        cx.say("info", "Starting the sandbox").await;
-        let sandboxes = self.sandboxes().await.map_err(|err| sandbox_failed(&err))?;
-        let task = &cx.task;
-        // The sandbox outlives the turn's own deadline a little, so the turn reports the
-        // timeout; a kept-alive one lives until its hard lifetime (each turn still has its own
-        // deadline).
-        let mut deadline =
-            Duration::from_secs(u64::try_from(task.max_duration_s).unwrap_or(3600) + 60);
-        if task.keep_alive {
-            deadline = deadline.max(self.inner.settings.keep_alive_lifetime);
-        }
-        let spec = sandboxes.spec(task.id.clone()).deadline(deadline);
+    async fn started_sandbox(&self, cx: &mut TurnContext) -> StepResult<Sandbox> {
         let creating = cx
             .creating
-            .insert(tokio::spawn(async move { sandboxes.create(spec).await }));
+            .as_mut()
+            .ok_or_else(|| Outcome::failed("the sandbox was never started"))?;
         let created = creating.await;
         cx.creating = None;
         let sandbox = created

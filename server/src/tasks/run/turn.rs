@@ -26,8 +26,9 @@ pub(super) struct TurnContext {
     pub message: String,
     /// The task's log; opened once the turn's secrets are known.
     pub sink: Option<LogSink>,
-    /// A sandbox being created. Creation runs in its own tokio task so that a stop arriving
-    /// mid-way cannot drop the handle of a container Docker already made; the end awaits it.
+    /// A sandbox being started (taken from the warm pool or created), while the host clones.
+    /// It runs in its own tokio task so that a stop arriving mid-way cannot drop the handle of a
+    /// container Docker already made; the end awaits it.
     pub creating: Option<tokio::task::JoinHandle<Result<Sandbox, SandboxError>>>,
     /// The task's secret values, for the check before pushing.
     pub secret_values: Vec<SecretString>,
@@ -125,7 +126,10 @@ impl TaskRunner {
             );
             cx.say("info", &text).await;
         }
-        let mut workspace = self.prepare_workspace(cx, &token).await?;
+        let source = self.locate_branch(cx, &token).await?;
+        // The sandbox starts while the host clones; `start_sandbox` waits for it.
+        self.begin_sandbox(cx, &launch).await;
+        let mut workspace = self.prepare_workspace(cx, &token, source).await?;
         let sandbox = self.start_sandbox(cx, &workspace, &mut launch).await?;
         let reply = self.run_agent(cx, &sandbox, &launch).await?;
         let Some(work) = self.hand_back(cx, &sandbox, &workspace).await? else {
