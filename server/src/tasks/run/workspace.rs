@@ -108,6 +108,14 @@ impl TaskRunner {
                 task.repo
             )));
         }
+        // A repository without commits has only the default branch GitHub reports.
+        if empty
+            && let Some(base) = task.base_branch.as_deref()
+            && let Some(default) = self.reported_default_branch(token, &task.repo).await
+            && base != default
+        {
+            return Err(first_commit::no_base_yet(base, &task.repo));
+        }
         cx.checkout = Some(dir.clone());
         Ok(Source {
             dir,
