@@ -5,9 +5,10 @@
 //! - [`scheduler`]: claiming queued tasks within the limits, spawning a turn, stopping, shutdown;
 //! - [`turn`]: one turn as its list of stages, and how it ends (cleanup, outcome recorded);
 //! - the stages, in order: [`agent`] (what to run: prompt, launch plan, keys, connectors),
-//!   [`workspace`] (the host checkout and every host git and GitHub step: clone, submodules,
-//!   bundle import, diff, secret check, push, pull request), [`sandbox`] (start or continue the
-//!   sandbox, upload, install dependencies), [`agent`] again (run it, streaming its output via
+//!   [`workspace`] (the host checkout and every host git and GitHub step: which branch, clone,
+//!   submodules, bundle import, diff, secret check, push, pull request), [`sandbox`] (continue
+//!   the kept sandbox, or take a warm one from [`pool`] or create one, begun once the branch is
+//!   known so it starts while the host clones; upload, install dependencies), [`agent`] again (run it, streaming its output via
 //!   [`exec`]), [`handback`] (commit in the sandbox and bring the commit back), [`publish`]
 //!   (diff stored, secret check, push, pull request);
 //! - [`lifetime`]: kept-alive sandboxes, the idle reaper, adoption and reaping after a restart;

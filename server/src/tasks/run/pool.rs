@@ -35,6 +35,8 @@ use super::TaskRunner;
 
 /// How often the pool looks at itself when nothing woke it (age, image, liveness).
 const CHECK_EVERY: Duration = Duration::from_secs(5);
+/// How long the refill waits after a task took a warm sandbox.
+const REFILL_AFTER_TAKE: Duration = Duration::from_secs(2);
 /// How long a take waits for a warm sandbox being started before creating its own.
 const WAIT_FOR_STARTING: Duration = Duration::from_secs(10);
 /// How long shutdown waits for the pool to be removed.
@@ -119,7 +121,14 @@ impl TaskRunner {
                     runner.refill().await;
                     tokio::select! {
                         () = runner.inner.shutdown.cancelled() => break,
-                        () = runner.inner.pool.wake.notified() => {}
+                        // A task just took one: let its start (upload, exec) have Docker and the
+                        // CPU first; a refill at the same moment slows it down.
+                        () = runner.inner.pool.wake.notified() => {
+                            tokio::select! {
+                                () = runner.inner.shutdown.cancelled() => break,
+                                () = tokio::time::sleep(REFILL_AFTER_TAKE) => {}
+                            }
+                        }
                         () = tokio::time::sleep(CHECK_EVERY) => {}
                     }
                 }
@@ -155,7 +164,9 @@ impl TaskRunner {
         spec: &SandboxSpec,
     ) -> Option<Sandbox> {
         let pool = &self.inner.pool;
-        if pool.size == 0 || self.inner.shutdown.is_cancelled() {
+        // A container environment may hold something of a task (a repository's variables,
+        // say): such shapes are never started ahead, so no warm sandbox ever holds it.
+        if pool.size == 0 || self.inner.shutdown.is_cancelled() || !spec.env.is_empty() {
             return None;
         }
         let shape = spec.shape();
@@ -192,7 +203,12 @@ impl TaskRunner {
                 }
                 return None;
             };
-            match warm.sandbox.clone().claim(&spec.task_id, spec.deadline).await {
+            match warm
+                .sandbox
+                .clone()
+                .claim(&spec.task_id, spec.deadline)
+                .await
+            {
                 Ok(sandbox) => return Some(sandbox),
                 Err(err) => {
                     tracing::warn!(error = %err, "a warm sandbox could not be taken; trying another");
@@ -324,7 +340,10 @@ impl TaskRunner {
     /// Starts one sandbox of `shape` for the pool; `None` when it could not (logged) or the server
     /// is shutting down.
     async fn start_warm(&self, sandboxes: &Sandboxes, shape: &Shape) -> Option<Warm> {
-        let made = match sandboxes.create_pooled(shape, self.inner.pool.deadline).await {
+        let made = match sandboxes
+            .create_pooled(shape, self.inner.pool.deadline)
+            .await
+        {
             Ok(sandbox) => sandbox,
             Err(err) => {
                 log_create_error(&err);
