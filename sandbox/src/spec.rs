@@ -285,7 +285,8 @@ mod tests {
     #[test]
     fn every_other_field_changes_the_shape() {
         let base = spec().shape().key();
-        let changes: Vec<(&str, fn(&mut SandboxSpec))> = vec![
+        type Change = (&'static str, fn(&mut SandboxSpec));
+        let changes: Vec<Change> = vec![
             ("image", |s| s.image = "img:2".into()),
             ("env", |s| s.env.push(("A".into(), "1".into()))),
             ("labels", |s| {

@@ -68,7 +68,7 @@ async fn a_task_takes_a_warm_sandbox(db: TestDb) {
     assert_eq!(task["status"], "succeeded", "{task}\n{log:#?}");
     let ran_in = format!("agent: ran in {}", &warm[..12]);
     assert!(
-        log.iter().any(|l| *l == ran_in),
+        log.contains(&ran_in),
         "the task ran in the warm sandbox made before it was submitted ({warm}):\n{log:#?}"
     );
 
@@ -252,7 +252,7 @@ async fn an_image_built_again_replaces_the_warm_sandboxes() {
     let log = env.log(&id).await;
     assert_eq!(task["status"], "succeeded", "{task}");
     let ran_in = format!("agent: ran in {}", &fresh[..12]);
-    assert!(log.iter().any(|l| *l == ran_in), "{log:#?}");
+    assert!(log.contains(&ran_in), "{log:#?}");
     env.app.server.stop().await.expect("clean stop");
 }
 
