@@ -233,7 +233,7 @@ async fn viewers(out: &mut String) {
     }
     while connected.load(Ordering::SeqCst) < n {
         assert!(
-            started.elapsed() < Duration::from_secs(u64::try_from(wait).unwrap_or(20) - 2),
+            started.elapsed() < Duration::from_secs(wait - 2),
             "only {} of {n} viewers connected before the lines began",
             connected.load(Ordering::SeqCst)
         );
