@@ -12,7 +12,9 @@ use tracing::{info, instrument, warn};
 
 use crate::error::{Result, SandboxError, docker_status};
 use crate::sandbox::{Sandbox, Shared, remove_container, unix_now};
-use crate::spec::{LABEL_DEADLINE, LABEL_INSTANCE, LABEL_TASK, SandboxDefaults, SandboxSpec};
+use crate::spec::{
+    LABEL_DEADLINE, LABEL_INSTANCE, LABEL_POOL, LABEL_TASK, SandboxDefaults, SandboxSpec, Shape,
+};
 
 /// How long one Docker request may take before it fails. Long, because an
 /// upload request lasts as long as the whole tar takes to send.
@@ -34,6 +36,9 @@ pub enum Reap {
     NotIn(HashSet<String>),
     /// Those past their deadline label (the timer of a crashed server never fired).
     Expired,
+    /// Every one but the containers with these ids (the sandboxes a restarted server
+    /// adopts): also removes warm-pool sandboxes, which belong to no task.
+    AllExcept(HashSet<String>),
 }
 
 /// A sandbox container as listed by Docker.
@@ -43,8 +48,12 @@ pub struct SandboxInfo {
     pub id: String,
     /// Container name, without the leading `/`.
     pub name: String,
-    /// The `drydock.task` label.
+    /// The `drydock.task` label (none on a sandbox started for a warm pool).
     pub task_id: Option<String>,
+    /// The `drydock.pool` label: the [`Shape::key`] of a sandbox started for a warm pool.
+    pub pool: Option<String>,
+    /// The id of the image it runs (`sha256:…`).
+    pub image_id: String,
     /// Creation time, unix seconds.
     pub created_unix: i64,
     /// Docker's state word (`running`, `exited`, ...).
@@ -153,6 +162,20 @@ impl Sandboxes {
     /// by this process and by the container's own main process.
     #[instrument(skip_all, fields(task_id = %spec.task_id))]
     pub async fn create(&self, spec: SandboxSpec) -> Result<Sandbox> {
+        self.create_labelled(spec, None).await
+    }
+
+    /// Creates and starts a sandbox of `shape` for no task yet, living `deadline`,
+    /// hardened like [`create`](Sandboxes::create). It carries the
+    /// [`LABEL_POOL`](crate::LABEL_POOL) label (the shape's key) instead of a task
+    /// label, and no task data; a task takes it with [`Sandbox::claim`].
+    #[instrument(skip_all, fields(shape = %shape.key()))]
+    pub async fn create_pooled(&self, shape: &Shape, deadline: Duration) -> Result<Sandbox> {
+        self.create_labelled(shape.spec(deadline), Some(shape.key()))
+            .await
+    }
+
+    async fn create_labelled(&self, spec: SandboxSpec, pool: Option<String>) -> Result<Sandbox> {
         if spec.uid == 0 {
             return Err(SandboxError::Invalid("sandboxes never run as root".into()));
         }
@@ -169,7 +192,10 @@ impl Sandboxes {
         let deadline_secs = spec.deadline.as_secs().max(1);
         let deadline_unix = unix_now() + deadline_secs;
         let mut labels: HashMap<String, String> = spec.labels.clone().into_iter().collect();
-        labels.insert(LABEL_TASK.into(), spec.task_id.clone());
+        match &pool {
+            Some(key) => labels.insert(LABEL_POOL.into(), key.clone()),
+            None => labels.insert(LABEL_TASK.into(), spec.task_id.clone()),
+        };
         labels.insert(LABEL_INSTANCE.into(), self.defaults.instance_id.clone());
         labels.insert(LABEL_DEADLINE.into(), deadline_unix.to_string());
 
@@ -210,7 +236,11 @@ impl Sandboxes {
             host_config: Some(host_config),
             ..Default::default()
         };
-        let name = container_name(&spec.task_id);
+        let name = container_name(if pool.is_some() {
+            "pool"
+        } else {
+            &spec.task_id
+        });
         let opts = CreateContainerOptionsBuilder::new().name(&name).build();
         let created = self.docker.create_container(Some(opts), body).await?;
         let id = created.id;
@@ -269,10 +299,38 @@ impl Sandboxes {
                         .map(|n| n.trim_start_matches('/').to_owned())
                         .unwrap_or_default(),
                     task_id: labels.get(LABEL_TASK).cloned(),
+                    pool: labels.get(LABEL_POOL).cloned(),
+                    image_id: c.image_id.unwrap_or_default(),
                     created_unix: c.created.unwrap_or_default(),
                     state: c.state.map(|s| s.to_string()).unwrap_or_default(),
                     labels,
                 }
+            })
+            .collect())
+    }
+
+    /// The id (`sha256:…`) of the image `image` (a tag or an id) names now, or
+    /// `None` when it is not on the Docker host. A tag that is built again
+    /// names a new id: how a warm pool tells that its sandboxes run an old image.
+    pub async fn image_id(&self, image: &str) -> Result<Option<String>> {
+        match self.docker.inspect_image(image).await {
+            Ok(i) => Ok(i.id),
+            Err(e) if docker_status(&e) == Some(404) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// This server's sandboxes of task `task_id`: those labelled with it, and
+    /// warm-pool sandboxes the task took (named for it by [`Sandbox::claim`]).
+    pub async fn of_task(&self, task_id: &str) -> Result<Vec<SandboxInfo>> {
+        let prefix = name_prefix(task_id);
+        Ok(self
+            .list(&[])
+            .await?
+            .into_iter()
+            .filter(|info| match &info.task_id {
+                Some(task) => task == task_id,
+                None => info.pool.is_some() && info.name.starts_with(&prefix),
             })
             .collect())
     }
@@ -289,6 +347,7 @@ impl Sandboxes {
                 Reap::All => true,
                 Reap::OlderThan(age) => now - info.created_unix >= age.as_secs() as i64,
                 Reap::NotIn(keep) => info.task_id.as_ref().is_none_or(|t| !keep.contains(t)),
+                Reap::AllExcept(keep) => !keep.contains(&info.id),
                 Reap::Expired => info
                     .labels
                     .get(LABEL_DEADLINE)
@@ -350,7 +409,21 @@ impl Sandboxes {
 }
 
 /// `drydock-<task>-<unique>`: readable in `docker ps`, unique across retries.
-fn container_name(task_id: &str) -> String {
+pub(crate) fn container_name(task_id: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    let seq = NAME_SEQ.fetch_add(1, Ordering::Relaxed);
+    format!(
+        "{}{:x}{nanos:08x}{seq:x}",
+        name_prefix(task_id),
+        std::process::id()
+    )
+}
+
+/// `drydock-<task>-`: how the names of a task's sandboxes begin.
+fn name_prefix(task_id: &str) -> String {
     let task: String = task_id
         .chars()
         .map(|c| {
@@ -362,12 +435,7 @@ fn container_name(task_id: &str) -> String {
         })
         .take(48)
         .collect();
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or_default();
-    let seq = NAME_SEQ.fetch_add(1, Ordering::Relaxed);
-    format!("drydock-{task}-{:x}{nanos:08x}{seq:x}", std::process::id())
+    format!("drydock-{task}-")
 }
 
 #[cfg(test)]

@@ -78,5 +78,6 @@ pub use port::PortStream;
 pub use sandbox::{ExitReason, Owner, Sandbox};
 pub use snapshot::{Change, ContextBuild, ImageInfo};
 pub use spec::{
-    LABEL_DEADLINE, LABEL_INSTANCE, LABEL_TASK, Limits, NetworkMode, SandboxDefaults, SandboxSpec,
+    LABEL_DEADLINE, LABEL_INSTANCE, LABEL_POOL, LABEL_TASK, Limits, NetworkMode, SandboxDefaults,
+    SandboxSpec, Shape,
 };

@@ -7,8 +7,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bollard::Docker;
 use bollard::query_parameters::{
-    KillContainerOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
-    UploadToContainerOptionsBuilder,
+    KillContainerOptionsBuilder, RemoveContainerOptionsBuilder, RenameContainerOptionsBuilder,
+    StopContainerOptionsBuilder, UploadToContainerOptionsBuilder,
 };
 use bytes::Bytes;
 use futures::stream::BoxStream;
@@ -292,6 +292,55 @@ impl Sandbox {
             uid: self.shared.uid,
             gid: self.shared.gid,
         }
+    }
+
+    /// Hands a warm-pool sandbox (made by
+    /// [`Sandboxes::create_pooled`](crate::Sandboxes::create_pooled)) to task
+    /// `task_id` for `deadline` from now, never past the container's own hard
+    /// deadline. Labels cannot change once a container exists, so the task is
+    /// named by the container's name, renamed `drydock-<task>-<unique>` as if it
+    /// had been created for the task (`docker ps` shows it, and
+    /// [`Sandboxes::of_task`](crate::Sandboxes::of_task) finds it); the server's
+    /// record of which container a task uses stays the durable link. The
+    /// deadline timer is re-armed for the task's deadline. Fails with
+    /// [`SandboxError::NotFound`] when the container is gone.
+    pub async fn claim(self, task_id: &str, deadline: Duration) -> Result<Sandbox> {
+        let name = crate::client::container_name(task_id);
+        let opts = RenameContainerOptionsBuilder::new().name(&name).build();
+        let s = &self.shared;
+        s.docker
+            .rename_container(&s.id, opts)
+            .await
+            .map_err(|e| s.map_gone(e))?;
+        if let Some(t) = s.timer.lock().ok().and_then(|mut slot| slot.take()) {
+            t.abort();
+        }
+        let now = unix_now();
+        let until = (now + deadline.as_secs().max(1)).min(s.deadline_unix.unwrap_or(u64::MAX));
+        let shared = Shared::new(
+            s.docker.clone(),
+            s.id.clone(),
+            task_id.to_owned(),
+            s.uid,
+            s.gid,
+            s.workdir.clone(),
+            Some(until),
+            s.stop_grace,
+        );
+        shared.arm_deadline(Duration::from_secs(until.saturating_sub(now)));
+        info!(container_id = %shared.id, name, task_id, "warm sandbox taken");
+        Ok(Sandbox { shared })
+    }
+
+    /// The id of the image the container runs (`sha256:…`), from Docker.
+    pub async fn image_id(&self) -> Result<String> {
+        let s = &self.shared;
+        let c = s
+            .docker
+            .inspect_container(&s.id, None)
+            .await
+            .map_err(|e| s.map_gone(e))?;
+        Ok(c.image.unwrap_or_default())
     }
 
     /// Starts `spec` and returns its output stream; see [`ExecOutput`].

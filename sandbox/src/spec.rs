@@ -11,6 +11,11 @@ pub const LABEL_INSTANCE: &str = "drydock.instance";
 /// Label holding the hard deadline as unix seconds, so a restarted server can
 /// still tell which sandboxes have outlived it.
 pub const LABEL_DEADLINE: &str = "drydock.deadline";
+/// Label of a sandbox started ahead of any task (a warm pool's), holding the
+/// key of its [`Shape`]. Such a container has no `drydock.task` label: labels
+/// cannot change once a container exists, so the task that takes it is named
+/// by the container's name instead (see [`Sandbox::claim`](crate::Sandbox::claim)).
+pub const LABEL_POOL: &str = "drydock.pool";
 
 /// How a sandbox is attached to the network.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -171,5 +176,133 @@ impl SandboxSpec {
     pub fn label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.labels.insert(key.into(), value.into());
         self
+    }
+}
+
+impl SandboxSpec {
+    /// What this spec makes apart from the task it is for: the same spec with its
+    /// task-specific fields blanked (`task_id` empty, `deadline` zero). Two specs
+    /// with the same shape make interchangeable sandboxes, so one started ahead
+    /// of time for the shape can serve either task.
+    ///
+    /// Every field is named here without `..`, so a field added to
+    /// [`SandboxSpec`] does not compile until it is classified: task-specific
+    /// (blanked here, applied when a task takes the sandbox) or part of the
+    /// shape (kept, and so part of [`Shape::key`]).
+    pub fn shape(&self) -> Shape {
+        let SandboxSpec {
+            // Task-specific: applied by `Sandbox::claim`.
+            task_id: _,
+            deadline: _,
+            // The shape.
+            image,
+            env,
+            labels,
+            network,
+            limits,
+            uid,
+            gid,
+            workdir,
+        } = self;
+        Shape {
+            spec: SandboxSpec {
+                task_id: String::new(),
+                deadline: Duration::ZERO,
+                image: image.clone(),
+                env: env.clone(),
+                labels: labels.clone(),
+                network: network.clone(),
+                limits: limits.clone(),
+                uid: *uid,
+                gid: *gid,
+                workdir: workdir.clone(),
+            },
+        }
+    }
+}
+
+/// A [`SandboxSpec`] without its task: what a warm pool keeps sandboxes of.
+/// Made by [`SandboxSpec::shape`].
+#[derive(Debug, Clone)]
+pub struct Shape {
+    spec: SandboxSpec,
+}
+
+impl Shape {
+    /// A stable key for this shape: 16 hex digits of the SHA-256 of every shape
+    /// field (through their `Debug` form, so a new field joins the key without
+    /// anyone remembering to add it). Written to the [`LABEL_POOL`] label.
+    pub fn key(&self) -> String {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(format!("{:?}", self.spec).as_bytes());
+        digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The image the shape runs (a tag or an id).
+    pub fn image(&self) -> &str {
+        &self.spec.image
+    }
+
+    /// The spec of a sandbox of this shape with no task, living `deadline`.
+    pub(crate) fn spec(&self, deadline: Duration) -> SandboxSpec {
+        SandboxSpec {
+            deadline,
+            ..self.spec.clone()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> SandboxSpec {
+        let d = SandboxDefaults::new("img:1", "server-1");
+        SandboxSpec {
+            task_id: "task-1".into(),
+            image: d.image,
+            env: Vec::new(),
+            labels: BTreeMap::new(),
+            network: d.network,
+            limits: d.limits,
+            deadline: Duration::from_secs(60),
+            uid: d.uid,
+            gid: d.gid,
+            workdir: d.workdir,
+        }
+    }
+
+    #[test]
+    fn task_specific_fields_are_not_part_of_the_shape() {
+        let a = spec();
+        let mut b = spec();
+        b.task_id = "task-2".into();
+        b.deadline = Duration::from_secs(3600);
+        assert_eq!(a.shape().key(), b.shape().key());
+        assert_eq!(a.shape().spec(Duration::from_secs(5)).task_id, "");
+    }
+
+    #[test]
+    fn every_other_field_changes_the_shape() {
+        let base = spec().shape().key();
+        type Change = (&'static str, fn(&mut SandboxSpec));
+        let changes: Vec<Change> = vec![
+            ("image", |s| s.image = "img:2".into()),
+            ("env", |s| s.env.push(("A".into(), "1".into()))),
+            ("labels", |s| {
+                s.labels.insert("k".into(), "v".into());
+            }),
+            ("network", |s| s.network = NetworkMode::None),
+            ("limits", |s| s.limits.cpus = 1.5),
+            ("uid", |s| s.uid = 1001),
+            ("gid", |s| s.gid = 1001),
+            ("workdir", |s| s.workdir = "/w".into()),
+        ];
+        for (field, change) in changes {
+            let mut s = spec();
+            change(&mut s);
+            assert_ne!(s.shape().key(), base, "{field} is part of the shape");
+        }
+        assert_eq!(base.len(), 16);
     }
 }

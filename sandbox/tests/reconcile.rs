@@ -179,3 +179,55 @@ async fn sandboxes_past_their_deadline_label_are_reaped() {
     assert!(live.is_running().await.unwrap());
     live.remove().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pooled_sandbox_belongs_to_no_task_until_one_claims_it() {
+    let sbx = sandboxes("pool").await;
+    let spec = sbx.spec("");
+    let pooled = sbx
+        .create_pooled(&spec.shape(), Duration::from_secs(600))
+        .await
+        .unwrap();
+    let _guard = Cleanup(pooled.id().to_owned());
+    let listed = sbx.list(&[]).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].task_id, None);
+    assert_eq!(listed[0].pool, Some(spec.shape().key()));
+    assert!(listed[0].name.starts_with("drydock-pool-"), "{listed:?}");
+    assert!(sbx.of_task("task-7").await.unwrap().is_empty());
+
+    // Taken for a task: named for it, found as its sandbox, with the task's (shorter) deadline.
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let claimed = pooled
+        .claim("task-7", Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(claimed.task_id(), "task-7");
+    let deadline = claimed.deadline_unix().unwrap();
+    assert!(
+        (before + 60..=before + 62).contains(&deadline),
+        "{deadline}"
+    );
+    let of_task = sbx.of_task("task-7").await.unwrap();
+    assert_eq!(of_task.len(), 1);
+    assert!(
+        of_task[0].name.starts_with("drydock-task-7-"),
+        "{of_task:?}"
+    );
+    assert!(sbx.of_task("task-70").await.unwrap().is_empty());
+
+    // Reconciliation that keeps it by container id leaves it; one that keeps nothing removes it.
+    let keep: HashSet<String> = [claimed.id().to_owned()].into();
+    assert!(sbx.reap(Reap::AllExcept(keep)).await.unwrap().is_empty());
+    assert_eq!(
+        sbx.reap(Reap::AllExcept(HashSet::new()))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(!exists(&sbx, claimed.id()).await);
+}

@@ -243,6 +243,16 @@ pub struct Config {
     #[arg(long, env = "DRYDOCK_SNAPSHOTS_PER_REPO", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub snapshots_per_repo: u32,
 
+    /// Sandboxes kept created and started ahead of tasks, per sandbox shape (image, limits,
+    /// network, user), so a task takes one instead of waiting for Docker; 0 turns the warm pool
+    /// off. They hold no task data and no secrets.
+    #[arg(long, env = "DRYDOCK_WARM_POOL", default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=16))]
+    pub warm_pool: u32,
+
+    /// Seconds a warm-pool sandbox waits for a task before it is replaced by a fresh one.
+    #[arg(long, env = "DRYDOCK_WARM_POOL_MAX_AGE", default_value_t = 900, value_parser = clap::value_parser!(u64).range(10..=86_400))]
+    pub warm_pool_max_age: u64,
+
     /// Host name under which dev-server previews are served (e.g. preview.drydock.example, with
     /// DNS pointing at this server; add :PORT when it differs from the public URL's). It must
     /// differ from the public URL's host, so preview pages never see drydock's cookies. Previews

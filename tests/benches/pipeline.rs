@@ -1,6 +1,7 @@
 //! The task pipeline end to end, on a real server with real Docker: live latency from a line
 //! written in the container to an SSE client, and task start (submit → first agent output over
-//! SSE) against `docker run --rm <image> true` measured in the same run.
+//! SSE), with the warm pool and without, against `docker run --rm <image> true` measured in the
+//! same run.
 //!
 //! Run with `cargo bench -p drydock-tests --bench pipeline` (or `bench/run`); needs Docker and
 //! `DRYDOCK_SANDBOX_IMAGE`; PostgreSQL rows run when `DRYDOCK_TEST_POSTGRES_URL` is set. A
@@ -200,6 +201,17 @@ async fn task_start(env: &TaskEnv) -> (f64, f64) {
     (agent.as_secs_f64() * 1000.0, first.as_secs_f64() * 1000.0)
 }
 
+/// Waits until server `instance` has a warm sandbox running, and a moment more for the pool to
+/// have it ready.
+async fn wait_warm(instance: &str) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while drydock_tests::tasks::warm_sandboxes(instance).is_empty() {
+        assert!(Instant::now() < deadline, "the warm pool never filled");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+}
+
 fn docker_run_true(image: &str) -> f64 {
     let started = Instant::now();
     let status = std::process::Command::new("docker")
@@ -236,23 +248,35 @@ async fn run() -> String {
         floors.push(floor);
     }
 
-    let mut dbs: Vec<(&str, TestDb)> = vec![("SQLite", TestDb::sqlite().await)];
+    let mut dbs: Vec<(&str, TestDb, TestDb)> =
+        vec![("SQLite", TestDb::sqlite().await, TestDb::sqlite().await)];
     if std::env::var_os("DRYDOCK_TEST_POSTGRES_URL").is_some() {
-        dbs.push(("PostgreSQL", TestDb::postgres().await));
+        dbs.push((
+            "PostgreSQL",
+            TestDb::postgres().await,
+            TestDb::postgres().await,
+        ));
     }
-    for (backend, db) in dbs {
+    for (backend, db, cold_db) in dbs {
+        // The product's default, a warm pool of one, and the same server without a pool.
         let env = TaskEnv::start(db, &[]).await;
-        // Warm-up: one task start and one docker run, not counted.
+        let cold = TaskEnv::start(cold_db, &["--warm-pool", "0"]).await;
+        let instance = env.app.server.instance_id.clone();
+        // Warm-up: one task start of each and one docker run, not counted.
+        wait_warm(&instance).await;
         let _ = task_start(&env).await;
+        let _ = task_start(&cold).await;
         let _ = docker_run_true(&image);
 
-        let mut task_ms = Vec::new();
+        let mut warm_ms = Vec::new();
+        let mut cold_ms = Vec::new();
         let mut first_ms = Vec::new();
         let mut docker_ms = Vec::new();
-        // Interleaved, so both see the same machine load.
+        // Interleaved, so all three see the same machine load.
         for _ in 0..starts {
+            wait_warm(&instance).await;
             let (agent, first) = task_start(&env).await;
-            task_ms.push(agent);
+            warm_ms.push(agent);
             first_ms.push(first);
             let image = image.clone();
             docker_ms.push(
@@ -260,28 +284,38 @@ async fn run() -> String {
                     .await
                     .expect("docker run thread"),
             );
+            cold_ms.push(task_start(&cold).await.0);
         }
         eprintln!(
-            "{backend}: task start median {:.0} ms, docker run median {:.0} ms",
-            median(&task_ms),
+            "{backend}: task start median warm {:.0} ms, cold {:.0} ms, docker run median {:.0} ms",
+            median(&warm_ms),
+            median(&cold_ms),
             median(&docker_ms)
         );
         start_rows.push(stats_row(
-            &format!("{backend}: submit → first agent line over SSE"),
-            &task_ms,
+            &format!("{backend}, warm pool: submit → first agent line over SSE"),
+            &warm_ms,
         ));
         start_rows.push(stats_row(
-            &format!("{backend}: submit → first event of any kind over SSE"),
+            &format!("{backend}, warm pool: submit → first event of any kind over SSE"),
             &first_ms,
+        ));
+        start_rows.push(stats_row(
+            &format!(
+                "{backend}, no pool (`DRYDOCK_WARM_POOL=0`): submit → first agent line over SSE"
+            ),
+            &cold_ms,
         ));
         start_rows.push(stats_row(
             &format!("{backend}: `docker run --rm --network none <image> true`"),
             &docker_ms,
         ));
         ratios.push(format!(
-            "{backend}: task start / docker run = **{:.2}** (ratio of medians)",
-            median(&task_ms) / median(&docker_ms)
+            "{backend}: task start / docker run = **{:.2}** with the pool warm (goal < 1.0), **{:.2}** without a pool (1.87 before the overlap; ratio of medians)",
+            median(&warm_ms) / median(&docker_ms),
+            median(&cold_ms) / median(&docker_ms)
         ));
+        cold.app.server.stop().await.expect("clean stop");
 
         for (rate, floor) in rates.iter().zip(&floors) {
             let lines = floor.len();
@@ -338,7 +372,10 @@ async fn run() -> String {
     let _ = writeln!(
         out,
         "Task start: submit (`POST /api/tasks`, `create_pr: false`) → the agent's `echo` seen over \
-         SSE, interleaved with `docker run` of the same image ({starts} each after one warm-up)."
+         SSE, interleaved with `docker run` of the same image ({starts} each after one warm-up): \
+         *warm pool* on a server with the default pool of one, each start once the pool holds a \
+         started sandbox again; *no pool* on a second server with `--warm-pool 0` (creates its \
+         sandbox while it clones)."
     );
     let _ = writeln!(out);
     let _ = writeln!(out, "| task start (ms) | n | p50 | p90 | p99 | min | max |");

@@ -41,12 +41,26 @@ impl App {
     /// Starts a stand-in with users `alice` (75 repositories) and `bob` (3), and a server on `db`
     /// with `extra` settings.
     pub async fn start(db: TestDb, extra: &[&str]) -> Self {
+        Self::start_in(db, extra, false).await
+    }
+
+    /// Like [`App::start`], with the server in a process of its own
+    /// ([`TestServer::start_process`]).
+    pub async fn start_process(db: TestDb, extra: &[&str]) -> Self {
+        Self::start_in(db, extra, true).await
+    }
+
+    async fn start_in(db: TestDb, extra: &[&str], process: bool) -> Self {
         let gh = GithubStandIn::start().await;
         gh.add_user(101, "alice", 75);
         gh.add_user(202, "bob", 3);
         let mut settings = gh.settings();
         settings.extend(extra.iter().map(|s| s.to_string()));
-        let server = TestServer::start_with(&db.url, settings).await;
+        let server = if process {
+            TestServer::start_process(&db.url, settings).await
+        } else {
+            TestServer::start_with(&db.url, settings).await
+        };
         Self { gh, server, db }
     }
 

@@ -108,7 +108,23 @@ impl TaskEnv {
         Self::start_with(db, SCRIPTED_AGENT, image, extra).await
     }
 
+    /// Like [`TaskEnv::start`], with the server in a process of its own (for benchmarks that
+    /// measure its memory and CPU time; see [`crate::server::serve_child_if_asked`]).
+    pub async fn start_process(db: TestDb, extra: &[&str]) -> Self {
+        Self::start_in(db, SCRIPTED_AGENT, Some(&sandbox_image()), extra, true).await
+    }
+
     async fn start_with(db: TestDb, agents: &str, image: Option<&str>, extra: &[&str]) -> Self {
+        Self::start_in(db, agents, image, extra, false).await
+    }
+
+    async fn start_in(
+        db: TestDb,
+        agents: &str,
+        image: Option<&str>,
+        extra: &[&str],
+        process: bool,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("temporary directory");
         let file = dir.path().join("agents.toml");
         std::fs::write(&file, agents).expect("write agents file");
@@ -121,7 +137,11 @@ impl TaskEnv {
         // DRYDOCK_SANDBOX_IMAGE, which the server would otherwise read).
         settings.extend(["--sandbox-image", image.unwrap_or("")]);
         settings.extend_from_slice(extra);
-        let app = App::start(db, &settings).await;
+        let app = if process {
+            App::start_process(db, &settings).await
+        } else {
+            App::start(db, &settings).await
+        };
         app.gh
             .create_repo("alice", "demo", &[("README.md", "# demo\n")], "main");
         let alice = app.sign_in("alice").await;
@@ -266,15 +286,66 @@ impl TaskEnv {
     }
 }
 
-/// Ids of Docker containers labelled with this task, running or not.
+/// Ids of Docker containers of this task, running or not: those labelled with it, and warm-pool
+/// sandboxes it took (named `drydock-<task>-…`, as drydock names every sandbox of a task).
 pub fn containers_of(task_id: &str) -> Vec<String> {
+    let mut ids = docker_ps(&[
+        "--filter",
+        &format!("label=drydock.task={task_id}"),
+        "--format",
+        "{{.ID}}",
+    ]);
+    let prefix = format!("drydock-{task_id}-");
+    for line in docker_ps(&[
+        "--filter",
+        "label=drydock.pool",
+        "--format",
+        "{{.ID}} {{.Names}}",
+    ]) {
+        if let Some((id, name)) = line.split_once(' ')
+            && name.starts_with(&prefix)
+            && !ids.iter().any(|i| i == id)
+        {
+            ids.push(id.to_owned());
+        }
+    }
+    ids
+}
+
+/// Ids of the warm sandboxes of server `instance` not taken by a task (named `drydock-pool-…`).
+pub fn warm_sandboxes(instance: &str) -> Vec<String> {
+    docker_ps(&[
+        "--filter",
+        &format!("label=drydock.instance={instance}"),
+        "--filter",
+        "label=drydock.pool",
+        "--format",
+        "{{.ID}} {{.Names}}",
+    ])
+    .into_iter()
+    .filter_map(|line| {
+        let (id, name) = line.split_once(' ')?;
+        name.starts_with("drydock-pool-").then(|| id.to_owned())
+    })
+    .collect()
+}
+
+/// Removes the warm sandboxes of server `instance` (for a server dropped without stopping).
+pub fn remove_warm_sandboxes(instance: &str) {
+    let ids = warm_sandboxes(instance);
+    if !ids.is_empty() {
+        let _ = std::process::Command::new("docker")
+            .args(["rm", "-f"])
+            .args(&ids)
+            .output();
+    }
+}
+
+/// `docker ps -a --no-trunc` with `args` (filters and a `--format`), a line of output each.
+pub fn docker_ps(args: &[&str]) -> Vec<String> {
     let out = std::process::Command::new("docker")
-        .args([
-            "ps",
-            "-aq",
-            "--filter",
-            &format!("label=drydock.task={task_id}"),
-        ])
+        .args(["ps", "-a", "--no-trunc"])
+        .args(args)
         .output()
         .expect("docker ps");
     String::from_utf8_lossy(&out.stdout)

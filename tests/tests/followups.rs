@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use drydock_tests::TestDb;
-use drydock_tests::tasks::{TaskEnv, containers_of, git_in};
+use drydock_tests::tasks::{TaskEnv, containers_of, git_in, warm_sandboxes};
 use reqwest::StatusCode;
 use reqwest::cookie::CookieStore;
 use serde_json::{Value, json};
@@ -258,23 +258,27 @@ async fn after_the_idle_reaper_a_follow_up_starts_afresh_with_the_earlier_turns(
     assert!(request < reply && reply < new, "{context}");
     assert!(context.contains(branch), "{context}");
     assert_eq!(commits_on(&env, branch).len(), 2);
-    // A fresh sandbox was created for the turn and kept again, with the kept-alive lifetime as
-    // its hard deadline (not the turn's hour).
+    // A fresh sandbox was started for the turn and kept again, with the kept-alive lifetime as
+    // its hard deadline (not the turn's hour). One taken from the warm pool carries the pool's
+    // backstop in its label, which its maximum age (900 s) and a 5 s check interval past the
+    // lifetime; drydock's own timer holds it to the lifetime (`sandbox/tests/reconcile.rs`).
     let kept = containers_of(&id);
     assert_eq!(kept.len(), 1);
     let out = std::process::Command::new("docker")
         .args([
             "inspect",
             "--format",
-            "{{index .Config.Labels \"drydock.deadline\"}}",
+            "{{index .Config.Labels \"drydock.deadline\"}} {{index .Config.Labels \"drydock.pool\"}}",
             &kept[0],
         ])
         .output()
         .unwrap();
-    let deadline: i64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
-    let lifetime = deadline - chrono_now_ms() / 1000;
+    let labels = String::from_utf8_lossy(&out.stdout);
+    let (deadline, pool) = labels.trim_end_matches('\n').split_once(' ').unwrap();
+    let lifetime = deadline.parse::<i64>().unwrap() - chrono_now_ms() / 1000;
+    let most = if pool.is_empty() { 7200 } else { 7200 + 905 };
     assert!(
-        (7000..=7200).contains(&lifetime),
+        (7000..=most).contains(&lifetime),
         "deadline in {lifetime} s"
     );
     let resp = env.post(&format!("/api/tasks/{id}/sandbox/stop")).await;
@@ -354,20 +358,34 @@ async fn follow_ups_are_refused_past_the_daily_quota() {
     assert_eq!(asked, 2, "the refused message is not stored");
 }
 
+/// Waits until server `instance` has a warm sandbox, and answers its id.
+async fn wait_warm(instance: &str) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        if let Some(id) = warm_sandboxes(instance).into_iter().next() {
+            return id;
+        }
+        assert!(std::time::Instant::now() < deadline, "no warm sandbox");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_adopts_kept_sandboxes_and_removes_the_rest() {
     let db = TestDb::sqlite().await;
     let url = db.url.clone();
     let env = TaskEnv::start(db, &["--instance-id", "keep-test"]).await;
+    // The kept task takes the warm sandbox (which carries no task label: the database links it).
+    let warm = wait_warm("keep-test").await;
     let kept = env
         .submit("echo kept > kept.txt", json!({ "keep_alive": true }))
         .await;
+    wait_turn(&env, &kept, 1).await;
     let other = env
         .submit("echo gone > gone.txt", json!({ "keep_alive": true }))
         .await;
-    wait_turn(&env, &kept, 1).await;
     wait_turn(&env, &other, 1).await;
-    assert_eq!(containers_of(&kept).len(), 1);
+    assert_eq!(containers_of(&kept), vec![warm.clone()]);
     assert_eq!(containers_of(&other).len(), 1);
     let drydock_tests::App { server, db, gh } = env.app;
     server.stop().await.unwrap();
@@ -376,6 +394,31 @@ async fn a_restart_adopts_kept_sandboxes_and_removes_the_rest() {
         1,
         "a kept sandbox outlives a graceful stop"
     );
+    assert!(
+        warm_sandboxes("keep-test").is_empty(),
+        "the warm pool is removed"
+    );
+    // A warm sandbox a crashed server of this instance left behind.
+    let out = std::process::Command::new("docker")
+        .args([
+            "run",
+            "-d",
+            "--network",
+            "none",
+            "--name",
+            &format!("drydock-pool-stale-{}", &kept[..8]),
+            "--label",
+            "drydock.instance=keep-test",
+            "--label",
+            "drydock.pool=0123456789abcdef",
+            &drydock_tests::tasks::sandbox_image(),
+            "sleep",
+            "600",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stale = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     // While the server is down, one sandbox disappears.
     let gone = containers_of(&other);
     let out = std::process::Command::new("docker")
@@ -389,8 +432,20 @@ async fn a_restart_adopts_kept_sandboxes_and_removes_the_rest() {
     settings.extend(["--sandbox-idle-timeout".to_owned(), "600".to_owned()]);
     let restarted = drydock_tests::TestServer::start_with(&url, settings).await;
     let adopted = db.store.get_task_for_runner(&kept).await.unwrap().unwrap();
-    assert!(adopted.container_id.is_some(), "adopted: {adopted:?}");
+    assert_eq!(adopted.container_id, Some(warm), "adopted: {adopted:?}");
     assert_eq!(containers_of(&kept).len(), 1);
+    // The stale warm sandbox is gone, and the new process has its own.
+    assert!(
+        drydock_tests::tasks::docker_ps(&[
+            "--filter",
+            &format!("id={stale}"),
+            "--format",
+            "{{.ID}}"
+        ])
+        .is_empty(),
+        "the stale warm sandbox is removed"
+    );
+    assert_ne!(wait_warm("keep-test").await, stale);
     let lost = db.store.get_task_for_runner(&other).await.unwrap().unwrap();
     assert!(lost.container_id.is_none(), "forgotten: {lost:?}");
     let events = db
@@ -492,6 +547,18 @@ async fn the_preview_shows_the_dev_server_to_its_owner_only() {
         .await;
     let preview = task["preview_url"].as_str().unwrap();
     assert_eq!(preview, format!("/tasks/{id}/preview/"));
+    // The preview is recorded, then said in the log.
+    for _ in 0..50 {
+        if env
+            .log(&id)
+            .await
+            .iter()
+            .any(|l| l.starts_with("info: Preview ready: "))
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     assert!(
         env.log(&id)
             .await

@@ -20,6 +20,12 @@ use crate::store::TaskEvent;
 const REPLAY_PAGE: i64 = 500;
 const CHANNEL: usize = 64;
 
+/// Viewers reading a page of stored events at once, across the server. Many viewers falling
+/// behind together (a burst of output to a crowd) would otherwise take every database
+/// connection and starve the task's own log writer, so slow viewers would hold up the task; with
+/// this bound they wait for each other instead (the pools hold 8 and 16 connections).
+static CATCHING_UP: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(3);
+
 fn log_event(event: &TaskEvent) -> Event {
     Event::default()
         .id(event.seq.to_string())
@@ -54,11 +60,14 @@ type Tx = mpsc::Sender<Result<Event, Infallible>>;
 /// Sends stored events after `cursor`; answers the new cursor, or `None` when the viewer left.
 async fn catch_up(state: &AppState, task_id: &str, mut cursor: i64, tx: &Tx) -> Option<i64> {
     loop {
-        let page = state
-            .store
-            .list_task_events_after(task_id, cursor, REPLAY_PAGE)
-            .await
-            .ok()?;
+        let page = {
+            let _turn = CATCHING_UP.acquire().await.ok()?;
+            state
+                .store
+                .list_task_events_after(task_id, cursor, REPLAY_PAGE)
+                .await
+                .ok()?
+        };
         let full = page.len() as i64 == REPLAY_PAGE;
         for event in &page {
             tx.send(Ok(log_event(event))).await.ok()?;

@@ -14,7 +14,8 @@ use crate::store::{Task, TaskOutcome};
 
 impl TaskRunner {
     /// Marks tasks a previous process of this server left running as failed, adopts the kept
-    /// sandboxes that survived, and removes every other sandbox labelled for this server.
+    /// sandboxes that survived, and removes every other sandbox labelled for this server (warm
+    /// pool ones included).
     pub(super) async fn recover(&self) {
         let store = &self.inner.store;
         match store
@@ -43,7 +44,9 @@ impl TaskRunner {
             }
             Err(err) => tracing::error!(error = %err, "recovery: could not list running tasks"),
         }
-        // Kept-alive sandboxes of ended turns are adopted; every other sandbox is removed.
+        // Kept-alive sandboxes of ended turns are adopted; every other sandbox is removed. The
+        // database says which container a task keeps (a warm sandbox a task took carries no task
+        // label), so the kept ones are known by container id.
         let kept = store
             .list_kept_sandboxes(&self.inner.settings.runner_id, None)
             .await
@@ -51,9 +54,9 @@ impl TaskRunner {
                 tracing::error!(error = %err, "recovery: could not list kept sandboxes");
                 Vec::new()
             });
-        let keep: HashSet<String> = kept.iter().map(|t| t.id.clone()).collect();
+        let keep: HashSet<String> = kept.iter().filter_map(|t| t.container_id.clone()).collect();
         match self.sandboxes().await {
-            Ok(sandboxes) => match sandboxes.reap(Reap::NotIn(keep)).await {
+            Ok(sandboxes) => match sandboxes.reap(Reap::AllExcept(keep)).await {
                 Ok(removed) if !removed.is_empty() => {
                     tracing::warn!(
                         count = removed.len(),
@@ -227,16 +230,13 @@ impl TaskRunner {
         }
     }
 
-    /// Removes any container still labelled with this task (a backstop: every path above
-    /// already removes the sandbox it knows of).
+    /// Removes any container still labelled with this task, or a warm one named for it (a
+    /// backstop: every path above already removes the sandbox it knows of).
     pub(super) async fn sweep_sandboxes_of(&self, task_id: &str) {
         let Ok(sandboxes) = self.sandboxes().await else {
             return;
         };
-        let Ok(left) = sandboxes
-            .list(&[(drydock_sandbox::LABEL_TASK, task_id)])
-            .await
-        else {
+        let Ok(left) = sandboxes.of_task(task_id).await else {
             return;
         };
         for info in left {

@@ -5,13 +5,16 @@
 //! - [`scheduler`]: claiming queued tasks within the limits, spawning a turn, stopping, shutdown;
 //! - [`turn`]: one turn as its list of stages, and how it ends (cleanup, outcome recorded);
 //! - the stages, in order: [`agent`] (what to run: prompt, launch plan, keys, connectors),
-//!   [`workspace`] (the host checkout and every host git and GitHub step: clone, submodules,
-//!   bundle import, diff, secret check, push, pull request), [`sandbox`] (start or continue the
-//!   sandbox, upload; its image and setup come from [`environment`]), [`agent`] again (run it, streaming its output via
+//!   [`workspace`] (the host checkout and every host git and GitHub step: which branch, clone,
+//!   submodules, bundle import, diff, secret check, push, pull request), [`sandbox`] (continue
+//!   the kept sandbox, or take a warm one from [`pool`] or create one, begun once the branch is
+//!   known so it starts while the host clones; its image and setup come from [`environment`];
+//!   upload), [`agent`] again (run it, streaming its output via
 //!   [`exec`]), [`handback`] (commit in the sandbox and bring the commit back), [`publish`]
 //!   (diff stored, secret check, push, pull request);
 //! - [`lifetime`]: kept-alive sandboxes, the idle reaper, adoption and reaping after a restart;
-//!   [`dev_server`]: dev-server previews in kept sandboxes;
+//!   [`pool`]: the warm pool of sandboxes started ahead of tasks; [`dev_server`]: dev-server
+//!   previews in kept sandboxes;
 //! - [`outcome`]: how a status and its reason are decided; [`prompt`]: the words drydock writes
 //!   (titles, follow-up prompts, commit messages, pull request bodies);
 //! - [`settings`]: the runner's settings.
@@ -23,6 +26,7 @@ mod exec;
 mod handback;
 mod lifetime;
 mod outcome;
+mod pool;
 mod prompt;
 mod publish;
 mod sandbox;
@@ -93,6 +97,8 @@ struct Inner {
     image: Arc<crate::sandbox_image::SandboxImage>,
     egress: Arc<crate::egress::Egress>,
     sandboxes: tokio::sync::Mutex<Option<Sandboxes>>,
+    /// Sandboxes started ahead of tasks.
+    pool: pool::WarmPool,
     /// Tasks this process runs, with what stops each.
     running: Mutex<HashMap<String, CancellationToken>>,
     /// One scheduling pass at a time.
@@ -114,6 +120,12 @@ impl TaskRunner {
             image,
             egress,
         } = services;
+        // The longest a task's sandbox lives: a turn's deadline plus its minute of slack, or a
+        // kept-alive sandbox's lifetime.
+        let longest_task = (settings.max_task_duration + std::time::Duration::from_secs(60))
+            .max(settings.keep_alive_lifetime);
+        let pool =
+            pool::WarmPool::new(settings.warm_pool, settings.warm_pool_max_age, longest_task);
         Self {
             inner: Arc::new(Inner {
                 settings,
@@ -126,6 +138,7 @@ impl TaskRunner {
                 image,
                 egress,
                 sandboxes: tokio::sync::Mutex::new(None),
+                pool,
                 running: Mutex::new(HashMap::new()),
                 schedule_lock: tokio::sync::Mutex::new(()),
                 shutdown: CancellationToken::new(),

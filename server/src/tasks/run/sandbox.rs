@@ -1,12 +1,14 @@
 //! Starting the sandbox of a turn: continuing in the task's kept sandbox when its working tree is
-//! where the branch is, otherwise creating a hardened sandbox from the repository's environment
-//! (see [`super::environment`]), uploading the checkout and running the environment's maintenance.
+//! where the branch is, otherwise a hardened sandbox from the repository's environment (see
+//! [`super::environment`]): one begun from the warm pool or created while the host clones, when
+//! the environment turns out to be the default one, else one made for the environment's image;
+//! then the checkout is uploaded and the environment's maintenance runs.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use drydock_sandbox::{ExecSpec, Sandbox};
-use tracing::instrument;
+use drydock_sandbox::{ExecSpec, Sandbox, SandboxError, SandboxSpec, Sandboxes};
+use tracing::{Instrument, instrument};
 
 use super::TaskRunner;
 use super::agent::Launch;
@@ -114,30 +116,59 @@ impl TaskRunner {
         Ok(None)
     }
 
-    /// Creates a hardened sandbox of the task from `image`, with `variables` as its environment
-    /// (plain values only: secrets go to single execs).
-    #[instrument(skip_all, fields(task_id = %cx.task.id))]
-    pub(super) async fn create_sandbox(
+    /// Begins starting a fresh sandbox in the background, unless the turn will continue in the
+    /// task's kept sandbox: one for the default environment (drydock's image, no variables),
+    /// taken from the warm pool when one is ready, otherwise created. It runs in its own tokio
+    /// task while the host clones; [`create_sandbox`](Self::create_sandbox) uses it when the
+    /// repository's environment turns out to want exactly that, and removes it otherwise. The end
+    /// of the turn removes it whatever stage the turn stopped at.
+    pub(super) async fn begin_sandbox(&self, cx: &mut TurnContext, launch: &Launch) {
+        if launch.kept.is_some() || cx.creating.is_some() {
+            return;
+        }
+        let Ok(sandboxes) = self.sandboxes().await else {
+            // Said when the sandbox is needed (create_sandbox asks again).
+            return;
+        };
+        let image = sandboxes.defaults().image.clone();
+        let spec = self.sandbox_spec(&sandboxes, cx, &image, &BTreeMap::new(), SandboxRole::Agent);
+        self.spawn_sandbox(cx, sandboxes, spec);
+    }
+
+    /// Starts a sandbox of `spec` in its own tokio task (a warm one when the pool has one of
+    /// its shape), so a stop arriving mid-way cannot drop the handle of a container Docker
+    /// already made.
+    fn spawn_sandbox(&self, cx: &mut TurnContext, sandboxes: Sandboxes, spec: SandboxSpec) {
+        let runner = self.clone();
+        cx.creating_shape = Some(spec.shape().key());
+        cx.creating = Some(tokio::spawn(
+            async move {
+                match runner.take_warm(&sandboxes, &spec).await {
+                    Some(sandbox) => Ok::<_, SandboxError>(sandbox),
+                    None => sandboxes.create(spec).await,
+                }
+            }
+            .in_current_span(),
+        ));
+    }
+
+    /// The spec of a sandbox of the task: drydock's hardening and limits, `image`, `variables`
+    /// as its environment (plain values only: secrets go to single execs), and no network but
+    /// the relay under a network policy.
+    fn sandbox_spec(
         &self,
-        cx: &mut TurnContext,
+        sandboxes: &Sandboxes,
+        cx: &TurnContext,
         image: &str,
         variables: &BTreeMap<String, String>,
         role: SandboxRole,
-    ) -> StepResult<Sandbox> {
-        cx.say("info", "Starting the sandbox").await;
-        let sandboxes = self.sandboxes().await.map_err(|err| sandbox_failed(&err))?;
+    ) -> SandboxSpec {
         let task = &cx.task;
-        // The sandbox outlives the turn's own deadline a little, so the turn reports the
-        // timeout; a kept-alive one lives until its hard lifetime (each turn still has its own
-        // deadline).
-        let mut deadline =
-            Duration::from_secs(u64::try_from(task.max_duration_s).unwrap_or(3600) + 60);
-        if task.keep_alive {
-            deadline = deadline.max(self.inner.settings.keep_alive_lifetime);
-        }
-        let mut spec = sandboxes.spec(task.id.clone()).deadline(deadline);
-        // The image is part of the spec, so whatever keys sandboxes by their spec (a warm pool)
-        // sees the environment.
+        let mut spec = sandboxes
+            .spec(task.id.clone())
+            .deadline(self.sandbox_deadline(task));
+        // The image is part of the spec, so the warm pool (keyed by the spec's shape) sees the
+        // environment.
         spec.image = image.to_owned();
         for (name, value) in variables {
             spec = spec.env(name.clone(), value.clone());
@@ -153,11 +184,50 @@ impl TaskRunner {
                 }
             }
         }
+        spec
+    }
+
+    /// How long a task's sandbox may live: a little longer than the turn (so the turn reports
+    /// its own timeout), or a kept-alive sandbox's lifetime (each turn still has its deadline).
+    fn sandbox_deadline(&self, task: &crate::store::Task) -> Duration {
+        let deadline = Duration::from_secs(u64::try_from(task.max_duration_s).unwrap_or(3600) + 60);
+        if task.keep_alive {
+            deadline.max(self.inner.settings.keep_alive_lifetime)
+        } else {
+            deadline
+        }
+    }
+
+    /// A hardened sandbox of the task from `image` with `variables`: the one begun while the
+    /// host cloned when it has exactly this shape, else a new one (the begun one is removed).
+    /// Recorded as the task's container (the link the reaper, restart reconciliation and
+    /// previews read).
+    #[instrument(skip_all, fields(task_id = %cx.task.id))]
+    pub(super) async fn create_sandbox(
+        &self,
+        cx: &mut TurnContext,
+        image: &str,
+        variables: &BTreeMap<String, String>,
+        role: SandboxRole,
+    ) -> StepResult<Sandbox> {
+        let sandboxes = self.sandboxes().await.map_err(|err| sandbox_failed(&err))?;
+        let spec = self.sandbox_spec(&sandboxes, cx, image, variables, role);
+        if cx.creating.is_some()
+            && cx.creating_shape.as_deref() != Some(spec.shape().key().as_str())
+        {
+            self.discard_begun(cx).await;
+        }
+        if cx.creating.is_none() {
+            self.spawn_sandbox(cx, sandboxes, spec);
+        }
+        cx.say("info", "Starting the sandbox").await;
         let creating = cx
             .creating
-            .insert(tokio::spawn(async move { sandboxes.create(spec).await }));
+            .as_mut()
+            .ok_or_else(|| Outcome::failed("the sandbox was never started"))?;
         let created = creating.await;
         cx.creating = None;
+        cx.creating_shape = None;
         let sandbox = created
             .map_err(|_| Outcome::failed("creating the sandbox was interrupted"))?
             .map_err(|err| sandbox_failed(&err))?;
@@ -168,6 +238,17 @@ impl TaskRunner {
             .await;
         cx.sandbox = Some(sandbox.clone());
         Ok(sandbox)
+    }
+
+    /// Removes the sandbox begun while the host cloned: the environment wants another.
+    async fn discard_begun(&self, cx: &mut TurnContext) {
+        cx.creating_shape = None;
+        if let Some(creating) = cx.creating.take()
+            && let Ok(Ok(sandbox)) = creating.await
+            && let Err(err) = sandbox.remove().await
+        {
+            tracing::error!(error = %err, "could not remove a sandbox the environment did not want");
+        }
     }
 
     /// Under a network policy, starts the sandbox's relay and serves it with the task's egress

@@ -17,9 +17,10 @@ const PRUNE_EVERY: Duration = Duration::from_secs(300);
 
 impl TaskRunner {
     /// Recovers from a previous process, then schedules queued tasks (and reaps idle kept
-    /// sandboxes) until shutdown.
+    /// sandboxes) and keeps the warm pool filled until shutdown.
     pub async fn start(&self) {
         self.recover().await;
+        self.start_pool();
         let runner = self.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(SCHEDULE_EVERY);
@@ -40,8 +41,8 @@ impl TaskRunner {
         });
     }
 
-    /// Stops scheduling and ends every task this process runs (each is marked failed with a
-    /// reason and its sandbox removed).
+    /// Stops scheduling, ends every task this process runs (each is marked failed with a
+    /// reason and its sandbox removed) and removes the warm pool.
     pub async fn shutdown(&self) {
         self.inner.shutdown.cancel();
         let tokens: Vec<CancellationToken> = self.lock_running().values().cloned().collect();
@@ -55,6 +56,7 @@ impl TaskRunner {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        self.stop_pool().await;
     }
 
     /// Starts queued tasks, oldest first, while the limits allow.

@@ -37,6 +37,12 @@ pub struct RunnerSettings {
     pub idle_timeout: Duration,
     /// Hard deadline of a kept-alive sandbox, however busy.
     pub keep_alive_lifetime: Duration,
+    /// Longest a task may run (`DRYDOCK_MAX_TASK_DURATION`).
+    pub max_task_duration: Duration,
+    /// Warm sandboxes kept per sandbox shape (`DRYDOCK_WARM_POOL`; 0: no warm pool).
+    pub warm_pool: usize,
+    /// How long a warm sandbox waits for a task before it is replaced.
+    pub warm_pool_max_age: Duration,
     /// Port of dev-server previews inside sandboxes; `None` when previews are off.
     pub preview_port: Option<u16>,
     /// Connector token refreshes may reach private addresses (`DRYDOCK_ALLOW_PRIVATE_CONNECTOR_URLS`).
@@ -84,6 +90,9 @@ impl RunnerSettings {
             github_url: config.github_url.clone(),
             idle_timeout: Duration::from_secs(config.sandbox_idle_timeout),
             keep_alive_lifetime: Duration::from_secs(config.sandbox_max_lifetime),
+            max_task_duration: Duration::from_secs(config.max_task_duration),
+            warm_pool: config.warm_pool as usize,
+            warm_pool_max_age: Duration::from_secs(config.warm_pool_max_age),
             preview_port: config
                 .preview_host
                 .as_deref()

@@ -26,9 +26,12 @@ pub(super) struct TurnContext {
     pub message: String,
     /// The task's log; opened once the turn's secrets are known.
     pub sink: Option<LogSink>,
-    /// A sandbox being created. Creation runs in its own tokio task so that a stop arriving
-    /// mid-way cannot drop the handle of a container Docker already made; the end awaits it.
+    /// A sandbox being started (taken from the warm pool or created), while the host clones.
+    /// It runs in its own tokio task so that a stop arriving mid-way cannot drop the handle of a
+    /// container Docker already made; the end awaits it.
     pub creating: Option<tokio::task::JoinHandle<Result<Sandbox, SandboxError>>>,
+    /// The shape key ([`drydock_sandbox::Shape::key`]) of the sandbox in `creating`.
+    pub creating_shape: Option<String>,
     /// The task's secret values, for the check before pushing.
     pub secret_values: Vec<SecretString>,
     /// The turn's sandbox, once it runs.
@@ -151,7 +154,10 @@ impl TaskRunner {
             );
             cx.say("info", &text).await;
         }
-        let mut workspace = self.prepare_workspace(cx, &token).await?;
+        let source = self.locate_branch(cx, &token).await?;
+        // The sandbox starts while the host clones; `start_sandbox` waits for it.
+        self.begin_sandbox(cx, &launch).await;
+        let mut workspace = self.prepare_workspace(cx, &token, source).await?;
         let sandbox = self.start_sandbox(cx, &workspace, &mut launch).await?;
         let reply = self.run_agent(cx, &sandbox, &launch).await?;
         let Some(work) = self.hand_back(cx, &sandbox, &workspace).await? else {
@@ -274,6 +280,7 @@ impl TurnContext {
             message,
             sink: None,
             creating: None,
+            creating_shape: None,
             secret_values: Vec::new(),
             sandbox: None,
             checkout: None,

@@ -43,6 +43,21 @@ pub(super) struct Workspace {
     pub branch_existed: bool,
 }
 
+/// What a turn clones, found before the clone (and before any sandbox).
+pub(super) struct Source {
+    /// Where the checkout goes.
+    dir: PathBuf,
+    git: HostGit,
+    /// The repository's clone URL.
+    url: String,
+    /// Branch the work is pushed to.
+    branch: String,
+    /// An earlier turn had pushed the branch.
+    branch_existed: bool,
+    /// The repository has no commits yet.
+    empty: bool,
+}
+
 impl TaskRunner {
     /// The user's GitHub token, renewed first when it has expired or expires within a minute;
     /// one that cannot be had ends the turn (before any sandbox), asking to sign in again.
@@ -54,18 +69,16 @@ impl TaskRunner {
             .map_err(|err| Outcome::failed(err.to_string()))
     }
 
-    /// Prepares the workspace: clones the task's branch when an earlier turn pushed it,
-    /// otherwise the base branch (the repository's default when none was asked for) with the
-    /// task's branch created on it. A base branch that does not exist ends the turn here, before
-    /// any sandbox, naming it. A repository without commits is checked out on its default branch
-    /// (as GitHub reports it), where the turn's work becomes the first commit.
+    /// Finds what the turn clones: the task's branch when an earlier turn pushed it, otherwise
+    /// the base branch (the repository's default when none was asked for). A base branch that
+    /// does not exist ends the turn here, before any sandbox, naming it.
     #[instrument(skip_all, fields(task_id = %cx.task.id))]
-    pub(super) async fn prepare_workspace(
+    pub(super) async fn locate_branch(
         &self,
         cx: &mut TurnContext,
         token: &SecretString,
-    ) -> StepResult<Workspace> {
-        let task = cx.task.clone();
+    ) -> StepResult<Source> {
+        let task = &cx.task;
         let settings = &self.inner.settings;
         let work_dir = &settings.work_dir;
         let dir = work_dir.join(&task.id);
@@ -73,7 +86,6 @@ impl TaskRunner {
         tokio::fs::create_dir_all(work_dir).await.map_err(|err| {
             Outcome::failed(format!("could not create the work directory: {err}"))
         })?;
-        cx.checkout = Some(dir.clone());
         let github_url = settings.github_url.trim_end_matches('/');
         let git = HostGit::new(&dir, token, github_url);
         let url = format!("{github_url}/{}.git", task.repo);
@@ -96,6 +108,45 @@ impl TaskRunner {
                 task.repo
             )));
         }
+        // A repository without commits has only the default branch GitHub reports.
+        if empty
+            && let Some(base) = task.base_branch.as_deref()
+            && let Some(default) = self.reported_default_branch(token, &task.repo).await
+            && base != default
+        {
+            return Err(first_commit::no_base_yet(base, &task.repo));
+        }
+        cx.checkout = Some(dir.clone());
+        Ok(Source {
+            dir,
+            git,
+            url,
+            branch,
+            branch_existed,
+            empty,
+        })
+    }
+
+    /// Prepares the workspace from what [`locate_branch`](Self::locate_branch) found: clones the
+    /// task's branch, or the base branch with the task's branch created on it. A repository
+    /// without commits is checked out on its default branch (as GitHub reports it), where the
+    /// turn's work becomes the first commit.
+    #[instrument(skip_all, fields(task_id = %cx.task.id))]
+    pub(super) async fn prepare_workspace(
+        &self,
+        cx: &mut TurnContext,
+        token: &SecretString,
+        source: Source,
+    ) -> StepResult<Workspace> {
+        let task = cx.task.clone();
+        let Source {
+            dir,
+            git,
+            url,
+            branch,
+            branch_existed,
+            empty,
+        } = source;
         let dir_arg = dir.to_string_lossy().into_owned();
         let mut args = vec!["clone", "--no-tags", "--single-branch"];
         if branch_existed {

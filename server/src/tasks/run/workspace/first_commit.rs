@@ -10,7 +10,29 @@ use crate::tasks::run::TaskRunner;
 use crate::tasks::run::outcome::{Outcome, StepResult, last_line};
 use crate::tasks::run::turn::TurnContext;
 
+/// The outcome of a task asking for a base branch of a repository without commits.
+pub(super) fn no_base_yet(base: &str, repo: &str) -> Outcome {
+    Outcome::failed(format!(
+        "the base branch {base} does not exist on {repo}: the repository has no commits yet"
+    ))
+}
+
 impl TaskRunner {
+    /// The default branch GitHub reports for `repo`, when it answers.
+    pub(super) async fn reported_default_branch(
+        &self,
+        token: &SecretString,
+        repo: &str,
+    ) -> Option<String> {
+        match self.inner.github.repo(token, repo).await {
+            Ok(repo) => repo.default_branch.filter(|b| !b.is_empty()),
+            Err(err) => {
+                tracing::warn!(error = %err, "could not read the repository's default branch");
+                None
+            }
+        }
+    }
+
     /// The workspace of a repository without commits: the checkout is put on the repository's
     /// default branch as GitHub reports it (not the host git's default), which becomes both the
     /// task's branch and its base; there is nothing to open a pull request against.
@@ -23,14 +45,7 @@ impl TaskRunner {
         empty_tree: String,
     ) -> StepResult<Workspace> {
         let task = cx.task.clone();
-        let reported = match self.inner.github.repo(token, &task.repo).await {
-            Ok(repo) => repo.default_branch.filter(|b| !b.is_empty()),
-            Err(err) => {
-                tracing::warn!(error = %err, "could not read the repository's default branch");
-                None
-            }
-        };
-        let default = match reported {
+        let default = match self.reported_default_branch(token, &task.repo).await {
             Some(branch) => branch,
             None => git
                 .run(&["symbolic-ref", "--short", "HEAD"])
@@ -41,10 +56,7 @@ impl TaskRunner {
         if let Some(base) = task.base_branch.as_deref()
             && base != default
         {
-            return Err(Outcome::failed(format!(
-                "the base branch {base} does not exist on {}: the repository has no commits yet",
-                task.repo
-            )));
+            return Err(no_base_yet(base, &task.repo));
         }
         let out = git
             .run(&["symbolic-ref", "HEAD", &format!("refs/heads/{default}")])
