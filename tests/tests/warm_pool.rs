@@ -50,8 +50,8 @@ fn created(id: &str) -> chrono::DateTime<chrono::Utc> {
 /// The script of a task that says which container it runs in.
 const SAY_WHERE: &str = "echo \"ran in $(cat /etc/hostname)\"; echo done > done.txt";
 
-async fn a_task_takes_a_warm_sandbox(db: TestDb) {
-    let env = TaskEnv::start(db, &[]).await;
+async fn a_task_takes_a_warm_sandbox(db: TestDb, extra: &[&str]) {
+    let env = TaskEnv::start(db, extra).await;
     let instance = env.app.server.instance_id.clone();
     let warm = wait_warm(&instance, &[]).await;
     let submitted = chrono::Utc::now();
@@ -86,12 +86,19 @@ async fn a_task_takes_a_warm_sandbox(db: TestDb) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_takes_a_warm_sandbox_and_the_pool_refills_on_sqlite() {
-    a_task_takes_a_warm_sandbox(TestDb::sqlite().await).await;
+    a_task_takes_a_warm_sandbox(TestDb::sqlite().await, &[]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_takes_a_warm_sandbox_and_the_pool_refills_on_postgres() {
-    a_task_takes_a_warm_sandbox(TestDb::postgres().await).await;
+    a_task_takes_a_warm_sandbox(TestDb::postgres().await, &[]).await;
+}
+
+/// Under the operator's default network policy (a sandbox with no network and the proxy
+/// variables), the sandbox kept warm is of that shape, so the first task takes it too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_under_the_default_network_policy_takes_a_warm_sandbox() {
+    a_task_takes_a_warm_sandbox(TestDb::sqlite().await, &["--network-policy", "allowlist"]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

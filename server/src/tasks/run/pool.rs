@@ -232,7 +232,13 @@ impl TaskRunner {
         let Ok(sandboxes) = self.sandboxes().await else {
             return;
         };
-        let default = sandboxes.spec("").shape();
+        // The shape most tasks ask for: the default environment under the operator's default
+        // network policy.
+        let mut default = sandboxes.spec("");
+        if self.inner.egress.settings.bounds.default.is_some() {
+            default = super::sandbox::under_policy(default, super::sandbox::SandboxRole::Agent);
+        }
+        let default = default.shape();
         let shapes: Vec<Shape> = {
             let mut state = pool.lock();
             state

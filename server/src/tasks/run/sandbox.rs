@@ -174,15 +174,7 @@ impl TaskRunner {
             spec = spec.env(name.clone(), value.clone());
         }
         if task.network_policy.is_some() {
-            // No network at all: the only way out is the relay to drydock's proxy and gateway.
-            spec = spec.network(drydock_sandbox::NetworkMode::None);
-            // A setup sandbox becomes a snapshot that later tasks (with another policy, or none)
-            // start from, so the proxy variables go to its setup exec, never into its image.
-            if role == SandboxRole::Agent {
-                for (name, value) in crate::egress::proxy_env() {
-                    spec = spec.env(name, value);
-                }
-            }
+            spec = under_policy(spec, role);
         }
         spec
     }
@@ -331,4 +323,18 @@ impl TaskRunner {
         }
         hosts
     }
+}
+
+/// A sandbox under a network policy: no network at all, the only way out being the relay to
+/// drydock's proxy and gateway. An agent's sandbox also gets the proxy variables; a setup
+/// sandbox becomes a snapshot that later tasks (with another policy, or none) start from, so
+/// they go to its setup exec instead, never into its image.
+pub(super) fn under_policy(mut spec: SandboxSpec, role: SandboxRole) -> SandboxSpec {
+    spec = spec.network(drydock_sandbox::NetworkMode::None);
+    if role == SandboxRole::Agent {
+        for (name, value) in crate::egress::proxy_env() {
+            spec = spec.env(name, value);
+        }
+    }
+    spec
 }
