@@ -21,6 +21,8 @@ pub struct RunnerSettings {
     pub max_concurrent_per_user: i64,
     /// Docker daemon, when not the default.
     pub docker_host: Option<String>,
+    /// Certificates for a Docker daemon reached over TLS (`DOCKER_CERT_PATH`).
+    pub docker_cert_path: Option<PathBuf>,
     /// Sandbox image.
     pub image: String,
     /// Sandbox network mode.
@@ -45,6 +47,8 @@ pub struct RunnerSettings {
     pub connector_refresh_locks: crate::connectors::tokens::RefreshLocks,
     /// The connector circuit breaker's base back-off (`DRYDOCK_CONNECTOR_BACKOFF_SECS`).
     pub connector_backoff: Duration,
+    /// How long a running turn's lease lasts without renewal (`DRYDOCK_LEASE_SECS`).
+    pub lease: Duration,
 }
 
 impl RunnerSettings {
@@ -66,6 +70,7 @@ impl RunnerSettings {
             max_concurrent: i64::from(config.max_concurrent_tasks),
             max_concurrent_per_user: i64::from(config.max_concurrent_tasks_per_user),
             docker_host: config.docker_host.clone(),
+            docker_cert_path: config.docker_cert_path.clone(),
             image: config.resolve_sandbox_image(),
             network: config.sandbox_network.clone(),
             limits: Limits {
@@ -86,6 +91,7 @@ impl RunnerSettings {
             allow_private_connector_urls: config.allow_private_connector_urls,
             connector_refresh_locks: crate::connectors::tokens::RefreshLocks::default(),
             connector_backoff: Duration::from_secs(u64::from(config.connector_backoff_secs)),
+            lease: Duration::from_secs(config.lease_secs),
         }
     }
 }
