@@ -65,7 +65,7 @@ mod sandbox;
 mod spec;
 mod upload;
 
-pub use client::{Reap, SandboxInfo, Sandboxes};
+pub use client::{Reap, SandboxInfo, Sandboxes, docker_client};
 pub use error::{Result, SandboxError};
 pub use exec::{
     ExecCanceller, ExecExit, ExecOutput, ExecSpec, ExecStdin, OutputChunk, OutputStream,
