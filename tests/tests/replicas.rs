@@ -370,6 +370,35 @@ async fn read_sse(
     }
 }
 
+/// Reads the task list's live stream until a status event says `task_id` ended; answers that
+/// status (`None` when the stream ended first).
+async fn final_status_of(mut resp: reqwest::Response, task_id: &str) -> Option<String> {
+    let mut buf = String::new();
+    loop {
+        while let Some(end) = buf.find("\n\n") {
+            let block: String = buf.drain(..end + 2).collect();
+            let data: String = block
+                .lines()
+                .filter_map(|l| l.strip_prefix("data:"))
+                .map(str::trim_start)
+                .collect();
+            let Ok(change) = serde_json::from_str::<Value>(&data) else {
+                continue;
+            };
+            if change["task_id"] == task_id
+                && let Some(status) = change["status"].as_str()
+                && !matches!(status, "queued" | "running")
+            {
+                return Some(status.to_owned());
+            }
+        }
+        match tokio::time::timeout(Duration::from_secs(120), resp.chunk()).await {
+            Ok(Ok(Some(chunk))) => buf.push_str(&String::from_utf8_lossy(&chunk)),
+            _ => return None,
+        }
+    }
+}
+
 /// Reads SSE events into `seen` until one with text `needle` came; answers whether it did
 /// (false when the stream ended first). The response is dropped: the connection closes.
 async fn read_until(
@@ -460,6 +489,17 @@ async fn tasks_through_two_replicas_run_once_and_are_followed_from_either() {
         .await;
     let owner = running.runner_id.clone().unwrap();
     let viewer = c.other(&owner);
+    // The task list's live stream on the other replica hears how the task ended.
+    let statuses = c
+        .alice
+        .get(viewer.url("/api/tasks/events"))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(statuses.status(), StatusCode::OK);
+    let watched_id = watched.clone();
+    let status_end = tokio::spawn(async move { final_status_of(statuses, &watched_id).await });
     let mut seen: Vec<(i64, String)> = Vec::new();
     let resp = c
         .alice
@@ -505,6 +545,13 @@ async fn tasks_through_two_replicas_run_once_and_are_followed_from_either() {
         seen.len(),
         c.log(&watched).await.len(),
         "the viewer saw exactly what is stored"
+    );
+    let listed = status_end.await.unwrap();
+    assert_eq!(
+        listed.as_deref(),
+        Some("succeeded"),
+        "the task list on {} heard the end of a task run by {owner}",
+        viewer.id
     );
 
     // Every task ran exactly once.
