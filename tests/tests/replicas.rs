@@ -9,277 +9,13 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use drydock_tests::tasks::{ACME_KEY, SCRIPTED_AGENT, containers_of, sandbox_image};
-use drydock_tests::{GithubStandIn, TestDb};
-use reqwest::{Client, StatusCode};
+use drydock_tests::GithubStandIn;
+use drydock_tests::replicas::{Cluster, Replica};
+use drydock_tests::tasks::{SCRIPTED_AGENT, containers_of};
+use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_drydock-replica");
-const ENCRYPTION_KEY: &str = "7f3e2d1c0b0a09080706050403020100f0e0d0c0b0a090807060504030201000";
-const JWE_SECRET: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
-
-/// One `drydock serve` process.
-struct Replica {
-    id: String,
-    url: String,
-    child: Child,
-    _data: tempfile::TempDir,
-}
-
-impl Replica {
-    /// Starts a replica with instance id `id` on `database_url`; `extra` are more settings.
-    fn start(
-        id: &str,
-        database_url: &str,
-        gh: &GithubStandIn,
-        agents: &str,
-        extra: &[&str],
-    ) -> Self {
-        let data = tempfile::tempdir().unwrap();
-        let mut cmd = Command::new(BIN);
-        cmd.env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("RUST_LOG", "info,sqlx=warn")
-            .args(["--addr", "127.0.0.1:0", "--data-dir"])
-            .arg(data.path())
-            .args(["--database-url", database_url])
-            .args(["--instance-id", id])
-            .args([
-                "--encryption-key",
-                ENCRYPTION_KEY,
-                "--jwe-secret",
-                JWE_SECRET,
-            ])
-            .args(["--agents-file", agents])
-            .args(["--sandbox-image", &sandbox_image()])
-            .args(["--sandbox-image-build", "off", "--sandbox-network", "none"])
-            .args(["--shutdown-grace", "5"])
-            .args(gh.settings())
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        if let Ok(host) = std::env::var("DOCKER_HOST") {
-            cmd.env("DOCKER_HOST", host);
-        }
-        let mut child = cmd.spawn().unwrap();
-        // The server's log goes to the test's output (shown when a test fails).
-        let stderr = child.stderr.take().unwrap();
-        let tag = id.to_owned();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                eprintln!("[{tag}] {line}");
-            }
-        });
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        stdout.read_line(&mut line).unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("replica {id} did not start: {line:?}"))
-            .to_owned();
-        Self {
-            id: id.to_owned(),
-            url: format!("http://{addr}"),
-            child,
-            _data: data,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.url)
-    }
-
-    /// Waits until the replica answers `/healthz`.
-    async fn wait_healthy(&self) {
-        for _ in 0..400 {
-            if let Ok(resp) = reqwest::get(self.url("/healthz")).await
-                && resp.status().is_success()
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("replica {} never became healthy", self.id);
-    }
-
-    /// SIGKILL: the process ends at once, without any clean-up of its own.
-    fn kill_9(&mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-
-    /// SIGTERM, then waits for the process to end.
-    fn stop(&mut self) {
-        let pid = nix_pid(&self.child);
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        self.kill_9();
-    }
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            self.stop();
-        }
-    }
-}
-
-fn nix_pid(child: &Child) -> String {
-    child.id().to_string()
-}
-
-/// Two replicas on one PostgreSQL database, a GitHub stand-in with `alice/demo`, and Alice
-/// signed in (one session cookie, valid on both: they share their keys).
-struct Cluster {
-    gh: GithubStandIn,
-    db: TestDb,
-    a: Replica,
-    b: Replica,
-    alice: Client,
-    agents: tempfile::TempDir,
-}
-
-impl Cluster {
-    async fn start(extra: &[&str]) -> Self {
-        let gh = GithubStandIn::start().await;
-        gh.add_user(101, "alice", 1);
-        gh.create_repo("alice", "demo", &[("README.md", "# demo\n")], "main");
-        let db = TestDb::postgres().await;
-        let agents = tempfile::tempdir().unwrap();
-        let file = agents.path().join("agents.toml");
-        std::fs::write(&file, SCRIPTED_AGENT).unwrap();
-        let suffix = &uuid::Uuid::new_v4().simple().to_string()[..8];
-        let a = Replica::start(
-            &format!("replica-a-{suffix}"),
-            &db.url,
-            &gh,
-            file.to_str().unwrap(),
-            extra,
-        );
-        let b = Replica::start(
-            &format!("replica-b-{suffix}"),
-            &db.url,
-            &gh,
-            file.to_str().unwrap(),
-            extra,
-        );
-        a.wait_healthy().await;
-        b.wait_healthy().await;
-        let alice = sign_in(&gh, &a).await;
-        let resp = alice
-            .put(a.url("/api/keys/acme"))
-            .json(&json!({ "key": ACME_KEY }))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), StatusCode::OK);
-        Self {
-            gh,
-            db,
-            a,
-            b,
-            alice,
-            agents,
-        }
-    }
-
-    /// Submits a task through `via`; answers its id.
-    async fn submit(&self, via: &Replica, script: &str) -> String {
-        let resp = self
-            .alice
-            .post(via.url("/api/tasks"))
-            .json(&json!({ "repo": "alice/demo", "prompt": script, "agent": "scripted", "create_pr": false }))
-            .send()
-            .await
-            .unwrap();
-        let status = resp.status();
-        let body: Value = resp.json().await.unwrap_or(Value::Null);
-        assert_eq!(status, StatusCode::CREATED, "{body}");
-        body["id"].as_str().unwrap().to_owned()
-    }
-
-    /// The task's row, as the runner sees it.
-    async fn row(&self, id: &str) -> drydock::store::Task {
-        self.db
-            .store
-            .get_task_for_runner(id)
-            .await
-            .unwrap()
-            .unwrap()
-    }
-
-    /// Waits until `pred` holds for the task's row.
-    async fn wait_row(
-        &self,
-        id: &str,
-        what: &str,
-        pred: impl Fn(&drydock::store::Task) -> bool,
-    ) -> drydock::store::Task {
-        let started = Instant::now();
-        loop {
-            let task = self.row(id).await;
-            if pred(&task) {
-                return task;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(240),
-                "task {id} never reached {what}; last seen: {task:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    async fn wait_ended(&self, id: &str) -> drydock::store::Task {
-        self.wait_row(id, "an end", |t| {
-            !matches!(t.status.as_str(), "queued" | "running")
-        })
-        .await
-    }
-
-    /// The stored log's texts.
-    async fn log(&self, id: &str) -> Vec<String> {
-        let events = self
-            .db
-            .store
-            .list_task_events_after(id, 0, 10_000)
-            .await
-            .unwrap();
-        events.into_iter().map(|e| e.text).collect()
-    }
-
-    fn replica(&self, id: &str) -> &Replica {
-        if self.a.id == id { &self.a } else { &self.b }
-    }
-
-    fn other(&self, id: &str) -> &Replica {
-        if self.a.id == id { &self.b } else { &self.a }
-    }
-}
-
-/// Signs Alice in on `replica` through the stand-in's OAuth pages.
-async fn sign_in(gh: &GithubStandIn, replica: &Replica) -> Client {
-    let (client, _jar) = drydock_tests::app::browser();
-    gh.approve_as(Some("alice"));
-    let resp = client
-        .get(replica.url("/auth/github"))
-        .send()
-        .await
-        .unwrap();
-    let authorize = drydock_tests::app::location(&resp);
-    let resp = client.get(&authorize).send().await.unwrap();
-    let callback = drydock_tests::app::location(&resp);
-    let resp = client.get(&callback).send().await.unwrap();
-    assert_eq!(resp.status(), StatusCode::SEE_OTHER, "sign-in failed");
-    client
-}
 
 /// Docker's record of container creations, followed live from before the first task (the
 /// daemon's own event history is a short ring buffer shared with every other user of it).
@@ -459,26 +195,30 @@ async fn read_sse_one(resp: &mut reqwest::Response, seen: &mut Vec<(i64, String)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tasks_through_two_replicas_run_once_and_are_followed_from_either() {
     let creations = Creations::follow();
-    let c = Cluster::start(&[
-        "--max-concurrent-tasks",
-        "6",
-        "--max-concurrent-tasks-per-user",
-        "6",
-        "--max-tasks-per-day",
-        "100",
-    ])
+    let c = Cluster::start(
+        BIN,
+        2,
+        &[
+            "--max-concurrent-tasks",
+            "6",
+            "--max-concurrent-tasks-per-user",
+            "6",
+            "--max-tasks-per-day",
+            "100",
+        ],
+    )
     .await;
 
     // A task to watch from the replica that does not run it.
     let watched = c
         .submit(
-            &c.a,
+            c.a(),
             "for i in $(seq 1 60); do echo watched-$i; sleep 0.1; done",
         )
         .await;
     let mut ids = Vec::new();
     for i in 0..20 {
-        let via = if i % 2 == 0 { &c.a } else { &c.b };
+        let via = if i % 2 == 0 { c.a() } else { c.b() };
         ids.push(c.submit(via, &format!("echo only-once-{i}")).await);
     }
 
@@ -580,8 +320,6 @@ async fn tasks_through_two_replicas_run_once_and_are_followed_from_either() {
     for id in &ids {
         assert!(containers_of(id).is_empty(), "no sandbox left for {id}");
     }
-    let _ = &c.gh;
-    let _ = &c.agents;
 }
 
 /// kill -9 of the replica running a task: the other replica adopts it once its lease has run
@@ -589,9 +327,9 @@ async fn tasks_through_two_replicas_run_once_and_are_followed_from_either() {
 /// the log written before the kill.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_replicas_task_is_adopted_by_the_other() {
-    let mut c = Cluster::start(&["--lease-secs", "6"]).await;
+    let mut c = Cluster::start(BIN, 2, &["--lease-secs", "6"]).await;
     let id = c
-        .submit(&c.b, "echo before-the-kill; sleep 600; echo never-printed")
+        .submit(c.b(), "echo before-the-kill; sleep 600; echo never-printed")
         .await;
     let running = c
         .wait_row(&id, "running with a sandbox", |t| {
@@ -614,11 +352,7 @@ async fn a_killed_replicas_task_is_adopted_by_the_other() {
     }
     assert_eq!(containers_of(&id).len(), 1);
 
-    if c.a.id == owner {
-        c.a.kill_9();
-    } else {
-        c.b.kill_9();
-    }
+    c.kill_9(&owner);
     let killed_at = Instant::now();
     let ended = c.wait_ended(&id).await;
     let adopted_after = killed_at.elapsed();
@@ -655,8 +389,8 @@ async fn a_killed_replicas_task_is_adopted_by_the_other() {
 /// one that does, through the database.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_follow_up_and_sandbox_stop_reach_the_owning_replica() {
-    let c = Cluster::start(&[]).await;
-    let id = c.submit(&c.a, "echo started; sleep 600").await;
+    let c = Cluster::start(BIN, 2, &[]).await;
+    let id = c.submit(c.a(), "echo started; sleep 600").await;
     let running = c
         .wait_row(&id, "running with a sandbox", |t| {
             t.status == "running" && t.container_id.is_some()
@@ -681,7 +415,7 @@ async fn stop_follow_up_and_sandbox_stop_reach_the_owning_replica() {
     // A kept sandbox on one replica, a follow-up and a sandbox stop through the other.
     let kept = c
         .alice
-        .post(c.a.url("/api/tasks"))
+        .post(c.a().url("/api/tasks"))
         .json(
             &json!({ "repo": "alice/demo", "prompt": "echo turn-one > one.txt", "agent": "scripted",
                        "create_pr": false, "keep_alive": true }),
@@ -750,7 +484,14 @@ async fn a_second_server_on_one_sqlite_file_is_refused() {
     let url = format!("sqlite://{}", dir.path().join("shared.db").display());
     let agents = dir.path().join("agents.toml");
     std::fs::write(&agents, SCRIPTED_AGENT).unwrap();
-    let first = Replica::start("sqlite-first", &url, &gh, agents.to_str().unwrap(), &[]);
+    let first = Replica::start(
+        BIN,
+        "sqlite-first",
+        &url,
+        &gh,
+        agents.to_str().unwrap(),
+        &[],
+    );
     first.wait_healthy().await;
     let mut second = Command::new(BIN)
         .env_clear()
