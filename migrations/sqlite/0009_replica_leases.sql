@@ -2,8 +2,8 @@
 -- each running turn, and requests a replica makes of the one that owns a task.
 
 -- One row per `drydock serve` process that ever ran against this database, by instance id.
--- `heartbeat_at` (unix ms) is renewed every third of `lease_ms`; a replica whose heartbeat is
--- older than its lease is lost, and another adopts its tasks.
+-- `heartbeat_at` (unix ms) is renewed every quarter of `lease_ms`; a replica whose heartbeat is
+-- older than `lease_ms` is lost, and another removes what it kept.
 CREATE TABLE replicas (
     id           TEXT PRIMARY KEY NOT NULL,
     started_at   BIGINT NOT NULL,

@@ -283,7 +283,7 @@ pub struct Config {
     #[arg(long, env = "DRYDOCK_INSTANCE_ID")]
     pub instance_id: Option<String>,
 
-    /// Seconds a running turn's lease lasts (PostgreSQL replicas): each replica renews its leases every third of it, and when a replica stops renewing (killed, cut off), another adopts its tasks once the lease has run out.
+    /// Seconds a running turn's lease lasts (PostgreSQL replicas): each replica renews its leases every quarter of it, and when a replica stops renewing (killed, cut off), another adopts its tasks within this period.
     #[arg(long, env = "DRYDOCK_LEASE_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(3..=3600))]
     pub lease_secs: u64,
 

@@ -37,7 +37,7 @@ async fn run() -> String {
     let _ = writeln!(
         out,
         "**Adoption after kill -9** (lease {lease} s, heartbeat every {:.1} s): median **{:.1} s** over {kills} runs (min {:.1} s, max {:.1} s), from the SIGKILL to the task's row ending failed with the reason naming the lost replica, its sandbox removed.",
-        lease as f64 / 3.0,
+        lease as f64 / 4.0,
         median(&adoption) / 1000.0,
         adoption.iter().copied().fold(f64::INFINITY, f64::min) / 1000.0,
         adoption.iter().copied().fold(0.0, f64::max) / 1000.0,

@@ -56,9 +56,14 @@ impl ControlRequest {
 }
 
 impl Store {
-    /// Records that replica `id` is alive (lease `lease_ms`) and renews the lease of every turn it
-    /// runs until now + `lease_ms`.
-    pub async fn replica_heartbeat(&self, id: &str, lease_ms: i64) -> StoreResult<()> {
+    /// Records that replica `id` is alive (it counts as lost after `period_ms` without a
+    /// heartbeat) and renews the lease of every turn it runs until now + `lease_ms`.
+    pub async fn replica_heartbeat(
+        &self,
+        id: &str,
+        period_ms: i64,
+        lease_ms: i64,
+    ) -> StoreResult<()> {
         let now = now_ms();
         with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
@@ -69,7 +74,7 @@ impl Store {
             )
             .bind(id)
             .bind(now)
-            .bind(lease_ms)
+            .bind(period_ms)
             .execute(&mut *tx)
             .await?;
             sqlx::query(
