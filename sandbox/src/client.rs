@@ -62,6 +62,14 @@ pub struct SandboxInfo {
     pub labels: BTreeMap<String, String>,
 }
 
+impl SandboxInfo {
+    /// Whether this is a warm-pool sandbox no task has claimed yet (claiming renames it after
+    /// its task).
+    pub fn is_unclaimed_warm(&self) -> bool {
+        self.pool.is_some() && self.name.starts_with(&name_prefix("pool"))
+    }
+}
+
 /// The entry point: a Docker connection plus operator defaults. Cheap to clone.
 #[derive(Clone)]
 pub struct Sandboxes {
@@ -80,6 +88,30 @@ impl std::fmt::Debug for Sandboxes {
 }
 
 static NAME_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// A bollard client for `host` (`unix:///path`, `tcp://host:port`, `http://...`). With
+/// `tls_cert_path`, a `tcp://` or `https://` host is reached over mutual TLS: the daemon's
+/// certificate must chain to `ca.pem` in that directory, and drydock presents `cert.pem` with
+/// `key.pem` (the files `dockerd --tlsverify` and `docker --tlsverify` use; Docker's
+/// "Protect the Docker daemon socket" guide). Without it a `tcp://` host is plain HTTP.
+pub fn docker_client(
+    host: &str,
+    tls_cert_path: Option<&std::path::Path>,
+) -> std::result::Result<Docker, bollard::errors::Error> {
+    match tls_cert_path {
+        Some(dir) if host.starts_with("tcp://") || host.starts_with("https://") => {
+            Docker::connect_with_ssl(
+                host,
+                &dir.join("key.pem"),
+                &dir.join("cert.pem"),
+                &dir.join("ca.pem"),
+                REQUEST_TIMEOUT.as_secs(),
+                bollard::API_DEFAULT_VERSION,
+            )
+        }
+        _ => Docker::connect_with_host(host),
+    }
+}
 
 impl Sandboxes {
     /// Connects to the daemon named by `DOCKER_HOST` (or the default local
@@ -101,7 +133,7 @@ impl Sandboxes {
             host: host.to_owned(),
             detail,
         };
-        let docker = Docker::connect_with_host(host)
+        let docker = docker_client(host, defaults.tls_cert_path.as_deref())
             .map_err(|e| unavailable(e.to_string()))?
             .with_timeout(REQUEST_TIMEOUT);
         let docker = tokio::time::timeout(PING_TIMEOUT, docker.negotiate_version())
@@ -132,6 +164,23 @@ impl Sandboxes {
             .map_err(|_| unavailable("no answer within 5 s".into()))?
             .map_err(|e| unavailable(e.to_string()))?;
         Ok(())
+    }
+
+    /// The same Docker host seen as another drydock replica sees it: the sandboxes labelled with
+    /// `instance_id` (a replica sharing this host, or one that was lost), for reaching a sandbox
+    /// that replica keeps or removing what it left. Containers without a drydock instance label
+    /// stay out of reach, as with [`list`](Sandboxes::list) and [`get`](Sandboxes::get).
+    pub fn of_instance(&self, instance_id: &str) -> Sandboxes {
+        if instance_id == self.defaults.instance_id {
+            return self.clone();
+        }
+        let mut defaults = (*self.defaults).clone();
+        defaults.instance_id = instance_id.to_owned();
+        Sandboxes {
+            docker: self.docker.clone(),
+            host: self.host.clone(),
+            defaults: Arc::new(defaults),
+        }
     }
 
     /// The operator defaults.

@@ -125,8 +125,12 @@ pub struct Images {
 }
 
 impl Images {
-    /// Connects to the daemon at `host`, or `DOCKER_HOST`, or the local socket.
-    pub async fn connect(host: Option<&str>) -> Result<Self> {
+    /// Connects to the daemon at `host`, or `DOCKER_HOST`, or the local socket; over mutual
+    /// TLS with the certificates in `tls_cert_path` (see [`crate::docker_client`]).
+    pub async fn connect(
+        host: Option<&str>,
+        tls_cert_path: Option<&std::path::Path>,
+    ) -> Result<Self> {
         let host = host
             .map(str::to_owned)
             .or_else(|| std::env::var("DOCKER_HOST").ok())
@@ -136,7 +140,7 @@ impl Images {
             host: host.clone(),
             detail,
         };
-        let docker = Docker::connect_with_host(&host)
+        let docker = crate::client::docker_client(&host, tls_cert_path)
             .map_err(|e| unavailable(e.to_string()))?
             .with_timeout(BUILD_REQUEST_TIMEOUT);
         let docker = tokio::time::timeout(Duration::from_secs(5), docker.negotiate_version())

@@ -67,7 +67,7 @@ mod snapshot;
 mod spec;
 mod upload;
 
-pub use client::{Reap, SandboxInfo, Sandboxes};
+pub use client::{Reap, SandboxInfo, Sandboxes, docker_client};
 pub use egress::{EgressConn, EgressListener};
 pub use error::{Result, SandboxError};
 pub use exec::{

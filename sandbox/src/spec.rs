@@ -98,6 +98,10 @@ pub struct SandboxDefaults {
     pub workdir: String,
     /// Grace period `stop` gives processes after SIGTERM before SIGKILL.
     pub stop_grace: Duration,
+    /// Directory of `ca.pem`, `cert.pem` and `key.pem` for a Docker host reached over TLS
+    /// (`tcp://` with mutual TLS, as `DOCKER_CERT_PATH` names it for the Docker CLI); `None`
+    /// for a local socket or plain TCP.
+    pub tls_cert_path: Option<std::path::PathBuf>,
 }
 
 impl SandboxDefaults {
@@ -115,6 +119,7 @@ impl SandboxDefaults {
             gid: 1000,
             workdir: "/workspace".to_owned(),
             stop_grace: Duration::from_secs(10),
+            tls_cert_path: None,
         }
     }
 }

@@ -179,6 +179,10 @@ pub struct Config {
     #[arg(long, env = "DOCKER_HOST")]
     pub docker_host: Option<String>,
 
+    /// Directory holding ca.pem, cert.pem and key.pem for a Docker host reached over TLS (DOCKER_HOST=tcp://HOST:2376 with dockerd --tlsverify). Unset: a tcp:// host is plain HTTP.
+    #[arg(long, env = "DOCKER_CERT_PATH")]
+    pub docker_cert_path: Option<PathBuf>,
+
     /// Image every sandbox runs, when you provide your own. Unset or empty: drydock runs its own image,
     /// {DRYDOCK_SANDBOX_IMAGE_NAME}:recipe-<hash of its recipe>, and builds it when it is missing.
     /// A named image that is missing is reported, never built.
@@ -331,6 +335,10 @@ pub struct Config {
     /// Id of this server in sandbox labels and task records; generated once into the data directory when absent.
     #[arg(long, env = "DRYDOCK_INSTANCE_ID")]
     pub instance_id: Option<String>,
+
+    /// Seconds a running turn's lease lasts (PostgreSQL replicas): each replica renews its leases every quarter of it, and when a replica stops renewing (killed, cut off), another adopts its tasks within this period.
+    #[arg(long, env = "DRYDOCK_LEASE_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(3..=3600))]
+    pub lease_secs: u64,
 
     /// Log filter in RUST_LOG syntax, e.g. info or drydock=debug,tower_http=info.
     #[arg(long, env = "RUST_LOG", default_value = "info")]

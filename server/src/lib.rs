@@ -48,10 +48,21 @@ pub async fn run(
     let addr = listener
         .local_addr()
         .context("reading the listening address")?;
+    // SQLite has one replica: a second server on the same file is refused before it touches it.
+    let _single = hold_sqlite_file(&config)?;
     let state = build_state(config, addr).await?;
     let image_watch = tokio_util::sync::CancellationToken::new();
     state.image.start(image_watch.clone());
     state.runner.start().await;
+    tasks::relay::start(
+        state.store.clone(),
+        state.hub.clone(),
+        state.runner.clone(),
+        state.runner.runner_id().to_owned(),
+        image_watch.clone(),
+    )
+    .await
+    .context("listening for other replicas' events")?;
     let grace = Duration::from_secs(state.config.shutdown_grace);
     let app = http::router(state.clone());
 
@@ -85,6 +96,42 @@ pub async fn run(
     state.store.close().await;
     tracing::info!("drydock stopped");
     Ok(())
+}
+
+/// Takes the lock that makes a SQLite database single-replica: an exclusive advisory lock on
+/// `<database file>.serve-lock`, held until the returned file is dropped (when `run` returns,
+/// or the kernel releases it when the process dies, however it dies). `None` for PostgreSQL,
+/// where replicas coordinate through the database.
+fn hold_sqlite_file(config: &Config) -> anyhow::Result<Option<std::fs::File>> {
+    let url = config.database_url();
+    let Some(db) = store::sqlite_file(url.expose()) else {
+        return Ok(None);
+    };
+    create_data_dir(&config.data_dir)?;
+    if let Some(parent) = db.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    let mut name = db.clone().into_os_string();
+    name.push(".serve-lock");
+    let path = std::path::PathBuf::from(name);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "another drydock server is already running on the SQLite database {}: SQLite supports \
+             one server only (stop the other one, or use PostgreSQL to run several replicas)",
+            db.display()
+        ),
+        Err(std::fs::TryLockError::Error(err)) => {
+            Err(err).with_context(|| format!("locking {}", path.display()))
+        }
+    }
 }
 
 /// Applies database migrations and returns (the `migrate` subcommand).

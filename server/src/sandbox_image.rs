@@ -84,6 +84,7 @@ pub struct SandboxImage {
     build: ImageBuild,
     options: BuildOptions,
     docker_host: Option<String>,
+    docker_cert_path: Option<std::path::PathBuf>,
     state: watch::Sender<ImageState>,
 }
 
@@ -98,6 +99,7 @@ impl SandboxImage {
             build: config.sandbox_image_build,
             options: build_options(config),
             docker_host: config.docker_host.clone(),
+            docker_cert_path: config.docker_cert_path.clone(),
             state: watch::Sender::new(ImageState::Checking),
         })
     }
@@ -263,7 +265,12 @@ impl SandboxImage {
     async fn watch_until_ready(&self) {
         let mut built_once = false;
         loop {
-            match Images::connect(self.docker_host.as_deref()).await {
+            match Images::connect(
+                self.docker_host.as_deref(),
+                self.docker_cert_path.as_deref(),
+            )
+            .await
+            {
                 Err(err) => self.set_unknown(&err),
                 Ok(images) => match images.exists(&self.image).await {
                     Err(err) => self.set_unknown(&err),
@@ -414,7 +421,11 @@ pub async fn build_in_foreground(config: &Config) -> anyhow::Result<()> {
         );
     }
     let image = config.resolve_sandbox_image();
-    let images = Images::connect(config.docker_host.as_deref()).await?;
+    let images = Images::connect(
+        config.docker_host.as_deref(),
+        config.docker_cert_path.as_deref(),
+    )
+    .await?;
     if images.exists(&image).await? {
         eprintln!("The sandbox image {image} is already on the Docker host.");
         return Ok(());

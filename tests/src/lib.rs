@@ -12,6 +12,7 @@ pub mod oauth_mcp;
 pub mod openai;
 pub mod real_agent;
 pub mod recorded;
+pub mod replicas;
 pub mod server;
 pub mod stats;
 pub mod tasks;

@@ -17,6 +17,9 @@ pub struct NewEvent {
 impl Store {
     /// Appends events to a task's log in one transaction and returns them with their seqs.
     ///
+    /// On PostgreSQL the commit also notifies [`super::EVENTS_CHANNEL`] with `"<task id> <last
+    /// seq>"`, so viewers on other replicas read the new rows at once.
+    ///
     /// Seqs come from bumping `tasks.event_seq` first: that row lock (PostgreSQL) or the single
     /// writer (SQLite) serialises concurrent appenders of one task, so seqs are unique, increasing
     /// and gap-free, while appenders of different tasks do not wait on each other (PostgreSQL).
@@ -30,6 +33,7 @@ impl Store {
         }
         let ts = now_ms();
         let count = i64::try_from(events.len()).unwrap_or(i64::MAX);
+        let postgres = self.backend() == super::Backend::Postgres;
         with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             let last: i64 = sqlx::query_scalar(
@@ -62,6 +66,15 @@ impl Store {
                         .push_bind(&event.text);
                 });
                 insert.build().execute(&mut *tx).await?;
+            }
+            if postgres {
+                // Viewers on every replica learn (task, last seq) when this commits, and read
+                // the rows themselves: the payload stays small whatever the lines hold.
+                sqlx::query("SELECT pg_notify($1, $2)")
+                    .bind(super::EVENTS_CHANNEL)
+                    .bind(format!("{task_id} {last}"))
+                    .execute(&mut *tx)
+                    .await?;
             }
             tx.commit().await?;
             Ok(rows)

@@ -11,6 +11,7 @@ mod environments;
 mod events;
 mod keys;
 mod models;
+mod replicas;
 mod tasks;
 mod tokens;
 mod users;
@@ -31,6 +32,7 @@ pub use egress::{BlockedRequest, NewUsage, TurnUsage};
 pub use environments::{EnvironmentUpdate, SetupRecord};
 pub use events::NewEvent;
 pub use models::*;
+pub use replicas::{CONTROL_CHANNEL, ClaimLimits, ControlRequest, EVENTS_CHANNEL, STATUS_CHANNEL};
 pub use tasks::{NewTask, TaskDiff, TaskFilter, TaskOutcome, Turn};
 pub use tokens::NewApiToken;
 pub use users::GithubProfile;
@@ -250,6 +252,17 @@ impl<'a> Storable<'a> for Option<&'a str> {
     fn storable(self) -> Option<Cow<'a, str>> {
         self.map(Storable::storable)
     }
+}
+
+/// The file of a `sqlite:` database URL (`None` for PostgreSQL, an in-memory database, or a
+/// URL that does not parse).
+pub fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
+    if url.split(':').next() != Some("sqlite") {
+        return None;
+    }
+    let options = SqliteConnectOptions::from_str(url).ok()?;
+    let file = options.get_filename();
+    (!file.as_os_str().is_empty() && file != Path::new(":memory:")).then(|| file.to_path_buf())
 }
 
 /// Now as unix milliseconds, the unit of every timestamp column.

@@ -3,6 +3,10 @@
 //! The database is the record; the hub only tells viewers that something new was stored. A
 //! viewer that falls behind (its channel lags) or joins late reads what it missed from the
 //! database, so the hub's buffers stay bounded whatever the viewers do.
+//!
+//! With several replicas (PostgreSQL), [`super::relay`] feeds the hub what other replicas
+//! stored ([`TaskSignal::Stored`]: only a seq, the viewer reads the rows) and the status
+//! changes they announced; the hub hands its own status changes to the relay to announce.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -26,6 +30,8 @@ pub struct LiveEvent {
 pub enum TaskSignal {
     /// An event was stored.
     Event(Arc<LiveEvent>),
+    /// Events up to this seq were stored (by any replica): read them from the database.
+    Stored(i64),
     /// The task's run ended with this status.
     End(String),
 }
@@ -52,6 +58,8 @@ pub struct EventHub {
     /// Cancelled when the server shuts down, so live streams end cleanly instead of holding
     /// the shutdown until its grace period is over.
     closing: tokio_util::sync::CancellationToken,
+    /// Where status changes go to reach other replicas (set when a relay runs).
+    relay: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<String>>,
 }
 
 /// Messages buffered per task channel before a slow viewer lags (and re-reads the database).
@@ -63,6 +71,7 @@ impl Default for EventHub {
             tasks: Mutex::new(HashMap::new()),
             status: broadcast::channel(256).0,
             closing: tokio_util::sync::CancellationToken::new(),
+            relay: std::sync::OnceLock::new(),
         }
     }
 }
@@ -142,9 +151,47 @@ impl EventHub {
         }
     }
 
-    /// Announces a status change.
+    /// Announces a status change to this replica's viewers and, through the relay, to the
+    /// other replicas' viewers.
     pub fn status_changed(&self, change: StatusChange) {
+        if let Some(relay) = self.relay.get() {
+            let _ = relay.send(change.task_id.clone());
+        }
+        self.status_changed_here(change);
+    }
+
+    /// Announces a status change to this replica's viewers only (the relay, for a change
+    /// another replica announced).
+    pub fn status_changed_here(&self, change: StatusChange) {
         let _ = self.status.send(change);
+    }
+
+    /// Sends the ids of tasks whose status changed here to `relay` from now on.
+    pub fn relay_status_to(&self, relay: tokio::sync::mpsc::UnboundedSender<String>) {
+        let _ = self.relay.set(relay);
+    }
+
+    /// Tells a task's viewers here that events up to `seq` were stored (by any replica).
+    pub fn stored(&self, task_id: &str, seq: i64) {
+        let sender = {
+            let tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
+            tasks.get(task_id).cloned()
+        };
+        if let Some(sender) = sender.filter(|s| s.receiver_count() > 0) {
+            let _ = sender.send(TaskSignal::Stored(seq));
+        }
+    }
+
+    /// Tells every viewer here to re-read the database (notifications may have been lost while
+    /// the relay's connection was down).
+    pub fn resync_all(&self) {
+        let senders: Vec<_> = {
+            let tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
+            tasks.values().cloned().collect()
+        };
+        for sender in senders {
+            let _ = sender.send(TaskSignal::Stored(i64::MAX));
+        }
     }
 
     /// Subscribes to status changes of every task (filter by user).

@@ -5,6 +5,7 @@ mod git;
 pub mod hub;
 mod logs;
 pub mod preview;
+pub mod relay;
 mod run;
 mod sse;
 

@@ -210,7 +210,7 @@ async fn serve(state: AppState, request: Request) -> Response {
         return not_found("no dev server runs for this task");
     };
     let container = container.to_owned();
-    proxy(&state, &container, port, request)
+    proxy(&state, &container, task.runner_id.as_deref(), port, request)
         .await
         .unwrap_or_else(unavailable)
 }
@@ -301,6 +301,7 @@ fn keep_harmless_set_cookies(headers: &mut HeaderMap) {
 async fn proxy(
     state: &AppState,
     container: &str,
+    owner: Option<&str>,
     port: u16,
     mut request: Request,
 ) -> Result<Response, String> {
@@ -309,6 +310,11 @@ async fn proxy(
         .sandboxes()
         .await
         .map_err(|_| "Docker is not reachable".to_owned())?;
+    // A sandbox kept by another replica on the same Docker host carries that replica's label.
+    let sandboxes = match owner {
+        Some(owner) => sandboxes.of_instance(owner),
+        None => sandboxes,
+    };
     let sandbox = sandboxes
         .get(container)
         .await

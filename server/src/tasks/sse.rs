@@ -135,9 +135,11 @@ async fn follow_task_log(state: &AppState, task_id: &str, after: i64, tx: &Tx) {
                 }
                 cursor = event.seq;
             }
-            // A gap (events published before we subscribed, or skipped) or a lag: read the
-            // database, which has everything.
-            Ok(TaskSignal::Event(_)) | Err(broadcast::error::RecvError::Lagged(_)) => {
+            Ok(TaskSignal::Stored(seq)) if seq <= cursor => {}
+            // A gap (events published before we subscribed, or skipped), events another replica
+            // stored, or a lag: read the database, which has everything.
+            Ok(TaskSignal::Event(_) | TaskSignal::Stored(_))
+            | Err(broadcast::error::RecvError::Lagged(_)) => {
                 let Some(next) = catch_up(state, task_id, cursor, tx).await else {
                     return;
                 };

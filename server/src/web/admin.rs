@@ -60,7 +60,11 @@ pub async fn checks(state: &AppState) -> Checks {
         .clone()
         .unwrap_or_else(|| "Docker's default (DOCKER_HOST unset)".into());
     let docker = tokio::time::timeout(DOCKER_TIMEOUT, async {
-        let images = drydock_sandbox::Images::connect(state.config.docker_host.as_deref()).await?;
+        let images = drydock_sandbox::Images::connect(
+            state.config.docker_host.as_deref(),
+            state.config.docker_cert_path.as_deref(),
+        )
+        .await?;
         Ok::<_, drydock_sandbox::SandboxError>((images.host().to_owned(), images.version().await?))
     })
     .await;

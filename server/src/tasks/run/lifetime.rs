@@ -158,8 +158,53 @@ impl TaskRunner {
 
     /// Removes a task's kept-alive sandbox (idle, asked for, or the task deleted) and says so in
     /// its log. `expired_by` (unix ms) removes it only if its idle time ended by then. Answers
-    /// false when it had none, or a turn is using it.
+    /// false when it had none, or a turn is using it. A sandbox another live replica keeps is
+    /// removed by that replica, asked through the task's row; this waits (up to 10 s) for it.
     pub async fn remove_kept_sandbox(
+        &self,
+        task: &Task,
+        expired_by: Option<i64>,
+        why: &str,
+    ) -> bool {
+        let store = &self.inner.store;
+        let owner = task
+            .runner_id
+            .as_deref()
+            .filter(|owner| *owner != self.inner.settings.runner_id);
+        if let Some(owner) = owner
+            && task.container_id.is_some()
+            && task.status != "running"
+            && store
+                .replica_alive(owner, crate::store::now_ms())
+                .await
+                .unwrap_or(false)
+        {
+            if store
+                .request_control(&task.id, crate::store::ControlRequest::Release)
+                .await
+                .is_err()
+            {
+                return false;
+            }
+            // The owner clears the request once the sandbox is gone.
+            for _ in 0..100 {
+                match store.control_request_of(&task.id).await {
+                    Ok(Some(_)) => {}
+                    _ => break,
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            return matches!(
+                store.get_task_for_runner(&task.id).await,
+                Ok(Some(t)) if t.container_id.is_none()
+            );
+        }
+        self.remove_kept_sandbox_here(task, expired_by, why).await
+    }
+
+    /// Removes a kept-alive sandbox from this replica (it keeps it, or the replica that kept it
+    /// is gone and shared this Docker host).
+    pub(super) async fn remove_kept_sandbox_here(
         &self,
         task: &Task,
         expired_by: Option<i64>,
@@ -182,6 +227,10 @@ impl TaskRunner {
             }
         }
         if let Ok(sandboxes) = self.sandboxes().await {
+            let sandboxes = match task.runner_id.as_deref() {
+                Some(owner) => sandboxes.of_instance(owner),
+                None => sandboxes,
+            };
             match sandboxes.get(container_id).await {
                 Ok(sandbox) => {
                     if let Err(err) = sandbox.remove().await {

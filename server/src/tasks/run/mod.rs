@@ -13,8 +13,10 @@
 //!   [`exec`]), [`handback`] (commit in the sandbox and bring the commit back), [`publish`]
 //!   (diff stored, secret check, push, pull request);
 //! - [`lifetime`]: kept-alive sandboxes, the idle reaper, adoption and reaping after a restart;
-//!   [`pool`]: the warm pool of sandboxes started ahead of tasks; [`dev_server`]: dev-server
-//!   previews in kept sandboxes;
+//!   [`pool`]: the warm pool of sandboxes started ahead of tasks;
+//!   [`replicas`]: leases and heartbeats, adoption of a lost replica's tasks, requests from
+//!   other replicas;
+//!   [`dev_server`]: dev-server previews in kept sandboxes;
 //! - [`outcome`]: how a status and its reason are decided; [`prompt`]: the words drydock writes
 //!   (titles, follow-up prompts, commit messages, pull request bodies);
 //! - [`settings`]: the runner's settings.
@@ -29,6 +31,7 @@ mod outcome;
 mod pool;
 mod prompt;
 mod publish;
+mod replicas;
 mod sandbox;
 mod scheduler;
 mod settings;
@@ -157,12 +160,18 @@ impl TaskRunner {
         let mut defaults = SandboxDefaults::new(s.image.clone(), s.runner_id.clone());
         defaults.network = NetworkMode::parse(&s.network);
         defaults.limits = s.limits.clone();
+        defaults.tls_cert_path = s.docker_cert_path.clone();
         let sandboxes = match &s.docker_host {
             Some(host) => Sandboxes::connect_to(host, defaults).await?,
             None => Sandboxes::connect(defaults).await?,
         };
         *slot = Some(sandboxes.clone());
         Ok(sandboxes)
+    }
+
+    /// This replica's instance id (sandbox labels, `tasks.runner_id`, `replicas.id`).
+    pub fn runner_id(&self) -> &str {
+        &self.inner.settings.runner_id
     }
 
     fn lock_running(&self) -> std::sync::MutexGuard<'_, HashMap<String, CancellationToken>> {

@@ -7,7 +7,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::TaskRunner;
-use crate::store::{Task, TaskOutcome};
+use crate::store::{ClaimLimits, ControlRequest, Task, TaskOutcome};
 
 /// How often queued tasks are looked at even when nothing signalled a change (other replicas
 /// may have freed a slot).
@@ -21,13 +21,16 @@ impl TaskRunner {
     pub async fn start(&self) {
         self.recover().await;
         self.start_pool();
+        self.heartbeat().await;
         let runner = self.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(SCHEDULE_EVERY);
+            let mut heartbeat = tokio::time::interval(runner.heartbeat_every());
             let mut pruned: Option<std::time::Instant> = None;
             loop {
                 tokio::select! {
                     () = runner.inner.shutdown.cancelled() => break,
+                    _ = heartbeat.tick() => runner.heartbeat().await,
                     _ = tick.tick() => {
                         runner.schedule().await;
                         runner.reap_idle().await;
@@ -57,6 +60,9 @@ impl TaskRunner {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         self.stop_pool().await;
+        let _ = (self.inner.store)
+            .forget_replica(&self.inner.settings.runner_id)
+            .await;
     }
 
     /// Starts queued tasks, oldest first, while the limits allow.
@@ -81,6 +87,10 @@ impl TaskRunner {
         {
             return;
         }
+        let limits = ClaimLimits {
+            max_running: s.max_concurrent,
+            max_running_per_user: s.max_concurrent_per_user,
+        };
         for task in queued {
             let (Ok(running), Ok(mine)) = (
                 store.count_running_tasks().await,
@@ -103,7 +113,12 @@ impl TaskRunner {
             {
                 continue;
             }
-            match store.claim_task_for(&task.id, &s.runner_id).await {
+            // The counts above only skip work; the claim checks the limits again atomically,
+            // across every replica.
+            match store
+                .claim_task_within(&task.id, &s.runner_id, self.lease_ms(), limits)
+                .await
+            {
                 Ok(true) => self.spawn_turn(task),
                 Ok(false) => {}
                 Err(err) => {
@@ -124,9 +139,49 @@ impl TaskRunner {
         tokio::spawn(async move { runner.run_turn(task, token).await }.instrument(span));
     }
 
-    /// Stops a task: a running one is ended (its sandbox removed), a queued one never starts.
-    /// Answers false when the task had already ended.
+    /// Stops a task wherever it runs: a running one is ended (its sandbox removed), a queued one
+    /// never starts. A turn another replica runs is stopped by that replica, asked through the
+    /// task's row; this waits (up to 10 s) until it has ended. Answers false when the task had
+    /// already ended.
     pub async fn stop(&self, task: &Task) -> bool {
+        let me = self.inner.settings.runner_id.as_str();
+        if self.lock_running().contains_key(&task.id) {
+            return self.stop_here(task).await;
+        }
+        let store = &self.inner.store;
+        let current = match store.get_task_for_runner(&task.id).await {
+            Ok(Some(current)) => current,
+            _ => return false,
+        };
+        let elsewhere = current.status == "running"
+            && current
+                .runner_id
+                .as_deref()
+                .is_some_and(|owner| owner != me);
+        if !elsewhere {
+            return self.stop_here(&current).await;
+        }
+        if store
+            .request_control(&task.id, ControlRequest::Stop)
+            .await
+            .is_err()
+        {
+            return false;
+        }
+        for _ in 0..100 {
+            match store.get_task_for_runner(&task.id).await {
+                Ok(Some(t)) if t.status == "running" => {}
+                _ => return true,
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // The owner did not answer in time: it acts when it can, or, if it is lost, the replica
+        // that adopts the task ends it.
+        true
+    }
+
+    /// Stops a task this replica runs, or one that no replica runs.
+    pub(super) async fn stop_here(&self, task: &Task) -> bool {
         let token = self.lock_running().get(&task.id).cloned();
         if let Some(token) = token {
             token.cancel();

@@ -21,6 +21,8 @@ pub struct RunnerSettings {
     pub max_concurrent_per_user: i64,
     /// Docker daemon, when not the default.
     pub docker_host: Option<String>,
+    /// Certificates for a Docker daemon reached over TLS (`DOCKER_CERT_PATH`).
+    pub docker_cert_path: Option<PathBuf>,
     /// Sandbox image.
     pub image: String,
     /// Sandbox network mode.
@@ -57,6 +59,8 @@ pub struct RunnerSettings {
     pub snapshot_max_age: Duration,
     /// Environment snapshots kept per user and repository (`DRYDOCK_SNAPSHOTS_PER_REPO`).
     pub snapshots_per_repo: usize,
+    /// How long a running turn's lease lasts without renewal (`DRYDOCK_LEASE_SECS`).
+    pub lease: Duration,
 }
 
 impl RunnerSettings {
@@ -78,6 +82,7 @@ impl RunnerSettings {
             max_concurrent: i64::from(config.max_concurrent_tasks),
             max_concurrent_per_user: i64::from(config.max_concurrent_tasks_per_user),
             docker_host: config.docker_host.clone(),
+            docker_cert_path: config.docker_cert_path.clone(),
             image: config.resolve_sandbox_image(),
             network: config.sandbox_network.clone(),
             limits: Limits {
@@ -104,6 +109,7 @@ impl RunnerSettings {
             environment_images: crate::environments::registered_images(&config.environment_images),
             snapshot_max_age: Duration::from_secs(config.snapshot_max_age),
             snapshots_per_repo: usize::try_from(config.snapshots_per_repo).unwrap_or(3),
+            lease: Duration::from_secs(config.lease_secs),
         }
     }
 }

@@ -1,0 +1,225 @@
+//! Several replicas on one PostgreSQL: the heartbeat that renews this replica's leases, adoption
+//! of the tasks of a replica that stopped renewing its own, and the requests other replicas
+//! leave on the rows of tasks this replica owns (stop a turn, remove a kept sandbox).
+//!
+//! Adoption never runs both ways: an agent runs as a `docker exec` whose output stream belongs
+//! to the connection of the replica that started it, so once that replica is gone nobody can
+//! follow the agent any more. The adopting replica therefore ends the turn as failed with a
+//! reason naming the lost replica, and removes the sandbox (which ends the agent), so the lost
+//! turn can neither go on publishing nor leave a container behind.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use super::TaskRunner;
+use super::outcome::human_duration;
+use crate::store::{ControlRequest, Task, TaskOutcome, now_ms};
+
+impl TaskRunner {
+    /// How often this replica renews its leases and looks for lost replicas: a quarter of the
+    /// lease period.
+    pub(super) fn heartbeat_every(&self) -> Duration {
+        (self.inner.settings.lease / 4).max(Duration::from_millis(250))
+    }
+
+    /// How long a renewed lease lasts, in ms: two thirds of the lease period, so that a lost
+    /// replica's lease has run out within 2/3 of the period after its last renewal and another
+    /// replica, looking every quarter period, adopts its tasks within one lease period of its
+    /// death; a live replica renews it twice or more before it runs out.
+    pub(super) fn lease_ms(&self) -> i64 {
+        i64::try_from(self.inner.settings.lease.as_millis() * 2 / 3).unwrap_or(i64::MAX)
+    }
+
+    /// The whole lease period in ms (the heartbeat row's: a replica silent for that long is
+    /// lost).
+    fn period_ms(&self) -> i64 {
+        i64::try_from(self.inner.settings.lease.as_millis()).unwrap_or(i64::MAX)
+    }
+
+    /// One heartbeat: renews this replica's leases, ends local turns whose lease another replica
+    /// took over, acts on requests left for this replica, and adopts the tasks of lost replicas.
+    pub(super) async fn heartbeat(&self) {
+        let me = self.inner.settings.runner_id.clone();
+        if let Err(err) = self
+            .inner
+            .store
+            .replica_heartbeat(&me, self.period_ms(), self.lease_ms())
+            .await
+        {
+            tracing::error!(error = %err, "could not renew this replica's leases");
+            return;
+        }
+        self.drop_lost_leases().await;
+        self.act_on_requests().await;
+        self.adopt_lost().await;
+    }
+
+    /// Cancels local turns whose task this replica no longer owns (its lease ran out while it
+    /// was cut off, and another replica adopted the task): they must not go on publishing.
+    async fn drop_lost_leases(&self) {
+        let local: Vec<(String, tokio_util::sync::CancellationToken)> = self
+            .lock_running()
+            .iter()
+            .map(|(id, token)| (id.clone(), token.clone()))
+            .collect();
+        for (task_id, token) in local {
+            if let Ok(Some(task)) = self.inner.store.get_task_for_runner(&task_id).await
+                && task.runner_id.as_deref() != Some(self.inner.settings.runner_id.as_str())
+            {
+                tracing::warn!(%task_id, owner = ?task.runner_id, "another replica adopted this task; ending the local turn");
+                token.cancel();
+            }
+        }
+    }
+
+    /// Acts on the requests other replicas left on rows this replica owns.
+    pub(crate) async fn act_on_requests(&self) {
+        let requests = match self
+            .inner
+            .store
+            .list_control_requests(&self.inner.settings.runner_id)
+            .await
+        {
+            Ok(requests) => requests,
+            Err(err) => {
+                tracing::error!(error = %err, "could not read requests for this replica");
+                return;
+            }
+        };
+        for (task, request) in requests {
+            tracing::info!(task_id = %task.id, ?request, "acting on another replica's request");
+            match request {
+                ControlRequest::Stop => {
+                    self.stop_here(&task).await;
+                }
+                ControlRequest::Release => {
+                    self.remove_kept_sandbox_here(&task, None, "stopped by the user")
+                        .await;
+                }
+            }
+            let _ = self
+                .inner
+                .store
+                .clear_control_request(&task.id, request)
+                .await;
+        }
+    }
+
+    /// Adopts the running tasks of replicas whose lease ran out, and removes the kept sandboxes
+    /// of replicas that are gone.
+    async fn adopt_lost(&self) {
+        let store = &self.inner.store;
+        let me = self.inner.settings.runner_id.clone();
+        let now = now_ms();
+        let expired = store
+            .list_expired_leases(&me, now)
+            .await
+            .unwrap_or_else(|err| {
+                tracing::error!(error = %err, "could not list expired leases");
+                Vec::new()
+            });
+        for task in expired {
+            let Some(lost) = task.runner_id.clone() else {
+                continue;
+            };
+            match store
+                .adopt_task(&task.id, &lost, &me, self.lease_ms())
+                .await
+            {
+                Ok(true) => self.end_adopted(task, &lost).await,
+                Ok(false) => {}
+                Err(err) => {
+                    tracing::error!(task_id = %task.id, error = %err, "could not adopt a task")
+                }
+            }
+        }
+        let lost = store.list_lost_replicas(&me, now).await.unwrap_or_default();
+        for replica in lost {
+            self.remove_warm_of(&replica).await;
+            let kept = store
+                .list_kept_sandboxes(&replica, None)
+                .await
+                .unwrap_or_default();
+            for task in kept {
+                let why = format!("its replica {replica} was lost");
+                self.remove_kept_sandbox_here(&task, None, &why).await;
+            }
+        }
+    }
+
+    /// Ends a turn adopted from `lost`: its agent cannot be followed from here, so the turn fails
+    /// with a reason naming the lost replica (or is stopped, when that was asked), every sandbox
+    /// labelled with the task is removed, and waiting follow-ups are queued.
+    async fn end_adopted(&self, task: Task, lost: &str) {
+        let store = &self.inner.store;
+        let me = &self.inner.settings.runner_id;
+        let lease = human_duration(self.inner.settings.lease);
+        tracing::warn!(task_id = %task.id, lost, "adopting a task of a lost replica");
+        self.remove_sandboxes_of(&task.id, Some(lost)).await;
+        let _ = store.set_task_container(&task.id, None).await;
+        let reason = format!(
+            "replica {lost} was lost while running this turn (no heartbeat for {lease}); \
+             replica {me} adopted the task, but the agent's output could only be followed by \
+             {lost}, so the turn ended and its sandbox was removed"
+        );
+        self.note(&task.id, "error", reason.clone()).await;
+        let outcome = TaskOutcome {
+            status: "failed",
+            reason: Some(&reason),
+            ..Default::default()
+        };
+        if let Ok(true) = store.finish_task(&task.id, &outcome).await {
+            self.inner.hub.end(&task.id, "failed");
+            self.announce(&task.user_id, &task.id, "failed", Some(reason));
+            if store.has_waiting_messages(&task.id).await.unwrap_or(false)
+                && store.requeue_task(&task.id).await.unwrap_or(false)
+            {
+                self.announce(&task.user_id, &task.id, "queued", None);
+            }
+        }
+    }
+
+    /// Removes the warm-pool sandboxes a lost replica left unclaimed (nothing else would: only a
+    /// restart with its instance id reconciles them).
+    async fn remove_warm_of(&self, replica: &str) {
+        let Ok(sandboxes) = self.sandboxes().await else {
+            return;
+        };
+        let theirs = sandboxes.of_instance(replica);
+        for info in theirs.list(&[]).await.unwrap_or_default() {
+            if info.is_unclaimed_warm()
+                && let Ok(sandbox) = theirs.get(&info.id).await
+            {
+                tracing::warn!(container_id = %info.id, replica, "removing a lost replica's warm sandbox");
+                let _ = sandbox.remove().await;
+            }
+        }
+    }
+
+    /// Removes every container of the task (labelled with it, or a warm one it claimed): this
+    /// replica's, and those of `other` (a lost replica sharing this Docker host).
+    pub(super) async fn remove_sandboxes_of(&self, task_id: &str, other: Option<&str>) {
+        let Ok(sandboxes) = self.sandboxes().await else {
+            return;
+        };
+        let mut scopes = vec![sandboxes.clone()];
+        if let Some(other) = other.filter(|o| *o != self.inner.settings.runner_id) {
+            scopes.push(sandboxes.of_instance(other));
+        }
+        let mut seen = HashSet::new();
+        for scope in scopes {
+            let Ok(left) = scope.of_task(task_id).await else {
+                continue;
+            };
+            for info in left {
+                if !seen.insert(info.id.clone()) {
+                    continue;
+                }
+                tracing::warn!(container_id = %info.id, "removing a sandbox of the task");
+                if let Ok(sandbox) = scope.get(&info.id).await {
+                    let _ = sandbox.remove().await;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,538 @@
+//! Several drydock replicas: real server processes (`drydock-replica`, the same `drydock::run`
+//! as `drydock serve`) on one test PostgreSQL database, with the scripted agent on the real
+//! Docker daemon; and the refusal of a second server on one SQLite file.
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use drydock_tests::GithubStandIn;
+use drydock_tests::replicas::{Cluster, Replica};
+use drydock_tests::tasks::{SCRIPTED_AGENT, containers_of};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_drydock-replica");
+
+/// Docker's record of container creations, followed live from before the first task (the
+/// daemon's own event history is a short ring buffer shared with every other user of it).
+struct Creations(Child);
+
+impl Creations {
+    fn follow() -> Self {
+        let child = Command::new("docker")
+            .args([
+                "events",
+                "--filter",
+                "type=container",
+                "--filter",
+                "event=create",
+            ])
+            .args(["--filter", "label=drydock.task"])
+            .args(["--format", "{{index .Actor.Attributes \"drydock.task\"}}"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // The replicas start after this (well over a second), long after `docker events` has
+        // subscribed.
+        Self(child)
+    }
+
+    /// Sandboxes created per task so far (stops following).
+    fn count(mut self) -> BTreeMap<String, usize> {
+        // Every task has ended: its creation event was delivered long ago.
+        let _ = self.0.kill();
+        let out = std::mem::replace(&mut self.0, Command::new("true").spawn().unwrap())
+            .wait_with_output()
+            .unwrap();
+        let mut counts = BTreeMap::new();
+        for task in String::from_utf8_lossy(&out.stdout).lines() {
+            *counts.entry(task.to_owned()).or_insert(0) += 1;
+        }
+        counts
+    }
+}
+
+impl Drop for Creations {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Reads SSE events into `seen` (seq, text) until `max` more were read or the stream ended;
+/// answers the `end` event's data if it came.
+async fn read_sse(
+    mut resp: reqwest::Response,
+    seen: &mut Vec<(i64, String)>,
+    max: usize,
+) -> Option<Value> {
+    let mut buf = String::new();
+    let mut read = 0;
+    loop {
+        let chunk = tokio::time::timeout(Duration::from_secs(120), resp.chunk())
+            .await
+            .ok()?
+            .ok()??;
+        buf.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buf.find("\n\n") {
+            let block: String = buf.drain(..end + 2).collect();
+            let (mut id, mut event, mut data) = (None, None, String::new());
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("id:") {
+                    id = v.trim().parse::<i64>().ok();
+                } else if let Some(v) = line.strip_prefix("event:") {
+                    event = Some(v.trim().to_owned());
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data.push_str(v.trim_start());
+                }
+            }
+            if event.as_deref() == Some("end") {
+                return serde_json::from_str(&data).ok();
+            }
+            if let Some(id) = id {
+                let value: Value = serde_json::from_str(&data).unwrap();
+                seen.push((id, value["text"].as_str().unwrap_or("").to_owned()));
+                read += 1;
+                if read >= max {
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+/// Reads the task list's live stream until a status event says `task_id` ended; answers that
+/// status (`None` when the stream ended first).
+async fn final_status_of(mut resp: reqwest::Response, task_id: &str) -> Option<String> {
+    let mut buf = String::new();
+    loop {
+        while let Some(end) = buf.find("\n\n") {
+            let block: String = buf.drain(..end + 2).collect();
+            let data: String = block
+                .lines()
+                .filter_map(|l| l.strip_prefix("data:"))
+                .map(str::trim_start)
+                .collect();
+            let Ok(change) = serde_json::from_str::<Value>(&data) else {
+                continue;
+            };
+            if change["task_id"] == task_id
+                && let Some(status) = change["status"].as_str()
+                && !matches!(status, "queued" | "running")
+            {
+                return Some(status.to_owned());
+            }
+        }
+        match tokio::time::timeout(Duration::from_secs(120), resp.chunk()).await {
+            Ok(Ok(Some(chunk))) => buf.push_str(&String::from_utf8_lossy(&chunk)),
+            _ => return None,
+        }
+    }
+}
+
+/// Reads SSE events into `seen` until one with text `needle` came; answers whether it did
+/// (false when the stream ended first). The response is dropped: the connection closes.
+async fn read_until(
+    mut resp: reqwest::Response,
+    seen: &mut Vec<(i64, String)>,
+    needle: &str,
+) -> bool {
+    loop {
+        let before = seen.len();
+        let ended = read_sse_one(&mut resp, seen).await;
+        if seen[before..].iter().any(|(_, t)| t == needle) {
+            return true;
+        }
+        if ended {
+            return false;
+        }
+    }
+}
+
+/// Reads one SSE event block into `seen`; answers true when the stream ended or sent `end`.
+async fn read_sse_one(resp: &mut reqwest::Response, seen: &mut Vec<(i64, String)>) -> bool {
+    let mut buf = String::new();
+    loop {
+        if let Some(end) = buf.find("\n\n") {
+            let block: String = buf.drain(..end + 2).collect();
+            let (mut id, mut event, mut data) = (None, None, String::new());
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("id:") {
+                    id = v.trim().parse::<i64>().ok();
+                } else if let Some(v) = line.strip_prefix("event:") {
+                    event = Some(v.trim().to_owned());
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data.push_str(v.trim_start());
+                }
+            }
+            if event.as_deref() == Some("end") {
+                return true;
+            }
+            if let Some(id) = id {
+                let value: Value = serde_json::from_str(&data).unwrap();
+                seen.push((id, value["text"].as_str().unwrap_or("").to_owned()));
+            }
+            if buf.is_empty() {
+                return false;
+            }
+            continue;
+        }
+        match tokio::time::timeout(Duration::from_secs(120), resp.chunk()).await {
+            Ok(Ok(Some(chunk))) => buf.push_str(&String::from_utf8_lossy(&chunk)),
+            _ => return true,
+        }
+    }
+}
+
+/// 20 tasks submitted through both replicas each run exactly once (one sandbox each, one turn,
+/// their line printed once); a viewer on the replica that does not run a task sees every line
+/// of it, in order, across a reconnect in the middle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_through_two_replicas_run_once_and_are_followed_from_either() {
+    let creations = Creations::follow();
+    let c = Cluster::start(
+        BIN,
+        2,
+        &[
+            "--max-concurrent-tasks",
+            "6",
+            "--max-concurrent-tasks-per-user",
+            "6",
+            "--max-tasks-per-day",
+            "100",
+        ],
+    )
+    .await;
+
+    // A task to watch from the replica that does not run it.
+    let watched = c
+        .submit(
+            c.a(),
+            "for i in $(seq 1 60); do echo watched-$i; sleep 0.1; done",
+        )
+        .await;
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        let via = if i % 2 == 0 { c.a() } else { c.b() };
+        ids.push(c.submit(via, &format!("echo only-once-{i}")).await);
+    }
+
+    let running = c
+        .wait_row(&watched, "running", |t| {
+            t.status == "running" && t.runner_id.is_some()
+        })
+        .await;
+    let owner = running.runner_id.clone().unwrap();
+    let viewer = c.other(&owner);
+    // The task list's live stream on the other replica hears how the task ended.
+    let statuses = c
+        .alice
+        .get(viewer.url("/api/tasks/events"))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(statuses.status(), StatusCode::OK);
+    let watched_id = watched.clone();
+    let status_end = tokio::spawn(async move { final_status_of(statuses, &watched_id).await });
+    let mut seen: Vec<(i64, String)> = Vec::new();
+    let resp = c
+        .alice
+        .get(viewer.url(&format!("/api/tasks/{watched}/events")))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    // Read until some of the agent's lines came, then drop the connection mid-run.
+    let first = read_until(resp, &mut seen, "watched-5").await;
+    assert!(
+        first,
+        "the viewer on {} saw the task's first lines live",
+        viewer.id
+    );
+    let last = seen.last().unwrap().0;
+    let resp = c
+        .alice
+        .get(viewer.url(&format!("/api/tasks/{watched}/events")))
+        .header("accept", "text/event-stream")
+        .header("last-event-id", last.to_string())
+        .send()
+        .await
+        .unwrap();
+    let ended = read_sse(resp, &mut seen, usize::MAX).await;
+    let ended = ended.expect("the stream on the other replica ends with an end event");
+    assert_eq!(ended["status"], "succeeded", "{ended}");
+    let seqs: Vec<i64> = seen.iter().map(|(s, _)| *s).collect();
+    let expected: Vec<i64> = (1..=seqs.len() as i64).collect();
+    assert_eq!(seqs, expected, "every seq exactly once, in order");
+    let lines: Vec<String> = seen
+        .iter()
+        .filter(|(_, t)| t.starts_with("watched-"))
+        .map(|(_, t)| t.clone())
+        .collect();
+    let want: Vec<String> = (1..=60).map(|i| format!("watched-{i}")).collect();
+    assert_eq!(
+        lines, want,
+        "every line of the task run by {owner}, in order"
+    );
+    assert_eq!(
+        seen.len(),
+        c.log(&watched).await.len(),
+        "the viewer saw exactly what is stored"
+    );
+    let listed = status_end.await.unwrap();
+    assert_eq!(
+        listed.as_deref(),
+        Some("succeeded"),
+        "the task list on {} heard the end of a task run by {owner}",
+        viewer.id
+    );
+
+    // Every task ran exactly once.
+    let mut ran_on: BTreeMap<String, usize> = BTreeMap::new();
+    for (i, id) in ids.iter().enumerate() {
+        let task = c.wait_ended(id).await;
+        assert_eq!(task.status, "succeeded", "{task:?}");
+        assert_eq!(task.turns, 1, "one turn: {task:?}");
+        let log = c.log(id).await;
+        let printed = log
+            .iter()
+            .filter(|t| **t == format!("only-once-{i}"))
+            .count();
+        assert_eq!(printed, 1, "the agent ran once: {log:?}");
+        *ran_on.entry(task.runner_id.clone().unwrap()).or_insert(0) += 1;
+    }
+    let creations = creations.count();
+    for id in ids.iter().chain([&watched]) {
+        assert_eq!(
+            creations.get(id),
+            Some(&1),
+            "one sandbox for task {id}: {creations:?}"
+        );
+    }
+    eprintln!("tasks per replica: {ran_on:?}");
+    for id in &ids {
+        assert!(containers_of(id).is_empty(), "no sandbox left for {id}");
+    }
+}
+
+/// kill -9 of the replica running a task: the other replica adopts it once its lease has run
+/// out, ends it failed with a reason naming the lost replica, removes its sandbox, and keeps
+/// the log written before the kill.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_replicas_task_is_adopted_by_the_other() {
+    let mut c = Cluster::start(BIN, 2, &["--lease-secs", "6"]).await;
+    let id = c
+        .submit(c.b(), "echo before-the-kill; sleep 600; echo never-printed")
+        .await;
+    let running = c
+        .wait_row(&id, "running with a sandbox", |t| {
+            t.status == "running" && t.container_id.is_some()
+        })
+        .await;
+    let owner = running.runner_id.clone().unwrap();
+    let survivor = c.other(&owner).id.clone();
+    let started = Instant::now();
+    loop {
+        if c.log(&id).await.iter().any(|t| t == "before-the-kill") {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "{:?}",
+            c.log(&id).await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(containers_of(&id).len(), 1);
+
+    c.kill_9(&owner);
+    let killed_at = Instant::now();
+    let ended = c.wait_ended(&id).await;
+    let adopted_after = killed_at.elapsed();
+    eprintln!("adopted {adopted_after:?} after the kill (lease 6 s)");
+    assert_eq!(ended.status, "failed", "{ended:?}");
+    let reason = ended.status_reason.clone().unwrap_or_default();
+    assert!(
+        reason.contains(&format!("replica {owner} was lost")) && reason.contains(&survivor),
+        "the reason names the lost replica and the adopter: {reason}"
+    );
+    assert_eq!(ended.runner_id.as_deref(), Some(survivor.as_str()));
+    assert!(containers_of(&id).is_empty(), "no orphan sandbox");
+    let log = c.log(&id).await;
+    assert!(
+        log.iter().any(|t| t == "before-the-kill"),
+        "the log up to the kill is kept: {log:?}"
+    );
+    assert!(!log.iter().any(|t| t == "never-printed"), "{log:?}");
+    assert_eq!(
+        log.iter()
+            .filter(|t| t.contains("was lost while running"))
+            .count(),
+        1,
+        "adopted once: {log:?}"
+    );
+    // The survivor goes on running new tasks.
+    let next = c.submit(c.replica(&survivor), "echo after-the-kill").await;
+    let next = c.wait_ended(&next).await;
+    assert_eq!(next.status, "succeeded", "{next:?}");
+    assert_eq!(next.runner_id.as_deref(), Some(survivor.as_str()));
+}
+
+/// Stop, follow-up and sandbox stop sent to the replica that does not run the task reach the
+/// one that does, through the database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_follow_up_and_sandbox_stop_reach_the_owning_replica() {
+    let c = Cluster::start(BIN, 2, &[]).await;
+    let id = c.submit(c.a(), "echo started; sleep 600").await;
+    let running = c
+        .wait_row(&id, "running with a sandbox", |t| {
+            t.status == "running" && t.container_id.is_some()
+        })
+        .await;
+    let owner = running.runner_id.clone().unwrap();
+    let other = c.other(&owner);
+    let resp = c
+        .alice
+        .post(other.url(&format!("/api/tasks/{id}/stop")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(
+        body["status"], "stopped",
+        "stopped by the time the answer came: {body}"
+    );
+    assert!(containers_of(&id).is_empty(), "its sandbox is gone");
+
+    // A kept sandbox on one replica, a follow-up and a sandbox stop through the other.
+    let kept = c
+        .alice
+        .post(c.a().url("/api/tasks"))
+        .json(
+            &json!({ "repo": "alice/demo", "prompt": "echo turn-one > one.txt", "agent": "scripted",
+                       "create_pr": false, "keep_alive": true }),
+        )
+        .send()
+        .await
+        .unwrap();
+    let kept: Value = kept.json().await.unwrap();
+    let kept = kept["id"].as_str().unwrap().to_owned();
+    let first = c
+        .wait_row(&kept, "kept", |t| {
+            t.status == "succeeded" && t.container_id.is_some()
+        })
+        .await;
+    let keeper = first.runner_id.clone().unwrap();
+    let other = c.other(&keeper);
+    let resp = c
+        .alice
+        .post(other.url(&format!("/api/tasks/{kept}/messages")))
+        .json(&json!({ "prompt": "cat one.txt; echo turn-two" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let second = c
+        .wait_row(&kept, "the second turn", |t| {
+            t.turns == 2 && t.status == "succeeded"
+        })
+        .await;
+    assert_eq!(
+        second.runner_id.as_deref(),
+        Some(keeper.as_str()),
+        "the follow-up ran where its sandbox lives"
+    );
+    let log = c.log(&kept).await;
+    assert!(
+        log.iter().any(|t| t == "turn-one"),
+        "the kept sandbox was used: {log:?}"
+    );
+    assert_eq!(containers_of(&kept).len(), 1);
+    let resp = c
+        .alice
+        .post(other.url(&format!("/api/tasks/{kept}/sandbox/stop")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status(),
+        StatusCode::OK,
+        "{}",
+        resp.text().await.unwrap_or_default()
+    );
+    assert!(
+        containers_of(&kept).is_empty(),
+        "the owner removed its sandbox"
+    );
+    assert!(c.row(&kept).await.container_id.is_none());
+}
+
+/// SQLite has one replica: a second server on the same database file is refused at start-up
+/// with a message that says why and what to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_server_on_one_sqlite_file_is_refused() {
+    let gh = GithubStandIn::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("shared.db").display());
+    let agents = dir.path().join("agents.toml");
+    std::fs::write(&agents, SCRIPTED_AGENT).unwrap();
+    let first = Replica::start(
+        BIN,
+        "sqlite-first",
+        &url,
+        &gh,
+        agents.to_str().unwrap(),
+        &[],
+    );
+    first.wait_healthy().await;
+    let mut second = Command::new(BIN)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .args([
+            "--addr",
+            "127.0.0.1:0",
+            "--database-url",
+            &url,
+            "--sandbox-image-build",
+            "off",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path().join("second"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The process binds its port first; then it either serves or exits refusing.
+    let mut said = String::new();
+    BufReader::new(second.stdout.take().unwrap())
+        .read_line(&mut said)
+        .unwrap();
+    let addr = said.trim().strip_prefix("listening on ").map(str::to_owned);
+    loop {
+        if second.try_wait().unwrap().is_some() {
+            break;
+        }
+        if let Some(addr) = &addr
+            && let Ok(resp) = reqwest::get(format!("http://{addr}/healthz")).await
+            && resp.status().is_success()
+        {
+            second.kill().unwrap();
+            second.wait().unwrap();
+            panic!("a second server started on the same SQLite file");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let second = second.wait_with_output().unwrap();
+    assert!(!second.status.success(), "the second server must not start");
+    // The first one still serves.
+    let resp = reqwest::get(first.url("/healthz")).await.unwrap();
+    assert!(resp.status().is_success());
+}
