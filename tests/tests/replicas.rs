@@ -17,22 +17,21 @@ use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_drydock-replica");
 
-/// Docker's record of container creations, followed live from before the first task (the
-/// daemon's own event history is a short ring buffer shared with every other user of it).
+/// Docker's record of the sandboxes started for tasks, followed live from before the first task
+/// (the daemon's own event history is a short ring buffer shared with every other user of it): a
+/// container created with a task's label, or a warm-pool sandbox renamed after the task that
+/// claimed it.
 struct Creations(Child);
 
 impl Creations {
     fn follow() -> Self {
         let child = Command::new("docker")
+            .args(["events", "--filter", "type=container"])
+            .args(["--filter", "event=create", "--filter", "event=rename"])
             .args([
-                "events",
-                "--filter",
-                "type=container",
-                "--filter",
-                "event=create",
+                "--format",
+                "{{.Action}} {{index .Actor.Attributes \"drydock.task\"}} {{.Actor.Attributes.name}}",
             ])
-            .args(["--filter", "label=drydock.task"])
-            .args(["--format", "{{index .Actor.Attributes \"drydock.task\"}}"])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -42,16 +41,33 @@ impl Creations {
         Self(child)
     }
 
-    /// Sandboxes created per task so far (stops following).
+    /// Sandboxes started per task so far (stops following).
     fn count(mut self) -> BTreeMap<String, usize> {
-        // Every task has ended: its creation event was delivered long ago.
+        // Every task has ended: its events were delivered long ago.
         let _ = self.0.kill();
         let out = std::mem::replace(&mut self.0, Command::new("true").spawn().unwrap())
             .wait_with_output()
             .unwrap();
         let mut counts = BTreeMap::new();
-        for task in String::from_utf8_lossy(&out.stdout).lines() {
-            *counts.entry(task.to_owned()).or_insert(0) += 1;
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let mut words = line.split(' ');
+            let (action, label, name) = (
+                words.next().unwrap_or_default(),
+                words.next().unwrap_or_default(),
+                words.next().unwrap_or_default(),
+            );
+            let task = match action {
+                "create" if !label.is_empty() => label.to_owned(),
+                // A claimed warm sandbox is named `drydock-<task id>-<suffix>`.
+                "rename" if label.is_empty() => match name.strip_prefix("drydock-") {
+                    Some(rest) if rest.len() > 36 && !rest.starts_with("pool-") => {
+                        rest[..36].to_owned()
+                    }
+                    _ => continue,
+                },
+                _ => continue,
+            };
+            *counts.entry(task).or_insert(0) += 1;
         }
         counts
     }
