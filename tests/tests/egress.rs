@@ -771,3 +771,77 @@ curl -sS --max-time 20 http://127.0.0.3:{}/other; echo; echo "other exit $?"
         "{log}"
     );
 }
+
+/// A repository's environment narrows the task's policy per phase (`[network]` in
+/// `.drydock/environment.toml`): here setup may reach the allowed host and the agent may not;
+/// and a repository asking for `open` gets no more than the task allows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_environment_narrows_the_policy_of_setup_and_of_the_agent() {
+    let allowed = Listener::start("127.0.0.2:0").await;
+    let unlisted = Listener::start("127.0.0.3:0").await;
+    let (port, unlisted_port) = (allowed.addr.port(), unlisted.addr.port());
+    let env = TaskEnv::start(
+        TestDb::sqlite().await,
+        &[
+            "--network-policy",
+            "allowlist",
+            "--network-policy-max",
+            "open",
+            "--egress-allow-private",
+            "true",
+        ],
+    )
+    .await;
+    let environment = format!(
+        r#"setup = """
+curl -sS --max-time 20 http://127.0.0.2:{port}/setup; echo; echo "setup allowed exit $?"
+curl -sS --max-time 20 http://127.0.0.3:{unlisted_port}/widen; echo; echo "setup unlisted exit $?"
+"""
+[network]
+setup = "open"
+agent = "none"
+"#
+    );
+    env.app.gh.create_repo(
+        "alice",
+        "phased",
+        &[(".drydock/environment.toml", &environment)],
+        "main",
+    );
+    let script = format!(
+        "curl -sS --max-time 20 http://127.0.0.2:{port}/agent; echo; echo \"agent exit $?\""
+    );
+    let id = env
+        .submit(
+            &script,
+            json!({ "repo": "alice/phased", "create_pr": false,
+                    "network": { "mode": "allowlist", "presets": [], "allow": ["127.0.0.2"] } }),
+        )
+        .await;
+    let task = env.wait_done(&id).await;
+    let log = log_text(&env, &id).await;
+    assert_eq!(task["status"], "succeeded", "{task}\n{log}");
+    assert!(
+        log.contains("setup and maintenance open, the agent none"),
+        "the log says how the environment narrows the network:\n{log}"
+    );
+    // Setup reached the host the task allows; `open` did not widen it to another one.
+    assert_eq!(
+        allowed.seen(),
+        vec!["GET /setup HTTP/1.1"],
+        "only setup reached the allowed host:\n{log}"
+    );
+    assert!(unlisted.seen().is_empty(), "{log}");
+    assert!(
+        log.contains(&format!(
+            "blocked: GET http://127.0.0.3:{unlisted_port}/widen (not on the allowlist)"
+        )),
+        "{log}"
+    );
+    // The agent's phase is `none`: only the model gateway.
+    assert!(
+        log.contains(&format!("blocked: GET http://127.0.0.2:{port}/agent")),
+        "{log}"
+    );
+    assert!(containers_of(&id).is_empty());
+}

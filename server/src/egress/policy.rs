@@ -238,6 +238,35 @@ pub struct NetworkPolicy {
     pub read_only: bool,
 }
 
+impl NetworkPolicy {
+    /// This policy narrowed for one phase of a task by a repository's environment
+    /// (`[network]` in `.drydock/environment.toml`): `gateway` (alias `none`: only the model
+    /// gateway and the task's connectors), `registries` (the package-registries preset only),
+    /// `allowlist` or `open`. A repository file is not trusted: it can only narrow what the
+    /// user and operator allowed, never widen it. `Err` names an unknown phase policy.
+    pub fn narrowed_for_phase(&self, phase: &str) -> Result<NetworkPolicy, String> {
+        let mut narrowed = self.clone();
+        let mode = match phase.trim() {
+            "gateway" | "none" => PolicyMode::Gateway,
+            "registries" => {
+                narrowed.presets.retain(|p| *p == Preset::PackageRegistries);
+                narrowed.allow.clear();
+                PolicyMode::Allowlist
+            }
+            "allowlist" => PolicyMode::Allowlist,
+            "open" => PolicyMode::Open,
+            other => {
+                return Err(format!(
+                    "unknown network policy {other:?} in the environment; use gateway, none, \
+                     registries, allowlist or open"
+                ));
+            }
+        };
+        narrowed.mode = narrowed.mode.min(mode);
+        Ok(narrowed)
+    }
+}
+
 /// Why a request through the proxy was refused, for the task's log (`None`: let it through).
 pub fn refusal(
     policy: &NetworkPolicy,
@@ -403,5 +432,28 @@ mod tests {
         assert_eq!(refusal(&p, "claude", "HEAD", "example.org", false), None);
         assert!(refusal(&p, "claude", "POST", "example.org", false).is_some());
         assert!(refusal(&p, "claude", "PUT", "example.org", false).is_some());
+    }
+
+    #[test]
+    fn an_environment_only_narrows_a_phase() {
+        let bounds = PolicyBounds::parse("allowlist", "open", &[]).unwrap();
+        let request = NetworkRequest {
+            allow: Some(vec!["example.org".into()]),
+            ..Default::default()
+        };
+        let task = bounds.resolve(Some(&request)).unwrap().unwrap();
+        let open = task.narrowed_for_phase("open").unwrap();
+        assert_eq!(open, task, "a repository cannot widen the task's policy");
+        let gateway = task.narrowed_for_phase("none").unwrap();
+        assert_eq!(gateway.mode, PolicyMode::Gateway);
+        let registries = task.narrowed_for_phase("registries").unwrap();
+        assert_eq!(registries.mode, PolicyMode::Allowlist);
+        assert_eq!(registries.presets, vec![Preset::PackageRegistries]);
+        assert!(
+            registries.allow.is_empty(),
+            "the user's additions are for the agent's phase"
+        );
+        let err = task.narrowed_for_phase("everything").unwrap_err();
+        assert!(err.contains("\"everything\""), "{err}");
     }
 }

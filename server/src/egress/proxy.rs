@@ -36,8 +36,9 @@ pub struct TaskProxy {
     pub agent: String,
     /// Turn number, for refusals.
     pub turn: i64,
-    /// The policy.
-    pub policy: NetworkPolicy,
+    /// The policy of the phase the turn is in (setup, or the agent's); see
+    /// [`TaskProxy::set_policy`].
+    pub policy: std::sync::RwLock<NetworkPolicy>,
     /// The turn's redaction (refused URLs are logged through it).
     pub redactor: Redactor,
     /// Hosts of the task's HTTP MCP connectors, reachable in every policy.
@@ -114,6 +115,23 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 impl TaskProxy {
+    /// The policy now in force.
+    pub fn policy(&self) -> NetworkPolicy {
+        self.policy
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Switches the policy for the next connections (a turn moving from setup or maintenance
+    /// to the agent). Tunnels already open stay as they are.
+    pub fn set_policy(&self, policy: NetworkPolicy) {
+        *self
+            .policy
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = policy;
+    }
+
     /// Why the policy refuses `method` to `host` (connector hosts always pass).
     fn refusal(&self, method: &str, host: &str, tunnel: bool) -> Option<&'static str> {
         let bare = host
@@ -123,7 +141,7 @@ impl TaskProxy {
         if self.connector_hosts.contains(&bare) {
             return None;
         }
-        refusal(&self.policy, &self.agent, method, host, tunnel)
+        refusal(&self.policy(), &self.agent, method, host, tunnel)
     }
 
     async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
@@ -167,7 +185,7 @@ impl TaskProxy {
         {
             tracing::error!(error = %err, "could not record a blocked request");
         }
-        metrics::counter!("drydock_egress_blocked_total", "mode" => self.policy.mode.as_str())
+        metrics::counter!("drydock_egress_blocked_total", "mode" => self.policy().mode.as_str())
             .increment(1);
         text(StatusCode::FORBIDDEN, format!("drydock {line}\n"))
     }

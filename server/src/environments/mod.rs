@@ -102,14 +102,16 @@ impl SetupUser {
     }
 }
 
-/// The network policy of an environment's setup and agent phases. Recorded and shown only:
-/// enforcing it belongs to the network-policy work (issue 17), which reads this field.
+/// The network policy of an environment's setup and agent phases (`[network]`): each narrows
+/// the task's policy for that phase (see
+/// [`NetworkPolicy::narrowed_for_phase`](crate::egress::NetworkPolicy::narrowed_for_phase)).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NetworkPolicy {
-    /// Policy while setup and maintenance run (e.g. `registries`).
+    /// Policy while setup and maintenance run: `gateway` (or `none`), `registries`, `allowlist`
+    /// or `open`.
     pub setup: Option<String>,
-    /// Policy while the agent runs (e.g. `none`).
+    /// Policy while the agent runs (the same names).
     pub agent: Option<String>,
 }
 

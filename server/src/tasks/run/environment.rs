@@ -88,12 +88,20 @@ impl TaskRunner {
         for notice in &def.notices {
             cx.say("info", notice).await;
         }
+        cx.phase_network = def.network.clone();
         if def.network.is_some() {
-            cx.say(
-                "info",
-                "The environment's network policy is recorded but not enforced by this drydock",
-            )
-            .await;
+            if cx.policy().is_none() {
+                cx.say(
+                    "info",
+                    "The environment's [network] table is not enforced: network policies are off on this server",
+                )
+                .await;
+            }
+            // A bad entry fails the task now, before any sandbox runs.
+            for phase in [SandboxRole::Setup, SandboxRole::Agent] {
+                cx.phase_policy(phase)
+                    .map_err(|err| Outcome::failed(format!("{err}{}", self.edit_hint(&cx.task))))?;
+            }
         }
         let base = self.base_image(cx, &def, &checkout).await?;
         let mut prepared = Prepared {
@@ -376,7 +384,7 @@ impl TaskRunner {
             self.check_tools(cx, sandbox, agent_cli).await?;
         }
         // Setup runs under the task's network policy too (its downloads go through the proxy).
-        self.open_egress(cx, sandbox).await?;
+        self.open_egress(cx, sandbox, SandboxRole::Setup).await?;
         sandbox
             .upload_dir("/workspace", workspace.dir())
             .await

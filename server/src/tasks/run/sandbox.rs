@@ -40,7 +40,14 @@ impl TaskRunner {
             None => None,
         };
         if let Some(sandbox) = kept {
-            self.open_egress(cx, &sandbox).await?;
+            // The environment is not prepared again, but its network table still narrows the
+            // agent's phase.
+            if let Ok(def) =
+                crate::environments::resolve(workspace.dir(), &cx.environment, cx.task.install_deps)
+            {
+                cx.phase_network = def.network;
+            }
+            self.open_egress(cx, &sandbox, SandboxRole::Agent).await?;
             return Ok(sandbox);
         }
         self.forgo_resume(cx, launch).await?;
@@ -52,15 +59,18 @@ impl TaskRunner {
         if prepared.check_tools {
             self.check_image(cx, &sandbox, &agent_cli).await?;
         }
-        self.open_egress(cx, &sandbox).await?;
+        self.open_egress(cx, &sandbox, SandboxRole::Agent).await?;
         cx.say("info", "Uploading the working tree").await;
         sandbox
             .upload_dir("/workspace", workspace.dir())
             .await
             .map_err(|err| Outcome::failed(format!("could not upload the working tree: {err}")))?;
         if let Some(script) = &prepared.maintenance {
+            // Maintenance is setup's kind of work (installs): it runs under setup's policy.
+            self.enter_phase(cx, SandboxRole::Setup)?;
             self.run_maintenance(cx, &sandbox, script, prepared.setup_user)
                 .await?;
+            self.enter_phase(cx, SandboxRole::Agent)?;
         }
         Ok(sandbox)
     }
@@ -243,16 +253,28 @@ impl TaskRunner {
         }
     }
 
+    /// Switches the turn's proxy to the policy of `phase` (setup and maintenance, or the
+    /// agent), when the task has a policy.
+    pub(super) fn enter_phase(&self, cx: &mut TurnContext, phase: SandboxRole) -> StepResult<()> {
+        let policy = cx.phase_policy(phase).map_err(Outcome::failed)?;
+        if let (Some(proxy), Some(policy)) = (cx.proxy.as_ref(), policy) {
+            proxy.set_policy(policy);
+        }
+        Ok(())
+    }
+
     /// Under a network policy, starts the sandbox's relay and serves it with the task's egress
-    /// proxy and model gateway until the turn ends (or until the next sandbox of the turn opens
-    /// its own: the setup sandbox's relay is replaced by the agent's).
+    /// proxy and model gateway, under the policy of `phase`, until the turn ends (or until the
+    /// next sandbox of the turn opens its own: the setup sandbox's relay is replaced by the
+    /// agent's).
     #[instrument(skip_all, fields(task_id = %cx.task.id))]
     pub(super) async fn open_egress(
         &self,
         cx: &mut TurnContext,
         sandbox: &Sandbox,
+        phase: SandboxRole,
     ) -> StepResult<()> {
-        let Some(policy) = cx.policy() else {
+        let Some(policy) = cx.phase_policy(phase).map_err(Outcome::failed)? else {
             return Ok(());
         };
         let listener = sandbox
@@ -264,19 +286,20 @@ impl TaskRunner {
         let Some(redactor) = cx.sink.as_ref().map(|s| s.redactor().clone()) else {
             return Err(Outcome::failed("the task's log is not open"));
         };
-        let mode = policy.mode.as_str();
+        let mode = cx.policy().map_or(policy.mode, |p| p.mode).as_str();
         let proxy = std::sync::Arc::new(crate::egress::proxy::TaskProxy {
             egress: self.inner.egress.clone(),
             task_id: cx.task.id.clone(),
             agent: cx.task.agent.clone(),
             turn: cx.number,
-            policy,
+            policy: std::sync::RwLock::new(policy),
             redactor,
             connector_hosts: self.connector_hosts(&cx.task).await,
             allow_private_connectors: self.inner.settings.allow_private_connector_urls,
         });
         // A turn with a setup sandbox opens egress twice; the policy is said once.
         let first = cx.egress.is_none();
+        cx.proxy = Some(proxy.clone());
         if let Some(old) = cx
             .egress
             .replace(crate::egress::proxy::serve(listener, proxy))
@@ -285,6 +308,19 @@ impl TaskRunner {
         }
         if !first {
             return Ok(());
+        }
+        if let Some(network) = &cx.phase_network {
+            let phase = |asked: &Option<String>| {
+                asked
+                    .as_deref()
+                    .map_or_else(|| format!("the task's {mode}"), str::to_owned)
+            };
+            let note = format!(
+                "The environment narrows the network: setup and maintenance {}, the agent {}",
+                phase(&network.setup),
+                phase(&network.agent)
+            );
+            cx.say("info", &note).await;
         }
         let note = if cx.task.key_in_sandbox {
             format!(

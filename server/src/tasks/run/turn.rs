@@ -44,6 +44,11 @@ pub(super) struct TurnContext {
     pub environment: crate::environments::Configured,
     /// The task's egress proxy serving the sandbox's relay, while the turn runs.
     pub egress: Option<tokio::task::JoinHandle<()>>,
+    /// That proxy, to switch its policy between phases.
+    pub proxy: Option<std::sync::Arc<crate::egress::proxy::TaskProxy>>,
+    /// The repository environment's per-phase network policies (`[network]`), which narrow the
+    /// task's.
+    pub phase_network: Option<crate::environments::NetworkPolicy>,
 }
 
 impl TurnContext {
@@ -53,6 +58,25 @@ impl TurnContext {
             .network_policy
             .as_deref()
             .and_then(|p| serde_json::from_str(p).ok())
+    }
+
+    /// The task's policy for a phase of the turn, narrowed by the repository environment's
+    /// `[network]` table; `Ok(None)` when the task has no policy. `Err` names a bad entry.
+    pub fn phase_policy(
+        &self,
+        phase: super::sandbox::SandboxRole,
+    ) -> Result<Option<crate::egress::NetworkPolicy>, String> {
+        let Some(policy) = self.policy() else {
+            return Ok(None);
+        };
+        let asked = self.phase_network.as_ref().and_then(|n| match phase {
+            super::sandbox::SandboxRole::Setup => n.setup.as_deref(),
+            super::sandbox::SandboxRole::Agent => n.agent.as_deref(),
+        });
+        match asked {
+            Some(phase_policy) => policy.narrowed_for_phase(phase_policy).map(Some),
+            None => Ok(Some(policy)),
+        }
     }
 
     /// Whether this turn answers a follow-up message.
@@ -287,6 +311,8 @@ impl TurnContext {
             warnings: Vec::new(),
             environment: crate::environments::Configured::default(),
             egress: None,
+            proxy: None,
+            phase_network: None,
         }
     }
 }
