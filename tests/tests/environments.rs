@@ -724,3 +724,37 @@ async fn the_environment_page_and_the_setup_stage_work_in_a_browser() {
     assert_eq!(browser.eval(folded, json!([])).await, json!(0));
     browser.wait_text("#log", "setup line two").await;
 }
+
+/// An image built from the repository's Dockerfile that lacks what drydock needs fails the task
+/// saying what is missing and why, before the agent runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_without_what_drydock_needs_fails_the_task_saying_what_is_missing() {
+    let env = TaskEnv::start(TestDb::sqlite().await, &[]).await;
+    let devcontainer = format!(
+        r#"{{ "build": {{ "dockerfile": "Dockerfile", "args": {{ "BASE": "{}" }} }} }}"#,
+        sandbox_image()
+    );
+    env.app.gh.create_repo(
+        "alice",
+        "gitless",
+        &[
+            (".devcontainer/devcontainer.json", &devcontainer),
+            (
+                ".devcontainer/Dockerfile",
+                "ARG BASE\nFROM ${BASE}\nUSER root\nRUN rm -f /usr/bin/git\nUSER agent\n",
+            ),
+        ],
+        "main",
+    );
+    let (task, log) = run(&env, "alice/gitless", "echo agent ran", json!({})).await;
+    assert_eq!(task["status"], "failed", "{task}\n{}", log.join("\n"));
+    let reason = task["status_reason"].as_str().unwrap();
+    assert!(
+        reason.contains("the environment's image lacks what drydock needs")
+            && reason.contains("git (drydock hands work back with it)"),
+        "{reason}"
+    );
+    assert!(!reason.contains("python3"), "python3 is there: {reason}");
+    assert!(reason.contains("/environments/alice/gitless"), "{reason}");
+    assert!(!has(&log, "agent ran"), "{log:#?}");
+}
