@@ -443,11 +443,14 @@ async fn a_failing_setup_fails_the_task_quoting_its_last_line_and_makes_no_snaps
 }
 
 async fn snapshots_in_use_survive_pruning_expired_ones_go_and_a_restart_reuses_them(db: TestDb) {
+    // Its own instance id: the restart below reconciles every container of that instance, and
+    // the same test on the other database runs at the same time.
+    let instance = format!("env-prune-{}", uuid_like());
     let keys = [
         "--encryption-key",
         "7f3a9c1e5b2d4f6a8c0e2b4d6f8a0c2e4b6d8f0a2c4e6b8d0f2a4c6e8b0d2f4a",
         "--instance-id",
-        "env-prune-test",
+        instance.as_str(),
         "--snapshot-max-age",
         "2",
     ];
