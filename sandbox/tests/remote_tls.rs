@@ -1,6 +1,7 @@
 //! A Docker host reached over mutual TLS (`DOCKER_HOST=tcp://…` with `DOCKER_CERT_PATH`): the
-//! test starts a second `dockerd` of its own (own unix socket, data root, exec root and pid
-//! file; `--bridge=none` and no iptables, so the main daemon's `docker0` is never touched)
+//! test starts a second `dockerd` of its own (own unix socket, data root, exec root, pid file
+//! and bridge, no iptables, so the main daemon's `docker0` is never touched: a daemon started
+//! with `--bridge=none` deletes the host's `docker0` interface on Docker 20.10)
 //! listening on `tcp://127.0.0.1:PORT --tlsverify` with certificates from a throwaway openssl
 //! CA, runs a sandbox there, and stops and removes the daemon and everything in it at the end.
 
@@ -91,6 +92,8 @@ fn make_certs(dir: &Path) -> PathBuf {
 /// The second daemon: stopped, and its state removed, when dropped.
 struct Daemon {
     child: Child,
+    /// The bridge interface created for this daemon (removed at the end).
+    bridge: String,
     dir: tempfile::TempDir,
     socket: String,
     tcp: String,
@@ -106,6 +109,9 @@ impl Daemon {
             .unwrap();
         let root = dir.path();
         let client_certs = make_certs(root);
+        // Its own bridge, made here: `--bridge=none` would make dockerd delete `docker0`.
+        let bridge = format!("ddtls{:x}", std::process::id() & 0xfffff);
+        run(Command::new("ip").args(["link", "add", &bridge, "type", "bridge"]));
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -125,7 +131,7 @@ impl Daemon {
             .arg(root.join("d.pid"))
             .args(["-H", &socket, "-H", &tcp])
             .args([
-                "--bridge=none",
+                &format!("--bridge={bridge}"),
                 "--iptables=false",
                 "--ip-masq=false",
                 "--ip-forward=false",
@@ -142,6 +148,7 @@ impl Daemon {
             .unwrap();
         let daemon = Daemon {
             child,
+            bridge,
             dir,
             socket,
             tcp,
@@ -248,6 +255,9 @@ impl Drop for Daemon {
         let _ = Command::new("umount")
             .arg("-R")
             .arg(self.dir.path().join("data"))
+            .output();
+        let _ = Command::new("ip")
+            .args(["link", "delete", &self.bridge])
             .output();
     }
 }

@@ -761,3 +761,46 @@ async fn an_image_without_what_drydock_needs_fails_the_task_saying_what_is_missi
     assert!(reason.contains("/environments/alice/gitless"), "{reason}");
     assert!(!has(&log, "agent ran"), "{log:#?}");
 }
+
+/// Under a network policy the repository's own Dockerfile steps run with no network at all (the
+/// build cannot go through the task's proxy): the routes a RUN step saw are none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_a_network_policy_a_repository_dockerfile_builds_without_network() {
+    // Tasks without a policy would get Docker's bridge (the operator's sandbox network); no
+    // traffic is sent, the build only lists its routes and interfaces.
+    let env = TaskEnv::start(
+        TestDb::sqlite().await,
+        &[
+            "--network-policy",
+            "allowlist",
+            "--sandbox-network",
+            "bridge",
+        ],
+    )
+    .await;
+    let devcontainer = format!(
+        r#"{{ "build": {{ "dockerfile": "Dockerfile", "args": {{ "BASE": "{}" }} }} }}"#,
+        sandbox_image()
+    );
+    env.app.gh.create_repo(
+        "alice",
+        "offline-build",
+        &[
+            (".devcontainer/devcontainer.json", &devcontainer),
+            (
+                ".devcontainer/Dockerfile",
+                "ARG BASE\nFROM ${BASE}\nUSER root\nRUN (tail -n +2 /proc/net/route; tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ') > /etc/build-network\nUSER agent\n",
+            ),
+        ],
+        "main",
+    );
+    let report = "sed 's/^/build saw: /' /etc/build-network; echo 'build network listed'";
+    let (task, log) = run(&env, "alice/offline-build", report, json!({})).await;
+    assert_eq!(task["status"], "succeeded", "{task}\n{}", log.join("\n"));
+    assert!(has(&log, "build network listed"), "{log:#?}");
+    let seen: Vec<&str> = log
+        .iter()
+        .filter_map(|l| l.split("build saw: ").nth(1))
+        .collect();
+    assert_eq!(seen, vec!["lo"], "the build had a network: {log:#?}");
+}

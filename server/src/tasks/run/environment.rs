@@ -304,7 +304,13 @@ impl TaskRunner {
                 &key,
                 Source::File,
             ),
-            network: self.inner.settings.network.clone(),
+            // The repository's own RUN steps: under a network policy they get no network at all
+            // (the build cannot use the task's proxy; downloads belong in setup, which does).
+            network: if cx.task.network_policy.is_some() {
+                "none".to_owned()
+            } else {
+                self.inner.settings.network.clone()
+            },
         };
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
         let building = {
