@@ -240,6 +240,18 @@ fn an_unsupported_database_url_is_a_clear_startup_error_without_the_password() {
 }
 
 #[test]
+fn a_default_network_policy_wider_than_the_maximum_is_a_clear_startup_error() {
+    let dir = tempfile::tempdir().unwrap();
+    // The maximum is left at its default (allowlist).
+    let stderr = run_to_failure(drydock(dir.path()).env("DRYDOCK_NETWORK_POLICY", "open"));
+    assert!(
+        stderr.contains("DRYDOCK_NETWORK_POLICY is open")
+            && stderr.contains("DRYDOCK_NETWORK_POLICY_MAX is the narrower allowlist"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn a_malformed_encryption_key_is_a_clear_startup_error() {
     let dir = tempfile::tempdir().unwrap();
     let stderr = run_to_failure(drydock(dir.path()).env("ENCRYPTION_KEY", "not-a-hex-key"));

@@ -139,6 +139,16 @@ impl PolicyBounds {
         let max = PolicyMode::parse(max).ok_or_else(|| {
             format!("DRYDOCK_NETWORK_POLICY_MAX must be gateway, allowlist or open, not {max:?}")
         })?;
+        if let Some(default) = default
+            && default > max
+        {
+            return Err(format!(
+                "DRYDOCK_NETWORK_POLICY is {} but DRYDOCK_NETWORK_POLICY_MAX is the narrower {}: \
+                 the default cannot be wider than the maximum",
+                default.as_str(),
+                max.as_str()
+            ));
+        }
         let mut operator_allow = Vec::new();
         for entry in allow.iter().filter(|a| !a.trim().is_empty()) {
             operator_allow
@@ -147,7 +157,7 @@ impl PolicyBounds {
                 })?);
         }
         Ok(Self {
-            default: default.map(|d| d.min(max)),
+            default,
             max,
             operator_allow,
         })
@@ -376,8 +386,8 @@ mod tests {
         assert_eq!(p.mode, PolicyMode::Allowlist);
         assert_eq!(p.presets, vec![Preset::PackageRegistries, Preset::Github]);
         assert_eq!(p.operator_allow, vec!["corp.example"]);
-        // A default wider than the maximum is cut down to it.
-        assert_eq!(bounds("open", "gateway").default, Some(PolicyMode::Gateway));
+        // A default wider than the maximum is a configuration error, not silently cut down.
+        assert!(PolicyBounds::parse("open", "gateway", &[]).is_err());
         assert!(bounds("off", "open").resolve(None).unwrap().is_none());
         assert!(bounds("off", "open").resolve(Some(&gateway)).is_err());
     }
@@ -455,5 +465,16 @@ mod tests {
         );
         let err = task.narrowed_for_phase("everything").unwrap_err();
         assert!(err.contains("\"everything\""), "{err}");
+    }
+
+    #[test]
+    fn a_default_wider_than_the_maximum_is_a_configuration_error() {
+        let err = PolicyBounds::parse("open", "gateway", &[]).unwrap_err();
+        assert!(
+            err.contains("DRYDOCK_NETWORK_POLICY is open") && err.contains("narrower gateway"),
+            "{err}"
+        );
+        assert!(PolicyBounds::parse("gateway", "open", &[]).is_ok());
+        assert!(PolicyBounds::parse("off", "gateway", &[]).is_ok());
     }
 }
