@@ -53,6 +53,7 @@ pub async fn run(
     let state = build_state(config, addr).await?;
     let image_watch = tokio_util::sync::CancellationToken::new();
     state.image.start(image_watch.clone());
+    state.runner.claim_instance().await?;
     state.runner.start().await;
     tasks::relay::start(
         state.store.clone(),

@@ -113,6 +113,19 @@ impl Replica {
         self.child.wait().unwrap();
     }
 
+    /// Waits up to `within` for the process to exit by itself; its status, or `None` if it
+    /// still runs.
+    pub async fn exited_within(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + within;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        None
+    }
+
     /// SIGTERM, then waits for the process to end.
     pub fn stop(&mut self) {
         let pid = nix_pid(&self.child);

@@ -9,9 +9,9 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use drydock_tests::GithubStandIn;
 use drydock_tests::replicas::{Cluster, Replica};
 use drydock_tests::tasks::{SCRIPTED_AGENT, containers_of};
+use drydock_tests::{GithubStandIn, TestDb};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -551,4 +551,47 @@ async fn a_second_server_on_one_sqlite_file_is_refused() {
     // The first one still serves.
     let resp = reqwest::get(first.url("/healthz")).await.unwrap();
     assert!(resp.status().is_success());
+}
+
+/// Two replicas with one instance id on one PostgreSQL would share a heartbeat row (neither's
+/// tasks ever adopted) and reconcile each other's sandboxes away: the second is refused, and the
+/// first keeps serving with its warm sandbox.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_replica_with_the_same_instance_id_is_refused() {
+    let gh = GithubStandIn::start().await;
+    let db = TestDb::postgres().await;
+    let dir = tempfile::tempdir().unwrap();
+    let agents = dir.path().join("agents.toml");
+    std::fs::write(&agents, SCRIPTED_AGENT).unwrap();
+    let id = format!("twin-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let lease = ["--lease-secs", "4"];
+    let first = Replica::start(BIN, &id, &db.url, &gh, agents.to_str().unwrap(), &lease);
+    first.wait_healthy().await;
+    let started = Instant::now();
+    let warm_before = loop {
+        let warm = drydock_tests::tasks::warm_sandboxes(&id);
+        if !warm.is_empty() {
+            break warm;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no warm sandbox"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+
+    let mut second = Replica::start(BIN, &id, &db.url, &gh, agents.to_str().unwrap(), &lease);
+    let status = second
+        .exited_within(Duration::from_secs(30))
+        .await
+        .expect("the second replica must stop by itself");
+    assert!(!status.success(), "the second replica must not start");
+    let resp = reqwest::get(first.url("/healthz")).await.unwrap();
+    assert!(resp.status().is_success(), "the first one still serves");
+    for warm in &warm_before {
+        assert!(
+            drydock_tests::tasks::warm_sandboxes(&id).contains(warm),
+            "the first replica's warm sandbox {warm} was removed"
+        );
+    }
 }

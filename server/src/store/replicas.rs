@@ -204,6 +204,16 @@ impl Store {
         }) > 0)
     }
 
+    /// When replica `id` last renewed its heartbeat (unix ms); `None` when it has no row.
+    pub async fn replica_heartbeat_at(&self, id: &str) -> StoreResult<Option<i64>> {
+        Ok(with_pool!(self, pool => {
+            sqlx::query_scalar::<_, i64>("SELECT heartbeat_at FROM replicas WHERE id = $1")
+                .bind(id)
+                .fetch_optional(pool)
+                .await?
+        }))
+    }
+
     /// Replicas alive at `now` (for the operator page): id and last heartbeat (unix ms).
     pub async fn list_live_replicas(&self, now: i64) -> StoreResult<Vec<(String, i64)>> {
         Ok(with_pool!(self, pool => {

@@ -36,6 +36,38 @@ impl TaskRunner {
         i64::try_from(self.inner.settings.lease.as_millis()).unwrap_or(i64::MAX)
     }
 
+    /// Refuses to start a second live replica with this instance id (PostgreSQL; SQLite has
+    /// its file lock): two would share one heartbeat row, so neither's tasks would ever be
+    /// adopted, and a restart of one would remove the other's sandboxes. A row whose heartbeat
+    /// is recent may also be this server's own, stopped uncleanly a moment ago: it waits one
+    /// heartbeat period and refuses only if the row was renewed meanwhile.
+    ///
+    /// Errors: the instance id is in use (the message says what to change), or the database
+    /// failed.
+    pub async fn claim_instance(&self) -> anyhow::Result<()> {
+        let store = &self.inner.store;
+        if store.backend() != crate::store::Backend::Postgres {
+            return Ok(());
+        }
+        let me = &self.inner.settings.runner_id;
+        let Some(seen) = store.replica_heartbeat_at(me).await? else {
+            return Ok(());
+        };
+        if seen + self.period_ms() < now_ms() {
+            return Ok(());
+        }
+        tracing::info!(instance_id = %me, "a replica with this instance id beat recently; checking that it is gone");
+        tokio::time::sleep(self.heartbeat_every() + Duration::from_millis(500)).await;
+        match store.replica_heartbeat_at(me).await? {
+            Some(now) if now > seen => anyhow::bail!(
+                "another drydock replica is running with instance id {me:?} on this database (it \
+                 renewed its heartbeat just now). Give each replica its own DRYDOCK_INSTANCE_ID \
+                 (replicas that share a data directory share its generated id)"
+            ),
+            _ => Ok(()),
+        }
+    }
+
     /// One heartbeat: renews this replica's leases, ends local turns whose lease another replica
     /// took over, acts on requests left for this replica, and adopts the tasks of lost replicas.
     pub(super) async fn heartbeat(&self) {
