@@ -217,7 +217,9 @@ pub struct Config {
     #[arg(long, env = "DRYDOCK_ADMINS", value_delimiter = ',')]
     pub admins: Vec<String>,
 
-    /// Network mode of sandboxes: bridge, none, host, or the name of a Docker network.
+    /// Network mode of sandboxes of tasks without a network policy (DRYDOCK_NETWORK_POLICY=off):
+    /// bridge, none, host, or the name of a Docker network. With a policy a sandbox has no
+    /// network at all (its one way out is drydock's proxy and gateway).
     #[arg(long, env = "DRYDOCK_SANDBOX_NETWORK", default_value = "bridge")]
     pub sandbox_network: String,
 
@@ -320,15 +322,18 @@ pub struct Config {
     #[arg(long, env = "DRYDOCK_DAILY_COST_BUDGET_USD", default_value_t = 0.0)]
     pub daily_cost_budget_usd: f64,
 
-    /// Route Anthropic API calls of agents through this gateway or proxy (e.g. a LiteLLM URL).
+    /// Upstream for Anthropic API calls (e.g. a LiteLLM URL): where drydock's model gateway forwards them under a
+    /// network policy, or where agents send them directly when policies are off.
     #[arg(long, env = "DRYDOCK_ANTHROPIC_BASE_URL")]
     pub anthropic_base_url: Option<String>,
 
-    /// Route OpenAI API calls of agents through this gateway or proxy.
+    /// Upstream for OpenAI API calls: where drydock's model gateway forwards them under a
+    /// network policy, or where agents send them directly when policies are off.
     #[arg(long, env = "DRYDOCK_OPENAI_BASE_URL")]
     pub openai_base_url: Option<String>,
 
-    /// Route Gemini API calls of agents through this gateway or proxy.
+    /// Upstream for Gemini API calls: where drydock's model gateway forwards them under a
+    /// network policy, or where agents send them directly when policies are off.
     #[arg(long, env = "DRYDOCK_GEMINI_BASE_URL")]
     pub gemini_base_url: Option<String>,
 
