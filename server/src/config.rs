@@ -322,8 +322,8 @@ pub struct Config {
     #[arg(long, env = "DRYDOCK_DAILY_COST_BUDGET_USD", default_value_t = 0.0)]
     pub daily_cost_budget_usd: f64,
 
-    /// Upstream for Anthropic API calls (e.g. a LiteLLM URL): where drydock's model gateway forwards them under a
-    /// network policy, or where agents send them directly when policies are off.
+    /// Upstream for Anthropic API calls (e.g. a LiteLLM URL): where drydock's model gateway
+    /// forwards them under a network policy, or where agents send them when policies are off.
     #[arg(long, env = "DRYDOCK_ANTHROPIC_BASE_URL")]
     pub anthropic_base_url: Option<String>,
 
