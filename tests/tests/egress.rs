@@ -404,21 +404,25 @@ async fn messages(State(s): State<Arc<StandIn>>, headers: HeaderMap) -> Response
             .unwrap();
     }
     let s2 = s.clone();
-    let stream = async_stream(s2);
+    let stream = async_stream(s2, key);
     Response::builder()
         .header("content-type", "text/event-stream")
         .body(Body::from_stream(stream))
         .unwrap()
 }
 
+/// The stream of a Messages answer; its first event quotes the key the request carried (as a
+/// careless provider or proxy might), which must never reach the sandbox.
 fn async_stream(
     s: Arc<StandIn>,
+    key: String,
 ) -> impl futures::Stream<Item = Result<String, std::convert::Infallible>> {
     futures::stream::unfold(0u8, move |step| {
         let s = s.clone();
+        let key = key.clone();
         async move {
             let event = match step {
-                0 => r#"data: {"type":"message_start","message":{"model":"claude-sonnet-4-5","usage":{"input_tokens":11,"output_tokens":1}}}"#.to_owned(),
+                0 => format!(r#"data: {{"type":"message_start","message":{{"id":"msg for {key}","model":"claude-sonnet-4-5","usage":{{"input_tokens":11,"output_tokens":1}}}}}}"#),
                 1 => r#"data: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"first-token"}}"#.to_owned(),
                 2 => {
                     if s.hold {
@@ -504,7 +508,7 @@ async fn the_gateway_swaps_the_key_streams_and_meters_and_the_key_never_enters_t
         r#"
 echo "base: $ANTHROPIC_BASE_URL"
 printf '%s' "$ANTHROPIC_API_KEY" > /home/agent/token
-{CALL}
+{CALL} | tee /home/agent/answer
 echo "ready for the hunt"
 while [ ! -f /tmp/hunt-done ]; do sleep 0.2; done
 "#

@@ -407,12 +407,17 @@ impl TaskProxy {
         let egress = self.egress.clone();
         let provider = provider.to_owned();
         let metered = status.is_success();
+        // What the provider answers goes through the task's redaction on its way into the
+        // sandbox: an answer that echoes the real key (an error quoting it, say) must not hand
+        // it to the agent. Lines are emitted as soon as they end, so streaming stays live.
+        let mut redacting = self.redactor.stream();
         tokio::spawn(async move {
             while let Some(chunk) = stream.next().await {
                 match chunk {
                     Ok(bytes) => {
                         tap.feed(&bytes);
-                        if tx.send(Ok(bytes)).await.is_err() {
+                        let safe = redacting.push(&bytes);
+                        if !safe.is_empty() && tx.send(Ok(Bytes::from(safe))).await.is_err() {
                             break;
                         }
                     }
@@ -421,6 +426,10 @@ impl TaskProxy {
                         break;
                     }
                 }
+            }
+            let rest = redacting.finish();
+            if !rest.is_empty() {
+                let _ = tx.send(Ok(Bytes::from(rest))).await;
             }
             drop(tx);
             if metered {
