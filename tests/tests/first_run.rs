@@ -408,6 +408,8 @@ async fn the_operator_page_is_for_admins_only(db: TestDb) {
         "/auth/github/callback",
         "queued",
         "kept sandboxes",
+        "Replicas",
+        "(this one)",
         "DRYDOCK_SANDBOX_PIDS",
         "DRYDOCK_ADMINS",
         "GITHUB_CLIENT_SECRET",

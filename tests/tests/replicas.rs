@@ -343,7 +343,7 @@ async fn tasks_through_two_replicas_run_once_and_are_followed_from_either() {
 /// the log written before the kill.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_replicas_task_is_adopted_by_the_other() {
-    let mut c = Cluster::start(BIN, 2, &["--lease-secs", "6"]).await;
+    let mut c = Cluster::start(BIN, 2, &["--lease-secs", "6", "--admins", "alice"]).await;
     let id = c
         .submit(c.b(), "echo before-the-kill; sleep 600; echo never-printed")
         .await;
@@ -367,6 +367,18 @@ async fn a_killed_replicas_task_is_adopted_by_the_other() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(containers_of(&id).len(), 1);
+    // The operator page of either replica lists both, alive, and which one runs the turn.
+    let replicas = replica_rows(&c, &survivor).await;
+    assert_eq!(
+        replicas.get(&owner),
+        Some(&("alive".to_owned(), 1)),
+        "{replicas:?}"
+    );
+    assert_eq!(
+        replicas.get(&survivor),
+        Some(&("alive".to_owned(), 0)),
+        "{replicas:?}"
+    );
 
     c.kill_9(&owner);
     let killed_at = Instant::now();
@@ -394,11 +406,62 @@ async fn a_killed_replicas_task_is_adopted_by_the_other() {
         1,
         "adopted once: {log:?}"
     );
+    // The survivor's operator page shows the killed replica lost (once a whole lease period
+    // passed without its heartbeat), owning nothing now.
+    let replicas = loop {
+        let replicas = replica_rows(&c, &survivor).await;
+        if replicas.get(&owner).is_some_and(|r| r.0 == "lost")
+            || killed_at.elapsed() > Duration::from_secs(60)
+        {
+            break replicas;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(
+        replicas.get(&owner),
+        Some(&("lost".to_owned(), 0)),
+        "{replicas:?}"
+    );
+    assert_eq!(
+        replicas.get(&survivor).map(|r| r.0.as_str()),
+        Some("alive"),
+        "{replicas:?}"
+    );
     // The survivor goes on running new tasks.
     let next = c.submit(c.replica(&survivor), "echo after-the-kill").await;
     let next = c.wait_ended(&next).await;
     assert_eq!(next.status, "succeeded", "{next:?}");
     assert_eq!(next.runner_id.as_deref(), Some(survivor.as_str()));
+}
+
+/// The replica table of `via`'s operator page: instance id → (state, running turns).
+async fn replica_rows(c: &Cluster, via: &str) -> std::collections::HashMap<String, (String, i64)> {
+    let resp = c
+        .alice
+        .get(c.replica(via).url("/admin"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let html = resp.text().await.unwrap();
+    let mut rows = std::collections::HashMap::new();
+    for row in html.split("<tr data-replica=\"").skip(1) {
+        let id = row.split('"').next().unwrap().to_owned();
+        let state = row
+            .split("data-state=\"")
+            .nth(1)
+            .and_then(|s| s.split('"').next())
+            .unwrap()
+            .to_owned();
+        // Cells: instance, state, last heartbeat, running, kept.
+        let cells: Vec<&str> = row
+            .split("<td>")
+            .skip(1)
+            .map(|c| c.split("</td>").next().unwrap())
+            .collect();
+        rows.insert(id, (state, cells[3].trim().parse().unwrap()));
+    }
+    rows
 }
 
 /// Stop, follow-up and sandbox stop sent to the replica that does not run the task reach the

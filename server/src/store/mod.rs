@@ -32,7 +32,9 @@ pub use egress::{BlockedRequest, NewUsage, TurnUsage};
 pub use environments::{EnvironmentUpdate, SetupRecord};
 pub use events::NewEvent;
 pub use models::*;
-pub use replicas::{CONTROL_CHANNEL, ClaimLimits, ControlRequest, EVENTS_CHANNEL, STATUS_CHANNEL};
+pub use replicas::{
+    CONTROL_CHANNEL, ClaimLimits, ControlRequest, EVENTS_CHANNEL, ReplicaRow, STATUS_CHANNEL,
+};
 pub use tasks::{NewTask, TaskDiff, TaskFilter, TaskOutcome, Turn};
 pub use tokens::NewApiToken;
 pub use users::GithubProfile;

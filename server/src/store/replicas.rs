@@ -55,6 +55,23 @@ impl ControlRequest {
     }
 }
 
+/// One replica as the operator page lists it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ReplicaRow {
+    /// Its instance id (`DRYDOCK_INSTANCE_ID`).
+    pub id: String,
+    /// When it first registered (unix ms).
+    pub started_at: i64,
+    /// Its last heartbeat (unix ms).
+    pub heartbeat_at: i64,
+    /// Whether that heartbeat is recent enough for it to count as alive.
+    pub alive: bool,
+    /// Turns it runs now.
+    pub running: i64,
+    /// Sandboxes it keeps alive between turns.
+    pub kept: i64,
+}
+
 impl Store {
     /// Records that replica `id` is alive (it counts as lost after `period_ms` without a
     /// heartbeat) and renews the lease of every turn it runs until now + `lease_ms`.
@@ -220,6 +237,24 @@ impl Store {
             sqlx::query_as::<_, (String, i64)>(
                 "SELECT id, heartbeat_at FROM replicas WHERE heartbeat_at + lease_ms >= $1 ORDER BY id",
             )
+            .bind(now)
+            .fetch_all(pool)
+            .await?
+        }))
+    }
+
+    /// Every replica that renewed its heartbeat since `since` (unix ms), for the operator page:
+    /// whether it is alive at `now`, and the running turns and kept sandboxes it owns.
+    pub async fn list_replicas(&self, since: i64, now: i64) -> StoreResult<Vec<ReplicaRow>> {
+        Ok(with_pool!(self, pool => {
+            sqlx::query_as::<_, ReplicaRow>(
+                "SELECT r.id, r.started_at, r.heartbeat_at, r.heartbeat_at + r.lease_ms >= $2 AS alive,
+                    (SELECT COUNT(*) FROM tasks t WHERE t.runner_id = r.id AND t.status = 'running') AS running,
+                    (SELECT COUNT(*) FROM tasks t WHERE t.runner_id = r.id AND t.status <> 'running'
+                        AND t.container_id IS NOT NULL) AS kept
+                 FROM replicas r WHERE r.heartbeat_at >= $1 ORDER BY r.id",
+            )
+            .bind(since)
             .bind(now)
             .fetch_all(pool)
             .await?

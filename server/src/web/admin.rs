@@ -1,5 +1,6 @@
 //! The operator page, `/admin`: Docker, the sandbox image, the database, GitHub sign-in, the
-//! queue across users, kept sandboxes and the settings that differ from their defaults. Users
+//! queue across users, kept sandboxes, the replicas sharing the database and the settings that
+//! differ from their defaults. Users
 //! listed in `DRYDOCK_ADMINS` see it; anyone else gets 404.
 
 use std::time::Duration;
@@ -25,6 +26,63 @@ pub fn is_admin(state: &AppState, user: &CurrentUser) -> bool {
         .admins
         .iter()
         .any(|login| login.trim().eq_ignore_ascii_case(&user.user.login))
+}
+
+/// How far back the replica list reaches: a replica lost longer ago than this is not shown.
+const REPLICAS_SHOWN_FOR_MS: i64 = 24 * 3600 * 1000;
+
+/// One replica as the operator page shows it.
+#[derive(Debug)]
+pub struct ReplicaView {
+    /// Its instance id.
+    pub id: String,
+    /// Whether it is the replica serving this page.
+    pub this_one: bool,
+    /// "alive" or "lost".
+    pub state: &'static str,
+    /// Its last heartbeat, as "3 s ago".
+    pub heartbeat: String,
+    /// Turns it runs now.
+    pub running: i64,
+    /// Sandboxes it keeps alive between turns.
+    pub kept: i64,
+}
+
+/// "just now", "12 s ago", "4 min ago", "2 h ago" for a time `ms` milliseconds before now.
+fn ago(ms: i64) -> String {
+    match ms.max(0) / 1000 {
+        0 => "just now".to_owned(),
+        s @ 1..60 => format!("{s} s ago"),
+        s @ 60..3600 => format!("{} min ago", s / 60),
+        s => format!("{} h ago", s / 3600),
+    }
+}
+
+/// The replicas that shared this database within the last day, alive ones first.
+async fn replicas(state: &AppState) -> Result<Vec<ReplicaView>, String> {
+    let now = crate::store::now_ms();
+    let rows = state
+        .store
+        .list_replicas(now - REPLICAS_SHOWN_FOR_MS, now)
+        .await
+        .map_err(|err| {
+            tracing::warn!(error = %err, "operator page: cannot list replicas");
+            "cannot be read (see the log)".to_owned()
+        })?;
+    let me = state.runner.runner_id();
+    let mut views: Vec<ReplicaView> = rows
+        .into_iter()
+        .map(|row| ReplicaView {
+            this_one: row.id == me,
+            state: if row.alive { "alive" } else { "lost" },
+            heartbeat: ago(now - row.heartbeat_at),
+            running: row.running,
+            kept: row.kept,
+            id: row.id,
+        })
+        .collect();
+    views.sort_by_key(|v| (v.state != "alive", v.id.clone()));
+    Ok(views)
 }
 
 /// What the operator checks show.
@@ -110,6 +168,8 @@ pub async fn checks(state: &AppState) -> Checks {
 struct AdminPage {
     chrome: Chrome,
     checks: Checks,
+    /// The replicas sharing the database.
+    replicas: Result<Vec<ReplicaView>, String>,
     /// Settings that differ from their defaults, secrets as `(set)`.
     settings: Vec<(String, String)>,
     /// Whether the GitHub webhook is configured.
@@ -151,6 +211,7 @@ pub(super) async fn admin_page(
             admin: true,
         },
         checks: checks(&state).await,
+        replicas: replicas(&state).await,
         settings: state.config.changed_settings.clone(),
         webhook_configured: state.config.github_webhook_secret.is_some(),
         deliveries: super::triggers::delivery_rows(deliveries),
