@@ -61,11 +61,74 @@ impl Cli {
         T: Into<std::ffi::OsString> + Clone,
     {
         let command = <Cli as clap::CommandFactory>::command();
-        let matches = command.clone().try_get_matches_from(args)?;
+        let matches = command
+            .clone()
+            .try_get_matches_from(server_settings_first(args))
+            .map_err(|err| name_the_variable(&command, err))?;
         let mut cli = <Cli as clap::FromArgMatches>::from_arg_matches(&matches)?;
         cli.config.changed_settings = changed_settings(&command, &matches);
         Ok(cli)
     }
+}
+
+/// The arguments with the server's settings before its subcommand: `drydock serve --addr …` and
+/// `drydock migrate --database-url …` read as `drydock --addr … serve`, the order clap expects
+/// (the settings belong to the top level so the client subcommands' help stays short).
+fn server_settings_first<I, T>(args: I) -> Vec<std::ffi::OsString>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let mut args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
+    let server_subcommand = args.get(1).is_some_and(|a| a == "serve" || a == "migrate");
+    if server_subcommand && args.len() > 2 {
+        let subcommand = args.remove(1);
+        args.push(subcommand);
+    }
+    args
+}
+
+/// A refused value, reworded to name the setting's environment variable as well as its flag:
+/// operators mostly set the variable, and clap's own message names only the flag. The value is
+/// left out for secret settings.
+fn name_the_variable(command: &clap::Command, err: clap::Error) -> clap::Error {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if !matches!(
+        err.kind(),
+        ErrorKind::ValueValidation | ErrorKind::InvalidValue
+    ) {
+        return err;
+    }
+    let Some(ContextValue::String(invalid)) = err.get(ContextKind::InvalidArg) else {
+        return err;
+    };
+    let long = invalid
+        .trim_start_matches("--")
+        .split([' ', '=', '<'])
+        .next()
+        .unwrap_or_default();
+    let Some(arg) = command.get_arguments().find(|a| a.get_long() == Some(long)) else {
+        return err;
+    };
+    let Some(env) = arg.get_env() else {
+        return err;
+    };
+    let env = env.to_string_lossy();
+    let value = match err.get(ContextKind::InvalidValue) {
+        Some(ContextValue::String(v)) if !arg.is_hide_env_values_set() => format!(" {v:?}"),
+        _ => String::new(),
+    };
+    let why = match std::error::Error::source(&err) {
+        Some(source) => format!(": {source}"),
+        None => match err.get(ContextKind::ValidValue) {
+            Some(valid) => format!(": use one of {valid}"),
+            None => String::new(),
+        },
+    };
+    command.clone().error(
+        err.kind(),
+        format!("invalid value{value} for {env} (--{long}){why}"),
+    )
 }
 
 /// The settings given a value other than their default, as (`ENV_NAME` or `--flag`, value);
@@ -238,7 +301,7 @@ pub struct Config {
     /// Images operators offer as environment bases, as `name=image` pairs separated by commas
     /// (e.g. `python=registry.local/py:3.12,jdk=registry.local/jdk:21`); a repository's
     /// `.drydock/environment.toml` or its configured environment names one by `name`.
-    #[arg(long, env = "DRYDOCK_ENVIRONMENT_IMAGES", default_value = "")]
+    #[arg(long, env = "DRYDOCK_ENVIRONMENT_IMAGES", default_value = "", value_parser = image_registrations)]
     pub environment_images: String,
 
     /// Seconds an environment snapshot is kept after it was made (never while a sandbox uses it).
@@ -319,22 +382,22 @@ pub struct Config {
     pub daily_token_budget: u64,
 
     /// US dollars a user may spend per UTC day through the model gateway (from the price table); new turns are refused with 429 beyond it. 0 = no budget.
-    #[arg(long, env = "DRYDOCK_DAILY_COST_BUDGET_USD", default_value_t = 0.0)]
+    #[arg(long, env = "DRYDOCK_DAILY_COST_BUDGET_USD", default_value_t = 0.0, value_parser = usd_amount)]
     pub daily_cost_budget_usd: f64,
 
     /// Upstream for Anthropic API calls (e.g. a LiteLLM URL): where drydock's model gateway
     /// forwards them under a network policy, or where agents send them when policies are off.
-    #[arg(long, env = "DRYDOCK_ANTHROPIC_BASE_URL")]
+    #[arg(long, env = "DRYDOCK_ANTHROPIC_BASE_URL", value_parser = http_url)]
     pub anthropic_base_url: Option<String>,
 
     /// Upstream for OpenAI API calls: where drydock's model gateway forwards them under a
     /// network policy, or where agents send them directly when policies are off.
-    #[arg(long, env = "DRYDOCK_OPENAI_BASE_URL")]
+    #[arg(long, env = "DRYDOCK_OPENAI_BASE_URL", value_parser = http_url)]
     pub openai_base_url: Option<String>,
 
     /// Upstream for Gemini API calls: where drydock's model gateway forwards them under a
     /// network policy, or where agents send them directly when policies are off.
-    #[arg(long, env = "DRYDOCK_GEMINI_BASE_URL")]
+    #[arg(long, env = "DRYDOCK_GEMINI_BASE_URL", value_parser = http_url)]
     pub gemini_base_url: Option<String>,
 
     /// Id of this server in sandbox labels and task records; generated once into the data directory when absent.
@@ -404,7 +467,91 @@ pub enum LogFormat {
     Json,
 }
 
+/// `DRYDOCK_*_BASE_URL`: empty (unset) or an absolute `http`/`https` URL with a host.
+fn http_url(value: &str) -> Result<String, String> {
+    let value = value.trim();
+    if value.is_empty() {
+        return Ok(String::new());
+    }
+    match reqwest::Url::parse(value) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
+            Ok(value.to_owned())
+        }
+        _ => Err(format!(
+            "{value:?} is not an http:// or https:// URL (e.g. https://litellm.internal:4000)"
+        )),
+    }
+}
+
+/// `DRYDOCK_DAILY_COST_BUDGET_USD`: a finite amount of US dollars, 0 or more.
+fn usd_amount(value: &str) -> Result<f64, String> {
+    match value.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!(
+            "{value:?} is not an amount of US dollars (0 or more, e.g. 25 or 7.50; 0 = no budget)"
+        )),
+    }
+}
+
+/// `DRYDOCK_ENVIRONMENT_IMAGES`: `name=image` pairs, comma-separated (may be empty).
+fn image_registrations(value: &str) -> Result<String, String> {
+    for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let ok = entry.split_once('=').is_some_and(|(name, image)| {
+            let (name, image) = (name.trim(), image.trim());
+            !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+                && !image.is_empty()
+                && !image.contains(char::is_whitespace)
+        });
+        if !ok {
+            return Err(format!(
+                "{entry:?} is not name=image (e.g. python=registry.local/py:3.12,jdk=registry.local/jdk:21)"
+            ));
+        }
+    }
+    Ok(value.to_owned())
+}
+
 impl Config {
+    /// Checks settings that are only wrong together; the error names them and says what to do.
+    ///
+    /// Errors: a GitHub OAuth client id without its secret (or the other way round); a daily
+    /// budget while network policies are off (budgets are metered by the model gateway, which
+    /// only runs under a policy).
+    pub fn check(&self) -> Result<(), String> {
+        let id = self
+            .github_client_id
+            .as_deref()
+            .is_some_and(|v| !v.trim().is_empty());
+        let secret = self
+            .github_client_secret
+            .as_ref()
+            .is_some_and(|v| !v.expose().trim().is_empty());
+        if id != secret {
+            let (set, missing) = if id {
+                ("GITHUB_CLIENT_ID", "GITHUB_CLIENT_SECRET")
+            } else {
+                ("GITHUB_CLIENT_SECRET", "GITHUB_CLIENT_ID")
+            };
+            return Err(format!(
+                "{set} is set but {missing} is not: set both, from your GitHub OAuth app's page, \
+                 or neither"
+            ));
+        }
+        let budget = self.daily_token_budget > 0 || self.daily_cost_budget_usd > 0.0;
+        if budget && self.network_policy.trim() == "off" {
+            return Err(
+                "DRYDOCK_DAILY_TOKEN_BUDGET and DRYDOCK_DAILY_COST_BUDGET_USD are \
+                 metered by drydock's model gateway, which DRYDOCK_NETWORK_POLICY=off turns off: \
+                 choose a network policy (gateway, allowlist or open) or remove the budget"
+                    .to_owned(),
+            );
+        }
+        Ok(())
+    }
+
     /// Parses settings from an explicit argument list and the environment (tests use this).
     pub fn parse_from_args<I, T>(args: I) -> Result<Config, clap::Error>
     where

@@ -145,6 +145,7 @@ pub async fn migrate(config: &Config) -> anyhow::Result<()> {
 }
 
 async fn build_state(config: Config, bound: std::net::SocketAddr) -> anyhow::Result<AppState> {
+    config.check().map_err(anyhow::Error::msg)?;
     create_data_dir(&config.data_dir)?;
     let keys = ServerKeys::load(
         &config.data_dir,

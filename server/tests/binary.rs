@@ -287,6 +287,132 @@ fn a_malformed_encryption_key_is_a_clear_startup_error() {
     assert_eq!(records[0]["level"], "ERROR", "{stderr}");
 }
 
+/// A PostgreSQL server that is not there is named with what the connection got, not as a pool
+/// timeout, and without the URL's password.
+#[test]
+fn an_unreachable_postgres_says_where_and_why() {
+    // A port nothing listens on: bound, then released.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let stderr = run_to_failure(drydock(dir.path()).env(
+        "DATABASE_URL",
+        format!("postgres://drydock:hunter2secret@127.0.0.1:{port}/drydock"),
+    ));
+    assert!(
+        stderr.contains(&format!(
+            "cannot connect to PostgreSQL at 127.0.0.1:{port}/drydock"
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains("Connection refused"), "{stderr}");
+    assert!(!stderr.contains("hunter2secret"), "{stderr}");
+}
+
+/// Settings that drydock would otherwise accept and then silently not use stop start-up with a
+/// line naming the setting and what to write instead.
+#[test]
+fn settings_that_cannot_work_are_refused_at_startup() {
+    // (settings, what the error says)
+    type Case<'a> = (&'a [(&'a str, &'a str)], &'a [&'a str]);
+    let cases: &[Case] = &[
+        // An allowlist entry allows its subdomains: `com` would allow every .com host.
+        (
+            &[("DRYDOCK_EGRESS_ALLOW", "com")],
+            &["DRYDOCK_EGRESS_ALLOW", "\"com\" is a single label"],
+        ),
+        (
+            &[("DRYDOCK_EGRESS_ALLOW", "pypi.org,localhost")],
+            &["DRYDOCK_EGRESS_ALLOW", "\"localhost\" is a single label"],
+        ),
+        (
+            &[("DRYDOCK_EGRESS_ALLOW", "https://pypi.org/simple")],
+            &["DRYDOCK_EGRESS_ALLOW", "is not a domain name or address"],
+        ),
+        (
+            &[("DRYDOCK_DAILY_COST_BUDGET_USD", "-5")],
+            &["DRYDOCK_DAILY_COST_BUDGET_USD", "0 or more"],
+        ),
+        (
+            &[("DRYDOCK_ANTHROPIC_BASE_URL", "litellm.internal:4000")],
+            &[
+                "DRYDOCK_ANTHROPIC_BASE_URL",
+                "is not an http:// or https:// URL",
+            ],
+        ),
+        (
+            &[("DRYDOCK_OPENAI_BASE_URL", "not a url")],
+            &[
+                "DRYDOCK_OPENAI_BASE_URL",
+                "is not an http:// or https:// URL",
+            ],
+        ),
+        (
+            &[("DRYDOCK_ENVIRONMENT_IMAGES", "python:3.12")],
+            &["DRYDOCK_ENVIRONMENT_IMAGES", "is not name=image"],
+        ),
+        (
+            &[("GITHUB_CLIENT_ID", "Iv1.0123456789abcdef")],
+            &["GITHUB_CLIENT_ID is set but GITHUB_CLIENT_SECRET is not"],
+        ),
+        (
+            &[
+                ("DRYDOCK_NETWORK_POLICY", "off"),
+                ("DRYDOCK_DAILY_TOKEN_BUDGET", "100000"),
+            ],
+            &["DRYDOCK_NETWORK_POLICY=off", "model gateway"],
+        ),
+    ];
+    // A setting after `serve` is read as one (not "unexpected argument").
+    let dir = tempfile::tempdir().unwrap();
+    let stderr = run_to_failure(drydock(dir.path()).args([
+        "serve",
+        "--addr",
+        "127.0.0.1:0",
+        "--daily-cost-budget-usd=-1",
+    ]));
+    assert!(
+        stderr.contains("invalid value \"-1\" for DRYDOCK_DAILY_COST_BUDGET_USD"),
+        "{stderr}"
+    );
+    for (env, says) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cmd = drydock(dir.path());
+        for (name, value) in *env {
+            cmd.env(name, value);
+        }
+        let mut child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // A server that starts would run forever: give it a minute to refuse.
+        let started = std::time::Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if started.elapsed() > Duration::from_secs(60) {
+                let _ = child.kill();
+                panic!("drydock started with {env:?}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+        assert!(!status.success(), "{env:?}: {stderr}");
+        for needle in *says {
+            assert!(
+                stderr.contains(needle),
+                "{env:?}: {needle:?} missing from {stderr}"
+            );
+        }
+    }
+}
+
 #[test]
 fn migrate_subcommand_creates_the_schema_and_exits() {
     let dir = tempfile::tempdir().unwrap();

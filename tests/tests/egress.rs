@@ -355,6 +355,12 @@ async fn users_may_only_narrow_the_operators_policy() {
         )
         .await;
     assert_eq!(status, reqwest::StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    // An entry allows its subdomains: a top-level domain alone would allow a whole registry.
+    let (status, body) = env
+        .submit_raw("true", json!({ "network": { "allow": ["com"] } }))
+        .await;
+    assert_eq!(status, reqwest::StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(body.to_string().contains("single label"), "{body}");
     // The default is the operator's: gateway.
     let id = env.submit("true", json!({ "create_pr": false })).await;
     assert_eq!(env.task(&id).await["network"]["mode"], "gateway");

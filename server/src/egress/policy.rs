@@ -152,9 +152,7 @@ impl PolicyBounds {
         let mut operator_allow = Vec::new();
         for entry in allow.iter().filter(|a| !a.trim().is_empty()) {
             operator_allow
-                .push(normalize_host(entry).ok_or_else(|| {
-                    format!("DRYDOCK_EGRESS_ALLOW: {entry:?} is not a host name")
-                })?);
+                .push(normalize_host(entry).map_err(|why| format!("DRYDOCK_EGRESS_ALLOW: {why}"))?);
         }
         Ok(Self {
             default,
@@ -213,10 +211,7 @@ impl PolicyBounds {
         };
         let mut allow = Vec::new();
         for entry in request.allow.iter().flatten() {
-            allow.push(
-                normalize_host(entry)
-                    .ok_or_else(|| format!("{entry:?} is not a domain name or address"))?,
-            );
+            allow.push(normalize_host(entry)?);
         }
         if allow.len() > 200 {
             return Err("at most 200 allowed domains".into());
@@ -325,10 +320,17 @@ fn matches(entry: &str, host: &str) -> bool {
             && host.as_bytes()[host.len() - entry.len() - 1] == b'.')
 }
 
-/// A host name, IP address or `*.domain`, lower-cased; `None` when it is not one (a URL, a
-/// path, a port, spaces).
-fn normalize_host(entry: &str) -> Option<String> {
+/// A host name, IP address or `*.domain`, lower-cased.
+///
+/// Errors (in words, for the settings or the API): not a host name at all (a URL, a path, a port,
+/// spaces), or a single label such as `com` or `localhost`: an entry also allows its subdomains,
+/// so `com` would allow every `.com` host, and a local name never passes the proxy's address
+/// check anyway.
+fn normalize_host(entry: &str) -> Result<String, String> {
     let host = entry.trim().trim_end_matches('.').to_ascii_lowercase();
+    if host.parse::<std::net::IpAddr>().is_ok() {
+        return Ok(host);
+    }
     let bare = host.strip_prefix("*.").unwrap_or(&host);
     let ok = !bare.is_empty()
         && bare.len() <= 253
@@ -338,7 +340,17 @@ fn normalize_host(entry: &str) -> Option<String> {
                 && !label.starts_with('-')
                 && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
         });
-    (ok || bare.parse::<std::net::IpAddr>().is_ok()).then_some(host)
+    if !ok {
+        return Err(format!(
+            "{entry:?} is not a domain name or address (write a host such as example.org, no scheme, path or port)"
+        ));
+    }
+    if !bare.contains('.') {
+        return Err(format!(
+            "{entry:?} is a single label: an entry allows its subdomains too, so name a domain such as example.org"
+        ));
+    }
+    Ok(host)
 }
 
 #[cfg(test)]
@@ -390,6 +402,29 @@ mod tests {
         assert!(PolicyBounds::parse("open", "gateway", &[]).is_err());
         assert!(bounds("off", "open").resolve(None).unwrap().is_none());
         assert!(bounds("off", "open").resolve(Some(&gateway)).is_err());
+    }
+
+    #[test]
+    fn allowlist_entries_are_domains_with_a_dot_or_addresses() {
+        assert_eq!(normalize_host(" PyPI.org. ").unwrap(), "pypi.org");
+        assert_eq!(normalize_host("*.example.org").unwrap(), "*.example.org");
+        assert_eq!(normalize_host("10.1.2.3").unwrap(), "10.1.2.3");
+        assert_eq!(normalize_host("::1").unwrap(), "::1");
+        for single in ["com", "localhost", "*.com", "intranet"] {
+            let err = normalize_host(single).unwrap_err();
+            assert!(err.contains("single label"), "{single}: {err}");
+        }
+        for bad in [
+            "https://pypi.org",
+            "pypi.org/simple",
+            "pypi.org:443",
+            "a b.org",
+            "",
+            "*.",
+        ] {
+            let err = normalize_host(bad).unwrap_err();
+            assert!(err.contains("not a domain name or address"), "{bad}: {err}");
+        }
     }
 
     #[test]

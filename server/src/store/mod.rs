@@ -74,6 +74,19 @@ pub enum StoreError {
         /// Why it did not parse.
         reason: String,
     },
+    /// The database server did not accept a connection (not running, wrong host or port,
+    /// refused credentials, missing database).
+    #[error(
+        "cannot connect to {backend} at {target}: {reason}; is it running, and is DATABASE_URL right?"
+    )]
+    Unreachable {
+        /// The backend the URL names.
+        backend: &'static str,
+        /// `host:port/database` (never the user or password).
+        target: String,
+        /// What the server or the network said.
+        reason: String,
+    },
     /// A row with the same unique key already exists.
     #[error("a row with the same unique key already exists")]
     Conflict,
@@ -157,6 +170,31 @@ impl Store {
                         backend: "PostgreSQL",
                         reason: err.to_string(),
                     })?;
+                // The pool retries a refused connection until its timeout and then says only
+                // that it timed out: one plain connection first gives the operator the reason.
+                let target = format!(
+                    "{}:{}/{}",
+                    options.get_host(),
+                    options.get_port(),
+                    options.get_database().unwrap_or_default()
+                );
+                let unreachable = |reason: String| StoreError::Unreachable {
+                    backend: "PostgreSQL",
+                    target: target.clone(),
+                    reason,
+                };
+                match tokio::time::timeout(
+                    Duration::from_secs(10),
+                    <sqlx::postgres::PgConnection as sqlx::Connection>::connect_with(&options),
+                )
+                .await
+                {
+                    Ok(Ok(probe)) => {
+                        let _ = sqlx::Connection::close(probe).await;
+                    }
+                    Ok(Err(err)) => return Err(unreachable(err.to_string())),
+                    Err(_) => return Err(unreachable("no answer within 10 s".to_owned())),
+                }
                 let pool = PgPoolOptions::new()
                     .max_connections(16)
                     .acquire_timeout(Duration::from_secs(10))
