@@ -71,12 +71,54 @@ fn compose_runs_two_replicas_on_one_postgres_with_the_host_docker_socket() {
             replica["build"]["dockerfile"].as_str(),
             Some("deploy/Dockerfile")
         );
+        // One build of the sandbox image, before either replica starts.
+        assert_eq!(
+            replica["depends_on"]["sandbox-image"]["condition"].as_str(),
+            Some("service_completed_successfully")
+        );
+        // Published for a load balancer on this host, not on every address.
+        for port in replica["ports"].as_sequence().unwrap() {
+            let port = port.as_str().unwrap();
+            assert!(port.starts_with("127.0.0.1:"), "{port}");
+        }
     }
+    let builder = &doc["services"]["sandbox-image"];
+    let command: Vec<&str> = builder["command"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(command, ["image", "build"]);
+    assert_eq!(builder["image"], doc["services"]["drydock-a"]["image"]);
+    assert_eq!(builder["restart"].as_str(), Some("no"));
     assert!(
         PathBuf::from(env!("CARGO_MANIFEST_DIR"))
             .join("../deploy/Dockerfile")
             .is_file()
     );
+}
+
+/// The image build sends the sources, not `target/` (tens of GB) or the secrets in `deploy/.env`,
+/// which git ignores too.
+#[test]
+fn the_build_context_and_git_leave_out_build_output_and_secrets() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let ignore = std::fs::read_to_string(root.join(".dockerignore")).unwrap();
+    let entries: Vec<&str> = ignore
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    for needed in ["target/", ".git/", "deploy/.env"] {
+        assert!(entries.contains(&needed), "{needed} not in .dockerignore");
+    }
+    let out = Command::new("git")
+        .args(["check-ignore", "-q", "deploy/.env"])
+        .current_dir(&root)
+        .status()
+        .unwrap();
+    assert!(out.success(), "git does not ignore deploy/.env");
 }
 
 /// Docker Compose's own validation, where it is installed.
