@@ -849,3 +849,128 @@ agent = "none"
     );
     assert!(containers_of(&id).is_empty());
 }
+
+/// A follow-up accepted while the budget still had room is refused when its turn starts after
+/// the first turn spent it: the same reason as the 429 at submit, on the task.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_turn_that_starts_after_the_daily_budget_was_spent_is_refused() {
+    let (stand_in, url) = start_stand_in(true).await;
+    let env = gateway_env(
+        TestDb::postgres().await,
+        &url,
+        &["--daily-token-budget", "10"],
+    )
+    .await;
+    let id = env
+        .submit(CALL, json!({ "agent": "scripted-gw", "create_pr": false }))
+        .await;
+    // The first turn's model call is under way and nothing is metered yet: a follow-up is
+    // accepted (and waits for the turn).
+    loop {
+        let log = log_text(&env, &id).await;
+        if log.contains("first-token") {
+            break;
+        }
+        let task = env.task(&id).await;
+        assert!(
+            matches!(task["status"].as_str(), Some("queued" | "running")),
+            "{task}\n{log}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let resp = env
+        .alice
+        .post(env.app.url(&format!("/api/tasks/{id}/messages")))
+        .json(&json!({ "prompt": "echo the second turn ran" }))
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.text().await.unwrap());
+    stand_in.release.notify_one();
+
+    let task = env
+        .wait_for(&id, "the second turn's end", |t| {
+            t["turns"] == 2 && !matches!(t["status"].as_str(), Some("queued" | "running"))
+        })
+        .await;
+    let log = log_text(&env, &id).await;
+    assert!(log.contains("last-token"), "the first turn ran: {log}");
+    assert_eq!(task["status"], "failed", "{task}\n{log}");
+    let reason = task["status_reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("429")
+            && reason.contains("you have used 18 of your 10 model tokens for today")
+            && reason.contains("after midnight UTC"),
+        "{task}"
+    );
+    assert!(!log.contains("agent: the second turn ran"), "{log}");
+    assert_eq!(stand_in.keys.lock().unwrap().len(), 1);
+}
+
+/// An operator's agent with its own model endpoint (`base_urls` in the agents file), for a
+/// provider drydock does not know: under a policy it is given the gateway and a placeholder,
+/// and the gateway forwards to that endpoint with the real key.
+const OWN_ENDPOINT_AGENT: &str = r#"
+[[agents]]
+id = "own-endpoint"
+name = "Agent with its own model endpoint"
+argv = ["sh", "-c", "eval \"${1##*## New request}\"", "scripted-agent", "{prompt}", "{resume}"]
+resume = ["--resume-session"]
+parser = "text"
+keys = [{ provider = "acme-llm", env = ["ANTHROPIC_API_KEY"], base_url_env = "ANTHROPIC_BASE_URL" }]
+models = [{ id = "claude-sonnet-4-5", name = "Sonnet at Acme" }]
+base_urls = { acme-llm = "STAND_IN" }
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_agent_with_its_own_endpoint_reaches_it_through_the_gateway() {
+    let (stand_in, url) = start_stand_in(false).await;
+    let agents = format!(
+        "{SCRIPTED_AGENT}\n{}",
+        OWN_ENDPOINT_AGENT.replace("STAND_IN", &url)
+    );
+    let env = TaskEnv::start_with_agents(
+        TestDb::sqlite().await,
+        &agents,
+        &["--network-policy", "gateway"],
+    )
+    .await;
+    let resp = env
+        .alice
+        .put(env.app.url("/api/keys/acme-llm"))
+        .json(&json!({ "key": REAL_KEY }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), reqwest::StatusCode::OK);
+    let script = format!(
+        r#"echo "base: $ANTHROPIC_BASE_URL"
+{CALL}"#
+    );
+    let id = env
+        .submit(
+            &script,
+            json!({ "agent": "own-endpoint", "create_pr": false }),
+        )
+        .await;
+    let task = env.wait_done(&id).await;
+    let log = log_text(&env, &id).await;
+    assert_eq!(task["status"], "succeeded", "{log}");
+    assert_eq!(task["key_in_sandbox"], false, "{task}");
+    assert!(
+        log.contains("agent: base: http://127.0.0.1:3128/gateway/acme-llm"),
+        "{log}"
+    );
+    assert!(
+        log.contains("the agent's model calls go through drydock's gateway"),
+        "{log}"
+    );
+    assert!(
+        log.contains("first-token") && log.contains("last-token"),
+        "{log}"
+    );
+    assert_eq!(*stand_in.keys.lock().unwrap(), vec![REAL_KEY.to_owned()]);
+    assert!(!format!("{log}\n{task}").contains(REAL_KEY));
+    assert_eq!(task["usage"]["input_tokens"], 11, "{task}");
+    assert_eq!(task["usage"]["output_tokens"], 7, "{task}");
+}
