@@ -386,6 +386,8 @@ struct StandIn {
     keys: Mutex<Vec<String>>,
     release: Notify,
     hold: bool,
+    /// Answer with a chunked JSON body (no `Content-Length`, not SSE) instead of events.
+    chunked: bool,
 }
 
 async fn messages(State(s): State<Arc<StandIn>>, headers: HeaderMap) -> Response {
@@ -401,6 +403,30 @@ async fn messages(State(s): State<Arc<StandIn>>, headers: HeaderMap) -> Response
             .body(Body::from(
                 r#"{"type":"error","error":{"type":"authentication_error","message":"invalid x-api-key"}}"#,
             ))
+            .unwrap();
+    }
+    if s.chunked {
+        // A JSON array sent in pieces as they are ready, as a chunked HTTP/1.1 body.
+        let s2 = s.clone();
+        let pieces = futures::stream::unfold(0u8, move |step| {
+            let s = s2.clone();
+            async move {
+                let piece = match step {
+                    0 => "[{\"text\":\"first-chunk\"}\n".to_owned(),
+                    1 => {
+                        if s.hold {
+                            s.release.notified().await;
+                        }
+                        ",{\"text\":\"last-chunk\"}]\n".to_owned()
+                    }
+                    _ => return None,
+                };
+                Some((Ok::<_, std::convert::Infallible>(piece), step + 1))
+            }
+        });
+        return Response::builder()
+            .header("content-type", "application/json")
+            .body(Body::from_stream(pieces))
             .unwrap();
     }
     let s2 = s.clone();
@@ -439,10 +465,15 @@ fn async_stream(
 }
 
 async fn start_stand_in(hold: bool) -> (Arc<StandIn>, String) {
-    let s = Arc::new(StandIn {
+    start_stand_in_with(StandIn {
         hold,
         ..StandIn::default()
-    });
+    })
+    .await
+}
+
+async fn start_stand_in_with(s: StandIn) -> (Arc<StandIn>, String) {
+    let s = Arc::new(s);
     let app = Router::new()
         .route("/v1/messages", post(messages))
         .with_state(s.clone());
@@ -507,6 +538,7 @@ async fn the_gateway_swaps_the_key_streams_and_meters_and_the_key_never_enters_t
     let script = format!(
         r#"
 echo "base: $ANTHROPIC_BASE_URL"
+echo "placeholder: $ANTHROPIC_API_KEY"
 printf '%s' "$ANTHROPIC_API_KEY" > /home/agent/token
 {CALL} | tee /home/agent/answer
 echo "ready for the hunt"
@@ -590,6 +622,9 @@ while [ ! -f /tmp/hunt-done ]; do sleep 0.2; done
         !whole.contains(REAL_KEY) && !whole.contains(&token),
         "{whole}"
     );
+    // The agent printed its placeholder: the log shows the line, redacted.
+    assert!(log.contains("agent: placeholder: "), "{log}");
+    assert!(!log.contains("ddgw-"), "{log}");
 
     // Metered: what the stand-in reported, priced from the built-in table (Sonnet: $3 in,
     // $15 out per million tokens).
@@ -973,4 +1008,52 @@ async fn an_operator_agent_with_its_own_endpoint_reaches_it_through_the_gateway(
     assert!(!format!("{log}\n{task}").contains(REAL_KEY));
     assert_eq!(task["usage"]["input_tokens"], 11, "{task}");
     assert_eq!(task["usage"]["output_tokens"], 7, "{task}");
+}
+
+/// A chunked answer that is not SSE (a JSON array sent in pieces) also passes through the
+/// gateway as it arrives: the first piece is in the log while the stand-in still holds the last.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_streams_a_chunked_answer_as_it_arrives() {
+    let (stand_in, url) = start_stand_in_with(StandIn {
+        hold: true,
+        chunked: true,
+        ..StandIn::default()
+    })
+    .await;
+    let env = gateway_env(TestDb::sqlite().await, &url, &[]).await;
+    let script = r#"curl -sN --max-time 60 -D /tmp/headers "$ANTHROPIC_BASE_URL/v1/messages" -H "x-api-key: $ANTHROPIC_API_KEY" -H 'content-type: application/json' -d '{"model":"claude-sonnet-4-5","max_tokens":5,"messages":[]}' | while IFS= read -r line; do echo "piece: $line"; done
+grep -i '^transfer-encoding' /tmp/headers | tr -d '\r'"#;
+    let id = env
+        .submit(
+            script,
+            json!({ "agent": "scripted-gw", "create_pr": false }),
+        )
+        .await;
+    let first = loop {
+        let log = log_text(&env, &id).await;
+        if log.contains("first-chunk") {
+            break log;
+        }
+        let task = env.task(&id).await;
+        assert!(
+            matches!(task["status"].as_str(), Some("queued" | "running")),
+            "{task}\n{log}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert!(!first.contains("last-chunk"), "{first}");
+    stand_in.release.notify_one();
+    let task = env.wait_done(&id).await;
+    let log = log_text(&env, &id).await;
+    assert_eq!(task["status"], "succeeded", "{log}");
+    assert!(
+        log.contains(r#"agent: piece: ,{"text":"last-chunk"}]"#),
+        "{log}"
+    );
+    assert!(
+        log.to_ascii_lowercase()
+            .contains("agent: transfer-encoding: chunked"),
+        "{log}"
+    );
+    assert_eq!(*stand_in.keys.lock().unwrap(), vec![REAL_KEY.to_owned()]);
 }
