@@ -36,11 +36,10 @@ pub fn files(container: &str) -> Vec<u8> {
     )
 }
 
-/// Whether `haystack` contains `needle`.
+/// Whether `haystack` contains `needle` (a sandbox's files run to hundreds of megabytes: the
+/// CLIs unpack themselves under the agent's home).
 pub fn contains(haystack: &[u8], needle: &str) -> bool {
-    haystack
-        .windows(needle.len())
-        .any(|w| w == needle.as_bytes())
+    memchr::memmem::find(haystack, needle.as_bytes()).is_some()
 }
 
 /// What one hunt saw in a sandbox.
@@ -114,10 +113,18 @@ impl KeyHunt {
             processes: Vec::new(),
             files: Vec::new(),
         };
+        let started = std::time::Instant::now();
         for id in &ids {
             seen.processes.extend(processes(id));
             seen.files.extend(files(id));
         }
+        eprintln!(
+            "key hunt: {} sandbox(es), {} bytes of processes, {} bytes of files, {:?}",
+            ids.len(),
+            seen.processes.len(),
+            seen.files.len(),
+            started.elapsed()
+        );
         *hunted = Some(seen);
     }
 

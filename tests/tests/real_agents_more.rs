@@ -1287,3 +1287,93 @@ async fn opencode_works_through_the_model_gateway_without_its_key_in_the_sandbox
     )
     .await;
 }
+
+/// The patch Copilot CLI applies for a GPT model, which it gives the freeform `apply_patch`
+/// instead of `create`.
+const COPILOT_PATCH: &str = "*** Begin Patch\n*** Add File: /workspace/HELLO.md\n+# Hello\n+\n+Written by Copilot CLI through drydock.\n*** End Patch";
+
+/// The scripted model behind Copilot CLI on the user's OpenAI key (Responses API): HELLO.md
+/// with `apply_patch`, the connector's tool, then the answer.
+fn copilot_openai_script(c: &openai::Conversation<'_>) -> Vec<Item> {
+    if !c.offers("apply_patch") {
+        return vec![Item::message("Stand-in summary.")];
+    }
+    if !c.called("apply_patch") {
+        return vec![
+            Item::message("I'll create HELLO.md."),
+            Item::custom_tool_call("apply_patch", COPILOT_PATCH),
+        ];
+    }
+    if !c.called(COPILOT_ECHO_TOOL) && c.offers(COPILOT_ECHO_TOOL) {
+        return vec![Item::function_call(
+            COPILOT_ECHO_TOOL,
+            json!({ "text": "ping from the model" }),
+        )];
+    }
+    let echoed = c
+        .output_of(COPILOT_ECHO_TOOL)
+        .map(|o| o.text)
+        .unwrap_or_else(|| "(no echo tool)".to_owned());
+    vec![Item::message(format!(
+        "Created HELLO.md. The echo tool answered: {echoed}"
+    ))]
+}
+
+/// Copilot CLI, as built in, on the user's own OpenAI key (`COPILOT_PROVIDER_TYPE=openai`, the
+/// Responses API) under the `gateway` policy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copilot_cli_on_its_own_openai_key_works_through_the_model_gateway() {
+    let hunt = KeyHunt::new(OPENAI_KEY);
+    let seen_by_script = hunt.clone();
+    let model = OpenAiStandIn::start(OPENAI_KEY, move |c| {
+        seen_by_script.now();
+        copilot_openai_script(c)
+    })
+    .await;
+    let env = Env::start(
+        TestDb::sqlite().await,
+        &[
+            "--openai-base-url",
+            &model.base_url,
+            "--network-policy",
+            "gateway",
+        ],
+    )
+    .await;
+    hunt.watch(&env.app.server.instance_id);
+    env.key_and_connector("openai", OPENAI_KEY).await;
+    let Ran {
+        task,
+        text,
+        requests,
+        seen,
+        ..
+    } = env
+        .run_hello("copilot", "gpt-5.5", COPILOT_HELLO, || model.requests())
+        .await;
+    env.assert_final_message(&task, ANSWER).await;
+    let turns = model.response_requests();
+    assert!(turns.len() >= 3, "{seen:#?}");
+    for r in &turns {
+        assert_eq!(
+            r.header("authorization"),
+            Some(format!("Bearer {OPENAI_KEY}").as_str())
+        );
+        assert_eq!(r.status, 200, "{seen:#?}");
+        assert_eq!(r.body["model"], "gpt-5.5");
+        assert_eq!(r.body["stream"], true);
+    }
+    assert!(
+        requests.iter().all(|r| r.status != 404),
+        "unknown calls: {seen:#?}"
+    );
+    assert_through_the_gateway(
+        &env,
+        &task,
+        &text,
+        OPENAI_KEY,
+        model.reported_usage(),
+        &hunt,
+    )
+    .await;
+}
