@@ -944,7 +944,8 @@ async fn a_turn_that_starts_after_the_daily_budget_was_spent_is_refused() {
 
 /// An operator's agent with its own model endpoint (`base_urls` in the agents file), for a
 /// provider drydock does not know: under a policy it is given the gateway and a placeholder,
-/// and the gateway forwards to that endpoint with the real key.
+/// and the gateway forwards to that endpoint with the real key; the use is priced from the
+/// operator's price table.
 const OWN_ENDPOINT_AGENT: &str = r#"
 [[agents]]
 id = "own-endpoint"
@@ -964,10 +965,23 @@ async fn an_operator_agent_with_its_own_endpoint_reaches_it_through_the_gateway(
         "{SCRIPTED_AGENT}\n{}",
         OWN_ENDPOINT_AGENT.replace("STAND_IN", &url)
     );
+    // The operator's own price table (DRYDOCK_PRICES_FILE) prices the use.
+    let dir = tempfile::tempdir().unwrap();
+    let prices = dir.path().join("prices.toml");
+    std::fs::write(
+        &prices,
+        "as_of = \"2026-12-01\"\n[[models]]\nprefix = \"claude-sonnet\"\ninput = 1000.0\noutput = 2000.0\n",
+    )
+    .unwrap();
     let env = TaskEnv::start_with_agents(
         TestDb::sqlite().await,
         &agents,
-        &["--network-policy", "gateway"],
+        &[
+            "--network-policy",
+            "gateway",
+            "--prices-file",
+            prices.to_str().unwrap(),
+        ],
     )
     .await;
     let resp = env
@@ -1008,6 +1022,11 @@ async fn an_operator_agent_with_its_own_endpoint_reaches_it_through_the_gateway(
     assert!(!format!("{log}\n{task}").contains(REAL_KEY));
     assert_eq!(task["usage"]["input_tokens"], 11, "{task}");
     assert_eq!(task["usage"]["output_tokens"], 7, "{task}");
+    let cost = task["usage"]["cost_usd"].as_f64().unwrap();
+    assert!(
+        (cost - (11.0 * 1000.0 + 7.0 * 2000.0) / 1e6).abs() < 1e-9,
+        "{task}"
+    );
 }
 
 /// A chunked answer that is not SSE (a JSON array sent in pieces) also passes through the
