@@ -17,6 +17,7 @@ use axum::http::{HeaderMap, StatusCode as AxStatus};
 use axum::response::Response;
 use axum::routing::post;
 use drydock_tests::TestDb;
+use drydock_tests::hunt::{self, contains};
 use drydock_tests::tasks::{SCRIPTED_AGENT, TaskEnv, containers_of};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -507,25 +508,6 @@ async fn gateway_env(db: TestDb, stand_in: &str, extra: &[&str]) -> TaskEnv {
     env
 }
 
-/// Runs `script` in the sandbox as the agent's user (the same uid may read its processes'
-/// environments; the sandbox has no capabilities, so root could not).
-async fn docker_exec(container: &str, script: &str) -> Vec<u8> {
-    let out = tokio::process::Command::new("docker")
-        .args(["exec", "-u", "1000", container, "sh", "-c", script])
-        .output()
-        .await
-        .unwrap();
-    let mut all = out.stdout;
-    all.extend_from_slice(&out.stderr);
-    all
-}
-
-fn contains(haystack: &[u8], needle: &str) -> bool {
-    haystack
-        .windows(needle.len())
-        .any(|w| w == needle.as_bytes())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_gateway_swaps_the_key_streams_and_meters_and_the_key_never_enters_the_sandbox() {
     let (stand_in, url) = start_stand_in(true).await;
@@ -578,17 +560,10 @@ while [ ! -f /tmp/hunt-done ]; do sleep 0.2; done
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     let container = containers_of(&id).pop().expect("the task's sandbox");
-    let procs = docker_exec(
-        &container,
-        "for p in /proc/[0-9]*; do cat $p/environ $p/cmdline 2>/dev/null; echo; done",
-    )
-    .await;
-    let files = docker_exec(
-        &container,
-        "tar -cf - /home /workspace /tmp /etc 2>/dev/null",
-    )
-    .await;
-    let token = String::from_utf8(docker_exec(&container, "cat /home/agent/token").await).unwrap();
+    let procs = hunt::processes(&container);
+    let files = hunt::files(&container);
+    let token =
+        String::from_utf8(hunt::exec_as_agent(&container, "cat /home/agent/token")).unwrap();
     assert!(token.starts_with("ddgw-"), "{token}");
     assert!(
         contains(&procs, &token),
@@ -605,7 +580,7 @@ while [ ! -f /tmp/hunt-done ]; do sleep 0.2; done
             "part of the key is in the {what}"
         );
     }
-    docker_exec(&container, "touch /tmp/hunt-done").await;
+    hunt::exec_as_agent(&container, "touch /tmp/hunt-done");
 
     let task = env.wait_done(&id).await;
     let log = log_text(&env, &id).await;
