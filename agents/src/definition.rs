@@ -62,6 +62,12 @@ pub struct KeySpec {
     /// from their config file instead, see [`McpFormat`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base_url_env: Option<String>,
+    /// Plain environment variables (never secrets) set when this key is the one a run uses,
+    /// before the key and the base URL: the mode a CLI needs for this provider (Copilot CLI's
+    /// `COPILOT_PROVIDER_TYPE`, say) and the provider's own base URL, which a configured or
+    /// gateway base URL in `base_url_env` replaces.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub vars: BTreeMap<String, String>,
 }
 
 /// A model offered by an agent.
@@ -139,7 +145,8 @@ pub enum ParserKind {
 impl AgentDefinition {
     /// Whether this agent's CLI can be pointed at a gateway for `provider`'s API: its key has a
     /// base-URL variable, or its config file carries the base URL (Codex for OpenAI, opencode
-    /// for any of its providers). Cursor CLI and Copilot CLI (with a GitHub token) cannot.
+    /// for any of its providers). Cursor CLI cannot, nor Copilot CLI with a GitHub token (its
+    /// bring-your-own-key providers can: their keys have `COPILOT_PROVIDER_BASE_URL`).
     pub fn takes_base_url(&self, provider: &str) -> bool {
         let Some(key) = self.key(provider) else {
             return false;

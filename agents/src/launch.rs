@@ -27,6 +27,9 @@ pub struct LaunchRequest {
     /// `DRYDOCK_GEMINI_BASE_URL` → `gemini`); the agents file's per-agent
     /// `base_urls` win over these.
     pub base_urls: BTreeMap<String, String>,
+    /// Model-gateway base URLs by provider (drydock's own gateway under a network policy): they
+    /// win over both of the above, whose URL then is the gateway's upstream.
+    pub gateway_urls: BTreeMap<String, String>,
     /// The connectors enabled for the task.
     pub mcp_servers: Vec<McpServer>,
     /// A follow-up message: continue the previous session where the CLI can.
@@ -132,12 +135,14 @@ pub fn plan_for(
     let mut env = BTreeMap::new();
     env.insert("HOME".to_owned(), AGENT_HOME.to_owned());
     env.extend(agent.env.clone());
+    env.extend(key_spec.vars.clone());
     for name in &key_spec.env {
         env.insert(name.clone(), key.clone());
     }
-    let base_url = agent
-        .base_urls
+    let base_url = request
+        .gateway_urls
         .get(&provider)
+        .or_else(|| agent.base_urls.get(&provider))
         .or_else(|| request.base_urls.get(&provider))
         .filter(|u| !u.trim().is_empty());
     if let (Some(url), Some(name)) = (base_url, &key_spec.base_url_env) {
@@ -273,6 +278,7 @@ impl std::fmt::Debug for LaunchRequest {
             .field("prompt_len", &self.prompt.len())
             .field("keys", &self.keys.keys().collect::<Vec<_>>())
             .field("base_urls", &self.base_urls)
+            .field("gateway_urls", &self.gateway_urls)
             .field("mcp_servers", &self.mcp_servers)
             .field("resume", &self.resume)
             .finish()

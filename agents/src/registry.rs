@@ -226,7 +226,12 @@ fn validate(agent: &AgentDefinition) -> Result<(), String> {
                 key.provider
             ));
         }
-        for name in key.env.iter().chain(key.base_url_env.iter()) {
+        for name in key
+            .env
+            .iter()
+            .chain(key.base_url_env.iter())
+            .chain(key.vars.keys())
+        {
             if !is_env_name(name) {
                 return Err(format!("`{name}` is not a valid environment variable name"));
             }

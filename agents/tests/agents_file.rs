@@ -271,3 +271,78 @@ fn debug_output_of_requests_and_plans_never_shows_a_secret() {
         "names stay visible"
     );
 }
+
+#[test]
+fn copilot_uses_its_own_key_mode_with_an_anthropic_or_openai_key() {
+    let registry = AgentRegistry::builtin().unwrap();
+    let copilot = registry.get("copilot").unwrap();
+    assert!(!copilot.takes_base_url("copilot"), "GitHub's service only");
+    assert!(copilot.takes_base_url("anthropic") && copilot.takes_base_url("openai"));
+
+    // Straight to the provider: its own base URL, the key, the provider type, offline.
+    let mut req = request("copilot", "anthropic");
+    req.model = Some("claude-sonnet-4-5".into());
+    let plan = registry.plan(&req).unwrap();
+    let env = |k: &str| plan.env.get(k).map(String::as_str);
+    assert_eq!(env("COPILOT_PROVIDER_API_KEY"), Some("anthropic-secret"));
+    assert_eq!(env("COPILOT_PROVIDER_TYPE"), Some("anthropic"));
+    assert_eq!(
+        env("COPILOT_PROVIDER_BASE_URL"),
+        Some("https://api.anthropic.com")
+    );
+    assert_eq!(env("COPILOT_OFFLINE"), Some("true"));
+    assert_eq!(env("COPILOT_GITHUB_TOKEN"), None);
+
+    // Behind a gateway: the gateway's URL replaces the provider's.
+    req.base_urls.insert(
+        "anthropic".into(),
+        "http://127.0.0.1:3128/gateway/anthropic".into(),
+    );
+    let plan = registry.plan(&req).unwrap();
+    assert_eq!(
+        plan.env
+            .get("COPILOT_PROVIDER_BASE_URL")
+            .map(String::as_str),
+        Some("http://127.0.0.1:3128/gateway/anthropic")
+    );
+
+    let mut req = request("copilot", "openai");
+    req.model = Some("gpt-5.5".into());
+    let plan = registry.plan(&req).unwrap();
+    assert_eq!(
+        plan.env
+            .get("COPILOT_PROVIDER_WIRE_API")
+            .map(String::as_str),
+        Some("responses")
+    );
+    assert_eq!(
+        plan.env
+            .get("COPILOT_PROVIDER_BASE_URL")
+            .map(String::as_str),
+        Some("https://api.openai.com/v1")
+    );
+
+    // A GitHub-token model stays on GitHub's service.
+    let plan = registry.plan(&request("copilot", "copilot")).unwrap();
+    assert!(plan.env.contains_key("COPILOT_GITHUB_TOKEN"));
+    assert!(!plan.env.contains_key("COPILOT_PROVIDER_BASE_URL"));
+}
+
+#[test]
+fn a_key_var_with_a_bad_name_is_refused() {
+    let err = AgentRegistry::with_agents_file(
+        r#"
+[[agents]]
+id = "x"
+name = "X"
+argv = ["x", "{prompt}"]
+keys = [{ provider = "p", env = ["P_KEY"], vars = { "BAD NAME" = "1" } }]
+models = [{ id = "m", name = "M" }]
+"#,
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("`BAD NAME` is not a valid"),
+        "{err}"
+    );
+}

@@ -233,6 +233,10 @@ fn egress_settings(config: &Config) -> anyhow::Result<egress::EgressSettings> {
         allow_private: config.egress_allow_private,
         upstreams,
         prices,
+        budget: egress::Budget {
+            tokens: config.daily_token_budget,
+            cost_usd: config.daily_cost_budget_usd,
+        },
     })
 }
 

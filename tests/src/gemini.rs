@@ -249,6 +249,11 @@ impl GeminiStandIn {
         self.shared.requests()
     }
 
+    /// Input (prompt) and output (candidates) tokens reported in answers so far.
+    pub fn reported_usage(&self) -> (u64, u64) {
+        self.shared.reported_usage()
+    }
+
     /// The model turns (`:streamGenerateContent`, `:generateContent`) so far.
     pub fn generate_requests(&self) -> Vec<Recorded> {
         self.requests()
@@ -418,6 +423,7 @@ fn generate(
         "candidatesTokenCount": candidates_tokens,
         "totalTokenCount": prompt_tokens + candidates_tokens,
     });
+    shared.report_usage(prompt_tokens, candidates_tokens);
     let response_id = shared.id("resp");
     let chunk = |parts: Vec<Value>, last: bool| {
         let mut candidate = json!({ "content": { "role": "model", "parts": parts }, "index": 0 });

@@ -17,6 +17,7 @@ use axum::http::{HeaderMap, StatusCode as AxStatus};
 use axum::response::Response;
 use axum::routing::post;
 use drydock_tests::TestDb;
+use drydock_tests::hunt::{self, contains};
 use drydock_tests::tasks::{SCRIPTED_AGENT, TaskEnv, containers_of};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -392,6 +393,8 @@ struct StandIn {
     keys: Mutex<Vec<String>>,
     release: Notify,
     hold: bool,
+    /// Answer with a chunked JSON body (no `Content-Length`, not SSE) instead of events.
+    chunked: bool,
 }
 
 async fn messages(State(s): State<Arc<StandIn>>, headers: HeaderMap) -> Response {
@@ -407,6 +410,30 @@ async fn messages(State(s): State<Arc<StandIn>>, headers: HeaderMap) -> Response
             .body(Body::from(
                 r#"{"type":"error","error":{"type":"authentication_error","message":"invalid x-api-key"}}"#,
             ))
+            .unwrap();
+    }
+    if s.chunked {
+        // A JSON array sent in pieces as they are ready, as a chunked HTTP/1.1 body.
+        let s2 = s.clone();
+        let pieces = futures::stream::unfold(0u8, move |step| {
+            let s = s2.clone();
+            async move {
+                let piece = match step {
+                    0 => "[{\"text\":\"first-chunk\"}\n".to_owned(),
+                    1 => {
+                        if s.hold {
+                            s.release.notified().await;
+                        }
+                        ",{\"text\":\"last-chunk\"}]\n".to_owned()
+                    }
+                    _ => return None,
+                };
+                Some((Ok::<_, std::convert::Infallible>(piece), step + 1))
+            }
+        });
+        return Response::builder()
+            .header("content-type", "application/json")
+            .body(Body::from_stream(pieces))
             .unwrap();
     }
     let s2 = s.clone();
@@ -445,10 +472,15 @@ fn async_stream(
 }
 
 async fn start_stand_in(hold: bool) -> (Arc<StandIn>, String) {
-    let s = Arc::new(StandIn {
+    start_stand_in_with(StandIn {
         hold,
         ..StandIn::default()
-    });
+    })
+    .await
+}
+
+async fn start_stand_in_with(s: StandIn) -> (Arc<StandIn>, String) {
+    let s = Arc::new(s);
     let app = Router::new()
         .route("/v1/messages", post(messages))
         .with_state(s.clone());
@@ -482,25 +514,6 @@ async fn gateway_env(db: TestDb, stand_in: &str, extra: &[&str]) -> TaskEnv {
     env
 }
 
-/// Runs `script` in the sandbox as the agent's user (the same uid may read its processes'
-/// environments; the sandbox has no capabilities, so root could not).
-async fn docker_exec(container: &str, script: &str) -> Vec<u8> {
-    let out = tokio::process::Command::new("docker")
-        .args(["exec", "-u", "1000", container, "sh", "-c", script])
-        .output()
-        .await
-        .unwrap();
-    let mut all = out.stdout;
-    all.extend_from_slice(&out.stderr);
-    all
-}
-
-fn contains(haystack: &[u8], needle: &str) -> bool {
-    haystack
-        .windows(needle.len())
-        .any(|w| w == needle.as_bytes())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_gateway_swaps_the_key_streams_and_meters_and_the_key_never_enters_the_sandbox() {
     let (stand_in, url) = start_stand_in(true).await;
@@ -513,6 +526,7 @@ async fn the_gateway_swaps_the_key_streams_and_meters_and_the_key_never_enters_t
     let script = format!(
         r#"
 echo "base: $ANTHROPIC_BASE_URL"
+echo "placeholder: $ANTHROPIC_API_KEY"
 printf '%s' "$ANTHROPIC_API_KEY" > /home/agent/token
 {CALL} | tee /home/agent/answer
 echo "ready for the hunt"
@@ -552,17 +566,10 @@ while [ ! -f /tmp/hunt-done ]; do sleep 0.2; done
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     let container = containers_of(&id).pop().expect("the task's sandbox");
-    let procs = docker_exec(
-        &container,
-        "for p in /proc/[0-9]*; do cat $p/environ $p/cmdline 2>/dev/null; echo; done",
-    )
-    .await;
-    let files = docker_exec(
-        &container,
-        "tar -cf - /home /workspace /tmp /etc 2>/dev/null",
-    )
-    .await;
-    let token = String::from_utf8(docker_exec(&container, "cat /home/agent/token").await).unwrap();
+    let procs = hunt::processes(&container);
+    let files = hunt::files(&container);
+    let token =
+        String::from_utf8(hunt::exec_as_agent(&container, "cat /home/agent/token")).unwrap();
     assert!(token.starts_with("ddgw-"), "{token}");
     assert!(
         contains(&procs, &token),
@@ -579,7 +586,7 @@ while [ ! -f /tmp/hunt-done ]; do sleep 0.2; done
             "part of the key is in the {what}"
         );
     }
-    docker_exec(&container, "touch /tmp/hunt-done").await;
+    hunt::exec_as_agent(&container, "touch /tmp/hunt-done");
 
     let task = env.wait_done(&id).await;
     let log = log_text(&env, &id).await;
@@ -596,6 +603,9 @@ while [ ! -f /tmp/hunt-done ]; do sleep 0.2; done
         !whole.contains(REAL_KEY) && !whole.contains(&token),
         "{whole}"
     );
+    // The agent printed its placeholder: the log shows the line, redacted.
+    assert!(log.contains("agent: placeholder: "), "{log}");
+    assert!(!log.contains("ddgw-"), "{log}");
 
     // Metered: what the stand-in reported, priced from the built-in table (Sonnet: $3 in,
     // $15 out per million tokens).
@@ -854,4 +864,196 @@ agent = "none"
         "{log}"
     );
     assert!(containers_of(&id).is_empty());
+}
+
+/// A follow-up accepted while the budget still had room is refused when its turn starts after
+/// the first turn spent it: the same reason as the 429 at submit, on the task.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_turn_that_starts_after_the_daily_budget_was_spent_is_refused() {
+    let (stand_in, url) = start_stand_in(true).await;
+    let env = gateway_env(
+        TestDb::postgres().await,
+        &url,
+        &["--daily-token-budget", "10"],
+    )
+    .await;
+    let id = env
+        .submit(CALL, json!({ "agent": "scripted-gw", "create_pr": false }))
+        .await;
+    // The first turn's model call is under way and nothing is metered yet: a follow-up is
+    // accepted (and waits for the turn).
+    loop {
+        let log = log_text(&env, &id).await;
+        if log.contains("first-token") {
+            break;
+        }
+        let task = env.task(&id).await;
+        assert!(
+            matches!(task["status"].as_str(), Some("queued" | "running")),
+            "{task}\n{log}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let resp = env
+        .alice
+        .post(env.app.url(&format!("/api/tasks/{id}/messages")))
+        .json(&json!({ "prompt": "echo the second turn ran" }))
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.text().await.unwrap());
+    stand_in.release.notify_one();
+
+    let task = env
+        .wait_for(&id, "the second turn's end", |t| {
+            t["turns"] == 2 && !matches!(t["status"].as_str(), Some("queued" | "running"))
+        })
+        .await;
+    let log = log_text(&env, &id).await;
+    assert!(log.contains("last-token"), "the first turn ran: {log}");
+    assert_eq!(task["status"], "failed", "{task}\n{log}");
+    let reason = task["status_reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("429")
+            && reason.contains("you have used 18 of your 10 model tokens for today")
+            && reason.contains("after midnight UTC"),
+        "{task}"
+    );
+    assert!(!log.contains("agent: the second turn ran"), "{log}");
+    assert_eq!(stand_in.keys.lock().unwrap().len(), 1);
+}
+
+/// An operator's agent with its own model endpoint (`base_urls` in the agents file), for a
+/// provider drydock does not know: under a policy it is given the gateway and a placeholder,
+/// and the gateway forwards to that endpoint with the real key; the use is priced from the
+/// operator's price table.
+const OWN_ENDPOINT_AGENT: &str = r#"
+[[agents]]
+id = "own-endpoint"
+name = "Agent with its own model endpoint"
+argv = ["sh", "-c", "eval \"${1##*## New request}\"", "scripted-agent", "{prompt}", "{resume}"]
+resume = ["--resume-session"]
+parser = "text"
+keys = [{ provider = "acme-llm", env = ["ANTHROPIC_API_KEY"], base_url_env = "ANTHROPIC_BASE_URL" }]
+models = [{ id = "claude-sonnet-4-5", name = "Sonnet at Acme" }]
+base_urls = { acme-llm = "STAND_IN" }
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_agent_with_its_own_endpoint_reaches_it_through_the_gateway() {
+    let (stand_in, url) = start_stand_in(false).await;
+    let agents = format!(
+        "{SCRIPTED_AGENT}\n{}",
+        OWN_ENDPOINT_AGENT.replace("STAND_IN", &url)
+    );
+    // The operator's own price table (DRYDOCK_PRICES_FILE) prices the use.
+    let dir = tempfile::tempdir().unwrap();
+    let prices = dir.path().join("prices.toml");
+    std::fs::write(
+        &prices,
+        "as_of = \"2026-12-01\"\n[[models]]\nprefix = \"claude-sonnet\"\ninput = 1000.0\noutput = 2000.0\n",
+    )
+    .unwrap();
+    let env = TaskEnv::start_with_agents(
+        TestDb::sqlite().await,
+        &agents,
+        &[
+            "--network-policy",
+            "gateway",
+            "--prices-file",
+            prices.to_str().unwrap(),
+        ],
+    )
+    .await;
+    let resp = env
+        .alice
+        .put(env.app.url("/api/keys/acme-llm"))
+        .json(&json!({ "key": REAL_KEY }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), reqwest::StatusCode::OK);
+    let script = format!(
+        r#"echo "base: $ANTHROPIC_BASE_URL"
+{CALL}"#
+    );
+    let id = env
+        .submit(
+            &script,
+            json!({ "agent": "own-endpoint", "create_pr": false }),
+        )
+        .await;
+    let task = env.wait_done(&id).await;
+    let log = log_text(&env, &id).await;
+    assert_eq!(task["status"], "succeeded", "{log}");
+    assert_eq!(task["key_in_sandbox"], false, "{task}");
+    assert!(
+        log.contains("agent: base: http://127.0.0.1:3128/gateway/acme-llm"),
+        "{log}"
+    );
+    assert!(
+        log.contains("the agent's model calls go through drydock's gateway"),
+        "{log}"
+    );
+    assert!(
+        log.contains("first-token") && log.contains("last-token"),
+        "{log}"
+    );
+    assert_eq!(*stand_in.keys.lock().unwrap(), vec![REAL_KEY.to_owned()]);
+    assert!(!format!("{log}\n{task}").contains(REAL_KEY));
+    assert_eq!(task["usage"]["input_tokens"], 11, "{task}");
+    assert_eq!(task["usage"]["output_tokens"], 7, "{task}");
+    let cost = task["usage"]["cost_usd"].as_f64().unwrap();
+    assert!(
+        (cost - (11.0 * 1000.0 + 7.0 * 2000.0) / 1e6).abs() < 1e-9,
+        "{task}"
+    );
+}
+
+/// A chunked answer that is not SSE (a JSON array sent in pieces) also passes through the
+/// gateway as it arrives: the first piece is in the log while the stand-in still holds the last.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_streams_a_chunked_answer_as_it_arrives() {
+    let (stand_in, url) = start_stand_in_with(StandIn {
+        hold: true,
+        chunked: true,
+        ..StandIn::default()
+    })
+    .await;
+    let env = gateway_env(TestDb::sqlite().await, &url, &[]).await;
+    let script = r#"curl -sN --max-time 60 -D /tmp/headers "$ANTHROPIC_BASE_URL/v1/messages" -H "x-api-key: $ANTHROPIC_API_KEY" -H 'content-type: application/json' -d '{"model":"claude-sonnet-4-5","max_tokens":5,"messages":[]}' | while IFS= read -r line; do echo "piece: $line"; done
+grep -i '^transfer-encoding' /tmp/headers | tr -d '\r'"#;
+    let id = env
+        .submit(
+            script,
+            json!({ "agent": "scripted-gw", "create_pr": false }),
+        )
+        .await;
+    let first = loop {
+        let log = log_text(&env, &id).await;
+        if log.contains("first-chunk") {
+            break log;
+        }
+        let task = env.task(&id).await;
+        assert!(
+            matches!(task["status"].as_str(), Some("queued" | "running")),
+            "{task}\n{log}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert!(!first.contains("last-chunk"), "{first}");
+    stand_in.release.notify_one();
+    let task = env.wait_done(&id).await;
+    let log = log_text(&env, &id).await;
+    assert_eq!(task["status"], "succeeded", "{log}");
+    assert!(
+        log.contains(r#"agent: piece: ,{"text":"last-chunk"}]"#),
+        "{log}"
+    );
+    assert!(
+        log.to_ascii_lowercase()
+            .contains("agent: transfer-encoding: chunked"),
+        "{log}"
+    );
+    assert_eq!(*stand_in.keys.lock().unwrap(), vec![REAL_KEY.to_owned()]);
 }

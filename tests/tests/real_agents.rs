@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use drydock_tests::TestDb;
 use drydock_tests::anthropic::{AnthropicStandIn, Block, Conversation};
+use drydock_tests::hunt::KeyHunt;
 use drydock_tests::openai::{self, Item, OpenAiStandIn};
 use drydock_tests::real_agent::{AgentEnv, Ran, SECOND_ANSWER, SECOND_TURN};
 use reqwest::{Client, StatusCode};
@@ -323,7 +324,14 @@ fn assert_metered(task: &Value, reported: (u64, u64)) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claude_code_works_through_the_model_gateway_without_its_key_in_the_sandbox() {
-    let model = AnthropicStandIn::start(ANTHROPIC_KEY, claude_script).await;
+    // The hunt for the key in the sandbox runs while Claude Code waits for the model's answer.
+    let hunt = KeyHunt::new(ANTHROPIC_KEY);
+    let seen_by_script = hunt.clone();
+    let model = AnthropicStandIn::start(ANTHROPIC_KEY, move |c| {
+        seen_by_script.now();
+        claude_script(c)
+    })
+    .await;
     // The gateway policy: the sandbox has no network; Claude Code reaches the stand-in only
     // through drydock's gateway, which forwards to the operator's upstream (the stand-in).
     let env = Env::start(
@@ -336,6 +344,7 @@ async fn claude_code_works_through_the_model_gateway_without_its_key_in_the_sand
         ],
     )
     .await;
+    hunt.watch(&env.app.server.instance_id);
     env.key_and_connector("anthropic", ANTHROPIC_KEY).await;
     let Ran {
         task,
@@ -346,6 +355,7 @@ async fn claude_code_works_through_the_model_gateway_without_its_key_in_the_sand
     } = env
         .run_hello("claude", "sonnet", HELLO, || model.requests())
         .await;
+    hunt.assert_key_never_in_the_sandbox();
     assert!(
         text.contains("the agent's model calls go through drydock's gateway"),
         "{text}"
@@ -372,7 +382,13 @@ async fn claude_code_works_through_the_model_gateway_without_its_key_in_the_sand
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn codex_works_through_the_model_gateway_without_its_key_in_the_sandbox() {
-    let model = OpenAiStandIn::start(OPENAI_KEY, codex_script).await;
+    let hunt = KeyHunt::new(OPENAI_KEY);
+    let seen_by_script = hunt.clone();
+    let model = OpenAiStandIn::start(OPENAI_KEY, move |c| {
+        seen_by_script.now();
+        codex_script(c)
+    })
+    .await;
     let env = Env::start(
         TestDb::sqlite().await,
         &[
@@ -383,6 +399,7 @@ async fn codex_works_through_the_model_gateway_without_its_key_in_the_sandbox() 
         ],
     )
     .await;
+    hunt.watch(&env.app.server.instance_id);
     env.key_and_connector("openai", OPENAI_KEY).await;
     let Ran {
         task,
@@ -406,6 +423,7 @@ async fn codex_works_through_the_model_gateway_without_its_key_in_the_sandbox() 
     let task = env.get(&format!("/api/tasks/{id}")).await;
     assert!(!text.contains(OPENAI_KEY) && !task.to_string().contains(OPENAI_KEY));
     assert_metered(&task, model.reported_usage());
+    hunt.assert_key_never_in_the_sandbox();
 }
 
 /// The stand-in itself: the key check, a JSON reply and a streamed one, without Docker.

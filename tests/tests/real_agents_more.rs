@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use drydock_tests::TestDb;
 use drydock_tests::anthropic::{self, AnthropicStandIn, Block};
 use drydock_tests::gemini::{self, GeminiStandIn, Part};
+use drydock_tests::hunt::KeyHunt;
 use drydock_tests::openai::{self, Item, OpenAiStandIn};
 use drydock_tests::real_agent::{AgentEnv, Ran, SECOND_ANSWER, SECOND_TURN};
 use drydock_tests::recorded::summary;
@@ -1047,5 +1048,332 @@ async fn copilot_cli_resumes_its_session_in_a_kept_sandbox() {
     env.assert_resumes_in_a_kept_sandbox("copilot", "claude-sonnet-4-5", || {
         model.message_requests()
     })
+    .await;
+}
+
+/// What a user checks of a task whose agent ran through drydock's model gateway: the log says
+/// so; the key shows nowhere in the log or the task; the task shows the tokens the stand-in
+/// reported (`reported`: input, output), priced, in the API and on its page; nothing was
+/// blocked (the CLI asked for nothing but the gateway); and the hunt, taken while the CLI was
+/// waiting for the model, found no trace of the key in the sandbox.
+async fn assert_through_the_gateway(
+    env: &Env,
+    task: &Value,
+    text: &str,
+    key: &str,
+    reported: (u64, u64),
+    hunt: &KeyHunt,
+) {
+    assert!(
+        text.contains("the agent's model calls go through drydock's gateway"),
+        "{text}"
+    );
+    let id = task["id"].as_str().unwrap();
+    let task = env.get(&format!("/api/tasks/{id}")).await;
+    assert!(!text.contains(key) && !task.to_string().contains(key));
+    assert!(!text.contains(&key[..20]));
+    assert_eq!(task["key_in_sandbox"], false, "{task}");
+    assert!(reported.0 > 0 && reported.1 > 0);
+    assert_eq!(task["usage"]["input_tokens"], reported.0, "{task}");
+    assert_eq!(task["usage"]["output_tokens"], reported.1, "{task}");
+    assert!(task["usage"]["cost_usd"].as_f64().unwrap() > 0.0, "{task}");
+    assert_eq!(task["blocked_requests"], 0, "{task}\n{text}");
+    let page = env
+        .alice
+        .get(env.app.url(&format!("/tasks/{id}")))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains(&format!("{} in · {} out · $", reported.0, reported.1)),
+        "the task page shows the use"
+    );
+    hunt.assert_key_never_in_the_sandbox();
+}
+
+/// Copilot CLI, as built in, on the user's own Anthropic key (its bring-your-own-key mode)
+/// under the `gateway` policy: `COPILOT_PROVIDER_BASE_URL` is drydock's gateway and
+/// `COPILOT_PROVIDER_API_KEY` a placeholder; the stand-in gets the real key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copilot_cli_on_its_own_key_works_through_the_model_gateway_without_its_key_in_the_sandbox()
+{
+    let hunt = KeyHunt::new(ANTHROPIC_KEY);
+    let seen_by_script = hunt.clone();
+    let model = AnthropicStandIn::start(ANTHROPIC_KEY, move |c| {
+        seen_by_script.now();
+        copilot_script(c)
+    })
+    .await;
+    let env = Env::start(
+        TestDb::postgres().await,
+        &[
+            "--anthropic-base-url",
+            &model.url,
+            "--network-policy",
+            "gateway",
+        ],
+    )
+    .await;
+    hunt.watch(&env.app.server.instance_id);
+    env.key_and_connector("anthropic", ANTHROPIC_KEY).await;
+    let Ran {
+        task,
+        log,
+        text,
+        requests,
+        seen,
+    } = env
+        .run_hello("copilot", "claude-sonnet-4-5", COPILOT_HELLO, || {
+            model.requests()
+        })
+        .await;
+    assert!(
+        log.iter()
+            .any(|l| l == "agent: done: echo: ping from the model"),
+        "the stdio connector still works:\n{text}"
+    );
+    env.assert_final_message(&task, ANSWER).await;
+    // Every model call reached the stand-in with the real key, streamed (SSE through the
+    // gateway, which the CLI read to the end).
+    let turns = model.message_requests();
+    assert!(turns.len() >= 3, "{seen:#?}");
+    for r in &turns {
+        assert_eq!(r.header("x-api-key"), Some(ANTHROPIC_KEY), "{}", r.path);
+        assert_eq!(r.status, 200, "{seen:#?}");
+        assert_eq!(r.body["stream"], true);
+    }
+    assert!(
+        requests.iter().all(|r| r.status != 404),
+        "unknown calls: {seen:#?}"
+    );
+    assert_through_the_gateway(
+        &env,
+        &task,
+        &text,
+        ANTHROPIC_KEY,
+        model.reported_usage(),
+        &hunt,
+    )
+    .await;
+}
+
+/// Gemini CLI under the `gateway` policy: `GOOGLE_GEMINI_BASE_URL` is drydock's gateway and
+/// `GEMINI_API_KEY` a placeholder; the stand-in gets the real key in `x-goog-api-key`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gemini_cli_works_through_the_model_gateway_without_its_key_in_the_sandbox() {
+    let hunt = KeyHunt::new(GEMINI_KEY);
+    let seen_by_script = hunt.clone();
+    let model = GeminiStandIn::start(GEMINI_KEY, move |c| {
+        seen_by_script.now();
+        gemini_script(c)
+    })
+    .await;
+    let env = Env::start(
+        TestDb::sqlite().await,
+        &[
+            "--gemini-base-url",
+            &model.url,
+            "--network-policy",
+            "gateway",
+        ],
+    )
+    .await;
+    hunt.watch(&env.app.server.instance_id);
+    env.key_and_connector("gemini", GEMINI_KEY).await;
+    let Ran {
+        task,
+        log,
+        text,
+        requests,
+        seen,
+    } = env
+        .run_hello("gemini", "gemini-2.5-pro", GEMINI_HELLO, || {
+            model.requests()
+        })
+        .await;
+    assert!(
+        log.iter()
+            .any(|l| l == &format!("agent: {GEMINI_ECHO_TOOL}: echo: ping from the model")),
+        "the stdio connector still works:\n{text}"
+    );
+    env.assert_final_message(&task, ANSWER).await;
+    let turns = model.generate_requests();
+    assert!(turns.len() >= 3, "{seen:#?}");
+    for r in &turns {
+        assert_eq!(r.header("x-goog-api-key"), Some(GEMINI_KEY), "{}", r.path);
+        assert_eq!(r.status, 200, "{seen:#?}");
+    }
+    // The main turns streamed (`:streamGenerateContent` SSE through the gateway).
+    assert!(
+        turns
+            .iter()
+            .any(|r| r.model_call() == Some(("gemini-2.5-pro", "streamGenerateContent"))),
+        "{seen:#?}"
+    );
+    assert!(
+        requests.iter().all(|r| r.status != 404),
+        "unknown calls: {seen:#?}"
+    );
+    assert_through_the_gateway(
+        &env,
+        &task,
+        &text,
+        GEMINI_KEY,
+        model.reported_usage(),
+        &hunt,
+    )
+    .await;
+}
+
+/// opencode with an Anthropic model under the `gateway` policy: opencode.json's `anthropic`
+/// provider `baseURL` is drydock's gateway, `ANTHROPIC_API_KEY` a placeholder.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opencode_works_through_the_model_gateway_without_its_key_in_the_sandbox() {
+    let hunt = KeyHunt::new(ANTHROPIC_KEY);
+    let seen_by_script = hunt.clone();
+    let model = AnthropicStandIn::start(ANTHROPIC_KEY, move |c| {
+        seen_by_script.now();
+        opencode_script(c)
+    })
+    .await;
+    let env = Env::start(
+        TestDb::postgres().await,
+        &[
+            "--anthropic-base-url",
+            &model.url,
+            "--network-policy",
+            "gateway",
+        ],
+    )
+    .await;
+    hunt.watch(&env.app.server.instance_id);
+    env.key_and_connector("anthropic", ANTHROPIC_KEY).await;
+    let Ran {
+        task,
+        log,
+        text,
+        requests,
+        seen,
+    } = env
+        .run_hello(
+            "opencode",
+            "anthropic/claude-sonnet-4-5",
+            OPENCODE_HELLO,
+            || model.requests(),
+        )
+        .await;
+    assert_opencode_task(&env, &task, &log, "write /workspace/HELLO.md").await;
+    let turns = model.message_requests();
+    assert!(turns.len() >= 3, "{seen:#?}");
+    for r in &turns {
+        assert_eq!(r.header("x-api-key"), Some(ANTHROPIC_KEY), "{}", r.path);
+        assert_eq!(r.status, 200, "{seen:#?}");
+        assert_eq!(r.body["stream"], true);
+    }
+    assert!(
+        requests.iter().all(|r| r.status != 404),
+        "unknown calls: {seen:#?}"
+    );
+    assert_through_the_gateway(
+        &env,
+        &task,
+        &text,
+        ANTHROPIC_KEY,
+        model.reported_usage(),
+        &hunt,
+    )
+    .await;
+}
+
+/// The patch Copilot CLI applies for a GPT model, which it gives the freeform `apply_patch`
+/// instead of `create`.
+const COPILOT_PATCH: &str = "*** Begin Patch\n*** Add File: /workspace/HELLO.md\n+# Hello\n+\n+Written by Copilot CLI through drydock.\n*** End Patch";
+
+/// The scripted model behind Copilot CLI on the user's OpenAI key (Responses API): HELLO.md
+/// with `apply_patch`, the connector's tool, then the answer.
+fn copilot_openai_script(c: &openai::Conversation<'_>) -> Vec<Item> {
+    if !c.offers("apply_patch") {
+        return vec![Item::message("Stand-in summary.")];
+    }
+    if !c.called("apply_patch") {
+        return vec![
+            Item::message("I'll create HELLO.md."),
+            Item::custom_tool_call("apply_patch", COPILOT_PATCH),
+        ];
+    }
+    if !c.called(COPILOT_ECHO_TOOL) && c.offers(COPILOT_ECHO_TOOL) {
+        return vec![Item::function_call(
+            COPILOT_ECHO_TOOL,
+            json!({ "text": "ping from the model" }),
+        )];
+    }
+    let echoed = c
+        .output_of(COPILOT_ECHO_TOOL)
+        .map(|o| o.text)
+        .unwrap_or_else(|| "(no echo tool)".to_owned());
+    vec![Item::message(format!(
+        "Created HELLO.md. The echo tool answered: {echoed}"
+    ))]
+}
+
+/// Copilot CLI, as built in, on the user's own OpenAI key (`COPILOT_PROVIDER_TYPE=openai`, the
+/// Responses API) under the `gateway` policy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copilot_cli_on_its_own_openai_key_works_through_the_model_gateway() {
+    let hunt = KeyHunt::new(OPENAI_KEY);
+    let seen_by_script = hunt.clone();
+    let model = OpenAiStandIn::start(OPENAI_KEY, move |c| {
+        seen_by_script.now();
+        copilot_openai_script(c)
+    })
+    .await;
+    let env = Env::start(
+        TestDb::sqlite().await,
+        &[
+            "--openai-base-url",
+            &model.base_url,
+            "--network-policy",
+            "gateway",
+        ],
+    )
+    .await;
+    hunt.watch(&env.app.server.instance_id);
+    env.key_and_connector("openai", OPENAI_KEY).await;
+    let Ran {
+        task,
+        text,
+        requests,
+        seen,
+        ..
+    } = env
+        .run_hello("copilot", "gpt-5.5", COPILOT_HELLO, || model.requests())
+        .await;
+    env.assert_final_message(&task, ANSWER).await;
+    let turns = model.response_requests();
+    assert!(turns.len() >= 3, "{seen:#?}");
+    for r in &turns {
+        assert_eq!(
+            r.header("authorization"),
+            Some(format!("Bearer {OPENAI_KEY}").as_str())
+        );
+        assert_eq!(r.status, 200, "{seen:#?}");
+        assert_eq!(r.body["model"], "gpt-5.5");
+        assert_eq!(r.body["stream"], true);
+    }
+    assert!(
+        requests.iter().all(|r| r.status != 404),
+        "unknown calls: {seen:#?}"
+    );
+    assert_through_the_gateway(
+        &env,
+        &task,
+        &text,
+        OPENAI_KEY,
+        model.reported_usage(),
+        &hunt,
+    )
     .await;
 }

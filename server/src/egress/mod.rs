@@ -78,6 +78,39 @@ pub(crate) struct Grant {
     pub turn: i64,
     pub provider: String,
     pub key: SecretString,
+    /// Where the gateway forwards this grant's calls: the agent's own base URL for the
+    /// provider (`base_urls` in the agents file), else the server's upstream.
+    pub upstream: String,
+}
+
+/// The start of today (UTC) and of tomorrow, in unix ms: the window of daily quotas and budgets.
+pub fn utc_day() -> (i64, i64) {
+    let now = chrono::Utc::now();
+    let start = now
+        .date_naive()
+        .and_hms_opt(0, 0, 0)
+        .map_or(0, |d| d.and_utc().timestamp_millis());
+    (start, start + 86_400_000)
+}
+
+/// A user's daily model budget (`DRYDOCK_DAILY_TOKEN_BUDGET`, `DRYDOCK_DAILY_COST_BUDGET_USD`);
+/// 0 means none.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Budget {
+    /// Tokens (every kind) per UTC day.
+    pub tokens: u64,
+    /// US dollars per UTC day.
+    pub cost_usd: f64,
+}
+
+/// Why a user's new turn may not start: the day's model budget is spent.
+#[derive(Debug, Clone)]
+pub struct BudgetSpent {
+    /// For the user: what was used of what, and when more is available.
+    pub message: String,
+    /// `tokens_used`, `token_budget`, `cost_usd`, `cost_budget_usd`, `reset_at` (unix ms), as
+    /// the 429 answer's details.
+    pub details: serde_json::Value,
 }
 
 /// Settings of the egress proxy and gateway, from the configuration.
@@ -91,6 +124,8 @@ pub struct EgressSettings {
     pub upstreams: HashMap<String, String>,
     /// Prices for metering.
     pub prices: meter::PriceTable,
+    /// The per-user daily budget new turns are checked against.
+    pub budget: Budget,
 }
 
 /// The egress proxy and model gateway of this server: placeholder grants, and the handles the
@@ -130,8 +165,65 @@ impl Egress {
         }
     }
 
+    /// Whether `user_id`'s model use today (through the gateway) reached the daily token or
+    /// cost budget: checked when a task or follow-up is submitted (429) and again when its turn
+    /// starts (a queued turn behind one that spent the budget must not run).
+    pub async fn budget_spent(
+        &self,
+        user_id: &str,
+    ) -> Result<Option<BudgetSpent>, crate::store::StoreError> {
+        let Budget {
+            tokens: tokens_budget,
+            cost_usd: cost_budget,
+        } = self.settings.budget;
+        if tokens_budget == 0 && cost_budget <= 0.0 {
+            return Ok(None);
+        }
+        let (day_start, reset_at) = utc_day();
+        let (tokens, micro_usd) = self.store.usage_since(user_id, day_start).await?;
+        let cost = micro_usd as f64 / 1e6;
+        let over_tokens = tokens_budget > 0 && u64::try_from(tokens).unwrap_or(0) >= tokens_budget;
+        let over_cost = cost_budget > 0.0 && cost >= cost_budget;
+        if !over_tokens && !over_cost {
+            return Ok(None);
+        }
+        let what = if over_tokens {
+            format!("{tokens} of your {tokens_budget} model tokens")
+        } else {
+            format!("${cost:.2} of your ${cost_budget:.2} model budget")
+        };
+        Ok(Some(BudgetSpent {
+            message: format!(
+                "you have used {what} for today; new turns can start after midnight UTC"
+            ),
+            details: serde_json::json!({
+                "tokens_used": tokens, "token_budget": tokens_budget,
+                "cost_usd": cost, "cost_budget_usd": cost_budget, "reset_at": reset_at,
+            }),
+        }))
+    }
+
+    /// Where the gateway sends `agent`'s calls to `provider`: the agent's own base URL from the
+    /// agents file (an operator agent's model endpoint, say), else the operator's
+    /// `DRYDOCK_*_BASE_URL` or the provider's public API; `None` when there is none (then the
+    /// agent cannot use the gateway).
+    pub fn upstream_for(
+        &self,
+        agent: &drydock_agents::AgentDefinition,
+        provider: &str,
+    ) -> Option<String> {
+        agent
+            .base_urls
+            .get(provider)
+            .map(|u| u.trim())
+            .filter(|u| !u.is_empty())
+            .or_else(|| self.settings.upstreams.get(provider).map(String::as_str))
+            .map(|u| u.trim_end_matches('/').to_owned())
+    }
+
     /// A new placeholder token for one turn of a task, standing for the user's real `key` of
-    /// `provider` until [`Egress::revoke`]. Shaped like no real key: `ddgw-` + 64 hex digits.
+    /// `provider` (forwarded to `upstream`) until [`Egress::revoke`]. Shaped like no real key:
+    /// `ddgw-` + 64 hex digits.
     pub fn issue(
         &self,
         task_id: &str,
@@ -139,6 +231,7 @@ impl Egress {
         turn: i64,
         provider: &str,
         key: SecretString,
+        upstream: String,
     ) -> String {
         let mut bytes = [0u8; 32];
         rand::rng().fill_bytes(&mut bytes);
@@ -151,6 +244,7 @@ impl Egress {
                 turn,
                 provider: provider.to_owned(),
                 key,
+                upstream,
             },
         );
         token

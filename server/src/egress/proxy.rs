@@ -32,7 +32,8 @@ pub struct TaskProxy {
     pub egress: Arc<Egress>,
     /// Task.
     pub task_id: String,
-    /// The task's agent (its vendor hosts may be allowed).
+    /// The task's agent when its key is inside the sandbox (its vendor hosts are allowed);
+    /// empty when it uses the gateway.
     pub agent: String,
     /// Turn number, for refusals.
     pub turn: i64,
@@ -333,15 +334,8 @@ impl TaskProxy {
             }
         };
         let (token, grant) = grant;
-        let Some(upstream) = self.egress.settings.upstreams.get(provider) else {
-            return json_error(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                "no upstream for this provider",
-            );
-        };
         let key = grant.key.expose();
-        let mut url = format!("{}{rest}", upstream.trim_end_matches('/'));
+        let mut url = format!("{}{rest}", grant.upstream);
         if !query.is_empty() {
             url.push('?');
             url.push_str(&query.replace(&token, key));
@@ -431,10 +425,12 @@ impl TaskProxy {
             if !rest.is_empty() {
                 let _ = tx.send(Ok(Bytes::from(rest))).await;
             }
-            drop(tx);
+            // The use is stored before the answer ends, so an agent that finished reading it
+            // (and a turn that starts after) is measured against it: the daily budget holds.
             if metered {
                 record(&egress, &grant, &provider, tap).await;
             }
+            drop(tx);
         });
         let mut resp = Response::new(Body::from_stream(
             tokio_stream::wrappers::ReceiverStream::new(rx),

@@ -250,12 +250,7 @@ fn valid_prompt(prompt: &str) -> Result<&str, AppError> {
 
 /// Start of the current UTC day and of the next, unix ms.
 fn utc_day() -> (i64, i64) {
-    let now = chrono::Utc::now();
-    let start = now
-        .date_naive()
-        .and_hms_opt(0, 0, 0)
-        .map_or(0, |d| d.and_utc().timestamp_millis());
-    (start, start + 86_400_000)
+    crate::egress::utc_day()
 }
 
 /// A user's tasks of today (UTC): each task and follow-up counts once; deleting gives nothing back.
@@ -309,33 +304,13 @@ pub async fn check_quota(state: &AppState, user_id: &str) -> Result<(), AppError
 /// Refuses when the user's model use today (through the gateway) reached the operator's daily
 /// token or cost budget.
 async fn check_budget(state: &AppState, user_id: &str) -> Result<(), AppError> {
-    let tokens_budget = state.config.daily_token_budget;
-    let cost_budget = state.config.daily_cost_budget_usd;
-    if tokens_budget == 0 && cost_budget <= 0.0 {
-        return Ok(());
+    match state.egress.budget_spent(user_id).await? {
+        Some(spent) => Err(AppError::RateLimited {
+            message: spent.message,
+            details: spent.details,
+        }),
+        None => Ok(()),
     }
-    let (day_start, reset_at) = utc_day();
-    let (tokens, micro_usd) = state.store.usage_since(user_id, day_start).await?;
-    let cost = micro_usd as f64 / 1e6;
-    let over_tokens = tokens_budget > 0 && u64::try_from(tokens).unwrap_or(0) >= tokens_budget;
-    let over_cost = cost_budget > 0.0 && cost >= cost_budget;
-    if over_tokens || over_cost {
-        let what = if over_tokens {
-            format!("{tokens} of your {tokens_budget} model tokens")
-        } else {
-            format!("${cost:.2} of your ${cost_budget:.2} model budget")
-        };
-        return Err(AppError::RateLimited {
-            message: format!(
-                "you have used {what} for today; new turns can start after midnight UTC"
-            ),
-            details: serde_json::json!({
-                "tokens_used": tokens, "token_budget": tokens_budget,
-                "cost_usd": cost, "cost_budget_usd": cost_budget, "reset_at": reset_at,
-            }),
-        });
-    }
-    Ok(())
 }
 
 /// Submits a task; it runs in the background.
@@ -490,7 +465,7 @@ pub async fn submit_task(
         .map_err(|message| AppError::invalid("network", message))?;
     let key_in_sandbox = network.is_some()
         && provider.is_some_and(|p| {
-            !agent.takes_base_url(p) || crate::egress::default_upstream(p).is_none()
+            !agent.takes_base_url(p) || state.egress.upstream_for(agent, p).is_none()
         });
     let network_json = network.as_ref().and_then(|n| serde_json::to_string(n).ok());
 

@@ -133,18 +133,27 @@ impl TaskRunner {
             })?;
             keys.insert(provider, key);
         }
-        let mut base_urls = self.inner.settings.base_urls.clone();
+        let base_urls = self.inner.settings.base_urls.clone();
+        let mut gateway_urls = BTreeMap::new();
         if task.network_policy.is_some() && !task.key_in_sandbox {
             for (provider, key) in &mut keys {
+                // The agent's own base URL (an operator agent's endpoint) is where the gateway
+                // forwards; the agent itself is given the gateway.
+                let Some(upstream) = self.inner.egress.upstream_for(agent, provider) else {
+                    return Err(Outcome::failed(format!(
+                        "drydock's model gateway has no upstream for {provider}"
+                    )));
+                };
                 let token = self.inner.egress.issue(
                     &task.id,
                     &task.user_id,
                     cx.number,
                     provider,
                     crate::config::SecretString::new(key.clone()),
+                    upstream,
                 );
                 hidden.push(std::mem::replace(key, token));
-                base_urls.insert(provider.clone(), crate::egress::gateway_url(provider));
+                gateway_urls.insert(provider.clone(), crate::egress::gateway_url(provider));
             }
         }
         let request = LaunchRequest {
@@ -153,6 +162,7 @@ impl TaskRunner {
             prompt: self.turn_prompt(cx, resume).await?,
             keys,
             base_urls,
+            gateway_urls,
             mcp_servers: self.mcp_servers(cx, notices).await?,
             resume,
         };

@@ -290,7 +290,13 @@ impl TaskRunner {
         let proxy = std::sync::Arc::new(crate::egress::proxy::TaskProxy {
             egress: self.inner.egress.clone(),
             task_id: cx.task.id.clone(),
-            agent: cx.task.agent.clone(),
+            // Vendor hosts are for agents that keep their key inside; Copilot CLI on a user's
+            // own provider key goes through the gateway and needs none of GitHub's.
+            agent: if cx.task.key_in_sandbox {
+                cx.task.agent.clone()
+            } else {
+                String::new()
+            },
             turn: cx.number,
             policy: std::sync::RwLock::new(policy),
             redactor,

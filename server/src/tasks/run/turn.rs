@@ -155,6 +155,17 @@ impl TaskRunner {
 
     /// The stages of a turn, in order; `Err` carries the outcome of a stage that ended it early.
     async fn execute(&self, cx: &mut TurnContext) -> StepResult<Outcome> {
+        // Checked at submit too; a turn queued behind one that spent the budget must not run.
+        match self.inner.egress.budget_spent(&cx.task.user_id).await {
+            Ok(None) => {}
+            Ok(Some(spent)) => {
+                return Err(Outcome::failed(format!(
+                    "not started (429, daily model budget): {}",
+                    spent.message
+                )));
+            }
+            Err(_) => return Err(Outcome::failed("could not read your model use of today")),
+        }
         let token = self.github_token(&cx.task).await?;
         let mut launch = self.prepare_agent(cx).await?;
         cx.environment = self.load_environment(&cx.task).await?;
