@@ -194,10 +194,7 @@ async fn view(
             pos = end + 4;
         }
         // Chunked transfer coding (RFC 9112 §7.1): `<hex size>\r\n<data>\r\n`, size 0 last.
-        loop {
-            let Some(nl) = raw[pos..].windows(2).position(|w| w == b"\r\n") else {
-                break;
-            };
+        while let Some(nl) = raw[pos..].windows(2).position(|w| w == b"\r\n") {
             let size_text = String::from_utf8_lossy(&raw[pos..pos + nl]);
             let size_text = size_text.split(';').next().unwrap_or("").trim();
             let size = usize::from_str_radix(size_text, 16).expect("a chunk size");
