@@ -78,12 +78,13 @@ pub async fn run(
     let mut drain_rx = rx.clone();
     let mut grace_rx = rx;
     let hub = state.hub.clone();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        let _ = drain_rx.wait_for(|stop| *stop).await;
-        tracing::info!("shutting down: finishing in-flight requests");
-        // Live event streams never finish by themselves: end them cleanly now.
-        hub.close();
-    });
+    let server =
+        axum::serve(listener, app.into_make_service()).with_graceful_shutdown(async move {
+            let _ = drain_rx.wait_for(|stop| *stop).await;
+            tracing::info!("shutting down: finishing in-flight requests");
+            // Live event streams never finish by themselves: end them cleanly now.
+            hub.close();
+        });
     let grace_timer = async move {
         let _ = grace_rx.wait_for(|stop| *stop).await;
         tokio::time::sleep(grace).await;

@@ -182,23 +182,69 @@ async fn latency(env: &TaskEnv, lines: usize, rate: usize) -> Latency {
     latency
 }
 
-/// Submit → the agent's first line seen over SSE, in ms; also answers submit → first event.
-async fn task_start(env: &TaskEnv) -> (f64, f64) {
+/// The stages of a task start, told by the lines the task logs on its way (each stamped with
+/// `ts` as its append begins, in whole ms): the names of the rows, in order.
+const STAGES: [&str; 5] = [
+    "submit → `Cloning …` logged (claim, turn set-up, branch listing, sandbox taken or being created)",
+    "`Cloning …` → `Working on …` (host `git clone` and branch bookkeeping)",
+    "`Working on …` → `Uploading the working tree` (submodules/LFS check, waiting for the sandbox, environment)",
+    "`Uploading the working tree` → agent's line stored (upload, agent files, exec, agent start)",
+    "agent's line stored → seen over SSE (the store hop)",
+];
+
+/// One task start: submit → the agent's first line seen over SSE and → the first event of any
+/// kind, in ms, and the time spent in each of [`STAGES`] (NaN where a line was missing).
+struct Start {
+    agent: f64,
+    first: f64,
+    stages: [f64; 5],
+}
+
+async fn task_start(env: &TaskEnv) -> Start {
     const MARKER: &str = "drydock-bench-agent-started";
     let started = Instant::now();
+    let submitted_ns = now_ns();
     let id = env
         .submit(&format!("echo {MARKER}"), json!({ "create_pr": false }))
         .await;
     let events = read_sse(env, &id, |e| e.data["text"] == MARKER).await;
     let first = events.first().expect("some event").at - started;
-    let agent = events
+    let marker = events
         .iter()
         .find(|e| e.data["text"] == MARKER)
-        .expect("the agent's line arrived")
-        .at
-        - started;
+        .expect("the agent's line arrived");
+    let agent = marker.at - started;
+    // Milliseconds since submit at which a line starting with `prefix` was stored.
+    let stored_at = |prefix: &str| {
+        events
+            .iter()
+            .find(|e| {
+                e.data["text"]
+                    .as_str()
+                    .is_some_and(|t| t.starts_with(prefix))
+            })
+            .and_then(|e| e.data["ts"].as_i64())
+            .map_or(f64::NAN, |ts| {
+                (i128::from(ts) * 1_000_000 - submitted_ns) as f64 / 1e6
+            })
+    };
+    let cloning = stored_at("Cloning ");
+    let working = stored_at("Working on ");
+    let uploading = stored_at("Uploading the working tree");
+    let stored = stored_at(MARKER);
+    let seen = agent.as_secs_f64() * 1000.0;
     env.wait_done(&id).await;
-    (agent.as_secs_f64() * 1000.0, first.as_secs_f64() * 1000.0)
+    Start {
+        agent: seen,
+        first: first.as_secs_f64() * 1000.0,
+        stages: [
+            cloning,
+            working - cloning,
+            uploading - working,
+            stored - uploading,
+            seen - stored,
+        ],
+    }
 }
 
 /// Waits until server `instance` has a warm sandbox running, and a moment more for the pool to
@@ -271,20 +317,29 @@ async fn run() -> String {
         let mut warm_ms = Vec::new();
         let mut cold_ms = Vec::new();
         let mut first_ms = Vec::new();
+        let mut warm_stages: [Vec<f64>; 5] = Default::default();
+        let mut cold_stages: [Vec<f64>; 5] = Default::default();
         let mut docker_ms = Vec::new();
         // Interleaved, so all three see the same machine load.
         for _ in 0..starts {
             wait_warm(&instance).await;
-            let (agent, first) = task_start(&env).await;
-            warm_ms.push(agent);
-            first_ms.push(first);
+            let start = task_start(&env).await;
+            warm_ms.push(start.agent);
+            first_ms.push(start.first);
+            for (all, one) in warm_stages.iter_mut().zip(start.stages) {
+                all.push(one);
+            }
             let image = image.clone();
             docker_ms.push(
                 tokio::task::spawn_blocking(move || docker_run_true(&image))
                     .await
                     .expect("docker run thread"),
             );
-            cold_ms.push(task_start(&cold).await.0);
+            let start = task_start(&cold).await;
+            cold_ms.push(start.agent);
+            for (all, one) in cold_stages.iter_mut().zip(start.stages) {
+                all.push(one);
+            }
         }
         eprintln!(
             "{backend}: task start median warm {:.0} ms, cold {:.0} ms, docker run median {:.0} ms",
@@ -296,6 +351,12 @@ async fn run() -> String {
             &format!("{backend}, warm pool: submit → first agent line over SSE"),
             &warm_ms,
         ));
+        for (stage, times) in STAGES.iter().zip(&warm_stages) {
+            start_rows.push(stats_row(
+                &format!("{backend}, warm pool: … {stage}"),
+                times,
+            ));
+        }
         start_rows.push(stats_row(
             &format!("{backend}, warm pool: submit → first event of any kind over SSE"),
             &first_ms,
@@ -306,6 +367,9 @@ async fn run() -> String {
             ),
             &cold_ms,
         ));
+        for (stage, times) in STAGES.iter().zip(&cold_stages) {
+            start_rows.push(stats_row(&format!("{backend}, no pool: … {stage}"), times));
+        }
         start_rows.push(stats_row(
             &format!("{backend}: `docker run --rm --network none <image> true`"),
             &docker_ms,

@@ -135,40 +135,84 @@ struct Seen {
     in_order: bool,
 }
 
-/// One SSE viewer of task `id`: counts generator lines, checks they come in order with rising
-/// `seq`, and adds each line's latency to `hist`. Says it is connected through `connected`.
+/// One SSE viewer of a task: a raw HTTP/1.1 connection to `addr` asking for `path` with API token
+/// `token`, its chunked body decoded and its events parsed by hand (a full HTTP client per
+/// viewer costs the bench more CPU than the server spends on it, on the same two cores). Counts
+/// generator lines, checks they come in order with rising `seq`, adds each line's latency to
+/// `hist`, and says it is connected (status and headers read) through `connected`.
 async fn view(
-    client: reqwest::Client,
-    url: String,
+    addr: std::net::SocketAddr,
+    path: String,
+    token: String,
     hist: Arc<Histogram>,
     connected: Arc<AtomicUsize>,
 ) -> Seen {
-    let mut resp = client
-        .get(url)
-        .header("accept", "text/event-stream")
-        .send()
-        .await
-        .expect("open SSE");
-    connected.fetch_add(1, Ordering::SeqCst);
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let mut seen = Seen {
         lines: 0,
         in_order: true,
     };
+    let mut sock = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect a viewer");
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nhost: {addr}\r\naccept: text/event-stream\r\n\
+         authorization: Bearer {token}\r\n\r\n"
+    );
+    sock.write_all(request.as_bytes())
+        .await
+        .expect("send a viewer's request");
+    // Raw bytes read, not yet decoded; the decoded body (SSE text) not yet parsed.
+    let mut raw: Vec<u8> = Vec::with_capacity(16 * 1024);
+    let mut body: Vec<u8> = Vec::new();
+    let mut chunk = vec![0_u8; 16 * 1024];
+    let mut headers_done = false;
     let mut last_seq = 0_i64;
     let mut last_stamp = 0_i128;
-    let mut buf: Vec<u8> = Vec::new();
     let mut seq = None;
     loop {
-        let Ok(Ok(Some(chunk))) =
-            tokio::time::timeout(Duration::from_secs(300), resp.chunk()).await
-        else {
-            return seen;
+        let read = match tokio::time::timeout(Duration::from_secs(300), sock.read(&mut chunk)).await
+        {
+            Ok(Ok(n)) if n > 0 => n,
+            _ => return seen,
         };
         let at = now_ns();
-        buf.extend_from_slice(&chunk);
+        raw.extend_from_slice(&chunk[..read]);
+        let mut pos = 0;
+        if !headers_done {
+            let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
+                continue;
+            };
+            let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+            assert!(head.starts_with("http/1.1 200"), "viewer: {head}");
+            assert!(
+                head.contains("transfer-encoding: chunked"),
+                "viewer: {head}"
+            );
+            headers_done = true;
+            connected.fetch_add(1, Ordering::SeqCst);
+            pos = end + 4;
+        }
+        // Chunked transfer coding (RFC 9112 §7.1): `<hex size>\r\n<data>\r\n`, size 0 last.
+        while let Some(nl) = raw[pos..].windows(2).position(|w| w == b"\r\n") {
+            let size_text = String::from_utf8_lossy(&raw[pos..pos + nl]);
+            let size_text = size_text.split(';').next().unwrap_or("").trim();
+            let size = usize::from_str_radix(size_text, 16).expect("a chunk size");
+            if size == 0 {
+                return seen;
+            }
+            let data = pos + nl + 2;
+            if raw.len() < data + size + 2 {
+                break;
+            }
+            body.extend_from_slice(&raw[data..data + size]);
+            pos = data + size + 2;
+        }
+        raw.drain(..pos);
+        // Server-sent events: `id:` and `data:` lines, a blank line after each event.
         let mut start = 0;
-        while let Some(nl) = buf[start..].iter().position(|b| *b == b'\n') {
-            let line = &buf[start..start + nl];
+        while let Some(nl) = body[start..].iter().position(|b| *b == b'\n') {
+            let line = &body[start..start + nl];
             start += nl + 1;
             if let Some(v) = line.strip_prefix(b"id:") {
                 seq = std::str::from_utf8(v)
@@ -181,13 +225,16 @@ async fn view(
                     seen.in_order &= s > last_seq;
                     last_seq = s;
                 }
-                let text = String::from_utf8_lossy(line);
-                if let Some(pos) = text.find("\"t=") {
-                    let digits: String = text[pos + 3..]
-                        .chars()
-                        .take_while(char::is_ascii_digit)
+                if let Some(at_t) = line.windows(3).position(|w| w == b"\"t=") {
+                    let digits: Vec<u8> = line[at_t + 3..]
+                        .iter()
+                        .copied()
+                        .take_while(u8::is_ascii_digit)
                         .collect();
-                    if let Ok(stamp) = digits.parse::<i128>() {
+                    if let Some(stamp) = std::str::from_utf8(&digits)
+                        .ok()
+                        .and_then(|d| d.parse::<i128>().ok())
+                    {
                         seen.in_order &= stamp >= last_stamp;
                         last_stamp = stamp;
                         seen.lines += 1;
@@ -196,7 +243,7 @@ async fn view(
                 }
             }
         }
-        buf.drain(..start);
+        body.drain(..start);
     }
 }
 
@@ -210,6 +257,11 @@ async fn viewers(out: &mut String) {
     // Warm-up: one task, so the server's caches and pools exist before the baseline.
     let warm = env.submit("echo warm", json!({ "create_pr": false })).await;
     env.wait_done(&warm).await;
+    let token = drydock_tests::triggers::create_token(&env.app, &env.alice, "viewers", "read")
+        .await["token"]
+        .as_str()
+        .expect("a token")
+        .to_owned();
     let wait = 20;
     let id = env
         .submit(&generator(wait, lines, rate), json!({ "create_pr": false }))
@@ -220,13 +272,14 @@ async fn viewers(out: &mut String) {
     let before = usage(pid);
     let hist = Arc::new(Histogram::new());
     let connected = Arc::new(AtomicUsize::new(0));
-    let url = env.app.url(&format!("/api/tasks/{id}/events"));
+    let path = format!("/api/tasks/{id}/events");
     let started = Instant::now();
     let mut handles = Vec::new();
     for _ in 0..n {
         handles.push(tokio::spawn(view(
-            env.alice.clone(),
-            url.clone(),
+            env.app.server.addr,
+            path.clone(),
+            token.clone(),
             hist.clone(),
             connected.clone(),
         )));

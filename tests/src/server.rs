@@ -140,21 +140,42 @@ impl Drop for TestServer {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
-        // A server dropped without `stop` may not finish its shutdown before the test's runtime
-        // ends, and would leave its warm sandboxes behind: remove them (only those: a task's
-        // sandbox left behind stays visible to the tests that look for one).
         if let Some(mut child) = self.child.take() {
             terminate(&child);
             let _ = child.wait();
         }
-        if self.handle.is_some() && !self.instance_id.is_empty() {
-            for _ in 0..2 {
-                crate::tasks::remove_warm_sandboxes(&self.instance_id);
-                std::thread::sleep(std::time::Duration::from_millis(200));
+        // A server dropped without `stop` (a test that returns or panics) must finish its
+        // shutdown before the test's runtime ends and drops it half-way: its runner removes the
+        // warm pool, including a sandbox Docker is still creating, which nothing else would
+        // ever remove (a later server gets a new instance id).
+        if let Some(handle) = self.handle.take() {
+            let waited = match tokio::runtime::Handle::try_current() {
+                Ok(runtime)
+                    if runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread =>
+                {
+                    tokio::task::block_in_place(|| {
+                        runtime
+                            .block_on(tokio::time::timeout(SHUTDOWN_WAIT, handle))
+                            .is_ok()
+                    })
+                }
+                // A single-threaded runtime cannot be blocked on from inside: remove what the
+                // server lists as warm, as the next best thing.
+                _ => false,
+            };
+            if !waited && !self.instance_id.is_empty() {
+                for _ in 0..2 {
+                    crate::tasks::remove_warm_sandboxes(&self.instance_id);
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                }
             }
         }
     }
 }
+
+/// How long a dropped server's shutdown is waited for: its grace period for requests (5 s, see
+/// [`server_args`]), its runner stopping tasks (up to 10 s) and removing the pool.
+const SHUTDOWN_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The command line of a test server (program name first) and the instance id it names, if any.
 fn server_args(

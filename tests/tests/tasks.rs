@@ -882,3 +882,59 @@ async fn a_viewer_that_does_not_read_neither_holds_up_the_task_nor_misses_lines(
         "no seq repeated or skipped"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_viewers_of_one_task_each_get_every_line_in_order() {
+    let env = TaskEnv::start(TestDb::sqlite().await, &[]).await;
+    let id = env
+        .submit(
+            "sleep 1; seq 1 3000 | sed 's/^/line-/'",
+            json!({ "create_pr": false }),
+        )
+        .await;
+    // Viewers join before and while the lines come: some follow them live, some replay them
+    // from the database, and those that fall behind catch up from it.
+    let mut viewers = Vec::new();
+    for i in 0..20 {
+        let resp = env
+            .alice
+            .get(env.app.url(&format!("/api/tasks/{id}/events")))
+            .header("accept", "text/event-stream")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.headers()["content-type"], "text/event-stream");
+        assert_eq!(resp.headers()["cache-control"], "no-cache");
+        viewers.push(tokio::spawn(async move {
+            let mut seen = Vec::new();
+            let end = read_sse(resp, &mut seen, usize::MAX).await;
+            (end, seen)
+        }));
+        if i % 5 == 4 {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        }
+    }
+    let task = env.wait_done(&id).await;
+    let stored = task["event_count"].as_u64().unwrap() as usize;
+    for viewer in viewers {
+        let (end, seen) = viewer.await.unwrap();
+        assert_eq!(end.unwrap()["status"], "succeeded");
+        let seqs: Vec<i64> = seen.iter().map(|(s, _)| *s).collect();
+        let expected: Vec<i64> = (1..=seqs.len() as i64).collect();
+        assert_eq!(seqs, expected, "every seq exactly once, in order");
+        let lines: Vec<&str> = seen
+            .iter()
+            .filter_map(|(_, t)| t.strip_prefix("line-"))
+            .collect();
+        assert_eq!(lines.len(), 3000);
+        assert!(
+            lines
+                .iter()
+                .enumerate()
+                .all(|(i, l)| *l == (i + 1).to_string()),
+            "in order"
+        );
+        assert_eq!(seen.len(), stored, "what is stored, nothing more");
+    }
+}

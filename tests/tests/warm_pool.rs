@@ -8,6 +8,7 @@ use drydock_tests::TestDb;
 use drydock_tests::tasks::{
     ACME_KEY, TaskEnv, containers_of, docker_ps, sandbox_image, warm_sandboxes,
 };
+use futures::StreamExt as _;
 use serde_json::json;
 
 /// Waits until server `instance` has a warm sandbox not in `not`, and answers its id.
@@ -279,4 +280,71 @@ async fn a_stopped_server_leaves_no_container_behind() {
         "{{.ID}} {{.Names}}",
     ]);
     assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+/// A test server dropped without `stop` while its pool is still starting sandboxes (as when a
+/// test returns or panics): by the time the drop is over nothing of the server is left in
+/// Docker, and nothing appears later either, once the test's runtime has ended.
+#[test]
+fn a_server_dropped_while_its_pool_starts_a_sandbox_leaves_no_container() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let of_instance = |instance: &str| {
+        docker_ps(&[
+            "--filter",
+            &format!("label=drydock.instance={instance}"),
+            "--format",
+            "{{.ID}} {{.Names}} {{.State}}",
+        ])
+    };
+    let remove = |left: &[String]| {
+        let ids: Vec<&str> = left
+            .iter()
+            .filter_map(|l| l.split_whitespace().next())
+            .collect();
+        let _ = std::process::Command::new("docker")
+            .args(["rm", "-f"])
+            .args(&ids)
+            .output();
+    };
+    let instance = runtime.block_on(async {
+        // A pool of 4 is filled one sandbox after another: once the first is there, the next
+        // is being created.
+        let env = TaskEnv::start(TestDb::sqlite().await, &["--warm-pool", "4"]).await;
+        let instance = env.app.server.instance_id.clone();
+        wait_warm(&instance, &[]).await;
+        // A client still connected with a request under way (a browser, a stream), which the
+        // server's shutdown waits for up to its grace period; meanwhile the pool goes on.
+        let body = futures::stream::once(async { Ok::<_, std::io::Error>("{\"prompt\": ") })
+            .chain(futures::stream::pending());
+        let upload = env
+            .alice
+            .post(env.app.url("/api/tasks"))
+            .header("content-type", "application/json")
+            .body(reqwest::Body::wrap_stream(body))
+            .send();
+        let client = tokio::spawn(upload);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        drop(env.app.server);
+        let left = of_instance(&instance);
+        if !left.is_empty() {
+            remove(&left);
+            panic!("left behind when the dropped server was gone: {left:?}");
+        }
+        client.abort();
+        instance
+    });
+    drop(runtime);
+    // Whatever Docker was asked before the runtime ended, it finishes within moments.
+    for _ in 0..25 {
+        let left = of_instance(&instance);
+        if !left.is_empty() {
+            remove(&left);
+            panic!("left behind after the test's runtime ended: {left:?}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }

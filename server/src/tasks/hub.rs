@@ -15,14 +15,37 @@ use tokio::sync::broadcast;
 
 use crate::store::TaskEvent;
 
-/// A stored event as every live viewer sends it: serialized once when published, however many
-/// viewers there are.
+/// A stored event as every live viewer sends it: serialized and framed once when published,
+/// however many viewers there are (each viewer's connection writes the same bytes).
 #[derive(Debug)]
 pub struct LiveEvent {
     /// The event's seq (the SSE `id:`).
     pub seq: i64,
-    /// The event as JSON (the SSE `data:`), the same as [`TaskEvent`]'s serialization.
-    pub json: Box<str>,
+    /// The whole SSE event (WHATWG HTML §9.2, server-sent events): `id: <seq>\ndata: <the
+    /// event as JSON, the same as [`TaskEvent`]'s serialization>\n\n`.
+    pub frame: bytes::Bytes,
+}
+
+impl LiveEvent {
+    /// `event` as a framed SSE event (`id:` its seq, `data:` its JSON); `None` when it cannot
+    /// be serialized.
+    pub fn of(event: &TaskEvent) -> Option<Self> {
+        // JSON escapes line breaks, so the data is one line and needs no splitting.
+        let json = serde_json::to_string(event).ok()?;
+        let frame = format!("id: {}\ndata: {json}\n\n", event.seq);
+        Some(Self {
+            seq: event.seq,
+            frame: bytes::Bytes::from(frame),
+        })
+    }
+
+    /// The event's JSON (the SSE `data:`).
+    pub fn json(&self) -> &str {
+        std::str::from_utf8(&self.frame)
+            .ok()
+            .and_then(|frame| frame.split_once("\ndata: "))
+            .map_or("", |(_, rest)| rest.trim_end_matches('\n'))
+    }
 }
 
 /// Messages a task's viewers receive.
@@ -60,6 +83,49 @@ pub struct EventHub {
     closing: tokio_util::sync::CancellationToken,
     /// Where status changes go to reach other replicas (set when a relay runs).
     relay: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<String>>,
+    /// Tasks whose log this replica is appending to right now, with the highest seq another
+    /// replica's notification ([`EventHub::stored`]) named meanwhile.
+    appending: Mutex<HashMap<String, Appending>>,
+}
+
+/// A task's appends in flight here.
+#[derive(Debug, Default)]
+struct Appending {
+    /// Appends under way.
+    count: usize,
+    /// The highest seq published here since the first of them began.
+    published: i64,
+    /// The highest seq a notification named meanwhile, held back until they end.
+    held: Option<i64>,
+}
+
+/// An append to a task's log under way in this replica (see [`EventHub::appending`]); ends when
+/// dropped, whether the append finished or was abandoned.
+#[derive(Debug)]
+pub struct AppendGuard<'a> {
+    hub: &'a EventHub,
+    task_id: String,
+}
+
+impl Drop for AppendGuard<'_> {
+    fn drop(&mut self) {
+        let held = {
+            let mut appending = self.hub.lock_appending();
+            let Some(state) = appending.get_mut(&self.task_id) else {
+                return;
+            };
+            state.count = state.count.saturating_sub(1);
+            if state.count > 0 {
+                return;
+            }
+            let state = appending.remove(&self.task_id).unwrap_or_default();
+            state.held.filter(|seq| *seq > state.published)
+        };
+        // Another replica stored more than this one published: its viewers read it.
+        if let Some(seq) = held {
+            self.hub.send_stored(&self.task_id, seq);
+        }
+    }
 }
 
 /// Messages buffered per task channel before a slow viewer lags (and re-reads the database).
@@ -72,6 +138,7 @@ impl Default for EventHub {
             status: broadcast::channel(256).0,
             closing: tokio_util::sync::CancellationToken::new(),
             relay: std::sync::OnceLock::new(),
+            appending: Mutex::new(HashMap::new()),
         }
     }
 }
@@ -117,9 +184,35 @@ impl EventHub {
         self.tasks.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
+    fn lock_appending(&self) -> std::sync::MutexGuard<'_, HashMap<String, Appending>> {
+        self.appending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Marks an append to a task's log under way here until the guard is dropped (after its
+    /// events were [published](Self::publish)). On PostgreSQL the append's own notification
+    /// comes back through the relay as [`stored`](Self::stored), often before the append's
+    /// answer: meanwhile such notifications are held back and dropped when what they name was
+    /// published here, so viewers take the events from the broadcast instead of each reading
+    /// them from the database (slower, and a load on it).
+    pub fn appending(&self, task_id: &str) -> AppendGuard<'_> {
+        self.lock_appending()
+            .entry(task_id.to_owned())
+            .or_default()
+            .count += 1;
+        AppendGuard {
+            hub: self,
+            task_id: task_id.to_owned(),
+        }
+    }
+
     /// Tells viewers of a task about stored events (nobody subscribed: nothing to do, and no
     /// channel is made for it).
     pub fn publish(&self, task_id: &str, events: &[TaskEvent]) {
+        if let Some(last) = events.last()
+            && let Some(state) = self.lock_appending().get_mut(task_id)
+        {
+            state.published = state.published.max(last.seq);
+        }
         let sender = {
             let tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
             tasks.get(task_id).cloned()
@@ -128,15 +221,10 @@ impl EventHub {
             return;
         };
         for event in events {
-            let Ok(json) = serde_json::to_string(event) else {
-                // Not sendable live; viewers find the gap and read it from the database.
-                continue;
-            };
-            let live = LiveEvent {
-                seq: event.seq,
-                json: json.into_boxed_str(),
-            };
-            let _ = sender.send(TaskSignal::Event(Arc::new(live)));
+            // Not sendable live: viewers find the gap and read it from the database.
+            if let Some(live) = LiveEvent::of(event) {
+                let _ = sender.send(TaskSignal::Event(Arc::new(live)));
+            }
         }
     }
 
@@ -171,8 +259,17 @@ impl EventHub {
         let _ = self.relay.set(relay);
     }
 
-    /// Tells a task's viewers here that events up to `seq` were stored (by any replica).
+    /// Tells a task's viewers here that events up to `seq` were stored (by any replica); held
+    /// back while this replica appends to the task's log (see [`appending`](Self::appending)).
     pub fn stored(&self, task_id: &str, seq: i64) {
+        if let Some(state) = self.lock_appending().get_mut(task_id) {
+            state.held = Some(state.held.map_or(seq, |held| held.max(seq)));
+            return;
+        }
+        self.send_stored(task_id, seq);
+    }
+
+    fn send_stored(&self, task_id: &str, seq: i64) {
         let sender = {
             let tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
             tasks.get(task_id).cloned()
@@ -225,6 +322,45 @@ mod tests {
         );
     }
 
+    fn event(seq: i64) -> TaskEvent {
+        TaskEvent {
+            task_id: "t1".into(),
+            seq,
+            ts: 1,
+            kind: "stdout".into(),
+            text: format!("line {seq}"),
+        }
+    }
+
+    #[test]
+    fn a_notification_of_an_append_under_way_here_is_dropped_once_it_is_published() {
+        let hub = EventHub::default();
+        let mut rx = hub.subscribe("t1");
+        {
+            let _append = hub.appending("t1");
+            // The append's own notification, arriving before its answer.
+            hub.stored("t1", 2);
+            assert!(rx.try_recv().is_err(), "held back while the append runs");
+            hub.publish("t1", &[event(1), event(2)]);
+        }
+        assert!(matches!(rx.try_recv(), Ok(TaskSignal::Event(e)) if e.seq == 1));
+        assert!(matches!(rx.try_recv(), Ok(TaskSignal::Event(e)) if e.seq == 2));
+        assert!(rx.try_recv().is_err(), "nothing to read from the database");
+
+        // Another replica stored more meanwhile: its viewers read it once the append is over.
+        {
+            let _append = hub.appending("t1");
+            hub.stored("t1", 5);
+            hub.publish("t1", &[event(3)]);
+        }
+        assert!(matches!(rx.try_recv(), Ok(TaskSignal::Event(e)) if e.seq == 3));
+        assert!(matches!(rx.try_recv(), Ok(TaskSignal::Stored(5))));
+
+        // With no append under way, a notification goes straight through.
+        hub.stored("t1", 6);
+        assert!(matches!(rx.try_recv(), Ok(TaskSignal::Stored(6))));
+    }
+
     #[test]
     fn an_event_is_serialized_once_for_all_its_viewers() {
         let hub = EventHub::default();
@@ -245,8 +381,10 @@ mod tests {
             })
             .collect();
         assert_eq!(received[0].seq, 7);
+        assert!(received[0].frame.starts_with(b"id: 7\ndata: {"));
+        assert!(received[0].frame.ends_with(b"}\n\n"));
         assert_eq!(
-            serde_json::from_str::<serde_json::Value>(&received[0].json).ok(),
+            serde_json::from_str::<serde_json::Value>(received[0].json()).ok(),
             serde_json::to_value(&event).ok()
         );
         assert!(

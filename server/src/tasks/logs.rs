@@ -427,6 +427,7 @@ async fn write_log(
             next = queue.try_recv().ok();
         }
         for chunk in events.chunks(BATCH) {
+            let _append = hub.appending(&task_id);
             match store.append_task_events(&task_id, chunk).await {
                 Ok(stored) => hub.publish(&task_id, &stored),
                 Err(err) => {

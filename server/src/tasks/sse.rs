@@ -1,14 +1,22 @@
 //! Server-sent event streams: a task's log (replayed from the database after `Last-Event-ID`,
 //! then live) and the status changes of a user's tasks.
 //!
-//! Each stream is fed by a small producer task writing into a bounded channel: a slow viewer
-//! fills its channel and the producer waits (it never buffers without bound); when the hub's
-//! broadcast outruns it, it catches up from the database instead.
+//! A task's log is a stream the viewer's connection polls itself: it reads the hub's broadcast
+//! directly and writes each event's frame, made once for all viewers when it was published, so a
+//! viewer costs no task, channel or copy of its own, and a viewer whose connection is ready
+//! takes every event already there in one go. A slow viewer is simply not polled: the broadcast
+//! never waits for it, and once it has fallen too far behind (the broadcast lagged) it catches
+//! up from the database, which has everything.
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::time::Duration;
 
+use axum::body::Body;
+use axum::http::header;
 use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse as _, Response};
+use bytes::Bytes;
 use futures::Stream;
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
@@ -19,6 +27,8 @@ use crate::store::TaskEvent;
 
 const REPLAY_PAGE: i64 = 500;
 const CHANNEL: usize = 64;
+/// How often an idle stream sends a comment, so proxies and browsers keep it open.
+const HEARTBEAT: Duration = Duration::from_secs(15);
 
 /// Viewers reading a page of stored events at once, across the server. Many viewers falling
 /// behind together (a burst of output to a crowd) would otherwise take every database
@@ -26,132 +36,197 @@ const CHANNEL: usize = 64;
 /// this bound they wait for each other instead (the pools hold 8 and 16 connections).
 static CATCHING_UP: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(3);
 
-fn log_event(event: &TaskEvent) -> Event {
-    Event::default()
-        .id(event.seq.to_string())
-        .json_data(event)
-        .unwrap_or_else(|_| Event::default().comment("unserializable event"))
+/// A stored event as an SSE frame (`id:` its seq, `data:` its JSON).
+fn log_frame(event: &TaskEvent) -> Option<Bytes> {
+    LiveEvent::of(event).map(|live| live.frame)
 }
 
-/// A live event as SSE: its JSON was made once, when it was published.
-fn live_event(event: &LiveEvent) -> Event {
-    Event::default()
-        .id(event.seq.to_string())
-        .data(&*event.json)
+/// The SSE response for a task's log, starting after seq `after`: `text/event-stream`, one
+/// event per log line (`id:` its seq, `data:` the event as JSON), then an `end` event with the
+/// task's status once its run ended.
+pub fn task_log(state: AppState, task_id: String, after: i64) -> Response {
+    let viewer = LogViewer {
+        state,
+        task_id,
+        cursor: after,
+        phase: Phase::Start,
+        rx: None,
+        ready: VecDeque::new(),
+        heartbeat: None,
+    };
+    let frames = futures::stream::unfold(viewer, |mut viewer| async move {
+        let frame = viewer.next_frame().await?;
+        Some((Ok::<Bytes, Infallible>(frame), viewer))
+    });
+    (
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        Body::from_stream(frames),
+    )
+        .into_response()
 }
 
-/// The SSE response for a task's log, starting after seq `after`.
-pub fn task_log(
+/// Where a viewer of a task's log is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Subscribe, then replay what is stored.
+    Start,
+    /// Follow the broadcast.
+    Live,
+    /// The run ended: send what is left and the `end` event.
+    Ending,
+    /// Nothing more.
+    Done,
+}
+
+/// One viewer of a task's log, polled by its connection.
+struct LogViewer {
     state: AppState,
     task_id: String,
-    after: i64,
-) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let (tx, rx) = mpsc::channel(CHANNEL);
-    tokio::spawn(produce_task_log(state, task_id, after, tx));
-    Sse::new(ReceiverStream::new(rx)).keep_alive(
-        KeepAlive::new()
-            .interval(Duration::from_secs(15))
-            .text("heartbeat"),
-    )
+    /// The last seq sent.
+    cursor: i64,
+    phase: Phase,
+    /// The task's broadcast, subscribed before the history is read so nothing stored in between
+    /// is missed.
+    rx: Option<broadcast::Receiver<TaskSignal>>,
+    /// Frames read from the database, not sent yet (at most a page).
+    ready: VecDeque<Bytes>,
+    /// Ticks while following the broadcast.
+    heartbeat: Option<tokio::time::Interval>,
 }
 
-type Tx = mpsc::Sender<Result<Event, Infallible>>;
+impl LogViewer {
+    /// The next frame to send; `None` when the stream is over (the run ended and everything was
+    /// sent, the database failed, or the server is shutting down).
+    async fn next_frame(&mut self) -> Option<Bytes> {
+        loop {
+            if let Some(frame) = self.ready.pop_front() {
+                return Some(frame);
+            }
+            match self.phase {
+                Phase::Start => {
+                    if self.rx.is_none() {
+                        self.rx = Some(self.state.hub.subscribe(&self.task_id));
+                    }
+                    if !self.read_stored().await? {
+                        // History read up to where the broadcast takes over.
+                        self.phase = if self.ended().await {
+                            Phase::Ending
+                        } else {
+                            Phase::Live
+                        };
+                    }
+                }
+                Phase::Live => {
+                    if let Some(frame) = self.follow().await? {
+                        return Some(frame);
+                    }
+                }
+                Phase::Ending => {
+                    if !self.read_stored().await? {
+                        self.phase = Phase::Done;
+                        return Some(self.end_frame().await);
+                    }
+                }
+                Phase::Done => return None,
+            }
+        }
+    }
 
-/// Sends stored events after `cursor`; answers the new cursor, or `None` when the viewer left.
-async fn catch_up(state: &AppState, task_id: &str, mut cursor: i64, tx: &Tx) -> Option<i64> {
-    loop {
+    /// One step of following the broadcast: `Some(Some(frame))` for the next event or a
+    /// heartbeat; `Some(None)` when stored events were read from the database instead (after a
+    /// lag, a gap, or events another replica stored) or the run ended; `None` when the stream is
+    /// over.
+    async fn follow(&mut self) -> Option<Option<Bytes>> {
+        let heartbeat = self.heartbeat.get_or_insert_with(|| {
+            let mut every =
+                tokio::time::interval_at(tokio::time::Instant::now() + HEARTBEAT, HEARTBEAT);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            every
+        });
+        let rx = self.rx.as_mut()?;
+        let signal = tokio::select! {
+            biased;
+            () = self.state.hub.closed() => return None,
+            signal = rx.recv() => signal,
+            _ = heartbeat.tick() => return Some(Some(Bytes::from_static(b": heartbeat\n\n"))),
+        };
+        match signal {
+            Ok(TaskSignal::Event(event)) if event.seq <= self.cursor => {}
+            Ok(TaskSignal::Event(event)) if event.seq == self.cursor + 1 => {
+                self.cursor = event.seq;
+                return Some(Some(event.frame.clone()));
+            }
+            Ok(TaskSignal::Stored(seq)) if seq <= self.cursor => {}
+            Ok(TaskSignal::Event(_) | TaskSignal::Stored(_))
+            | Err(broadcast::error::RecvError::Lagged(_)) => {
+                self.read_stored().await?;
+            }
+            Ok(TaskSignal::End(_)) | Err(broadcast::error::RecvError::Closed) => {
+                self.phase = Phase::Ending;
+            }
+        }
+        Some(None)
+    }
+
+    /// Reads the next page of stored events after the cursor into `ready`; answers whether
+    /// there may be more (a full page), or `None` when the database failed or the server is
+    /// shutting down.
+    async fn read_stored(&mut self) -> Option<bool> {
         let page = {
-            let _turn = CATCHING_UP.acquire().await.ok()?;
-            state
-                .store
-                .list_task_events_after(task_id, cursor, REPLAY_PAGE)
-                .await
-                .ok()?
+            let turn = tokio::select! {
+                turn = CATCHING_UP.acquire() => turn.ok()?,
+                () = self.state.hub.closed() => return None,
+            };
+            // Boxed: the viewer's stream stays small while it only follows the broadcast.
+            let page = Box::pin(self.state.store.list_task_events_after(
+                &self.task_id,
+                self.cursor,
+                REPLAY_PAGE,
+            ))
+            .await
+            .ok()?;
+            drop(turn);
+            page
         };
         let full = page.len() as i64 == REPLAY_PAGE;
         for event in &page {
-            tx.send(Ok(log_event(event))).await.ok()?;
-            cursor = event.seq;
-        }
-        if !full {
-            return Some(cursor);
-        }
-    }
-}
-
-async fn send_end(state: &AppState, task_id: &str, tx: &Tx) {
-    let task = state
-        .store
-        .get_task_for_runner(task_id)
-        .await
-        .ok()
-        .flatten();
-    let body = serde_json::json!({
-        "status": task.as_ref().map(|t| t.status.clone()),
-        "status_reason": task.and_then(|t| t.status_reason),
-    });
-    let _ = tx
-        .send(Ok(Event::default().event("end").data(body.to_string())))
-        .await;
-}
-
-async fn ended(state: &AppState, task_id: &str) -> bool {
-    match state.store.get_task_for_runner(task_id).await {
-        Ok(Some(task)) => !matches!(task.status.as_str(), "queued" | "running"),
-        _ => true,
-    }
-}
-
-async fn produce_task_log(state: AppState, task_id: String, after: i64, tx: Tx) {
-    tokio::select! {
-        () = follow_task_log(&state, &task_id, after, &tx) => {}
-        () = state.hub.closed() => {}
-    }
-    state.hub.forget_if_idle(&task_id);
-}
-
-async fn follow_task_log(state: &AppState, task_id: &str, after: i64, tx: &Tx) {
-    // Subscribe before reading history, so nothing stored in between is missed.
-    let mut rx = state.hub.subscribe(task_id);
-    let Some(mut cursor) = catch_up(state, task_id, after, tx).await else {
-        return;
-    };
-    if ended(state, task_id).await {
-        if catch_up(state, task_id, cursor, tx).await.is_some() {
-            send_end(state, task_id, tx).await;
-        }
-        return;
-    }
-    loop {
-        let signal = tokio::select! {
-            signal = rx.recv() => signal,
-            () = tx.closed() => return,
-        };
-        match signal {
-            Ok(TaskSignal::Event(event)) if event.seq <= cursor => {}
-            Ok(TaskSignal::Event(event)) if event.seq == cursor + 1 => {
-                if tx.send(Ok(live_event(&event))).await.is_err() {
-                    return;
-                }
-                cursor = event.seq;
+            if let Some(frame) = log_frame(event) {
+                self.ready.push_back(frame);
             }
-            Ok(TaskSignal::Stored(seq)) if seq <= cursor => {}
-            // A gap (events published before we subscribed, or skipped), events another replica
-            // stored, or a lag: read the database, which has everything.
-            Ok(TaskSignal::Event(_) | TaskSignal::Stored(_))
-            | Err(broadcast::error::RecvError::Lagged(_)) => {
-                let Some(next) = catch_up(state, task_id, cursor, tx).await else {
-                    return;
-                };
-                cursor = next;
-            }
-            Ok(TaskSignal::End(_)) | Err(broadcast::error::RecvError::Closed) => {
-                if catch_up(state, task_id, cursor, tx).await.is_some() {
-                    send_end(state, task_id, tx).await;
-                }
-                return;
-            }
+            self.cursor = event.seq;
         }
+        Some(full)
+    }
+
+    async fn ended(&self) -> bool {
+        match Box::pin(self.state.store.get_task_for_runner(&self.task_id)).await {
+            Ok(Some(task)) => !matches!(task.status.as_str(), "queued" | "running"),
+            _ => true,
+        }
+    }
+
+    /// The `end` event: the task's status and why.
+    async fn end_frame(&self) -> Bytes {
+        let task = Box::pin(self.state.store.get_task_for_runner(&self.task_id))
+            .await
+            .ok()
+            .flatten();
+        let body = serde_json::json!({
+            "status": task.as_ref().map(|t| t.status.clone()),
+            "status_reason": task.and_then(|t| t.status_reason),
+        });
+        Bytes::from(format!("event: end\ndata: {body}\n\n"))
+    }
+}
+
+impl Drop for LogViewer {
+    fn drop(&mut self) {
+        // Unsubscribe first, so the task's channel is forgotten when this was its last viewer.
+        self.rx = None;
+        self.state.hub.forget_if_idle(&self.task_id);
     }
 }
 
