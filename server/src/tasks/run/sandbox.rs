@@ -59,11 +59,15 @@ impl TaskRunner {
         if prepared.check_tools {
             self.check_image(cx, &sandbox, &agent_cli).await?;
         }
-        self.open_egress(cx, &sandbox, SandboxRole::Agent).await?;
         cx.say("info", "Uploading the working tree").await;
-        sandbox
-            .upload_dir("/workspace", workspace.dir())
-            .await
+        // The egress relay and the upload are independent: both must be done before the agent
+        // starts, neither needs the other.
+        let (egress, upload) = tokio::join!(
+            self.open_egress(cx, &sandbox, SandboxRole::Agent),
+            sandbox.upload_dir("/workspace", workspace.dir()),
+        );
+        egress?;
+        upload
             .map_err(|err| Outcome::failed(format!("could not upload the working tree: {err}")))?;
         if let Some(script) = &prepared.maintenance {
             // Maintenance is setup's kind of work (installs): it runs under setup's policy.

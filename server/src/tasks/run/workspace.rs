@@ -169,29 +169,24 @@ impl TaskRunner {
                 task.repo
             )));
         }
-        let empty_tree = git
-            .run(&["hash-object", "-t", "tree", "/dev/null"])
-            .await
-            .map_err(Outcome::failed)?
-            .text();
+        // Three read-only questions about the clone, asked at once: each is a git process, and
+        // the agent's start waits for all of them.
+        let (empty_tree, head, current) = tokio::join!(
+            git.run(&["hash-object", "-t", "tree", "/dev/null"]),
+            git.run(&["rev-parse", "HEAD"]),
+            git.run(&["symbolic-ref", "--short", "HEAD"]),
+        );
+        let empty_tree = empty_tree.map_err(Outcome::failed)?.text();
         if empty {
             return self
                 .first_commit_workspace(cx, git, token, empty_tree)
                 .await;
         }
-        let start_sha = git
-            .run(&["rev-parse", "HEAD"])
-            .await
-            .map_err(Outcome::failed)?
-            .text();
+        let start_sha = head.map_err(Outcome::failed)?.text();
         let base_branch = if branch_existed {
             task.base_branch.clone().unwrap_or_default()
         } else {
-            let base_branch = git
-                .run(&["symbolic-ref", "--short", "HEAD"])
-                .await
-                .map_err(Outcome::failed)?
-                .text();
+            let base_branch = current.map_err(Outcome::failed)?.text();
             let out = git
                 .run(&["checkout", "-q", "-b", &branch])
                 .await
