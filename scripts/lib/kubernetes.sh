@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # A throwaway Kubernetes v1.20 cluster for drydock's Kubernetes tests: sourced by scripts/services.
 #
 # No package registry ships Kubernetes server binaries for this machine, but Debian's `kubernetes`
@@ -11,6 +12,8 @@
 #               both nodes; waits until both are Ready; prints the export lines.
 #   k8s_stop    stops all of it and removes what it left: mounts, network namespaces, cgroups,
 #               /var/lib/cni results of its network, pod logs.
+# Everything a run makes lives under $K8S_RUN; the nodes' image stores are a tmpfs there (about
+# 2 GB each with the sandbox image; DRYDOCK_K8S_STORE=disk to keep them on disk instead).
 #
 # Network (only inside namespaces created here; nothing routes off the machine):
 #   host veth dd-k8s0 10.77.0.1/24 (the API server listens there, :6443)
@@ -33,6 +36,9 @@ K8S_RECIPE=1
 K8S_NODES=(1 2)
 K8S_APISERVER=10.77.0.1
 K8S_PAUSE_IMAGE=drydock-k8s/pause:1
+# The nodes' image stores (each holds the unpacked sandbox image, ~2 GB): a tmpfs by default, so a
+# run writes nothing big to disk and teardown is an unmount; DRYDOCK_K8S_STORE=disk puts them on disk.
+K8S_STORE=$K8S_RUN/store
 
 k8s_log() { printf 'services: kubernetes: [%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 k8s_die() { printf 'services: kubernetes: error: %s\n' "$*" >&2; exit 1; }
@@ -100,7 +106,7 @@ k8s_build() {
     rm -f kubernetes_*
     mkdir -p gopath/src/k8s.io
     ln -sfn "$work/$top" gopath/src/k8s.io/kubernetes
-    export GO111MODULE=off GOPATH=$work/gopath GOPROXY=off GOFLAGS= CGO_ENABLED=0 GOCACHE=$work/gocache
+    export GO111MODULE=off GOPATH=$work/gopath GOPROXY=off GOFLAGS="" CGO_ENABLED=0 GOCACHE=$work/gocache
     cd "$GOPATH/src/k8s.io/kubernetes"
     step 3 "patches for this machine, openapi-gen"
     # The VM's capability bounding set lacks CAP_SYS_RESOURCE, so runc cannot set a negative
@@ -224,6 +230,13 @@ k8s_pki() {
   )
 }
 
+k8s_store() {
+  mkdir -p "$K8S_STORE"
+  if [ "${DRYDOCK_K8S_STORE:-tmpfs}" = tmpfs ]; then
+    mount -t tmpfs -o size=8g,mode=0700 drydock-k8s-store "$K8S_STORE"
+  fi
+}
+
 k8s_network() {
   ip netns list | grep -qw dd-k8s-sw && return
   ip netns add dd-k8s-sw
@@ -293,7 +306,7 @@ k8s_control_plane() {
 
 k8s_node() {
   local bin=$1 n=$2 d=$K8S_RUN/node$2 p=$K8S_RUN/pki ns=dd-k8s-n$2
-  mkdir -p "$d/cni" "$d/kubelet" "$d/containerd"
+  mkdir -p "$d/cni" "$d/kubelet" "$d/containerd" "$K8S_STORE/node$n"
   # The kubelet's --cgroup-root must exist in every cgroup v1 hierarchy, cpuset filled in.
   local c
   for c in /sys/fs/cgroup/*/; do
@@ -310,7 +323,7 @@ k8s_node() {
 EOF
   cat > "$d/containerd.toml" <<EOF
 version = 2
-root = "$d/containerd/root"
+root = "$K8S_STORE/node$n"
 state = "$d/containerd/state"
 [grpc]
   address = "$d/containerd.sock"
@@ -348,7 +361,7 @@ EOF
 
 # Imports a Docker image into both nodes' containerd (k8s.io namespace), unless already there.
 k8s_import_image() {
-  local image=$1 tar=$K8S_RUN/image-import.tar n need=() ref
+  local image=$1 tar=$K8S_STORE/image-import.tar n need=() ref
   # containerd's name for it: docker.io/library/NAME:TAG, docker.io/ORG/NAME:TAG, or as given
   # when the first part names a registry (has a dot or a port, or is localhost).
   ref=$image
@@ -446,6 +459,7 @@ k8s_start() {
     k8s_log "starting etcd and the control plane on $K8S_APISERVER:6443 (logs: $K8S_RUN/logs)"
     mkdir -p "$K8S_RUN/logs"
     k8s_remember_paths
+    k8s_store
     k8s_pki
     k8s_network
     k8s_control_plane "$bin"
@@ -478,16 +492,26 @@ k8s_remember_paths() {
   done
 }
 
-k8s_stop_pid() {
-  local f=$1 pid i
-  [ -f "$f" ] || return 0
-  pid=$(cat "$f")
-  if kill -0 "$pid" 2>/dev/null; then
+# Sends SIGTERM to the daemons of the given pid files at once, waits up to 10 s for all of
+# them, then SIGKILLs what is left.
+k8s_stop_pids() {
+  local f pid pids=() i alive
+  for f in "$@"; do
+    [ -f "$f" ] || continue
+    pid=$(cat "$f")
+    rm -f "$f"
+    kill -0 "$pid" 2>/dev/null || continue
     kill "$pid" 2>/dev/null || true
-    for ((i = 0; i < 100; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$pid" 2>/dev/null || true
-  fi
-  rm -f "$f"
+    pids+=("$pid")
+  done
+  for ((i = 0; i < 100; i++)); do
+    alive=0
+    for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+    [ $alive = 0 ] && return 0
+    sleep 0.1
+  done
+  for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && kill -9 "$pid" 2>/dev/null; done
+  return 0
 }
 
 k8s_stop() {
@@ -500,21 +524,26 @@ k8s_stop() {
 }
 
 k8s_stop_locked() {
-  local t0=$SECONDS n d sock ids id pid
+  local t0=$SECONDS t1 t2 n d sock ids id pid
   k8s_log "stopping the test cluster"
+  k8s_stop_pids "$K8S_RUN"/node*/kubelet.pid
   for n in "${K8S_NODES[@]}"; do
     d=$K8S_RUN/node$n sock=$K8S_RUN/node$n/containerd.sock
-    k8s_stop_pid "$d/kubelet.pid"
+    # Pod containers: killed through containerd so their shims exit.
     if k8s_pid_alive "$d/containerd.pid" && [ -S "$sock" ]; then
       ids=$(ctr -a "$sock" -n k8s.io tasks ls -q 2>/dev/null || true)
       for id in $ids; do ctr -a "$sock" -n k8s.io tasks kill -s SIGKILL "$id" >/dev/null 2>&1 || true; done
       for id in $ids; do ctr -a "$sock" -n k8s.io tasks delete -f "$id" >/dev/null 2>&1 || true; done
     fi
-    k8s_stop_pid "$d/containerd.pid"
-    # Shims left behind (their -address is this node's socket): stop them by pid.
-    for pid in $(pgrep -f -- "-address $sock" 2>/dev/null || true); do kill -9 "$pid" 2>/dev/null || true; done
   done
-  for n in scheduler controller-manager apiserver etcd; do k8s_stop_pid "$K8S_RUN/$n.pid"; done
+  k8s_stop_pids "$K8S_RUN"/node*/containerd.pid "$K8S_RUN"/{scheduler,controller-manager,apiserver,etcd}.pid
+  for n in "${K8S_NODES[@]}"; do
+    # Shims left behind (their -address is this node's socket): stop them by pid.
+    for pid in $(pgrep -f -- "-address $K8S_RUN/node$n/containerd.sock" 2>/dev/null || true); do
+      kill -9 "$pid" 2>/dev/null || true
+    done
+  done
+  t1=$SECONDS
   # Mounts under the run dir (the kubelet's bind mount of its root, pod volumes, container rootfs).
   grep -F " $K8S_RUN/" /proc/mounts | awk '{print $2}' | sort -r | while read -r m; do
     umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
@@ -533,9 +562,10 @@ k8s_stop_locked() {
       [ -d "$d" ] && find "$d" -depth -type d -exec rmdir {} + 2>/dev/null || true
     done
   done
+  t2=$SECONDS
   if [ -f "$K8S_RUN/created-paths" ]; then
     while read -r p; do rm -rf "$p"; done < "$K8S_RUN/created-paths"
   fi
   rm -rf "$K8S_RUN"
-  k8s_log "stopped and cleaned in $((SECONDS - t0)) s"
+  k8s_log "stopped and cleaned in $((SECONDS - t0)) s (processes $((t1 - t0)) s, mounts/netns/cgroups $((t2 - t1)) s, files $((SECONDS - t2)) s)"
 }
