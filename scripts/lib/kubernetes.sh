@@ -26,7 +26,8 @@
 #   kube-proxy here (cluster IPs in 10.77.96.0/24 do not route); NetworkPolicy is not enforced
 #   (the bridge CNI plugin does not enforce it).
 #
-# Needs: root, Debian bookworm's apt sources, cgroup v1 (kubelet 1.20), a running dockerd (to
+# Needs: root, Debian bookworm's apt sources (deb-src entries mirroring them are added when missing:
+# /etc/apt/sources.list.d/drydock-deb-src.*), cgroup v1 (kubelet 1.20), a running dockerd (to
 # `docker save` the sandbox image).
 
 K8S_ROOT=${DRYDOCK_K8S_ROOT:-/var/tmp/drydock-k8s}
@@ -421,7 +422,10 @@ k8s_nodes_ready() {
   [ "$(grep -c '=True$' <<<"$ready")" -eq ${#K8S_NODES[@]} ]
 }
 
-k8s_pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# A pid from a pid file is ours only while its command line names our directory (after a reboot
+# or a killed session the number may belong to another process).
+k8s_pid_ours() { [ -r "/proc/$1/cmdline" ] && tr '\0' ' ' < "/proc/$1/cmdline" | grep -qF "$K8S_ROOT/"; }
+k8s_pid_alive() { [ -f "$1" ] && k8s_pid_ours "$(cat "$1")"; }
 
 k8s_running() {
   local bin=$1 f
@@ -454,7 +458,10 @@ k8s_start() {
   image=$(k8s_sandbox_image)
   t0=$SECONDS
   if ! k8s_running "$bin"; then
-    [ -d "$K8S_RUN" ] && { k8s_log "a previous cluster is half up: stopping it first"; k8s_stop_locked; }
+    if [ -d "$K8S_RUN" ] || ip netns list | grep -qw dd-k8s-sw; then
+      k8s_log "a previous cluster is half up or was left behind: stopping and cleaning it first"
+      k8s_stop_locked
+    fi
     k8s_apt_install containernetworking-plugins containerd runc openssl iproute2 util-linux
     k8s_log "starting etcd and the control plane on $K8S_APISERVER:6443 (logs: $K8S_RUN/logs)"
     mkdir -p "$K8S_RUN/logs"
@@ -500,7 +507,7 @@ k8s_stop_pids() {
     [ -f "$f" ] || continue
     pid=$(cat "$f")
     rm -f "$f"
-    kill -0 "$pid" 2>/dev/null || continue
+    k8s_pid_ours "$pid" || continue
     kill "$pid" 2>/dev/null || true
     pids+=("$pid")
   done
