@@ -56,9 +56,17 @@ k8s_apt_install() {
          && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; }
 }
 
+# (Outputs are read whole before grep: `producer | grep -q` under pipefail fails whenever grep
+# stops reading before the producer is done writing.)
+k8s_has_source() {
+  local out
+  out=$(apt-cache showsrc kubernetes 2>/dev/null) || return 1
+  grep -q '^Package: kubernetes' <<<"$out"
+}
+
 # deb-src entries mirroring the machine's own Debian entries, when there are none.
 k8s_ensure_deb_src() {
-  if apt-cache showsrc kubernetes 2>/dev/null | grep -q '^Package: kubernetes'; then return; fi
+  if k8s_has_source; then return; fi
   k8s_log "adding deb-src entries for Debian's kubernetes source package"
   if [ -f /etc/apt/sources.list.d/debian.sources ]; then
     sed 's/^Types: deb$/Types: deb-src/' /etc/apt/sources.list.d/debian.sources \
@@ -68,8 +76,7 @@ k8s_ensure_deb_src() {
       | as_root tee /etc/apt/sources.list.d/drydock-deb-src.list >/dev/null
   fi
   as_root apt-get update -qq >/dev/null
-  apt-cache showsrc kubernetes 2>/dev/null | grep -q '^Package: kubernetes' \
-    || k8s_die "Debian's kubernetes source package is not available from this machine's apt sources"
+  k8s_has_source || k8s_die "Debian's kubernetes source package is not available from this machine's apt sources"
 }
 
 k8s_source_version() {
@@ -239,7 +246,7 @@ k8s_store() {
 }
 
 k8s_network() {
-  ip netns list | grep -qw dd-k8s-sw && return
+  [ -e /var/run/netns/dd-k8s-sw ] && return
   ip netns add dd-k8s-sw
   ip -n dd-k8s-sw link set lo up
   ip -n dd-k8s-sw link add br0 type bridge
@@ -372,7 +379,7 @@ k8s_import_image() {
     case ${ref%%/*} in *.*|*:*|localhost) ;; *) ref=docker.io/$ref ;; esac
   fi
   for n in "${K8S_NODES[@]}"; do
-    ctr -a "$K8S_RUN/node$n/containerd.sock" -n k8s.io images ls -q | grep -qxF "$ref" || need+=("$n")
+    k8s_has_image "$K8S_RUN/node$n/containerd.sock" "$ref" || need+=("$n")
   done
   [ ${#need[@]} -eq 0 ] && return
   docker image inspect "$image" >/dev/null 2>&1 || k8s_die "image $image is not in the local Docker daemon"
@@ -388,6 +395,14 @@ k8s_import_image() {
   k8s_log "imported $image in $((SECONDS - t0)) s"
 }
 
+# Whether a node's containerd has an image (the list is read whole first: `ctr ... | grep -q`
+# under pipefail fails whenever grep stops reading early).
+k8s_has_image() {
+  local list
+  list=$(ctr -a "$1" -n k8s.io images ls -q) || return 1
+  grep -qxF "$2" <<<"$list"
+}
+
 # The kubelet deletes unused images when the disk runs low (eviction), and the pause image is
 # unused between pods; with no registry to pull it from, every new pod would then fail. So each
 # start checks it is there and imports it again if not.
@@ -395,7 +410,7 @@ k8s_ensure_pause() {
   local bin=$1 n sock
   for n in "${K8S_NODES[@]}"; do
     sock=$K8S_RUN/node$n/containerd.sock
-    if ! ctr -a "$sock" -n k8s.io images ls -q | grep -qxF "docker.io/$K8S_PAUSE_IMAGE"; then
+    if ! k8s_has_image "$sock" "docker.io/$K8S_PAUSE_IMAGE"; then
       ctr -a "$sock" -n k8s.io images import "$bin/pause.tar" >/dev/null
     fi
   done
@@ -424,7 +439,11 @@ k8s_nodes_ready() {
 
 # A pid from a pid file is ours only while its command line names our directory (after a reboot
 # or a killed session the number may belong to another process).
-k8s_pid_ours() { [ -r "/proc/$1/cmdline" ] && tr '\0' ' ' < "/proc/$1/cmdline" | grep -qF "$K8S_ROOT/"; }
+k8s_pid_ours() {
+  local cmdline
+  cmdline=$(tr '\0' ' ' < "/proc/$1/cmdline" 2>/dev/null) || return 1
+  [[ $cmdline == *"$K8S_ROOT/"* ]]
+}
 k8s_pid_alive() { [ -f "$1" ] && k8s_pid_ours "$(cat "$1")"; }
 
 k8s_running() {
@@ -458,7 +477,7 @@ k8s_start() {
   image=$(k8s_sandbox_image)
   t0=$SECONDS
   if ! k8s_running "$bin"; then
-    if [ -d "$K8S_RUN" ] || ip netns list | grep -qw dd-k8s-sw; then
+    if [ -d "$K8S_RUN" ] || [ -e /var/run/netns/dd-k8s-sw ]; then
       k8s_log "a previous cluster is half up or was left behind: stopping and cleaning it first"
       k8s_stop_locked
     fi
@@ -531,7 +550,7 @@ k8s_stop() {
 }
 
 k8s_stop_locked() {
-  local t0=$SECONDS t1 t2 n d sock ids id pid
+  local t0=$SECONDS t1 t2 n d sock ids id pid addrs
   k8s_log "stopping the test cluster"
   k8s_stop_pids "$K8S_RUN"/node*/kubelet.pid
   for n in "${K8S_NODES[@]}"; do
@@ -557,7 +576,8 @@ k8s_stop_locked() {
   done
   # Pod network namespaces containerd made (cni-*): ours are the ones with an address in 10.77.1N.
   for id in $(ip netns list 2>/dev/null | awk '{print $1}' | grep '^cni-' || true); do
-    if ip -n "$id" -4 addr 2>/dev/null | grep -qE 'inet 10\.77\.1[0-9]\.'; then ip netns del "$id" 2>/dev/null || true; fi
+    addrs=$(ip -n "$id" -4 addr 2>/dev/null || true)
+    if grep -qE 'inet 10\.77\.1[0-9]\.' <<<"$addrs"; then ip netns del "$id" 2>/dev/null || true; fi
   done
   for n in "${K8S_NODES[@]}"; do ip netns del "dd-k8s-n$n" 2>/dev/null || true; done
   ip netns del dd-k8s-sw 2>/dev/null || true
