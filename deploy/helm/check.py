@@ -62,6 +62,8 @@ def values(namespace):
     # Throwaway values: every required setting filled, the optional sandbox ones too.
     return {
         "replicaCount": 2,
+        # The replicas' pods are scheduled but never pull (there is no registry here).
+        "image": {"pullPolicy": "Never"},
         "publicUrl": "https://drydock.example.test",
         "githubClientId": "Iv1.check",
         "admins": ["octocat", "hubot"],
