@@ -97,7 +97,11 @@ k8s_build() {
   version=$(k8s_source_version)
   rm -rf "$work" "$bin"; mkdir -p "$work" "$bin.partial"
   : > "$log"
-  k8s_log "building Kubernetes from Debian's source package $version, once per machine (about 6 min on 2 cores; log: $log)"
+  k8s_log "building Kubernetes from Debian's source package $version, once per machine (about 6 min on an idle 2-core machine, longer on a busy one; log: $log)"
+  # Not `( ... ) || handler`: errexit is ignored inside a subshell tested that way, so a failed
+  # step would not stop the build.
+  local rc=0
+  set +e
   (
     set -euo pipefail
     step() { printf 'services: kubernetes: [%(%H:%M:%S)T] build step %s/6: %s\n' -1 "$1" "$2" | tee -a "$log" >&3; }
@@ -148,7 +152,18 @@ k8s_build() {
     dpkg-deb -x etcd-server_*.deb etcd-x
     cp etcd-x/usr/bin/etcd "$bin.partial/etcd"
     k8s_make_pause_image "$work" "$bin.partial"
-  ) || { rm -rf "$bin.partial"; tail -n 30 "$log" >&2; k8s_die "build failed (log: $log)"; }
+  )
+  rc=$?
+  set -e
+  local f
+  for f in kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl etcd pause.tar; do
+    [ -s "$bin.partial/$f" ] || { [ $rc -ne 0 ] || rc=1; echo "missing after the build: $f" >> "$log"; }
+  done
+  if [ $rc -ne 0 ]; then
+    rm -rf "$bin.partial" "$work"
+    tail -n 30 "$log" >&2
+    k8s_die "build failed (log: $log; scratch removed)"
+  fi
   mv "$bin.partial" "$bin"
   echo "$version" > "$bin/.complete"
   rm -rf "$work"
