@@ -112,10 +112,11 @@ k8s_build() {
     step 2 "source package kubernetes=$version"
     apt-get source --download-only "kubernetes=$version"
     local orig top
-    orig=$(ls kubernetes_*.orig.tar.* | head -n 1)
-    top=$(tar -tf "$orig" | head -n 1 | cut -d/ -f1)
+    orig=$(ls kubernetes_*.orig.tar.*)
     tar -xf "$orig"
     rm -f kubernetes_*
+    top=$(basename "$(find . -mindepth 1 -maxdepth 1 -type d -name 'kubernetes-*')")
+    [ -d "$top/vendor" ] || { echo "no vendor/ in $orig"; exit 1; }
     mkdir -p gopath/src/k8s.io
     ln -sfn "$work/$top" gopath/src/k8s.io/kubernetes
     export GO111MODULE=off GOPATH=$work/gopath GOPROXY=off GOFLAGS="" CGO_ENABLED=0 GOCACHE=$work/gocache
@@ -134,7 +135,7 @@ k8s_build() {
     step 4 "generating pkg/generated/openapi (upstream's make does this; the tarball lacks it)"
     local pkgs
     pkgs=$( (find pkg cmd plugin -name '*.go'; find -L vendor/k8s.io -name '*.go') \
-      | grep -v /testdata/ | xargs grep -l '+k8s:openapi-gen=' \
+      | grep -v /testdata/ | { xargs grep -l '+k8s:openapi-gen=' || true; } \
       | grep -v -E '^vendor/k8s.io/(code-generator|sample-apiserver)/' \
       | xargs -n 1 dirname | LC_ALL=C sort -u | sed 's|^|k8s.io/kubernetes/|' | paste -sd, -)
     "$work/openapi-gen" -i "$pkgs" -p k8s.io/kubernetes/pkg/generated/openapi -O zz_generated.openapi \
