@@ -84,12 +84,12 @@ def values(namespace):
     }
 
 
-async def install(kubeconfig, chart, namespace):
+async def install(kubeconfig, chart, namespace, vals=None):
     config = helm_sdkpy.Configuration(namespace=namespace, kubeconfig=kubeconfig)
     result = await helm_sdkpy.Install(config).run(
         RELEASE,
         chart,
-        values=values(namespace),
+        values=vals or values(namespace),
         create_namespace=True,
         wait=False,
         timeout=120,
@@ -178,13 +178,24 @@ def main():
         if can("create", "pods", ns="default"):
             fail(f"{who} may create pods outside its namespace")
         print("helm chart check: the Role grants exactly the sandbox backend's RBAC")
+
+        # Values drydock would refuse at start-up are refused at install, with the reason.
+        bad = values(namespace)
+        bad["secrets"]["githubClientSecret"] = ""
+        try:
+            asyncio.run(install(kubeconfig, chart, namespace + "-bad", bad))
+            fail("the chart accepted githubClientId without secrets.githubClientSecret")
+        except helm_sdkpy.HelmError as e:
+            if "githubClientId needs secrets.githubClientSecret" not in str(e):
+                fail(f"unexpected refusal: {e}")
+        print("helm chart check: a GitHub client id without its secret is refused")
         print("helm chart check: ok")
     finally:
         try:
             asyncio.run(uninstall(kubeconfig, namespace))
         except Exception as e:  # the namespace deletion below removes what is left
             print(f"helm chart check: uninstall: {e}", file=sys.stderr)
-        run(k + ["delete", "namespace", namespace, "--wait=false", "--ignore-not-found"])
+        run(k + ["delete", "namespace", namespace, namespace + "-bad", "--wait=false", "--ignore-not-found"])
 
 
 if __name__ == "__main__":
