@@ -180,7 +180,7 @@ def main():
         print("helm chart check: the Role grants exactly the sandbox backend's RBAC")
 
         # Values drydock would refuse at start-up are refused at install, with the reason.
-        bad = values(namespace)
+        bad = values(namespace + "-bad")
         bad["secrets"]["githubClientSecret"] = ""
         try:
             asyncio.run(install(kubeconfig, chart, namespace + "-bad", bad))
