@@ -257,7 +257,8 @@ k8s_pki() {
 k8s_store() {
   mkdir -p "$K8S_STORE"
   if [ "${DRYDOCK_K8S_STORE:-tmpfs}" = tmpfs ]; then
-    mount -t tmpfs -o size=8g,mode=0700 drydock-k8s-store "$K8S_STORE"
+    # A limit, not a reservation: the sandbox image takes 2 GB per node, pods' writes the rest.
+    mount -t tmpfs -o size=10g,mode=0700 drydock-k8s-store "$K8S_STORE"
   fi
 }
 
@@ -385,7 +386,7 @@ EOF
 
 # Imports a Docker image into both nodes' containerd (k8s.io namespace), unless already there.
 k8s_import_image() {
-  local image=$1 tar=$K8S_STORE/image-import.tar n need=() ref
+  local image=$1 n need=() ref
   # containerd's name for it: docker.io/library/NAME:TAG, docker.io/ORG/NAME:TAG, or as given
   # when the first part names a registry (has a dot or a port, or is localhost).
   ref=$image
@@ -401,13 +402,12 @@ k8s_import_image() {
   docker image inspect "$image" >/dev/null 2>&1 || k8s_die "image $image is not in the local Docker daemon"
   local t0=$SECONDS
   k8s_log "importing $image into node(s) ${need[*]} (docker save, ctr import)"
-  docker save "$image" -o "$tar"
+  # Streamed, one `docker save` per node: no 2 GB archive to keep anywhere meanwhile.
   for n in "${need[@]}"; do
-    ctr -a "$K8S_RUN/node$n/containerd.sock" -n k8s.io images import "$tar" >/dev/null \
-      || { rm -f "$tar"; k8s_die "ctr images import into node$n failed"; }
+    docker save "$image" | ctr -a "$K8S_RUN/node$n/containerd.sock" -n k8s.io images import - >/dev/null \
+      || k8s_die "docker save | ctr images import into node$n failed"
     k8s_discard_layers "$K8S_RUN/node$n/containerd.sock" "$ref"
   done
-  rm -f "$tar"
   k8s_log "imported $image in $((SECONDS - t0)) s"
 }
 
