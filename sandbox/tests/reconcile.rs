@@ -30,11 +30,13 @@ async fn foreign(sbx: &Sandboxes, name: &str, labels: &[(&str, &str)]) -> String
     let opts = CreateContainerOptionsBuilder::new().name(name).build();
     let id = sbx
         .docker()
+        .expect("a Docker backend")
         .create_container(Some(opts), body)
         .await
         .expect("create foreign container")
         .id;
     sbx.docker()
+        .expect("a Docker backend")
         .start_container(&id, None)
         .await
         .expect("start foreign container");
@@ -42,7 +44,11 @@ async fn foreign(sbx: &Sandboxes, name: &str, labels: &[(&str, &str)]) -> String
 }
 
 async fn exists(sbx: &Sandboxes, id: &str) -> bool {
-    sbx.docker().inspect_container(id, None).await.is_ok()
+    sbx.docker()
+        .expect("a Docker backend")
+        .inspect_container(id, None)
+        .await
+        .is_ok()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -108,7 +114,7 @@ async fn a_restarted_server_removes_its_leftovers_and_nothing_else() {
         restarted
             .reap(Reap::OlderThan(Duration::from_secs(3600)))
             .await
-            .unwrap()
+            .expect("a Docker backend")
             .is_empty()
     );
 
@@ -152,7 +158,7 @@ async fn sandboxes_past_their_deadline_label_are_reaped() {
     // Left by a server that died before its deadline timer fired.
     let past = (std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
+        .expect("a Docker backend")
         .as_secs()
         - 60)
         .to_string();
@@ -199,7 +205,7 @@ async fn a_pooled_sandbox_belongs_to_no_task_until_one_claims_it() {
     // Taken for a task: named for it, found as its sandbox, with the task's (shorter) deadline.
     let before = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
+        .expect("a Docker backend")
         .as_secs();
     let claimed = pooled
         .claim("task-7", Duration::from_secs(60))
@@ -225,7 +231,7 @@ async fn a_pooled_sandbox_belongs_to_no_task_until_one_claims_it() {
     assert_eq!(
         sbx.reap(Reap::AllExcept(HashSet::new()))
             .await
-            .unwrap()
+            .expect("a Docker backend")
             .len(),
         1
     );
