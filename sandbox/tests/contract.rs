@@ -1,0 +1,705 @@
+//! The sandbox contract: one set of test bodies, run against every backend.
+//!
+//! `docker::NAME` runs against the Docker daemon (`DOCKER_HOST` or the default socket), as the
+//! other sandbox tests do; `kubernetes::NAME` runs against the cluster whose admin kubeconfig
+//! `DRYDOCK_TEST_KUBECONFIG` names (`eval "$(scripts/services --kubernetes)"`), each test in a
+//! namespace of its own that is deleted afterwards. Both need `DRYDOCK_SANDBOX_IMAGE` (loaded
+//! into the cluster's nodes by the same script). A missing setting fails the test, never skips it.
+//!
+//! Run one backend with `cargo test -p drydock-sandbox --test contract -- docker::` (or
+//! `kubernetes::`).
+
+mod common;
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use drydock_sandbox::{
+    ExecExit, ExecSpec, ExitReason, KubernetesOptions, LABEL_INSTANCE, LABEL_TASK, Limits,
+    NetworkMode, OutputStream, Reap, Sandbox, SandboxDefaults, SandboxError, Sandboxes,
+};
+use futures::StreamExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use common::{Collected, image, instance_id, run, sh};
+
+/// Which backend a test body runs against, and what it must clean up afterwards.
+struct Env {
+    backend: Backend,
+    /// Every instance id handed out, so the Docker containers they label can be removed.
+    instances: Mutex<Vec<String>>,
+}
+
+enum Backend {
+    Docker,
+    Kubernetes {
+        kubeconfig: PathBuf,
+        namespace: String,
+        admin: kube::Client,
+    },
+}
+
+impl Env {
+    fn docker() -> Env {
+        Env {
+            backend: Backend::Docker,
+            instances: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// A fresh namespace on the test cluster.
+    async fn kubernetes(what: &str) -> Env {
+        let kubeconfig = match std::env::var("DRYDOCK_TEST_KUBECONFIG") {
+            Ok(v) if !v.is_empty() => PathBuf::from(v),
+            _ => panic!(
+                "DRYDOCK_TEST_KUBECONFIG is not set. Start the test cluster with \
+                 `eval \"$(scripts/services --kubernetes)\"`; it exports the admin kubeconfig path"
+            ),
+        };
+        let admin = admin_client(&kubeconfig).await;
+        let namespace = kube_name(&format!("dd-{what}"));
+        let ns = k8s_openapi::api::core::v1::Namespace {
+            metadata: kube::api::ObjectMeta {
+                name: Some(namespace.clone()),
+                labels: Some(BTreeMap::from([(
+                    "drydock.test".to_owned(),
+                    "contract".to_owned(),
+                )])),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        kube::Api::<k8s_openapi::api::core::v1::Namespace>::all(admin.clone())
+            .create(&Default::default(), &ns)
+            .await
+            .expect("create the test namespace");
+        Env {
+            backend: Backend::Kubernetes {
+                kubeconfig,
+                namespace,
+                admin,
+            },
+            instances: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn is_kubernetes(&self) -> bool {
+        matches!(self.backend, Backend::Kubernetes { .. })
+    }
+
+    /// Test defaults (no network, small limits) for a new instance id.
+    fn defaults(&self, what: &str) -> SandboxDefaults {
+        let id = instance_id(what);
+        self.instances.lock().expect("lock").push(id.clone());
+        self.defaults_for(&id)
+    }
+
+    fn defaults_for(&self, instance: &str) -> SandboxDefaults {
+        let mut d = SandboxDefaults::new(image(), instance);
+        d.network = NetworkMode::None;
+        d.limits = Limits {
+            pids: 256,
+            memory_bytes: 512 * 1024 * 1024,
+            cpus: 1.0,
+        };
+        d.deadline = Duration::from_secs(300);
+        d.stop_grace = Duration::from_secs(2);
+        d
+    }
+
+    async fn connect(&self, defaults: SandboxDefaults) -> Sandboxes {
+        match &self.backend {
+            Backend::Docker => Sandboxes::connect(defaults)
+                .await
+                .expect("the Docker daemon must be running for these tests"),
+            Backend::Kubernetes {
+                kubeconfig,
+                namespace,
+                ..
+            } => {
+                let mut options = KubernetesOptions::new(namespace.clone());
+                options.kubeconfig = Some(kubeconfig.clone());
+                Sandboxes::connect_kubernetes(defaults, options)
+                    .await
+                    .expect("the test cluster must be up")
+            }
+        }
+    }
+
+    async fn sandboxes(&self, what: &str) -> Sandboxes {
+        self.connect(self.defaults(what)).await
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        match &self.backend {
+            Backend::Docker => {
+                for id in self.instances.lock().map(|i| i.clone()).unwrap_or_default() {
+                    let ids = std::process::Command::new("docker")
+                        .args(["ps", "-aq", "--filter"])
+                        .arg(format!("label={LABEL_INSTANCE}={id}"))
+                        .output()
+                        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                        .unwrap_or_default();
+                    for c in ids.split_whitespace() {
+                        let _ = std::process::Command::new("docker")
+                            .args(["rm", "-f", "-v", c])
+                            .output();
+                    }
+                }
+            }
+            Backend::Kubernetes {
+                namespace, admin, ..
+            } => {
+                let (namespace, admin) = (namespace.clone(), admin.clone());
+                // Drop cannot await, and the test's runtime may be shutting down.
+                let _ = std::thread::spawn(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .expect("runtime");
+                    rt.block_on(async move {
+                        let api = kube::Api::<k8s_openapi::api::core::v1::Namespace>::all(admin);
+                        let _ = api.delete(&namespace, &Default::default()).await;
+                    });
+                })
+                .join();
+            }
+        }
+    }
+}
+
+async fn admin_client(kubeconfig: &std::path::Path) -> kube::Client {
+    let file = kube::config::Kubeconfig::read_from(kubeconfig).expect("read the kubeconfig");
+    let config = kube::Config::from_custom_kubeconfig(file, &Default::default())
+        .await
+        .expect("load the kubeconfig");
+    kube::Client::try_from(config).expect("kube client")
+}
+
+/// A unique DNS-label name beginning with `prefix`.
+fn kube_name(prefix: &str) -> String {
+    let id = instance_id("x");
+    let tail = &id[id.len().saturating_sub(12)..];
+    let mut name: String = format!("{prefix}-{}-{tail}", std::process::id())
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    name.truncate(63);
+    name.trim_matches('-').to_owned()
+}
+
+/// Waits (bounded, as a backstop for a hung test) until `sandbox` has ended, and says why.
+async fn ended(sandbox: &Sandbox) -> ExitReason {
+    for _ in 0..600 {
+        if let Some(reason) = sandbox.exit_reason().await.expect("exit reason") {
+            return reason;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("the sandbox did not end within two minutes");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The contract.
+
+async fn create_is_hardened_and_labelled(env: Env) {
+    let sbx = env.sandboxes("create").await;
+    let sb = sbx
+        .create(sbx.spec("contract-create").label("team", "blue"))
+        .await
+        .expect("create");
+    assert!(sb.is_running().await.expect("is_running"));
+    assert_eq!(sb.task_id(), "contract-create");
+    assert_eq!(sh(&sb, "id -u; id -g").await, "1000\n1000");
+    // No capabilities at all, not even in the bounding set, and no way to gain privileges.
+    let status = sh(
+        &sb,
+        "grep -E '^(CapBnd|CapEff|NoNewPrivs)' /proc/self/status",
+    )
+    .await;
+    assert!(status.contains("CapEff:\t0000000000000000"), "{status}");
+    assert!(status.contains("CapBnd:\t0000000000000000"), "{status}");
+    assert!(status.contains("NoNewPrivs:\t1"), "{status}");
+    assert_eq!(sh(&sb, "pwd").await, "/workspace");
+
+    let listed = sbx.list(&[]).await.expect("list");
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    let info = &listed[0];
+    assert_eq!(info.id, sb.id());
+    assert_eq!(info.task_id.as_deref(), Some("contract-create"));
+    assert_eq!(
+        info.labels.get(LABEL_INSTANCE),
+        Some(&sbx.defaults().instance_id)
+    );
+    assert_eq!(
+        info.labels.get(LABEL_TASK).map(String::as_str),
+        Some("contract-create")
+    );
+    assert_eq!(info.labels.get("team").map(String::as_str), Some("blue"));
+    assert_eq!(info.state, "running");
+    assert_eq!(
+        sbx.of_task("contract-create").await.expect("of_task").len(),
+        1
+    );
+    // Found again by id, as after a restart.
+    let again = sbx.get(sb.id()).await.expect("get");
+    assert_eq!(sh(&again, "echo hi").await, "hi");
+
+    sb.remove().await.expect("remove");
+    assert!(sbx.list(&[]).await.expect("list").is_empty());
+    sb.remove().await.expect("remove is idempotent");
+}
+
+async fn exec_streams_output_and_exit_code(env: Env) {
+    let sbx = env.sandboxes("exec").await;
+    let sb = sbx.create(sbx.spec("contract-exec")).await.expect("create");
+    // The first line must arrive while the command still runs: it waits for a file that only
+    // a second exec creates after that line was read.
+    let spec = ExecSpec::shell(
+        "echo first; echo oops >&2; while [ ! -e /tmp/go ]; do sleep 0.05; done; echo \"second $SECRET_NAME\"; exit 3",
+    )
+    .env("SECRET_NAME", "it's \"quoted\"\nand two lines");
+    let mut out = sb.exec(&spec).await.expect("exec");
+    let mut stdout = Vec::new();
+    let mut stderr = Vec::new();
+    while !stdout.ends_with(b"first\n") {
+        let chunk = out
+            .next()
+            .await
+            .expect("output before the end")
+            .expect("chunk");
+        match chunk.stream {
+            OutputStream::Stdout => stdout.extend_from_slice(&chunk.data),
+            OutputStream::Stderr => stderr.extend_from_slice(&chunk.data),
+        }
+    }
+    assert_eq!(sh(&sb, "touch /tmp/go && echo ok").await, "ok");
+    while let Some(chunk) = out.next().await {
+        let chunk = chunk.expect("chunk");
+        match chunk.stream {
+            OutputStream::Stdout => stdout.extend_from_slice(&chunk.data),
+            OutputStream::Stderr => stderr.extend_from_slice(&chunk.data),
+        }
+    }
+    assert_eq!(out.exit().await.expect("exit"), ExecExit::Code(3));
+    assert_eq!(
+        String::from_utf8_lossy(&stdout),
+        "first\nsecond it's \"quoted\"\nand two lines\n"
+    );
+    assert_eq!(String::from_utf8_lossy(&stderr), "oops\n");
+    // The variable was this exec's only.
+    assert_eq!(sh(&sb, "echo \"[${SECRET_NAME:-}]\"").await, "[]");
+
+    // Working directory, success, a missing program, a large output in order.
+    assert_eq!(
+        run(&sb, ExecSpec::new(["pwd"]).workdir("/tmp"))
+            .await
+            .stdout_str(),
+        "/tmp\n"
+    );
+    let missing = run(&sb, ExecSpec::new(["no-such-program-here"])).await;
+    assert_eq!(missing.exit, ExecExit::Code(127), "{missing:?}");
+    let big = run(&sb, ExecSpec::shell("seq 1 200000")).await;
+    assert!(big.exit.success());
+    let expected: String = (1..=200000).map(|n| format!("{n}\n")).collect();
+    assert!(big.stdout == expected.as_bytes(), "large output differs");
+
+    // Cancelling kills the command and what it started.
+    let long = sb
+        .exec(&ExecSpec::shell("sleep 300 & sleep 300; echo never"))
+        .await
+        .expect("exec");
+    let canceller = long.canceller();
+    canceller.cancel().await.expect("cancel");
+    assert_eq!(long.exit().await.expect("exit"), ExecExit::Cancelled);
+    // Only the main `sleep` is left once the killed ones are reaped.
+    assert_eq!(
+        sh(
+            &sb,
+            "for i in $(seq 100); do [ \"$(pgrep -c -x sleep)\" = 1 ] && break; sleep 0.1; done; pgrep -c -x sleep"
+        )
+        .await,
+        "1"
+    );
+    sb.remove().await.expect("remove");
+}
+
+async fn stdin_reaches_the_command_and_ends_with_eof(env: Env) {
+    let sbx = env.sandboxes("stdin").await;
+    let sb = sbx
+        .create(sbx.spec("contract-stdin"))
+        .await
+        .expect("create");
+    let mut out = sb
+        .exec(&ExecSpec::shell("sha256sum; echo after-eof").with_stdin())
+        .await
+        .expect("exec");
+    let mut stdin = out.take_stdin().expect("stdin");
+    // More than one frame, with every byte value, including what looks like frame headers.
+    let data: Vec<u8> = (0..300_000u32)
+        .map(|i| match i % 7 {
+            0 => b'\n',
+            1 => b'0',
+            _ => (i % 256) as u8,
+        })
+        .collect();
+    let expected = {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(&data);
+        digest
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    let writer = tokio::spawn(async move {
+        stdin.write_all(&data).await.expect("write stdin");
+        stdin.shutdown().await.expect("end stdin");
+    });
+    let mut collected = Collected {
+        exit: ExecExit::Code(-1),
+        stdout: Vec::new(),
+        stderr: Vec::new(),
+    };
+    while let Some(chunk) = out.next().await {
+        let chunk = chunk.expect("chunk");
+        match chunk.stream {
+            OutputStream::Stdout => collected.stdout.extend_from_slice(&chunk.data),
+            OutputStream::Stderr => collected.stderr.extend_from_slice(&chunk.data),
+        }
+    }
+    writer.await.expect("writer");
+    collected.exit = out.exit().await.expect("exit");
+    assert!(collected.exit.success(), "{collected:?}");
+    assert_eq!(
+        collected.stdout_str(),
+        format!("{expected}  -\nafter-eof\n")
+    );
+    sb.remove().await.expect("remove");
+}
+
+async fn upload_and_write_file(env: Env) {
+    let sbx = env.sandboxes("upload").await;
+    let sb = sbx
+        .create(sbx.spec("contract-upload"))
+        .await
+        .expect("create");
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(dir.path().join("src/deep")).expect("mkdir");
+    std::fs::write(dir.path().join("README.md"), "hello\n").expect("write");
+    std::fs::write(dir.path().join("src/deep/data.bin"), vec![7u8; 1 << 20]).expect("write");
+    std::fs::write(dir.path().join("run.sh"), "#!/bin/sh\necho ran\n").expect("write");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            dir.path().join("run.sh"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .expect("chmod");
+        std::os::unix::fs::symlink("README.md", dir.path().join("link")).expect("symlink");
+    }
+    sb.upload_dir("/workspace", dir.path())
+        .await
+        .expect("upload");
+    assert_eq!(sh(&sb, "cat README.md").await, "hello");
+    assert_eq!(
+        sh(&sb, "wc -c < src/deep/data.bin").await,
+        (1 << 20).to_string()
+    );
+    assert_eq!(sh(&sb, "./run.sh").await, "ran");
+    assert_eq!(sh(&sb, "readlink link").await, "README.md");
+    assert_eq!(
+        sh(&sb, "stat -c '%u:%g' README.md src/deep/data.bin").await,
+        "1000:1000\n1000:1000"
+    );
+
+    sb.write_file(
+        "/home/agent/.config/tool/secret.json",
+        b"{\"k\":1}",
+        0o600,
+        None,
+    )
+    .await
+    .expect("write_file");
+    assert_eq!(
+        sh(&sb, "stat -c '%a %u' /home/agent/.config/tool/secret.json").await,
+        "600 1000"
+    );
+    assert_eq!(
+        sh(&sb, "cat /home/agent/.config/tool/secret.json").await,
+        "{\"k\":1}"
+    );
+    // A destination that does not exist is an error, not a silent no-op.
+    assert!(
+        sb.upload_dir("/no/such/dir", dir.path()).await.is_err(),
+        "upload into a missing directory"
+    );
+    sb.remove().await.expect("remove");
+}
+
+async fn bundle_export(env: Env) {
+    let sbx = env.sandboxes("export").await;
+    let sb = sbx
+        .create(sbx.spec("contract-export"))
+        .await
+        .expect("create");
+    sh(
+        &sb,
+        "git init -q -b main . && git -c user.name=a -c user.email=a@b commit -q --allow-empty -m first \
+         && echo work > file.txt && git add file.txt \
+         && git -c user.name=a -c user.email=a@b commit -q -m 'the work' && echo ok",
+    )
+    .await;
+    let mut bundle = sb
+        .export(&ExecSpec::new(["git", "bundle", "create", "-", "--all"]))
+        .await
+        .expect("export");
+    let mut bytes = Vec::new();
+    while let Some(chunk) = bundle.next().await {
+        bytes.extend_from_slice(&chunk.expect("bundle bytes"));
+    }
+    let host = tempfile::tempdir().expect("tempdir");
+    let file = host.path().join("work.bundle");
+    std::fs::write(&file, &bytes).expect("write bundle");
+    let clone = host.path().join("clone");
+    let status = std::process::Command::new("git")
+        .args(["clone", "-q", "-b", "main"])
+        .arg(&file)
+        .arg(&clone)
+        .status()
+        .expect("git clone");
+    assert!(status.success(), "the exported bundle clones");
+    assert_eq!(
+        std::fs::read_to_string(clone.join("file.txt")).expect("file"),
+        "work\n"
+    );
+
+    // A failing export ends its stream with the command's error output.
+    let mut failing = sb
+        .export(&ExecSpec::shell(
+            "echo partial; echo 'fatal: bad' >&2; exit 2",
+        ))
+        .await
+        .expect("export");
+    let mut last = None;
+    while let Some(item) = failing.next().await {
+        last = Some(item);
+    }
+    match last {
+        Some(Err(SandboxError::ExportFailed { exit, stderr })) => {
+            assert!(exit.contains('2'), "{exit}");
+            assert!(stderr.contains("fatal: bad"), "{stderr}");
+        }
+        other => panic!("expected ExportFailed, got {other:?}"),
+    }
+    sb.remove().await.expect("remove");
+}
+
+async fn memory_limit_is_reported_as_oom(env: Env) {
+    let sbx = env.sandboxes("oom").await;
+    let spec = sbx.spec("contract-oom").limits(Limits {
+        pids: 64,
+        memory_bytes: 128 * 1024 * 1024,
+        cpus: 1.0,
+    });
+    let sb = sbx.create(spec).await.expect("create");
+    let ok = run(
+        &sb,
+        ExecSpec::new(["python3", "-c", "x = b'a' * (32 << 20); print(len(x))"]),
+    )
+    .await;
+    assert_eq!(ok.exit, ExecExit::Code(0), "{ok:?}");
+    let big = run(
+        &sb,
+        ExecSpec::new(["python3", "-c", "x = b'a' * (512 << 20); print(len(x))"]),
+    )
+    .await;
+    assert_eq!(big.exit, ExecExit::OutOfMemory, "{big:?}");
+    // The sandbox survives, and a SIGKILL that is not an OOM is not mistaken for one.
+    assert_eq!(sh(&sb, "echo still here").await, "still here");
+    let killed = run(&sb, ExecSpec::shell("kill -KILL $$")).await;
+    assert_eq!(killed.exit, ExecExit::Code(137));
+    sb.remove().await.expect("remove");
+}
+
+async fn deadline_ends_the_sandbox(env: Env) {
+    let sbx = env.sandboxes("deadline").await;
+    let sb = sbx
+        .create(
+            sbx.spec("contract-deadline")
+                .deadline(Duration::from_secs(4)),
+        )
+        .await
+        .expect("create");
+    let running = sb.exec(&ExecSpec::shell("sleep 600")).await.expect("exec");
+    // The exec in flight ends with the sandbox, and says why.
+    assert_eq!(
+        running.exit().await.expect("exit"),
+        ExecExit::SandboxEnded(ExitReason::Deadline)
+    );
+    assert_eq!(ended(&sb).await, ExitReason::Deadline);
+    match sb.exec(&ExecSpec::new(["true"])).await {
+        Err(SandboxError::NotRunning { reason, .. }) => assert_eq!(reason, ExitReason::Deadline),
+        Err(SandboxError::NotFound(_)) if env.is_kubernetes() => {
+            panic!("a pod ended by its deadline should still report it")
+        }
+        other => panic!("exec after the deadline: {other:?}"),
+    }
+    sb.remove().await.expect("remove");
+}
+
+async fn reaping_after_restart_touches_only_this_instance(env: Env) {
+    let ours = env.defaults("reap-ours");
+    let theirs = env.defaults("reap-theirs");
+    let first = env.connect(ours.clone()).await;
+    let other = env.connect(theirs).await;
+    let kept = first.create(first.spec("task-kept")).await.expect("create");
+    let stale = first
+        .create(first.spec("task-stale"))
+        .await
+        .expect("create");
+    let foreign = other
+        .create(other.spec("task-stale"))
+        .await
+        .expect("create foreign");
+
+    // A restarted server: a new handle with the same instance id.
+    let restarted = env.connect(ours).await;
+    let removed = restarted
+        .reap(Reap::NotIn(HashSet::from(["task-kept".to_owned()])))
+        .await
+        .expect("reap");
+    assert_eq!(
+        removed.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(),
+        vec![stale.id()]
+    );
+    assert!(kept.is_running().await.expect("kept"));
+    assert!(
+        foreign.is_running().await.expect("foreign"),
+        "another instance's sandbox must survive"
+    );
+    assert_eq!(
+        restarted
+            .list(&[])
+            .await
+            .expect("list")
+            .into_iter()
+            .map(|i| i.id)
+            .collect::<Vec<_>>(),
+        vec![kept.id().to_owned()]
+    );
+    // Another instance's sandbox is not even reachable through this one.
+    assert!(matches!(
+        restarted.get(foreign.id()).await,
+        Err(SandboxError::NotFound(_))
+    ));
+    restarted.reap(Reap::All).await.expect("reap the rest");
+    assert!(foreign.is_running().await.expect("foreign"));
+    foreign.remove().await.expect("remove");
+}
+
+async fn port_relay_connects_to_a_port_inside(env: Env) {
+    let sbx = env.sandboxes("port").await;
+    let sb = sbx.create(sbx.spec("contract-port")).await.expect("create");
+    // An upper-casing server that answers once the client has half-closed.
+    let server = sb
+        .exec(&ExecSpec::new([
+            "python3",
+            "-c",
+            "import socket\n\
+             s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+             s.bind(('127.0.0.1', 8765)); s.listen(1); print('listening', flush=True)\n\
+             c, _ = s.accept(); data = b''\n\
+             while True:\n    d = c.recv(65536)\n    if not d: break\n    data += d\n\
+             c.sendall(data.upper()); c.close()\n",
+        ]))
+        .await
+        .expect("server");
+    let mut server = server;
+    let first = server.next().await.expect("server output").expect("chunk");
+    assert_eq!(&first.data[..], b"listening\n");
+
+    let mut conn = sb.connect_port(8765).await.expect("connect");
+    let payload: Vec<u8> = b"hello sandbox ".repeat(10_000);
+    conn.write_all(&payload).await.expect("send");
+    conn.shutdown().await.expect("half-close");
+    let mut answer = Vec::new();
+    conn.read_to_end(&mut answer)
+        .await
+        .expect("read the answer");
+    assert_eq!(answer, payload.to_ascii_uppercase());
+    assert!(server.exit().await.expect("server exit").success());
+
+    assert!(matches!(
+        sb.connect_port(8766).await,
+        Err(SandboxError::PortClosed { port: 8766 })
+    ));
+    sb.remove().await.expect("remove");
+}
+
+async fn egress_listener_carries_connections_out(env: Env) {
+    let sbx = env.sandboxes("egress").await;
+    let sb = sbx
+        .create(sbx.spec("contract-egress"))
+        .await
+        .expect("create");
+    let mut listener = sb.egress_listener(8811).await.expect("listener");
+    let host = tokio::spawn(async move {
+        let mut conn = listener.accept().await.expect("a connection");
+        let mut got = Vec::new();
+        conn.read_to_end(&mut got).await.expect("read");
+        conn.write_all(&[b"echo:".as_slice(), &got].concat())
+            .await
+            .expect("answer");
+        conn.shutdown().await.expect("close");
+    });
+    let client = sh(
+        &sb,
+        "python3 -c \"import socket\n\
+         s = socket.create_connection(('127.0.0.1', 8811)); s.sendall(b'ping'); s.shutdown(socket.SHUT_WR)\n\
+         print(s.makefile('rb').read().decode())\"",
+    )
+    .await;
+    assert_eq!(client, "echo:ping");
+    host.await.expect("host side");
+    sb.remove().await.expect("remove");
+}
+
+/// One `docker::NAME` and one `kubernetes::NAME` test per body.
+macro_rules! contract {
+    ($($name:ident),* $(,)?) => {
+        mod docker {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Env::docker()).await
+                }
+            )*
+        }
+        mod kubernetes {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Env::kubernetes(stringify!($name)).await).await
+                }
+            )*
+        }
+    };
+}
+
+contract!(
+    create_is_hardened_and_labelled,
+    exec_streams_output_and_exit_code,
+    stdin_reaches_the_command_and_ends_with_eof,
+    upload_and_write_file,
+    bundle_export,
+    memory_limit_is_reported_as_oom,
+    deadline_ends_the_sandbox,
+    reaping_after_restart_touches_only_this_instance,
+    port_relay_connects_to_a_port_inside,
+    egress_listener_carries_connections_out,
+);
