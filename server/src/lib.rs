@@ -182,9 +182,10 @@ async fn build_state(config: Config, bound: std::net::SocketAddr) -> anyhow::Res
     if config.sandbox_backend == config::SandboxBackend::Kubernetes {
         // Refuse a wrong cluster setting now (unreachable API server, missing namespace,
         // missing permission) rather than at the first task.
-        runner.sandboxes().await.map_err(|e| {
-            anyhow::anyhow!("DRYDOCK_SANDBOX_BACKEND=kubernetes: {e}")
-        })?;
+        runner
+            .sandboxes()
+            .await
+            .map_err(|e| anyhow::anyhow!("DRYDOCK_SANDBOX_BACKEND=kubernetes: {e}"))?;
         if config.warm_pool > 0 {
             tracing::warn!(
                 warm_pool = config.warm_pool,
