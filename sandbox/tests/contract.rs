@@ -703,3 +703,333 @@ contract!(
     port_relay_connects_to_a_port_inside,
     egress_listener_carries_connections_out,
 );
+
+// ---------------------------------------------------------------------------------------------
+// What only the Kubernetes backend has: the pod as the API server keeps it, the default-deny
+// NetworkPolicy, the Role drydock needs, and the clear refusals.
+
+mod kubernetes_only {
+    use super::*;
+    use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
+    use k8s_openapi::api::networking::v1::NetworkPolicy;
+    use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
+    use kube::Api;
+
+    fn cluster(env: &Env) -> (kube::Client, String, PathBuf) {
+        match &env.backend {
+            Backend::Kubernetes {
+                admin,
+                namespace,
+                kubeconfig,
+            } => (admin.clone(), namespace.clone(), kubeconfig.clone()),
+            Backend::Docker => unreachable!("a Kubernetes environment"),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_pod_keeps_every_hardening_field() {
+        let env = Env::kubernetes("pod-spec").await;
+        let (admin, ns, _) = cluster(&env);
+        let sbx = env.sandboxes("pod-spec").await;
+        let sb = sbx.create(sbx.spec("k8s-spec")).await.expect("create");
+        // Read back from the API server: a 1.20 server drops fields it does not know, so this
+        // is what the cluster actually enforces.
+        let pod = Api::<Pod>::namespaced(admin, &ns)
+            .get(sb.id())
+            .await
+            .expect("the pod");
+        let labels = pod.metadata.labels.clone().unwrap_or_default();
+        assert_eq!(labels.get(LABEL_TASK).map(String::as_str), Some("k8s-spec"));
+        assert_eq!(
+            labels.get(LABEL_INSTANCE),
+            Some(&sbx.defaults().instance_id)
+        );
+        assert!(labels.contains_key(drydock_sandbox::LABEL_DEADLINE));
+        let spec = pod.spec.expect("spec");
+        assert_eq!(spec.restart_policy.as_deref(), Some("Never"));
+        assert_eq!(spec.automount_service_account_token, Some(false));
+        assert_eq!(spec.enable_service_links, Some(false));
+        assert_eq!(spec.host_network, Some(false));
+        let deadline = spec.active_deadline_seconds.expect("activeDeadlineSeconds");
+        assert!((299..=300).contains(&deadline), "{deadline}");
+        let psc = spec.security_context.expect("pod securityContext");
+        assert_eq!(psc.run_as_user, Some(1000));
+        assert_eq!(psc.run_as_group, Some(1000));
+        assert_eq!(psc.run_as_non_root, Some(true));
+        assert_eq!(
+            psc.seccomp_profile.map(|p| p.type_).as_deref(),
+            Some("RuntimeDefault")
+        );
+        let c = &spec.containers[0];
+        assert_eq!(c.image.as_deref(), Some(image().as_str()));
+        assert_eq!(c.image_pull_policy.as_deref(), Some("IfNotPresent"));
+        let sc = c
+            .security_context
+            .clone()
+            .expect("container securityContext");
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
+        assert_eq!(sc.privileged, Some(false));
+        assert_eq!(
+            sc.capabilities.and_then(|c| c.drop),
+            Some(vec!["ALL".to_owned()])
+        );
+        assert_eq!(
+            sc.seccomp_profile.map(|p| p.type_).as_deref(),
+            Some("RuntimeDefault")
+        );
+        let limits = c.resources.clone().and_then(|r| r.limits).expect("limits");
+        assert_eq!(
+            limits.get("memory").map(|q| q.0.as_str()),
+            Some("536870912")
+        );
+        assert_eq!(limits.get("cpu").map(|q| q.0.as_str()), Some("1"));
+        // And inside: the seccomp filter is on.
+        assert_eq!(
+            sh(&sb, "grep '^Seccomp:' /proc/self/status").await,
+            "Seccomp:\t2"
+        );
+        sb.remove().await.expect("remove");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn no_network_means_a_default_deny_policy_for_that_pod() {
+        let env = Env::kubernetes("netpol").await;
+        let (admin, ns, _) = cluster(&env);
+        let policies = Api::<NetworkPolicy>::namespaced(admin, &ns);
+        let sbx = env.sandboxes("netpol").await;
+        let fenced = sbx.create(sbx.spec("k8s-fenced")).await.expect("create");
+        let open = sbx
+            .create(sbx.spec("k8s-open").network(NetworkMode::Bridge))
+            .await
+            .expect("create");
+        // The test cluster's CNI (the `bridge` plugin) does not enforce NetworkPolicy, so this
+        // checks the object an enforcing CNI acts on, not traffic.
+        let policy = policies.get(fenced.id()).await.expect("the pod's policy");
+        let spec = policy.spec.expect("spec");
+        assert_eq!(
+            spec.pod_selector
+                .and_then(|s| s.match_labels)
+                .unwrap_or_default(),
+            BTreeMap::from([(
+                drydock_sandbox::LABEL_POD.to_owned(),
+                fenced.id().to_owned()
+            )])
+        );
+        let mut types = spec.policy_types.unwrap_or_default();
+        types.sort();
+        assert_eq!(types, ["Egress", "Ingress"]);
+        assert!(spec.ingress.unwrap_or_default().is_empty());
+        assert!(spec.egress.unwrap_or_default().is_empty());
+        assert!(policies.get_opt(open.id()).await.expect("get").is_none());
+        let listed = policies
+            .list(&Default::default())
+            .await
+            .expect("list")
+            .items;
+        assert_eq!(listed.len(), 1, "one policy, for the fenced pod only");
+
+        fenced.remove().await.expect("remove");
+        assert!(
+            policies.get_opt(fenced.id()).await.expect("get").is_none(),
+            "the policy goes with its pod"
+        );
+        open.remove().await.expect("remove");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn docker_only_operations_are_refused_naming_the_backend() {
+        let env = Env::kubernetes("refusals").await;
+        let sbx = env.sandboxes("refusals").await;
+        let sb = sbx.create(sbx.spec("k8s-refusals")).await.expect("create");
+        let err = sb
+            .commit("drydock-snapshot", "x", BTreeMap::new())
+            .await
+            .expect_err("no docker commit on Kubernetes");
+        assert!(
+            matches!(
+                err,
+                SandboxError::Unsupported {
+                    backend: "kubernetes",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("registry"), "{err}");
+        assert!(sbx.list_images(&[]).await.is_err());
+        let shape = sbx.spec("x").shape();
+        assert!(matches!(
+            sbx.create_pooled(&shape, Duration::from_secs(60)).await,
+            Err(SandboxError::Unsupported { .. })
+        ));
+        assert!(matches!(
+            sb.exec(&ExecSpec::new(["id"]).user("0")).await,
+            Err(SandboxError::Unsupported { .. })
+        ));
+        sb.remove().await.expect("remove");
+    }
+
+    /// A kubeconfig for service account `sa` in `ns`, with a fresh token.
+    async fn kubeconfig_for(
+        admin: &kube::Client,
+        admin_kubeconfig: &std::path::Path,
+        ns: &str,
+        sa: &str,
+    ) -> tempfile::NamedTempFile {
+        let accounts = Api::<ServiceAccount>::namespaced(admin.clone(), ns);
+        let account = ServiceAccount {
+            metadata: kube::api::ObjectMeta {
+                name: Some(sa.to_owned()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        accounts
+            .create(&Default::default(), &account)
+            .await
+            .expect("create the service account");
+        let request = k8s_openapi::api::authentication::v1::TokenRequest {
+            spec: k8s_openapi::api::authentication::v1::TokenRequestSpec {
+                audiences: vec![],
+                expiration_seconds: Some(3600),
+                bound_object_ref: None,
+            },
+            ..Default::default()
+        };
+        let token = accounts
+            .create_token_request(sa, &Default::default(), &request)
+            .await
+            .expect("a token")
+            .status
+            .expect("token status")
+            .token;
+        let file = kube::config::Kubeconfig::read_from(admin_kubeconfig).expect("read");
+        let cluster = file.clusters[0].cluster.clone().expect("cluster");
+        let config = serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "c", "cluster": {
+                "server": cluster.server,
+                "certificate-authority": cluster.certificate_authority,
+                "certificate-authority-data": cluster.certificate_authority_data,
+            }}],
+            "users": [{"name": "u", "user": {"token": token}}],
+            "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u", "namespace": ns}}],
+            "current-context": "x",
+        });
+        let out = tempfile::NamedTempFile::new().expect("tempfile");
+        std::fs::write(out.path(), config.to_string()).expect("write kubeconfig");
+        out
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn works_with_exactly_the_documented_role_and_says_what_is_missing() {
+        let env = Env::kubernetes("rbac").await;
+        let (admin, ns, admin_kubeconfig) = cluster(&env);
+        let kubeconfig = kubeconfig_for(&admin, &admin_kubeconfig, &ns, "drydock").await;
+        let connect = |namespace: &str| {
+            let mut options = KubernetesOptions::new(namespace);
+            options.kubeconfig = Some(kubeconfig.path().to_owned());
+            let defaults = env.defaults("rbac");
+            async move { Sandboxes::connect_kubernetes(defaults, options).await }
+        };
+
+        // No Role yet: start-up says what is forbidden and what drydock needs.
+        let err = connect(&ns).await.expect_err("forbidden");
+        assert!(matches!(err, SandboxError::Forbidden { .. }), "{err:?}");
+        assert!(err.to_string().contains("pods/exec"), "{err}");
+
+        // The Role of the Helm chart, verb for verb (notes: s5-common.md).
+        let rule = |resources: &[&str], verbs: &[&str]| PolicyRule {
+            api_groups: Some(vec![if resources[0] == "networkpolicies" {
+                "networking.k8s.io".to_owned()
+            } else {
+                String::new()
+            }]),
+            resources: Some(resources.iter().map(|r| (*r).to_owned()).collect()),
+            verbs: verbs.iter().map(|v| (*v).to_owned()).collect(),
+            ..Default::default()
+        };
+        let role = Role {
+            metadata: kube::api::ObjectMeta {
+                name: Some("drydock".into()),
+                ..Default::default()
+            },
+            rules: Some(vec![
+                rule(&["pods"], &["create", "get", "list", "watch", "delete"]),
+                rule(&["pods/exec"], &["create", "get"]),
+                rule(&["pods/log"], &["get"]),
+                rule(&["networkpolicies"], &["create", "get", "list", "delete"]),
+            ]),
+        };
+        Api::<Role>::namespaced(admin.clone(), &ns)
+            .create(&Default::default(), &role)
+            .await
+            .expect("create role");
+        let binding = RoleBinding {
+            metadata: kube::api::ObjectMeta {
+                name: Some("drydock".into()),
+                ..Default::default()
+            },
+            role_ref: RoleRef {
+                api_group: "rbac.authorization.k8s.io".into(),
+                kind: "Role".into(),
+                name: "drydock".into(),
+            },
+            subjects: Some(vec![Subject {
+                kind: "ServiceAccount".into(),
+                name: "drydock".into(),
+                namespace: Some(ns.clone()),
+                ..Default::default()
+            }]),
+        };
+        Api::<RoleBinding>::namespaced(admin.clone(), &ns)
+            .create(&Default::default(), &binding)
+            .await
+            .expect("create binding");
+
+        // A namespace that does not exist is named as such.
+        let err = connect("no-such-namespace-here")
+            .await
+            .expect_err("missing");
+        assert!(
+            matches!(&err, SandboxError::NamespaceMissing(n) if n == "no-such-namespace-here")
+                || matches!(err, SandboxError::Forbidden { .. }),
+            "{err:?}"
+        );
+
+        // RBAC changes take a moment to reach the authorizer's cache.
+        let mut sbx = None;
+        for _ in 0..50 {
+            match connect(&ns).await {
+                Ok(s) => {
+                    sbx = Some(s);
+                    break;
+                }
+                Err(SandboxError::Forbidden { .. }) => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => panic!("connect with the role: {e}"),
+            }
+        }
+        let sbx = sbx.expect("the role is enough to connect");
+        let sb = sbx.create(sbx.spec("k8s-rbac")).await.expect("create");
+        let mut input = sb
+            .exec(&ExecSpec::shell("cat").with_stdin())
+            .await
+            .expect("exec");
+        let mut stdin = input.take_stdin().expect("stdin");
+        stdin.write_all(b"through the role").await.expect("write");
+        stdin.shutdown().await.expect("eof");
+        let mut got = Vec::new();
+        while let Some(chunk) = input.next().await {
+            got.extend_from_slice(&chunk.expect("chunk").data);
+        }
+        assert_eq!(got, b"through the role");
+        assert!(input.exit().await.expect("exit").success());
+        sb.upload_dir("/workspace", tempfile::tempdir().expect("dir").path())
+            .await
+            .expect("upload");
+        assert_eq!(sbx.reap(Reap::All).await.expect("reap").len(), 1);
+    }
+}

@@ -180,6 +180,11 @@ pub struct Config {
     #[arg(long, env = "DRYDOCK_SANDBOX_BACKEND", value_enum, default_value_t = SandboxBackend::Docker)]
     pub sandbox_backend: SandboxBackend,
 
+    /// kubeconfig file for DRYDOCK_SANDBOX_BACKEND=kubernetes (a list of files joined with `:`
+    /// is merged as kubectl does). Unset: ~/.kube/config, then the in-cluster service account.
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+
     /// Kubernetes namespace sandbox pods are created in (it must exist; drydock's Role there
     /// grants pods, pods/exec, pods/log and networkpolicies).
     #[arg(long, env = "DRYDOCK_KUBERNETES_NAMESPACE", default_value = "drydock")]

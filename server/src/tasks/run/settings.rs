@@ -136,6 +136,11 @@ fn kubernetes_options(config: &Config) -> Option<drydock_sandbox::KubernetesOpti
                 .filter(|c| !c.is_empty())
                 .map(str::to_owned);
             options.node_selector = config.kubernetes_node_selector.clone().unwrap_or_default();
+            // One file is read here; a `:` list is left to kube's own lookup, which merges it.
+            options.kubeconfig = config
+                .kubeconfig
+                .clone()
+                .filter(|p| !p.as_os_str().is_empty() && !p.to_string_lossy().contains(':'));
             Some(options)
         }
     }
