@@ -201,12 +201,31 @@ impl Cluster {
             ..Default::default()
         };
         cluster
-            .pods
-            .create(&dry, &pod)
+            .create_retrying(&dry, &pod)
             .await
             .map_err(|e| cluster.explain("create pods", e))?;
         info!(server = %cluster.server, namespace = %ns, version = %version.git_version, "connected to Kubernetes");
         Ok(cluster)
+    }
+
+    /// Creates `pod`, waiting out the moment after a namespace is made in which its `default`
+    /// ServiceAccount does not exist yet and admission refuses every pod (about a second).
+    async fn create_retrying(&self, params: &PostParams, pod: &Pod) -> Result<Pod, kube::Error> {
+        let mut tries = 0;
+        loop {
+            match self.pods.create(params, pod).await {
+                Err(kube::Error::Api(status))
+                    if tries < 50
+                        && status.code == 403
+                        && status.message.contains("serviceaccount")
+                        && status.message.contains("not found") =>
+                {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                other => return other,
+            }
+        }
     }
 
     fn namespace(&self) -> &str {
@@ -393,7 +412,7 @@ impl Cluster {
             }
         }
         let pod = self.pod_for(name, spec, labels, deadline_secs, stop_grace);
-        if let Err(e) = self.pods.create(&PostParams::default(), &pod).await {
+        if let Err(e) = self.create_retrying(&PostParams::default(), &pod).await {
             let _ = self.remove(name).await;
             return Err(self.explain("create pods", e));
         }

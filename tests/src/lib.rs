@@ -8,6 +8,7 @@ pub mod db;
 pub mod gemini;
 pub mod git_http;
 pub mod github;
+pub mod kubernetes;
 pub mod oauth_mcp;
 pub mod openai;
 pub mod real_agent;
