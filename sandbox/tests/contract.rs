@@ -631,7 +631,12 @@ async fn port_relay_connects_to_a_port_inside(env: Env) {
     conn.read_to_end(&mut answer)
         .await
         .expect("read the answer");
-    assert_eq!(answer, payload.to_ascii_uppercase());
+    assert!(
+        answer == payload.to_ascii_uppercase(),
+        "the answer differs ({} bytes back, {} sent)",
+        answer.len(),
+        payload.len()
+    );
     assert!(server.exit().await.expect("server exit").success());
 
     assert!(matches!(
