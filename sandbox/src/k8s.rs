@@ -738,13 +738,34 @@ pub(crate) async fn exec(
 ) -> Result<(ExecHandle, RawOutput, Pin<Box<dyn AsyncWrite + Send>>)> {
     let uid = shared.uid.to_string();
     let uid_gid = format!("{}:{}", shared.uid, shared.gid);
-    if user != uid && user != uid_gid {
-        return Err(SandboxError::not_on_kubernetes(
+    let numeric = user
+        .split(':')
+        .all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()));
+    let other_user = || {
+        SandboxError::not_on_kubernetes(
             &format!("running an exec as {user:?}"),
             &format!("a Kubernetes exec runs as the pod's user ({uid_gid})"),
+        )
+    };
+    let mut setup = String::new();
+    if numeric {
+        if user != uid && user != uid_gid {
+            return Err(other_user());
+        }
+    } else if user == "root" || user.contains(':') {
+        return Err(other_user());
+    } else {
+        // A user name (the agent's, `agent`): it must name the pod's user, which only the
+        // sandbox's own passwd can tell; a mismatch ends the exec before the command runs.
+        let message = format!(
+            "drydock: this exec must run as {user}, and a Kubernetes exec runs as the pod's user ({uid_gid})"
+        );
+        setup.push_str(&format!(
+            "[ \"$(id -un)\" = {} ] || {{ printf '%s\\n' {} >&2; exit 126; }}\n",
+            quote(user),
+            quote(&message)
         ));
     }
-    let mut setup = String::new();
     let workdir = spec.workdir.as_deref().unwrap_or(&shared.workdir);
     setup.push_str(&format!("cd -- {} || exit 125\n", quote(workdir)));
     for (name, value) in &spec.env {
