@@ -228,10 +228,8 @@ async fn create_is_hardened_and_labelled(env: Env) {
     assert_eq!(sh(&sb, "pwd").await, "/workspace");
     // The agent's exec names its user (`agent` in the image, uid 1000).
     let named = run(&sb, ExecSpec::new(["id", "-u"]).user("agent")).await;
-    assert_eq!(
-        (named.exit, named.stdout_str()),
-        (ExecExit::Code(0), "1000\n".to_owned())
-    );
+    assert_eq!(named.exit, ExecExit::Code(0), "{named:?}");
+    assert_eq!(named.stdout_str(), "1000\n");
 
     let listed = sbx.list(&[]).await.expect("list");
     assert_eq!(listed.len(), 1, "{listed:?}");
