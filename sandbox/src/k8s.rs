@@ -834,10 +834,17 @@ pub(crate) async fn exec(
 /// The caller's side of an exec's stdin on Kubernetes: each write goes out as one
 /// `<len>\n<bytes>` frame, and shutdown sends the `0\n` frame (see [`STDIN_WRAPPER`]). The
 /// WebSocket itself stays open, so the command's output keeps flowing after end-of-file.
+///
+/// A write answers only once its whole frame is handed on, so nothing waits in here for a
+/// later write or flush that may never come (the egress relay writes a frame, then waits).
+/// While a frame is under way the caller retries with the same bytes (as `write_all` does);
+/// the frame already holds them.
 struct FramedStdin {
     inner: WriteHalf<SimplexStream>,
-    /// Frame bytes accepted but not yet written.
+    /// Frame bytes not yet handed on.
     pending: Bytes,
+    /// How many of the caller's bytes the frame under way carries.
+    in_flight: Option<usize>,
     eof_sent: bool,
 }
 
@@ -846,6 +853,7 @@ impl FramedStdin {
         FramedStdin {
             inner,
             pending: Bytes::new(),
+            in_flight: None,
             eof_sent: false,
         }
     }
@@ -876,19 +884,18 @@ impl AsyncWrite for FramedStdin {
         if self.eof_sent {
             return Poll::Ready(Err(std::io::ErrorKind::BrokenPipe.into()));
         }
-        if buf.is_empty() {
-            return Poll::Ready(Ok(0));
+        if self.in_flight.is_none() {
+            if buf.is_empty() {
+                return Poll::Ready(Ok(0));
+            }
+            let n = buf.len().min(EXEC_BUFFER);
+            let mut frame = format!("{n}\n").into_bytes();
+            frame.extend_from_slice(&buf[..n]);
+            self.pending = Bytes::from(frame);
+            self.in_flight = Some(n);
         }
         std::task::ready!(self.drain(cx))?;
-        let n = buf.len().min(EXEC_BUFFER);
-        let mut frame = format!("{n}\n").into_bytes();
-        frame.extend_from_slice(&buf[..n]);
-        self.pending = Bytes::from(frame);
-        // Start sending now; what remains goes out on the next call.
-        if let Poll::Ready(Err(e)) = self.drain(cx) {
-            return Poll::Ready(Err(e));
-        }
-        Poll::Ready(Ok(n))
+        Poll::Ready(Ok(self.in_flight.take().unwrap_or_default()))
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -898,11 +905,12 @@ impl AsyncWrite for FramedStdin {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         std::task::ready!(self.drain(cx))?;
+        self.in_flight = None;
         if !self.eof_sent {
             self.eof_sent = true;
             self.pending = Bytes::from_static(b"0\n");
-            std::task::ready!(self.drain(cx))?;
         }
+        std::task::ready!(self.drain(cx))?;
         Pin::new(&mut self.inner).poll_flush(cx)
     }
 }

@@ -193,10 +193,25 @@ where
         }
         Ok::<_, SandboxError>(stderr)
     };
-    let (fed, stderr) = futures::join!(feed, drain);
+    // The output closes when `tar` has ended; input it did not take (it failed early) has
+    // nowhere to go, so the feed is dropped then instead of waiting for it.
+    let (fed, stderr) = {
+        tokio::pin!(feed);
+        tokio::pin!(drain);
+        let mut fed = None;
+        let stderr = loop {
+            tokio::select! {
+                r = &mut feed, if fed.is_none() => fed = Some(r),
+                d = &mut drain => break d,
+            }
+        };
+        (fed, stderr)
+    };
     let stderr = stderr?;
     let exit = output.exit().await?;
-    fed?;
+    if exit.success() {
+        fed.unwrap_or(Ok(()))?;
+    }
     if !exit.success() {
         return Err(SandboxError::Invalid(format!(
             "upload into {dest} failed ({exit}): {}",
