@@ -758,7 +758,7 @@ mod kubernetes_only {
         assert_eq!(spec.restart_policy.as_deref(), Some("Never"));
         assert_eq!(spec.automount_service_account_token, Some(false));
         assert_eq!(spec.enable_service_links, Some(false));
-        assert_eq!(spec.host_network, Some(false));
+        assert_ne!(spec.host_network, Some(true));
         let deadline = spec.active_deadline_seconds.expect("activeDeadlineSeconds");
         assert!((299..=300).contains(&deadline), "{deadline}");
         let psc = spec.security_context.expect("pod securityContext");
