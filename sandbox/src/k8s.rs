@@ -71,9 +71,13 @@ const PROLOGUE: &str = r#"IFS= read -r n || exit 125; case "$n" in ''|*[!0-9]*) 
 
 /// The Kubernetes form of the exec wrapper for an exec with stdin (see `exec.rs` for the
 /// Docker one it mirrors): a de-framer in its own session turns `<len>\n<bytes>` frames from
-/// the exec's stdin into a FIFO the command reads, and ends it at the `0\n` frame, so the
-/// command sees end-of-file while the exec's output keeps flowing.
-pub(crate) const STDIN_WRAPPER: &str = r#"mkfifo -m 600 "$0.in" || exit 125; exec 3<&0; setsid sh -c 'while IFS= read -r n && [ "$n" -gt 0 ] 2>/dev/null; do head -c "$n" || exit 0; done' <&3 >"$0.in" 2>/dev/null & d=$!; setsid "$@" <"$0.in" 3<&- & p=$!; exec 3<&-; echo "$p" > "$0"; wait "$p"; r=$?; kill -9 "-$d" 2>/dev/null; rm -f "$0" "$0.in"; exit $r"#;
+/// the exec's stdin into a FIFO the command reads, and closes it at the `0\n` frame, so the
+/// command sees end-of-file while the exec's output keeps flowing. `dd iflag=fullblock` reads
+/// each frame whole before writing it, so when the command stops reading (it ended, or failed
+/// early like `tar` into a missing directory) the de-framer stays in step and discards the
+/// rest: input never backs up into the WebSocket, whose client would then stall. It ends at
+/// the `0\n` frame or when the exec's stdin closes, after the command.
+pub(crate) const STDIN_WRAPPER: &str = r#"mkfifo -m 600 "$0.in" || exit 125; exec 3<&0; setsid sh -c 'trap "" PIPE; o=1; while IFS= read -r n && [ "$n" -gt 0 ] 2>/dev/null; do if [ $o = 1 ]; then dd bs="$n" count=1 iflag=fullblock 2>/dev/null || o=0; else dd bs="$n" count=1 iflag=fullblock of=/dev/null 2>/dev/null; fi; done' <&3 >"$0.in" 2>/dev/null & setsid "$@" <"$0.in" 3<&- & p=$!; exec 3<&-; echo "$p" > "$0"; wait "$p"; r=$?; rm -f "$0" "$0.in"; exit $r"#;
 
 /// Where and how the Kubernetes backend creates sandbox pods.
 #[derive(Debug, Clone, Default)]

@@ -383,6 +383,32 @@ async fn stdin_reaches_the_command_and_ends_with_eof(env: Env) {
         collected.stdout_str(),
         format!("{expected}  -\nafter-eof\n")
     );
+
+    // A command that ends without reading its input ends the exec all the same, and input
+    // written after that goes nowhere without blocking the caller.
+    let mut early = sb
+        .exec(&ExecSpec::shell("echo bye; exit 4").with_stdin())
+        .await
+        .expect("exec");
+    let mut stdin = early.take_stdin().expect("stdin");
+    let mut said = Vec::new();
+    while let Some(chunk) = early.next().await {
+        said.extend_from_slice(&chunk.expect("chunk").data);
+    }
+    assert_eq!(said, b"bye\n");
+    assert_eq!(early.exit().await.expect("exit"), ExecExit::Code(4));
+    let _ = stdin.write_all(&[0u8; 4096]).await;
+    drop(stdin);
+    // Nothing an exec started to carry its input outlives it (the de-framer on Kubernetes,
+    // whose script has `o=1; while`; the pattern below does not match its own command line).
+    assert_eq!(
+        sh(
+            &sb,
+            "for i in $(seq 100); do [ \"$(pgrep -c -f 'o=[1]; while')\" = 0 ] && break; sleep 0.1; done; pgrep -c -f 'o=[1]; while' || true"
+        )
+        .await,
+        "0"
+    );
     sb.remove().await.expect("remove");
 }
 
