@@ -691,6 +691,9 @@ async fn egress_listener_carries_connections_out(env: Env) {
             .await
             .expect("answer");
         conn.shutdown().await.expect("close");
+        // Dropping the listener ends the relay and its connections: keep it until the
+        // client has read the answer.
+        listener
     });
     let client = sh(
         &sb,
@@ -700,7 +703,7 @@ async fn egress_listener_carries_connections_out(env: Env) {
     )
     .await;
     assert_eq!(client, "echo:ping");
-    host.await.expect("host side");
+    drop(host.await.expect("host side"));
     sb.remove().await.expect("remove");
 }
 
