@@ -46,7 +46,13 @@ async fn task_start(env: &TaskEnv) -> f64 {
         .await;
     let deadline = Instant::now() + Duration::from_secs(300);
     let ms = loop {
-        if env.log(&id).await.iter().any(|l| l.contains(MARKER)) {
+        // The agent's own line (the prompt, which holds the marker too, is logged first).
+        if env
+            .log(&id)
+            .await
+            .iter()
+            .any(|l| l.split_once(": ").is_some_and(|(_, text)| text == MARKER))
+        {
             break started.elapsed().as_secs_f64() * 1000.0;
         }
         assert!(Instant::now() < deadline, "the agent never started");
