@@ -97,3 +97,72 @@ async fn a_task_on_kubernetes_pushes_a_branch_opens_a_pr_and_a_restart_reaps_onl
     theirs.reap(Reap::All).await.unwrap();
     drop(db);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn environments_on_kubernetes_run_setup_in_the_task_pod_and_refuse_dockerfile_builds() {
+    let ns = TestNamespace::create("dd-env").await;
+    let settings = ns.server_settings();
+    let settings: Vec<&str> = settings.iter().map(String::as_str).collect();
+    let env = TaskEnv::start(TestDb::sqlite().await, &settings).await;
+    env.app.gh.create_repo(
+        "alice",
+        "envk8s",
+        &[
+            (
+                ".drydock/environment.toml",
+                "setup = \"echo setup-ran >> /home/agent/setup-runs; echo setup done\"\nmaintenance = \"echo maintenance done\"\n[variables]\nMODE = \"k8s\"\n",
+            ),
+            ("README.md", "# envk8s\n"),
+        ],
+        "main",
+    );
+    let report = "echo \"setup-runs: $(wc -l < /home/agent/setup-runs)\"; echo \"mode: $MODE\"";
+    for _ in 0..2 {
+        let id = env
+            .submit(
+                report,
+                json!({ "repo": "alice/envk8s", "create_pr": false }),
+            )
+            .await;
+        let task = env.wait_done(&id).await;
+        let log = env.log(&id).await;
+        assert_eq!(task["status"], "succeeded", "{task}\n{}", log.join("\n"));
+        let has = |needle: &str| log.iter().any(|l| l.contains(needle));
+        assert!(
+            has("setup runs in the task's pod on every start (no snapshots on Kubernetes"),
+            "{log:#?}"
+        );
+        // Each task's pod is new, and setup ran in it once, before the agent, then maintenance.
+        assert!(has("setup-runs: 1"), "{log:#?}");
+        assert!(has("setup done") && has("maintenance done"), "{log:#?}");
+        assert!(has("mode: k8s"), "{log:#?}");
+    }
+
+    env.app.gh.create_repo(
+        "alice",
+        "devc",
+        &[
+            (
+                ".devcontainer/devcontainer.json",
+                "{ \"build\": { \"dockerfile\": \"Dockerfile\" } }",
+            ),
+            (".devcontainer/Dockerfile", "FROM scratch\n"),
+        ],
+        "main",
+    );
+    let id = env
+        .submit(
+            "echo never",
+            json!({ "repo": "alice/devc", "create_pr": false }),
+        )
+        .await;
+    let task = env.wait_done(&id).await;
+    assert_eq!(task["status"], "failed", "{task}");
+    let reason = task["status_reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("Dockerfile")
+            && reason.contains("Kubernetes")
+            && reason.contains("registry"),
+        "{reason}"
+    );
+}
