@@ -907,6 +907,31 @@ mod kubernetes_only {
         sb.remove().await.expect("remove");
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_api_server_that_does_not_answer_is_named_at_connect() {
+        // Nothing listens on port 1 of this machine's loopback.
+        let config = serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:1", "insecure-skip-tls-verify": true}}],
+            "users": [{"name": "u", "user": {"token": "not-a-token"}}],
+            "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+            "current-context": "x",
+        });
+        let file = tempfile::NamedTempFile::new().expect("tempfile");
+        std::fs::write(file.path(), config.to_string()).expect("write kubeconfig");
+        let mut options = KubernetesOptions::new("drydock");
+        options.kubeconfig = Some(file.path().to_owned());
+        let err = Sandboxes::connect_kubernetes(SandboxDefaults::new(image(), "x"), options)
+            .await
+            .expect_err("nothing answers");
+        assert!(
+            matches!(&err, SandboxError::ClusterUnavailable { server, .. } if server.contains("127.0.0.1:1")),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("does not answer"), "{err}");
+    }
+
     /// A kubeconfig for service account `sa` in `ns`, with a fresh token.
     async fn kubeconfig_for(
         admin: &kube::Client,
