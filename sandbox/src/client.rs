@@ -11,7 +11,8 @@ use bollard::query_parameters::{CreateContainerOptionsBuilder, ListContainersOpt
 use tracing::{info, instrument, warn};
 
 use crate::error::{Result, SandboxError, docker_status};
-use crate::sandbox::{Sandbox, Shared, remove_container, unix_now};
+use crate::k8s::{Cluster, KubernetesOptions};
+use crate::sandbox::{Backend, Sandbox, Shared, remove_container, unix_now};
 use crate::spec::{
     LABEL_DEADLINE, LABEL_INSTANCE, LABEL_POOL, LABEL_TASK, SandboxDefaults, SandboxSpec, Shape,
 };
@@ -70,10 +71,10 @@ impl SandboxInfo {
     }
 }
 
-/// The entry point: a Docker connection plus operator defaults. Cheap to clone.
+/// The entry point: a Docker or Kubernetes connection plus operator defaults. Cheap to clone.
 #[derive(Clone)]
 pub struct Sandboxes {
-    docker: Docker,
+    backend: Backend,
     host: Arc<str>,
     defaults: Arc<SandboxDefaults>,
 }
@@ -81,6 +82,7 @@ pub struct Sandboxes {
 impl std::fmt::Debug for Sandboxes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Sandboxes")
+            .field("backend", &self.backend.name())
             .field("host", &self.host)
             .field("instance_id", &self.defaults.instance_id)
             .finish()
@@ -142,24 +144,54 @@ impl Sandboxes {
             .map_err(|e| unavailable(e.to_string()))?;
         info!(docker_host = %host, api_version = %docker.client_version(), instance_id = %defaults.instance_id, "connected to Docker");
         Ok(Sandboxes {
-            docker,
+            backend: Backend::Docker(docker),
             host: host.into(),
             defaults: Arc::new(defaults),
         })
     }
 
-    /// The underlying bollard client, for what this crate does not cover.
-    pub fn docker(&self) -> &Docker {
-        &self.docker
+    /// Uses Kubernetes instead of Docker: each sandbox is a Pod in `options.namespace` (see
+    /// the `k8s` module's documentation for what maps and what does not). Loads the
+    /// kubeconfig (or the in-cluster configuration) and checks at once that the API server
+    /// answers ([`SandboxError::ClusterUnavailable`]), the namespace exists
+    /// ([`SandboxError::NamespaceMissing`]) and pods may be listed and created there
+    /// ([`SandboxError::Forbidden`], through a server-side dry run).
+    /// [`SandboxDefaults::tls_cert_path`] does not apply.
+    pub async fn connect_kubernetes(
+        defaults: SandboxDefaults,
+        options: KubernetesOptions,
+    ) -> Result<Self> {
+        let cluster = Cluster::connect(options).await?;
+        info!(server = %cluster.server, namespace = %cluster.options.namespace, instance_id = %defaults.instance_id, "sandboxes are Kubernetes pods");
+        Ok(Sandboxes {
+            host: format!("{} namespace {}", cluster.server, cluster.options.namespace).into(),
+            backend: Backend::Kubernetes(Arc::new(cluster)),
+            defaults: Arc::new(defaults),
+        })
     }
 
-    /// Checks that the daemon answers (for a readiness probe).
+    /// `docker` or `kubernetes`.
+    pub fn backend_name(&self) -> &'static str {
+        self.backend.name()
+    }
+
+    /// The underlying bollard client, for what this crate does not cover;
+    /// [`SandboxError::Unsupported`] on Kubernetes.
+    pub fn docker(&self) -> Result<&Docker> {
+        self.backend.docker("the Docker API", "")
+    }
+
+    /// Checks that the daemon (or the Kubernetes API server) answers (for a readiness probe).
     pub async fn ping(&self) -> Result<()> {
+        let docker = match &self.backend {
+            Backend::Docker(d) => d,
+            Backend::Kubernetes(k) => return k.ping().await,
+        };
         let unavailable = |detail: String| SandboxError::DaemonUnavailable {
             host: self.host.to_string(),
             detail,
         };
-        tokio::time::timeout(PING_TIMEOUT, self.docker.ping())
+        tokio::time::timeout(PING_TIMEOUT, docker.ping())
             .await
             .map_err(|_| unavailable("no answer within 5 s".into()))?
             .map_err(|e| unavailable(e.to_string()))?;
@@ -177,7 +209,7 @@ impl Sandboxes {
         let mut defaults = (*self.defaults).clone();
         defaults.instance_id = instance_id.to_owned();
         Sandboxes {
-            docker: self.docker.clone(),
+            backend: self.backend.clone(),
             host: self.host.clone(),
             defaults: Arc::new(defaults),
         }
@@ -231,22 +263,56 @@ impl Sandboxes {
         if spec.deadline.is_zero() {
             return Err(SandboxError::Invalid("deadline must be positive".into()));
         }
-        match self.docker.inspect_image(&spec.image).await {
-            Ok(_) => {}
-            Err(e) if docker_status(&e) == Some(404) => {
-                return Err(SandboxError::ImageNotFound(spec.image.clone()));
-            }
-            Err(e) => return Err(e.into()),
-        }
         let deadline_secs = spec.deadline.as_secs().max(1);
         let deadline_unix = unix_now() + deadline_secs;
-        let mut labels: HashMap<String, String> = spec.labels.clone().into_iter().collect();
+        let mut labels: BTreeMap<String, String> = spec.labels.clone();
         match &pool {
             Some(key) => labels.insert(LABEL_POOL.into(), key.clone()),
             None => labels.insert(LABEL_TASK.into(), spec.task_id.clone()),
         };
         labels.insert(LABEL_INSTANCE.into(), self.defaults.instance_id.clone());
         labels.insert(LABEL_DEADLINE.into(), deadline_unix.to_string());
+        let docker = match &self.backend {
+            Backend::Docker(d) => d,
+            Backend::Kubernetes(k) => {
+                if pool.is_some() {
+                    return Err(SandboxError::not_on_kubernetes(
+                        "a warm pool",
+                        "claiming a pod for a task needs `patch pods`, which drydock's Role does not grant",
+                    ));
+                }
+                let name = crate::k8s::pod_name(&spec.task_id);
+                k.create_pod(
+                    &name,
+                    &spec,
+                    labels,
+                    deadline_secs,
+                    self.defaults.stop_grace,
+                )
+                .await?;
+                info!(pod = %name, network = spec.network.as_docker(), deadline_s = deadline_secs, "sandbox pod started");
+                let shared = Shared::new(
+                    self.backend.clone(),
+                    name,
+                    spec.task_id,
+                    spec.uid,
+                    spec.gid,
+                    spec.workdir,
+                    Some(deadline_unix),
+                    self.defaults.stop_grace,
+                );
+                shared.arm_deadline(Duration::from_secs(deadline_secs));
+                return Ok(Sandbox { shared });
+            }
+        };
+        match docker.inspect_image(&spec.image).await {
+            Ok(_) => {}
+            Err(e) if docker_status(&e) == Some(404) => {
+                return Err(SandboxError::ImageNotFound(spec.image.clone()));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let labels: HashMap<String, String> = labels.into_iter().collect();
 
         let host_config = HostConfig {
             cap_drop: Some(vec!["ALL".into()]),
@@ -291,18 +357,18 @@ impl Sandboxes {
             &spec.task_id
         });
         let opts = CreateContainerOptionsBuilder::new().name(&name).build();
-        let created = self.docker.create_container(Some(opts), body).await?;
+        let created = docker.create_container(Some(opts), body).await?;
         let id = created.id;
-        if let Err(e) = self.docker.start_container(&id, None).await {
+        if let Err(e) = docker.start_container(&id, None).await {
             // Never leave a half-made sandbox behind.
-            if let Err(rm) = remove_container(&self.docker, &id).await {
+            if let Err(rm) = remove_container(docker, &id).await {
                 warn!(container_id = %id, error = %rm, "could not remove a sandbox that failed to start");
             }
             return Err(e.into());
         }
         info!(container_id = %id, name, network = spec.network.as_docker(), deadline_s = deadline_secs, "sandbox started");
         let shared = Shared::new(
-            self.docker.clone(),
+            self.backend.clone(),
             id,
             spec.task_id,
             spec.uid,
@@ -318,6 +384,51 @@ impl Sandboxes {
     /// This server's sandboxes (by instance label) that also carry all of
     /// `labels`, running or not.
     pub async fn list(&self, labels: &[(&str, &str)]) -> Result<Vec<SandboxInfo>> {
+        let docker = match &self.backend {
+            Backend::Docker(d) => d,
+            Backend::Kubernetes(k) => {
+                let mut selector =
+                    vec![(LABEL_INSTANCE.to_owned(), self.defaults.instance_id.clone())];
+                selector.extend(
+                    labels
+                        .iter()
+                        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+                );
+                let pods = k.list(&selector).await?;
+                return Ok(pods
+                    .into_iter()
+                    // The API server already filtered; checking again guards the promise
+                    // that matters most: never touch another program's pod.
+                    .filter(|p| {
+                        p.metadata
+                            .labels
+                            .as_ref()
+                            .and_then(|l| l.get(LABEL_INSTANCE))
+                            .is_some_and(|v| *v == self.defaults.instance_id)
+                    })
+                    .map(|p| {
+                        let labels = p.metadata.labels.clone().unwrap_or_default();
+                        let name = p.metadata.name.clone().unwrap_or_default();
+                        SandboxInfo {
+                            id: name.clone(),
+                            name,
+                            task_id: labels.get(LABEL_TASK).cloned(),
+                            pool: labels.get(LABEL_POOL).cloned(),
+                            image_id: p
+                                .status
+                                .as_ref()
+                                .and_then(|s| s.container_statuses.as_ref())
+                                .and_then(|cs| cs.iter().find(|c| c.name == crate::k8s::CONTAINER))
+                                .map(|c| c.image_id.clone())
+                                .unwrap_or_default(),
+                            created_unix: crate::k8s::created_unix(&p),
+                            state: crate::k8s::state_word(&p),
+                            labels,
+                        }
+                    })
+                    .collect());
+            }
+        };
         let mut label_filters = vec![format!("{LABEL_INSTANCE}={}", self.defaults.instance_id)];
         label_filters.extend(labels.iter().map(|(k, v)| format!("{k}={v}")));
         let mut filters = HashMap::new();
@@ -326,7 +437,7 @@ impl Sandboxes {
             .all(true)
             .filters(&filters)
             .build();
-        let containers = self.docker.list_containers(Some(opts)).await?;
+        let containers = docker.list_containers(Some(opts)).await?;
         Ok(containers
             .into_iter()
             // Docker already filtered; checking again guards the one promise
@@ -361,8 +472,15 @@ impl Sandboxes {
     /// The id (`sha256:…`) of the image `image` (a tag or an id) names now, or
     /// `None` when it is not on the Docker host. A tag that is built again
     /// names a new id: how a warm pool tells that its sandboxes run an old image.
+    ///
+    /// On Kubernetes the images live on the nodes, out of drydock's sight:
+    /// [`SandboxError::Unsupported`] (only the warm pool asks, and it does not run there).
     pub async fn image_id(&self, image: &str) -> Result<Option<String>> {
-        match self.docker.inspect_image(image).await {
+        let docker = self.backend.docker(
+            "looking up an image id",
+            "images live on the nodes, not behind the API server",
+        )?;
+        match docker.inspect_image(image).await {
             Ok(i) => Ok(i.id),
             Err(e) if docker_status(&e) == Some(404) => Ok(None),
             Err(e) => Err(e.into()),
@@ -385,8 +503,9 @@ impl Sandboxes {
     }
 
     /// Removes this server's sandboxes selected by `rule`, for reconciliation
-    /// after a restart; returns what was removed. Containers without this
-    /// server's instance label are never touched.
+    /// after a restart; returns what was removed. Containers (pods) without this
+    /// server's instance label are never touched. On Kubernetes the instance's
+    /// NetworkPolicies whose pod is gone are removed too.
     #[instrument(skip_all)]
     pub async fn reap(&self, rule: Reap) -> Result<Vec<SandboxInfo>> {
         let now = unix_now() as i64;
@@ -404,10 +523,16 @@ impl Sandboxes {
                     .is_some_and(|d| d <= now),
             };
             if selected {
-                remove_container(&self.docker, &info.id).await?;
+                match &self.backend {
+                    Backend::Docker(d) => remove_container(d, &info.id).await?,
+                    Backend::Kubernetes(k) => k.remove(&info.id).await?,
+                }
                 info!(container_id = %info.id, task_id = ?info.task_id, "reaped sandbox");
                 removed.push(info);
             }
+        }
+        if let Backend::Kubernetes(k) = &self.backend {
+            k.remove_orphan_policies(&self.defaults.instance_id).await?;
         }
         Ok(removed)
     }
@@ -416,7 +541,11 @@ impl Sandboxes {
     /// [`list`](Sandboxes::list) after a restart). Its deadline timer is
     /// re-armed from the deadline label.
     pub async fn get(&self, id: &str) -> Result<Sandbox> {
-        let c = match self.docker.inspect_container(id, None).await {
+        let docker = match &self.backend {
+            Backend::Docker(d) => d,
+            Backend::Kubernetes(k) => return self.get_pod(k, id).await,
+        };
+        let c = match docker.inspect_container(id, None).await {
             Ok(c) => c,
             Err(e) if docker_status(&e) == Some(404) => {
                 return Err(SandboxError::NotFound(id.to_owned()));
@@ -439,7 +568,7 @@ impl Sandboxes {
             .get(LABEL_DEADLINE)
             .and_then(|d| d.parse::<u64>().ok());
         let shared = Shared::new(
-            self.docker.clone(),
+            self.backend.clone(),
             c.id.unwrap_or_else(|| id.to_owned()),
             labels.get(LABEL_TASK).cloned().unwrap_or_default(),
             uid,
@@ -447,6 +576,53 @@ impl Sandboxes {
             config
                 .working_dir
                 .unwrap_or_else(|| self.defaults.workdir.clone()),
+            deadline_unix,
+            self.defaults.stop_grace,
+        );
+        if let Some(deadline) = deadline_unix {
+            shared.arm_deadline(Duration::from_secs(deadline.saturating_sub(unix_now())));
+        }
+        Ok(Sandbox { shared })
+    }
+}
+
+impl Sandboxes {
+    async fn get_pod(&self, cluster: &Cluster, name: &str) -> Result<Sandbox> {
+        let pod = cluster
+            .pod(name)
+            .await?
+            .ok_or_else(|| SandboxError::NotFound(name.to_owned()))?;
+        let labels = pod.metadata.labels.clone().unwrap_or_default();
+        if labels.get(LABEL_INSTANCE) != Some(&self.defaults.instance_id) {
+            // Not ours: behave as if it did not exist.
+            return Err(SandboxError::NotFound(name.to_owned()));
+        }
+        let spec = pod.spec.unwrap_or_default();
+        let security = spec.security_context.unwrap_or_default();
+        let uid = security
+            .run_as_user
+            .and_then(|u| u32::try_from(u).ok())
+            .unwrap_or(self.defaults.uid);
+        let gid = security
+            .run_as_group
+            .and_then(|g| u32::try_from(g).ok())
+            .unwrap_or(self.defaults.gid);
+        let workdir = spec
+            .containers
+            .into_iter()
+            .find(|c| c.name == crate::k8s::CONTAINER)
+            .and_then(|c| c.working_dir)
+            .unwrap_or_else(|| self.defaults.workdir.clone());
+        let deadline_unix = labels
+            .get(LABEL_DEADLINE)
+            .and_then(|d| d.parse::<u64>().ok());
+        let shared = Shared::new(
+            self.backend.clone(),
+            name.to_owned(),
+            labels.get(LABEL_TASK).cloned().unwrap_or_default(),
+            uid,
+            gid,
+            workdir,
             deadline_unix,
             self.defaults.stop_grace,
         );

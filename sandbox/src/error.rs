@@ -75,6 +75,46 @@ pub enum SandboxError {
     /// Docker answered with an error.
     #[error("docker: {0}")]
     Docker(#[from] bollard::errors::Error),
+    /// The Kubernetes API server did not answer (`KUBECONFIG`, the in-cluster
+    /// configuration, or the network is wrong).
+    #[error("the Kubernetes API server {server} does not answer: {detail}")]
+    ClusterUnavailable {
+        /// The API server's address, or where its configuration was looked for.
+        server: String,
+        /// What the attempt reported.
+        detail: String,
+    },
+    /// The Kubernetes namespace sandboxes are created in does not exist.
+    #[error(
+        "Kubernetes namespace {0:?} does not exist; create it or set DRYDOCK_KUBERNETES_NAMESPACE"
+    )]
+    NamespaceMissing(String),
+    /// The Kubernetes credentials lack a permission drydock needs.
+    #[error(
+        "Kubernetes forbids {action} in namespace {namespace:?}: {detail} (drydock needs pods: create get list watch delete; pods/exec: create get; pods/log: get; networkpolicies: create get list delete)"
+    )]
+    Forbidden {
+        /// What was attempted (`create pods`, ...).
+        action: String,
+        /// The namespace.
+        namespace: String,
+        /// The API server's message.
+        detail: String,
+    },
+    /// The Kubernetes API answered with an error.
+    #[error("kubernetes: {0}")]
+    Kubernetes(#[from] kube::Error),
+    /// The operation exists only on the other sandbox backend (for example a `docker commit`
+    /// snapshot or an image build on Kubernetes).
+    #[error("{what} is not available with the {backend} sandbox backend{why}")]
+    Unsupported {
+        /// `kubernetes` or `docker`.
+        backend: &'static str,
+        /// The operation.
+        what: String,
+        /// Why, starting with `: ` (empty when obvious).
+        why: String,
+    },
     /// Local I/O failed (reading a directory to upload, writing stdin).
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
@@ -82,6 +122,29 @@ pub enum SandboxError {
 
 /// Shorthand used throughout the crate.
 pub type Result<T, E = SandboxError> = std::result::Result<T, E>;
+
+impl SandboxError {
+    /// An operation the Kubernetes backend does not offer.
+    pub(crate) fn not_on_kubernetes(what: &str, why: &str) -> Self {
+        SandboxError::Unsupported {
+            backend: "kubernetes",
+            what: what.to_owned(),
+            why: if why.is_empty() {
+                String::new()
+            } else {
+                format!(": {why}")
+            },
+        }
+    }
+}
+
+/// The HTTP status of a Kubernetes API error, if that is what `err` is.
+pub(crate) fn kube_status(err: &kube::Error) -> Option<u16> {
+    match err {
+        kube::Error::Api(status) => Some(status.code),
+        _ => None,
+    }
+}
 
 /// The HTTP status of a Docker error response, if that is what `err` is.
 pub(crate) fn docker_status(err: &bollard::errors::Error) -> Option<u16> {

@@ -187,7 +187,24 @@ impl std::fmt::Display for ExecExit {
     }
 }
 
-type RawOutput = Pin<Box<dyn Stream<Item = Result<LogOutput, bollard::errors::Error>> + Send>>;
+pub(crate) type RawOutput = Pin<Box<dyn Stream<Item = Result<LogOutput>> + Send>>;
+
+/// How to learn an exec's exit code once its output has closed.
+pub(crate) enum ExecHandle {
+    /// Docker's exec id, inspected for the code.
+    Docker(String),
+    /// The status Kubernetes sends on the exec's WebSocket when the command ends.
+    Kubernetes(crate::k8s::ExecStatus),
+}
+
+impl ExecHandle {
+    fn label(&self) -> String {
+        match self {
+            ExecHandle::Docker(id) => id.clone(),
+            ExecHandle::Kubernetes(_) => "kubernetes exec".to_owned(),
+        }
+    }
+}
 
 /// Writes to a running exec's stdin. Call
 /// [`shutdown`](tokio::io::AsyncWriteExt::shutdown) to send end-of-file.
@@ -250,7 +267,7 @@ impl ExecCanceller {
 /// cancels the command.
 pub struct ExecOutput {
     shared: Arc<Shared>,
-    exec_id: String,
+    handle: Option<ExecHandle>,
     output: RawOutput,
     stdin: Option<ExecStdin>,
     canceller: ExecCanceller,
@@ -283,31 +300,44 @@ impl ExecOutput {
         }
         self.finished = true;
         let cancelled = self.canceller.cancelled.clone();
-        status(self.shared.clone(), self.exec_id.clone(), cancelled).await
+        let handle = self
+            .handle
+            .take()
+            .ok_or_else(|| SandboxError::Invalid("exec status already taken".into()))?;
+        status(self.shared.clone(), handle, cancelled).await
     }
 }
 
-/// How exec `exec_id` ended, once its output stream has closed.
-async fn status(
-    shared: Arc<Shared>,
-    exec_id: String,
-    cancelled: Arc<AtomicBool>,
-) -> Result<ExecExit> {
-    let docker = &shared.docker;
-    let mut code = None;
+/// The exit code of an exec whose output stream has closed; `None` when it
+/// cannot be known (the sandbox went away under it).
+async fn exit_code(shared: &Arc<Shared>, handle: ExecHandle) -> Result<Option<i64>> {
+    let exec_id = match handle {
+        ExecHandle::Docker(id) => id,
+        ExecHandle::Kubernetes(status) => return Ok(status.code().await),
+    };
+    let docker = shared.backend.docker("a Docker exec", "")?;
     // The output stream can close a moment before Docker records the exit
     // code; poll briefly, and give up if the container itself is gone.
     for attempt in 0..250u32 {
         let info = docker.inspect_exec(&exec_id).await?;
         if info.running != Some(true) {
-            code = info.exit_code;
-            break;
+            return Ok(info.exit_code);
         }
         if attempt % 10 == 9 && !shared.is_running().await? {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    Ok(None)
+}
+
+/// How an exec ended, once its output stream has closed.
+async fn status(
+    shared: Arc<Shared>,
+    handle: ExecHandle,
+    cancelled: Arc<AtomicBool>,
+) -> Result<ExecExit> {
+    let code = exit_code(&shared, handle).await?;
     if cancelled.load(Ordering::SeqCst) {
         return Ok(ExecExit::Cancelled);
     }
@@ -358,7 +388,7 @@ impl Stream for ExecOutput {
                 }
                 Poll::Ready(Some(Err(e))) => {
                     self.ended = true;
-                    Poll::Ready(Some(Err(e.into())))
+                    Poll::Ready(Some(Err(e)))
                 }
                 Poll::Ready(Some(Ok(frame))) => {
                     let (stream, data) = match frame {
@@ -385,7 +415,11 @@ impl Drop for ExecOutput {
         // Abandoned mid-run: do not leave the command running unobserved.
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             let canceller = self.canceller.clone();
-            let exec_id = self.exec_id.clone();
+            let exec_id = self
+                .handle
+                .as_ref()
+                .map(ExecHandle::label)
+                .unwrap_or_default();
             handle.spawn(async move {
                 if let Err(e) = canceller.cancel().await {
                     warn!(exec_id, error = %e, "could not cancel an abandoned exec");
@@ -410,19 +444,19 @@ pub(crate) async fn start(shared: &Arc<Shared>, spec: &ExecSpec) -> Result<ExecO
         std::process::id(),
         EXEC_SEQ.fetch_add(1, Ordering::Relaxed)
     );
-    let wrapper = if spec.stdin {
-        WRAPPER_STDIN
-    } else {
-        WRAPPER_NO_STDIN
+    let wrapper = match (&shared.backend, spec.stdin) {
+        (crate::sandbox::Backend::Kubernetes(_), true) => crate::k8s::STDIN_WRAPPER,
+        (_, true) => WRAPPER_STDIN,
+        (_, false) => WRAPPER_NO_STDIN,
     };
     let mut argv = vec!["/bin/sh".to_owned(), "-c".to_owned(), wrapper.to_owned()];
     argv.push(pidfile.clone());
     argv.extend(spec.argv.iter().cloned());
-    let (exec_id, output, input) = create_and_start(shared, spec, argv, &user).await?;
-    debug!(container_id = %shared.id, exec_id, program = ?spec.argv.first(), env_names = spec.env.len(), "exec started");
+    let (handle, output, input) = create_and_start(shared, spec, argv, &user).await?;
+    debug!(container_id = %shared.id, exec_id = handle.label(), program = ?spec.argv.first(), env_names = spec.env.len(), "exec started");
     Ok(ExecOutput {
         shared: shared.clone(),
-        exec_id,
+        handle: Some(handle),
         output,
         stdin: spec.stdin.then_some(ExecStdin { inner: input }),
         canceller: ExecCanceller {
@@ -442,7 +476,7 @@ pub(crate) async fn start(shared: &Arc<Shared>, spec: &ExecSpec) -> Result<ExecO
 pub(crate) async fn run_plain(shared: &Arc<Shared>, spec: &ExecSpec) -> Result<(i64, Vec<u8>)> {
     spec.validate()?;
     let user = spec.user.clone().unwrap_or_else(|| shared.default_user());
-    let (exec_id, mut output, _input) =
+    let (handle, mut output, _input) =
         create_and_start(shared, spec, spec.argv.clone(), &user).await?;
     let mut stdout = Vec::new();
     while let Some(frame) = output.next().await {
@@ -452,26 +486,22 @@ pub(crate) async fn run_plain(shared: &Arc<Shared>, spec: &ExecSpec) -> Result<(
             stdout.extend_from_slice(&message);
         }
     }
-    for _ in 0..100 {
-        let info = shared.docker.inspect_exec(&exec_id).await?;
-        if info.running != Some(true) {
-            return Ok((info.exit_code.unwrap_or(-1), stdout));
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    Ok((-1, stdout))
+    Ok((exit_code(shared, handle).await?.unwrap_or(-1), stdout))
 }
 
 /// Turns a failed exec request into "not found" / "not running (why)" when
 /// the sandbox is the problem; Docker reports those as 404, 409 or 500.
-async fn explain(shared: &Arc<Shared>, e: bollard::errors::Error) -> SandboxError {
+pub(crate) async fn explain(shared: &Arc<Shared>, e: SandboxError) -> SandboxError {
     match shared.exit_reason().await {
         Ok(Some(ExitReason::Removed)) => SandboxError::NotFound(shared.id.clone()),
         Ok(Some(reason)) => SandboxError::NotRunning {
             id: shared.id.clone(),
             reason,
         },
-        _ => shared.map_gone(e),
+        _ => match e {
+            SandboxError::Docker(e) => shared.map_gone(e),
+            e => e,
+        },
     }
 }
 
@@ -480,7 +510,13 @@ async fn create_and_start(
     spec: &ExecSpec,
     argv: Vec<String>,
     user: &str,
-) -> Result<(String, RawOutput, Pin<Box<dyn AsyncWrite + Send>>)> {
+) -> Result<(ExecHandle, RawOutput, Pin<Box<dyn AsyncWrite + Send>>)> {
+    let docker = match &shared.backend {
+        crate::sandbox::Backend::Docker(d) => d,
+        crate::sandbox::Backend::Kubernetes(k) => {
+            return crate::k8s::exec(k, shared, spec, argv, user).await;
+        }
+    };
     let env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
     let options = CreateExecOptions::<String> {
         attach_stdin: Some(spec.stdin),
@@ -498,21 +534,25 @@ async fn create_and_start(
         ),
         ..Default::default()
     };
-    let created = match shared.docker.create_exec(&shared.id, options).await {
+    let created = match docker.create_exec(&shared.id, options).await {
         Ok(created) => created,
-        Err(e) => return Err(explain(shared, e).await),
+        Err(e) => return Err(explain(shared, e.into()).await),
     };
     let start = StartExecOptions {
         detach: false,
         tty: false,
         output_capacity: Some(64 * 1024),
     };
-    let started = match shared.docker.start_exec(&created.id, Some(start)).await {
+    let started = match docker.start_exec(&created.id, Some(start)).await {
         Ok(started) => started,
-        Err(e) => return Err(explain(shared, e).await),
+        Err(e) => return Err(explain(shared, e.into()).await),
     };
     match started {
-        StartExecResults::Attached { output, input } => Ok((created.id, output, input)),
+        StartExecResults::Attached { output, input } => Ok((
+            ExecHandle::Docker(created.id),
+            output.map(|item| item.map_err(SandboxError::from)).boxed(),
+            input,
+        )),
         StartExecResults::Detached => Err(SandboxError::Invalid(
             "docker started the exec detached".into(),
         )),
@@ -523,7 +563,14 @@ impl std::fmt::Debug for ExecOutput {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ExecOutput")
             .field("container_id", &self.shared.id)
-            .field("exec_id", &self.exec_id)
+            .field(
+                "exec_id",
+                &self
+                    .handle
+                    .as_ref()
+                    .map(ExecHandle::label)
+                    .unwrap_or_default(),
+            )
             .field("ended", &self.ended)
             .finish()
     }

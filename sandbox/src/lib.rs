@@ -61,6 +61,7 @@ mod egress;
 mod error;
 mod exec;
 pub mod image;
+mod k8s;
 mod port;
 mod sandbox;
 mod snapshot;
@@ -74,6 +75,7 @@ pub use exec::{
     ExecCanceller, ExecExit, ExecOutput, ExecSpec, ExecStdin, OutputChunk, OutputStream,
 };
 pub use image::{BuildEvent, BuildMethod, BuildOptions, Images};
+pub use k8s::{KubernetesOptions, LABEL_POD};
 pub use port::PortStream;
 pub use sandbox::{ExitReason, Owner, Sandbox};
 pub use snapshot::{Change, ContextBuild, ImageInfo};

@@ -60,9 +60,34 @@ pub struct Owner {
     pub gid: u32,
 }
 
+/// Where sandboxes run: a Docker host, or a Kubernetes namespace (each sandbox a Pod).
+#[derive(Clone)]
+pub(crate) enum Backend {
+    Docker(Docker),
+    Kubernetes(Arc<crate::k8s::Cluster>),
+}
+
+impl Backend {
+    /// `docker` or `kubernetes`, for messages.
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Backend::Docker(_) => "docker",
+            Backend::Kubernetes(_) => "kubernetes",
+        }
+    }
+
+    /// The Docker client, or [`SandboxError::Unsupported`] naming `what` on Kubernetes.
+    pub(crate) fn docker(&self, what: &str, why: &str) -> Result<&Docker> {
+        match self {
+            Backend::Docker(d) => Ok(d),
+            Backend::Kubernetes(_) => Err(SandboxError::not_on_kubernetes(what, why)),
+        }
+    }
+}
+
 /// State shared by a [`Sandbox`], its execs and its deadline timer.
 pub(crate) struct Shared {
-    pub(crate) docker: Docker,
+    pub(crate) backend: Backend,
     pub(crate) id: String,
     pub(crate) task_id: String,
     pub(crate) uid: u32,
@@ -80,7 +105,7 @@ pub(crate) struct Shared {
 impl Shared {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
-        docker: Docker,
+        backend: Backend,
         id: String,
         task_id: String,
         uid: u32,
@@ -90,7 +115,7 @@ impl Shared {
         stop_grace: Duration,
     ) -> Arc<Self> {
         Arc::new(Shared {
-            docker,
+            backend,
             id,
             task_id,
             uid,
@@ -137,7 +162,11 @@ impl Shared {
     }
 
     pub(crate) async fn is_running(&self) -> Result<bool> {
-        match self.docker.inspect_container(&self.id, None).await {
+        let docker = match &self.backend {
+            Backend::Docker(d) => d,
+            Backend::Kubernetes(k) => return k.is_running(&self.id).await,
+        };
+        match docker.inspect_container(&self.id, None).await {
             Ok(c) => Ok(c.state.and_then(|s| s.running).unwrap_or(false)),
             Err(e) if docker_status(&e) == Some(404) => Ok(false),
             Err(e) => Err(e.into()),
@@ -145,7 +174,15 @@ impl Shared {
     }
 
     pub(crate) async fn exit_reason(&self) -> Result<Option<ExitReason>> {
-        let inspect = match self.docker.inspect_container(&self.id, None).await {
+        let docker = match &self.backend {
+            Backend::Docker(d) => d,
+            Backend::Kubernetes(k) => {
+                return k
+                    .exit_reason(&self.id, self.recorded(), self.deadline_unix)
+                    .await;
+            }
+        };
+        let inspect = match docker.inspect_container(&self.id, None).await {
             Ok(c) => c,
             Err(e) if docker_status(&e) == Some(404) => {
                 return Ok(Some(self.recorded().unwrap_or(ExitReason::Removed)));
@@ -233,8 +270,12 @@ impl Shared {
     }
 
     async fn kill_raw(&self) -> Result<()> {
+        let docker = match &self.backend {
+            Backend::Docker(d) => d,
+            Backend::Kubernetes(k) => return k.delete_pod(&self.id, 0).await,
+        };
         let opts = KillContainerOptionsBuilder::new().signal("SIGKILL").build();
-        match self.docker.kill_container(&self.id, Some(opts)).await {
+        match docker.kill_container(&self.id, Some(opts)).await {
             Ok(()) => Ok(()),
             // Already dead or gone: the goal is met.
             Err(e) if matches!(docker_status(&e), Some(404 | 409)) => Ok(()),
@@ -304,11 +345,19 @@ impl Sandbox {
     /// record of which container a task uses stays the durable link. The
     /// deadline timer is re-armed for the task's deadline. Fails with
     /// [`SandboxError::NotFound`] when the container is gone.
+    ///
+    /// On Kubernetes this is [`SandboxError::Unsupported`]: a pod's labels could be changed,
+    /// but that needs the `patch pods` permission drydock's Role does not grant, so the
+    /// server runs no warm pool there.
     pub async fn claim(self, task_id: &str, deadline: Duration) -> Result<Sandbox> {
         let name = crate::client::container_name(task_id);
         let opts = RenameContainerOptionsBuilder::new().name(&name).build();
         let s = &self.shared;
-        s.docker
+        s.backend
+            .docker(
+                "claiming a warm-pool sandbox",
+                "relabelling a pod needs `patch pods`, which drydock's Role does not grant",
+            )?
             .rename_container(&s.id, opts)
             .await
             .map_err(|e| s.map_gone(e))?;
@@ -318,7 +367,7 @@ impl Sandbox {
         let now = unix_now();
         let until = (now + deadline.as_secs().max(1)).min(s.deadline_unix.unwrap_or(u64::MAX));
         let shared = Shared::new(
-            s.docker.clone(),
+            s.backend.clone(),
             s.id.clone(),
             task_id.to_owned(),
             s.uid,
@@ -335,8 +384,11 @@ impl Sandbox {
     /// The id of the image the container runs (`sha256:…`), from Docker.
     pub async fn image_id(&self) -> Result<String> {
         let s = &self.shared;
-        let c = s
-            .docker
+        let docker = match &s.backend {
+            Backend::Docker(d) => d,
+            Backend::Kubernetes(k) => return k.image_id(&s.id).await,
+        };
+        let c = docker
             .inspect_container(&s.id, None)
             .await
             .map_err(|e| s.map_gone(e))?;
@@ -450,13 +502,16 @@ impl Sandbox {
         S: Stream<Item = std::io::Result<Bytes>> + Send + 'static,
     {
         check_absolute(dest)?;
+        let docker = match &self.shared.backend {
+            Backend::Docker(d) => d,
+            Backend::Kubernetes(_) => return upload::through_exec(&self.shared, dest, tar).await,
+        };
         let opts = UploadToContainerOptionsBuilder::new()
             .path(dest)
             .no_overwrite_dir_non_dir("true")
             .build();
         debug!(container_id = %self.shared.id, dest, "uploading tar");
-        self.shared
-            .docker
+        docker
             .upload_to_container(&self.shared.id, Some(opts), bollard::body_try_stream(tar))
             .await
             .map_err(|e| self.shared.map_gone(e))
@@ -502,30 +557,35 @@ impl Sandbox {
     }
 
     /// Stops the sandbox: SIGTERM, then SIGKILL after the grace period.
-    /// Idempotent.
+    /// Idempotent. On Kubernetes the pod is deleted with that grace period (a pod
+    /// cannot be stopped and kept); [`exit_reason`](Sandbox::exit_reason) on this
+    /// handle still answers [`ExitReason::Stopped`].
     pub async fn stop(&self) -> Result<()> {
         self.shared.record(ExitReason::Stopped);
         let grace = i32::try_from(self.shared.stop_grace.as_secs()).unwrap_or(10);
+        let docker = match &self.shared.backend {
+            Backend::Docker(d) => d,
+            Backend::Kubernetes(k) => {
+                return k.delete_pod(&self.shared.id, i64::from(grace.max(0))).await;
+            }
+        };
         let opts = StopContainerOptionsBuilder::new().t(grace).build();
-        match self
-            .shared
-            .docker
-            .stop_container(&self.shared.id, Some(opts))
-            .await
-        {
+        match docker.stop_container(&self.shared.id, Some(opts)).await {
             Ok(()) => Ok(()),
             Err(e) if matches!(docker_status(&e), Some(404 | 409)) => Ok(()),
             Err(e) => Err(e.into()),
         }
     }
 
-    /// Kills the sandbox with SIGKILL. Idempotent.
+    /// Kills the sandbox with SIGKILL. Idempotent. On Kubernetes the pod is deleted
+    /// with no grace period.
     pub async fn kill(&self) -> Result<()> {
         self.shared.record(ExitReason::Killed);
         self.shared.kill_raw().await
     }
 
-    /// Removes the container (forced, with its anonymous volumes). Idempotent.
+    /// Removes the container (forced, with its anonymous volumes), or on Kubernetes the
+    /// pod and its NetworkPolicy. Idempotent.
     pub async fn remove(&self) -> Result<()> {
         if let Some(t) = self
             .shared
@@ -536,7 +596,10 @@ impl Sandbox {
         {
             t.abort();
         }
-        remove_container(&self.shared.docker, &self.shared.id).await
+        match &self.shared.backend {
+            Backend::Docker(d) => remove_container(d, &self.shared.id).await,
+            Backend::Kubernetes(k) => k.remove(&self.shared.id).await,
+        }
     }
 
     /// `None` while running; otherwise why it ended (exit code, OOM from

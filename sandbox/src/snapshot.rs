@@ -80,7 +80,8 @@ impl Sandbox {
         };
         let made = self
             .shared
-            .docker
+            .backend
+            .docker("an environment snapshot (docker commit)", "snapshot images would need a registry the nodes pull from, which drydock does not run")?
             .commit_container(options, config)
             .await
             .map_err(|e| self.shared.map_gone(e))?;
@@ -92,7 +93,8 @@ impl Sandbox {
     pub async fn changes(&self) -> Result<Vec<Change>> {
         let changes = self
             .shared
-            .docker
+            .backend
+            .docker("listing a sandbox's changed files", "")?
             .container_changes(&self.shared.id)
             .await
             .map_err(|e| self.shared.map_gone(e))?
@@ -123,8 +125,11 @@ impl Sandbox {
             .path(path)
             .build();
         let shared = self.shared.clone();
-        self.shared
-            .docker
+        let docker = match self.shared.backend.docker("downloading from a sandbox", "") {
+            Ok(d) => d,
+            Err(e) => return futures::stream::once(async move { Err(e) }).boxed(),
+        };
+        docker
             .download_from_container(&self.shared.id, Some(options))
             .map(move |item| item.map_err(|e| shared.map_gone(e)))
             .boxed()
@@ -132,9 +137,21 @@ impl Sandbox {
 }
 
 impl Sandboxes {
+    /// The Docker client for `what`, or a clear error on Kubernetes: images there live on the
+    /// nodes and would need a registry drydock does not run.
+    fn backend_docker(&self, what: &str) -> Result<&bollard::Docker> {
+        self.docker().map_err(|_| {
+            SandboxError::not_on_kubernetes(what, "snapshot images would need a registry the nodes pull from, which drydock does not run")
+        })
+    }
+
     /// The image `image` (name or id), or `None` when the host does not have it.
     pub async fn image(&self, image: &str) -> Result<Option<ImageInfo>> {
-        match self.docker().inspect_image(image).await {
+        match self
+            .backend_docker("inspecting an image")?
+            .inspect_image(image)
+            .await
+        {
             Ok(i) => Ok(Some(ImageInfo {
                 id: i.id.unwrap_or_default(),
                 tags: i.repo_tags.unwrap_or_default(),
@@ -165,7 +182,7 @@ impl Sandboxes {
         );
         let options = ListImagesOptionsBuilder::new().filters(&filters).build();
         let mut images: Vec<ImageInfo> = self
-            .docker()
+            .backend_docker("listing images")?
             .list_images(Some(options))
             .await?
             .into_iter()
@@ -197,7 +214,7 @@ impl Sandboxes {
             .filters(&filters)
             .build();
         Ok(!self
-            .docker()
+            .backend_docker("checking an image's use")?
             .list_containers(Some(options))
             .await?
             .is_empty())
@@ -210,7 +227,11 @@ impl Sandboxes {
             .force(false)
             .noprune(false)
             .build();
-        match self.docker().remove_image(id, Some(options), None).await {
+        match self
+            .backend_docker("removing an image")?
+            .remove_image(id, Some(options), None)
+            .await
+        {
             Ok(_) => Ok(true),
             Err(e) if matches!(docker_status(&e), Some(404 | 409)) => Ok(false),
             Err(e) => Err(e.into()),
@@ -227,6 +248,7 @@ impl Sandboxes {
         build: &ContextBuild,
         mut on_line: impl FnMut(&str) + Send,
     ) -> Result<()> {
+        let docker = self.backend_docker("building an image")?;
         let dir = context.to_owned();
         let tar = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
             let mut archive = tar::Builder::new(Vec::new());
@@ -247,9 +269,7 @@ impl Sandboxes {
             ..Default::default()
         };
         let mut tail: Vec<String> = Vec::new();
-        let mut stream =
-            self.docker()
-                .build_image(options, None, Some(bollard::body_full(tar.into())));
+        let mut stream = docker.build_image(options, None, Some(bollard::body_full(tar.into())));
         let failed = |detail: String, tail: Vec<String>| SandboxError::ImageBuild { detail, tail };
         while let Some(item) = stream.next().await {
             let info = item.map_err(|e| failed(e.to_string(), tail.clone()))?;

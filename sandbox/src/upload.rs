@@ -144,3 +144,79 @@ pub(crate) fn single_file_tar(
     builder.append_data(&mut header, name, contents)?;
     Ok(builder.into_inner()?)
 }
+
+/// [`Sandbox::upload`](crate::Sandbox::upload) where there is no archive endpoint
+/// (Kubernetes): `tar -x` inside the sandbox, fed through the exec's stdin. The extraction runs
+/// as the sandbox user, so entries come out owned by it whatever the headers say.
+pub(crate) async fn through_exec<S>(
+    shared: &std::sync::Arc<crate::sandbox::Shared>,
+    dest: &str,
+    tar: S,
+) -> Result<()>
+where
+    S: Stream<Item = io::Result<Bytes>> + Send + 'static,
+{
+    use futures::StreamExt;
+    use tokio::io::AsyncWriteExt;
+
+    let spec = crate::exec::ExecSpec::new(["tar", "-x", "-p", "-f", "-", "-C", dest])
+        .workdir("/")
+        .with_stdin();
+    let mut output = crate::exec::start(shared, &spec).await?;
+    let mut stdin = output
+        .take_stdin()
+        .ok_or_else(|| SandboxError::Invalid("the upload exec has no stdin".into()))?;
+    let canceller = output.canceller();
+    let feed = async move {
+        let sent = async {
+            let mut tar = std::pin::pin!(tar);
+            while let Some(chunk) = tar.next().await {
+                stdin.write_all(&chunk?).await?;
+            }
+            stdin.shutdown().await?;
+            Ok::<_, SandboxError>(())
+        }
+        .await;
+        if sent.is_err() {
+            // `tar` would wait for the rest forever.
+            let _ = canceller.cancel().await;
+        }
+        sent
+    };
+    let drain = async {
+        let mut stderr = Vec::new();
+        while let Some(chunk) = output.next().await {
+            let chunk = chunk?;
+            if chunk.stream == crate::OutputStream::Stderr && stderr.len() < 16 * 1024 {
+                stderr.extend_from_slice(&chunk.data);
+            }
+        }
+        Ok::<_, SandboxError>(stderr)
+    };
+    // The output closes when `tar` has ended; input it did not take (it failed early) has
+    // nowhere to go, so the feed is dropped then instead of waiting for it.
+    let (fed, stderr) = {
+        tokio::pin!(feed);
+        tokio::pin!(drain);
+        let mut fed = None;
+        let stderr = loop {
+            tokio::select! {
+                r = &mut feed, if fed.is_none() => fed = Some(r),
+                d = &mut drain => break d,
+            }
+        };
+        (fed, stderr)
+    };
+    let stderr = stderr?;
+    let exit = output.exit().await?;
+    if exit.success() {
+        fed.unwrap_or(Ok(()))?;
+    }
+    if !exit.success() {
+        return Err(SandboxError::Invalid(format!(
+            "upload into {dest} failed ({exit}): {}",
+            String::from_utf8_lossy(&stderr).trim()
+        )));
+    }
+    Ok(())
+}

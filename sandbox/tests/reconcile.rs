@@ -30,11 +30,13 @@ async fn foreign(sbx: &Sandboxes, name: &str, labels: &[(&str, &str)]) -> String
     let opts = CreateContainerOptionsBuilder::new().name(name).build();
     let id = sbx
         .docker()
+        .expect("a Docker backend")
         .create_container(Some(opts), body)
         .await
         .expect("create foreign container")
         .id;
     sbx.docker()
+        .expect("a Docker backend")
         .start_container(&id, None)
         .await
         .expect("start foreign container");
@@ -42,7 +44,11 @@ async fn foreign(sbx: &Sandboxes, name: &str, labels: &[(&str, &str)]) -> String
 }
 
 async fn exists(sbx: &Sandboxes, id: &str) -> bool {
-    sbx.docker().inspect_container(id, None).await.is_ok()
+    sbx.docker()
+        .expect("a Docker backend")
+        .inspect_container(id, None)
+        .await
+        .is_ok()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -64,7 +64,12 @@ async fn runs_as_uid_1000_without_capabilities_or_docker_socket() {
     );
 
     // What Docker itself says about the container.
-    let inspect = sbx.docker().inspect_container(sb.id(), None).await.unwrap();
+    let inspect = sbx
+        .docker()
+        .unwrap()
+        .inspect_container(sb.id(), None)
+        .await
+        .unwrap();
     let hc = inspect.host_config.unwrap();
     assert_eq!(hc.privileged, Some(false));
     assert_eq!(hc.cap_drop, Some(vec!["ALL".to_owned()]));
@@ -119,6 +124,7 @@ async fn fork_bomb_hits_the_pids_limit_and_the_host_stays_healthy() {
             .build();
         let stats = sbx
             .docker()
+            .unwrap()
             .stats(sb.id(), Some(opts))
             .next()
             .await
@@ -206,6 +212,7 @@ async fn allocating_beyond_the_memory_limit_is_reported_as_oom() {
         .signal("SIGKILL")
         .build();
     sbx.docker()
+        .unwrap()
         .kill_container(sb.id(), Some(kill))
         .await
         .unwrap();

@@ -238,6 +238,30 @@ pub struct Config {
     #[arg(long, env = "DRYDOCK_SESSION_DAYS", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=365))]
     pub session_days: u32,
 
+    /// Where sandboxes run: docker (containers on DOCKER_HOST) or kubernetes (a Pod each in
+    /// DRYDOCK_KUBERNETES_NAMESPACE, through KUBECONFIG or the in-cluster service account).
+    #[arg(long, env = "DRYDOCK_SANDBOX_BACKEND", value_enum, default_value_t = SandboxBackend::Docker)]
+    pub sandbox_backend: SandboxBackend,
+
+    /// kubeconfig file for DRYDOCK_SANDBOX_BACKEND=kubernetes (a list of files joined with `:`
+    /// is merged as kubectl does). Unset: ~/.kube/config, then the in-cluster service account.
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// Kubernetes namespace sandbox pods are created in (it must exist; drydock's Role there
+    /// grants pods, pods/exec, pods/log and networkpolicies).
+    #[arg(long, env = "DRYDOCK_KUBERNETES_NAMESPACE", default_value = "drydock")]
+    pub kubernetes_namespace: String,
+
+    /// runtimeClassName of sandbox pods (a gVisor or Kata RuntimeClass, for example). Unset: the
+    /// cluster's default runtime.
+    #[arg(long, env = "DRYDOCK_KUBERNETES_RUNTIME_CLASS")]
+    pub kubernetes_runtime_class: Option<String>,
+
+    /// nodeSelector of sandbox pods, as key=value,key=value. Unset: any node.
+    #[arg(long, env = "DRYDOCK_KUBERNETES_NODE_SELECTOR", value_parser = parse_node_selector)]
+    pub kubernetes_node_selector: Option<std::collections::BTreeMap<String, String>>,
+
     /// Docker daemon to use (unix:///var/run/docker.sock, tcp://HOST:PORT). Docker's own default when absent.
     #[arg(long, env = "DOCKER_HOST")]
     pub docker_host: Option<String>,
@@ -443,6 +467,20 @@ pub struct Config {
     /// Optional GitHub token of a bot account, used only to tell people drydock ignores why (one reply per issue); without it drydock stays silent.
     #[arg(long, env = "DRYDOCK_GITHUB_BOT_TOKEN", hide_env_values = true)]
     pub github_bot_token: Option<SecretString>,
+}
+
+/// Where sandboxes run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SandboxBackend {
+    /// Containers on a Docker host.
+    Docker,
+    /// Pods in a Kubernetes namespace.
+    Kubernetes,
+}
+
+/// `key=value,key=value` into a node selector; the error names the bad item.
+fn parse_node_selector(s: &str) -> Result<std::collections::BTreeMap<String, String>, String> {
+    drydock_sandbox::KubernetesOptions::parse_node_selector(s).map_err(|e| e.to_string())
 }
 
 /// How drydock builds its own sandbox image when it is missing.

@@ -85,6 +85,9 @@ pub struct SandboxImage {
     options: BuildOptions,
     docker_host: Option<String>,
     docker_cert_path: Option<std::path::PathBuf>,
+    /// Sandboxes are Kubernetes pods: the image lives on the nodes (or a registry they pull
+    /// from), out of drydock's sight, so it is neither checked nor built here.
+    kubernetes: bool,
     state: watch::Sender<ImageState>,
 }
 
@@ -100,6 +103,7 @@ impl SandboxImage {
             options: build_options(config),
             docker_host: config.docker_host.clone(),
             docker_cert_path: config.docker_cert_path.clone(),
+            kubernetes: config.sandbox_backend == crate::config::SandboxBackend::Kubernetes,
             state: watch::Sender::new(ImageState::Checking),
         })
     }
@@ -263,6 +267,13 @@ impl SandboxImage {
     }
 
     async fn watch_until_ready(&self) {
+        if self.kubernetes {
+            // A pod whose image the node cannot find fails to start with ImageNotFound, which
+            // the task reports.
+            tracing::info!(image = %self.image, "sandboxes run on Kubernetes: the sandbox image must be on the nodes or in a registry they pull from; drydock neither checks nor builds it there");
+            self.state.send_replace(ImageState::Ready);
+            return;
+        }
         let mut built_once = false;
         loop {
             match Images::connect(

@@ -9,6 +9,7 @@ pub mod gemini;
 pub mod git_http;
 pub mod github;
 pub mod hunt;
+pub mod kubernetes;
 pub mod oauth_mcp;
 pub mod openai;
 pub mod real_agent;

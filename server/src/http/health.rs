@@ -55,8 +55,8 @@ async fn healthz() -> Json<Health> {
     })
 }
 
-/// Answers 200 when the database and Docker are reachable (with the sandbox image's state), 503
-/// with the reason otherwise.
+/// Answers 200 when the database and the sandbox backend (Docker, or the Kubernetes API server)
+/// are reachable (with the sandbox image's state), 503 with the reason otherwise.
 #[utoipa::path(
     get,
     path = "/readyz",
@@ -78,23 +78,28 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, AppError>
             ));
         }
     }
-    let docker = async {
+    // The sandbox backend: the Docker daemon, or the Kubernetes API server.
+    let backend = match state.config.sandbox_backend {
+        crate::config::SandboxBackend::Kubernetes => "the Kubernetes API server",
+        crate::config::SandboxBackend::Docker => "Docker",
+    };
+    let sandboxes = async {
         let sandboxes = state.runner.sandboxes().await?;
         sandboxes.ping().await
     };
-    match tokio::time::timeout(PROBE_TIMEOUT * 3, docker).await {
+    match tokio::time::timeout(PROBE_TIMEOUT * 3, sandboxes).await {
         Ok(Ok(())) => Ok(Json(Health {
             status: "ready",
             sandbox_image: Some(state.image.status().state),
         })),
         Ok(Err(err)) => {
-            tracing::warn!(error = %err, "readiness: Docker unreachable");
-            Err(AppError::Unavailable(
-                "Docker unreachable: tasks cannot run".into(),
-            ))
+            tracing::warn!(error = %err, backend, "readiness: the sandbox backend is unreachable");
+            Err(AppError::Unavailable(format!(
+                "{backend} unreachable: tasks cannot run"
+            )))
         }
-        Err(_) => Err(AppError::Unavailable(
-            "Docker did not answer in time".into(),
-        )),
+        Err(_) => Err(AppError::Unavailable(format!(
+            "{backend} did not answer in time"
+        ))),
     }
 }

@@ -119,6 +119,21 @@ impl TaskRunner {
             cx.say("info", &text).await;
             return Ok(prepared);
         };
+        if self.inner.settings.kubernetes.is_some() {
+            // A snapshot is an image, and pods only run images their nodes can pull: without a
+            // registry drydock pushes to, setup runs in the task's own pod on every start,
+            // after the upload, followed by maintenance (with the same secrets maintenance gets).
+            let text = format!(
+                "Environment: from {}; setup runs in the task's pod on every start (no snapshots on Kubernetes: they would need a registry the nodes pull from)",
+                def.source.label()
+            );
+            cx.say("info", &text).await;
+            prepared.maintenance = Some(match &def.maintenance {
+                Some(maintenance) => format!("{setup}\n{maintenance}"),
+                None => setup,
+            });
+            return Ok(prepared);
+        }
         let sandboxes = self.sandboxes().await.map_err(|err| sandbox_failed(&err))?;
         let base_id = sandboxes
             .image(&base)
@@ -222,6 +237,12 @@ impl TaskRunner {
                     } else {
                         offered.join(", ")
                     },
+                    self.edit_hint(&cx.task)
+                )))
+            }
+            Base::Dockerfile { .. } if self.inner.settings.kubernetes.is_some() => {
+                Err(Outcome::failed(format!(
+                    "the environment builds its image from the repository's Dockerfile, which drydock does not do on Kubernetes: pods run only images their nodes can pull, and drydock runs no registry to push a build to; use an image the operator registered (DRYDOCK_ENVIRONMENT_IMAGES) and present on the nodes{}",
                     self.edit_hint(&cx.task)
                 )))
             }
@@ -700,6 +721,10 @@ impl TaskRunner {
     /// Prunes the snapshots of every repository with an environment in this database (those of
     /// other drydock databases sharing the Docker host are left alone).
     pub(super) async fn prune_snapshots(&self) {
+        if self.inner.settings.kubernetes.is_some() {
+            // No snapshots are made there.
+            return;
+        }
         let Ok(sandboxes) = self.sandboxes().await else {
             return;
         };

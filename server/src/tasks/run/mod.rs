@@ -149,8 +149,9 @@ impl TaskRunner {
         }
     }
 
-    /// Docker, connected on first use (and again after a failure), so the server starts and
-    /// serves everything else while Docker is down.
+    /// Docker (or Kubernetes), connected on first use (and again after a failure), so the
+    /// server starts and serves everything else while Docker is down. With Kubernetes, start-up
+    /// connects once to refuse a wrong cluster setting early.
     pub async fn sandboxes(&self) -> Result<Sandboxes, SandboxError> {
         let mut slot = self.inner.sandboxes.lock().await;
         if let Some(sandboxes) = slot.as_ref() {
@@ -161,9 +162,10 @@ impl TaskRunner {
         defaults.network = NetworkMode::parse(&s.network);
         defaults.limits = s.limits.clone();
         defaults.tls_cert_path = s.docker_cert_path.clone();
-        let sandboxes = match &s.docker_host {
-            Some(host) => Sandboxes::connect_to(host, defaults).await?,
-            None => Sandboxes::connect(defaults).await?,
+        let sandboxes = match (&s.kubernetes, &s.docker_host) {
+            (Some(options), _) => Sandboxes::connect_kubernetes(defaults, options.clone()).await?,
+            (None, Some(host)) => Sandboxes::connect_to(host, defaults).await?,
+            (None, None) => Sandboxes::connect(defaults).await?,
         };
         *slot = Some(sandboxes.clone());
         Ok(sandboxes)

@@ -23,6 +23,8 @@ pub struct RunnerSettings {
     pub docker_host: Option<String>,
     /// Certificates for a Docker daemon reached over TLS (`DOCKER_CERT_PATH`).
     pub docker_cert_path: Option<PathBuf>,
+    /// Kubernetes instead of Docker, with where and how pods are made (`DRYDOCK_SANDBOX_BACKEND`).
+    pub kubernetes: Option<drydock_sandbox::KubernetesOptions>,
     /// Sandbox image.
     pub image: String,
     /// Sandbox network mode.
@@ -83,6 +85,7 @@ impl RunnerSettings {
             max_concurrent_per_user: i64::from(config.max_concurrent_tasks_per_user),
             docker_host: config.docker_host.clone(),
             docker_cert_path: config.docker_cert_path.clone(),
+            kubernetes: kubernetes_options(config),
             image: config.resolve_sandbox_image(),
             network: config.sandbox_network.clone(),
             limits: Limits {
@@ -96,7 +99,12 @@ impl RunnerSettings {
             idle_timeout: Duration::from_secs(config.sandbox_idle_timeout),
             keep_alive_lifetime: Duration::from_secs(config.sandbox_max_lifetime),
             max_task_duration: Duration::from_secs(config.max_task_duration),
-            warm_pool: config.warm_pool as usize,
+            // Claiming a warm pod for a task means relabelling it, which needs `patch pods`:
+            // not in drydock's Role, so no warm pool on Kubernetes (said at start-up).
+            warm_pool: match config.sandbox_backend {
+                crate::config::SandboxBackend::Docker => config.warm_pool as usize,
+                crate::config::SandboxBackend::Kubernetes => 0,
+            },
             warm_pool_max_age: Duration::from_secs(config.warm_pool_max_age),
             preview_port: config
                 .preview_host
@@ -110,6 +118,30 @@ impl RunnerSettings {
             snapshot_max_age: Duration::from_secs(config.snapshot_max_age),
             snapshots_per_repo: usize::try_from(config.snapshots_per_repo).unwrap_or(3),
             lease: Duration::from_secs(config.lease_secs),
+        }
+    }
+}
+
+/// The Kubernetes backend's options, when `DRYDOCK_SANDBOX_BACKEND=kubernetes`.
+fn kubernetes_options(config: &Config) -> Option<drydock_sandbox::KubernetesOptions> {
+    match config.sandbox_backend {
+        crate::config::SandboxBackend::Docker => None,
+        crate::config::SandboxBackend::Kubernetes => {
+            let mut options =
+                drydock_sandbox::KubernetesOptions::new(config.kubernetes_namespace.trim());
+            options.runtime_class = config
+                .kubernetes_runtime_class
+                .as_deref()
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .map(str::to_owned);
+            options.node_selector = config.kubernetes_node_selector.clone().unwrap_or_default();
+            // One file is read here; a `:` list is left to kube's own lookup, which merges it.
+            options.kubeconfig = config
+                .kubeconfig
+                .clone()
+                .filter(|p| !p.as_os_str().is_empty() && !p.to_string_lossy().contains(':'));
+            Some(options)
         }
     }
 }
