@@ -146,6 +146,23 @@ impl Drop for Replica {
         if let Ok(None) = self.child.try_wait() {
             self.stop();
         }
+        // A replica killed with SIGKILL leaves its warm sandbox behind: another replica removes
+        // it only a whole lease period later, and the test may be over by then. Nothing of this
+        // instance id outlives the test.
+        let ids = std::process::Command::new("docker")
+            .args(["ps", "-aq", "--filter"])
+            .arg(format!("label=drydock.instance={}", self.id))
+            .output();
+        if let Ok(out) = ids {
+            let ids = String::from_utf8_lossy(&out.stdout);
+            let ids: Vec<&str> = ids.split_whitespace().collect();
+            if !ids.is_empty() {
+                let _ = std::process::Command::new("docker")
+                    .args(["rm", "-f"])
+                    .args(&ids)
+                    .output();
+            }
+        }
     }
 }
 
