@@ -115,6 +115,27 @@ pub fn docker_client(
     }
 }
 
+/// Why [`docker_client`] failed, as a [`SandboxError`]: with TLS files the client reads them
+/// before any connection, so a failure there is about the files, not the daemon.
+pub(crate) fn client_error(
+    host: &str,
+    tls_cert_path: Option<&std::path::Path>,
+    err: &bollard::errors::Error,
+) -> SandboxError {
+    match tls_cert_path {
+        Some(dir) if host.starts_with("tcp://") || host.starts_with("https://") => {
+            SandboxError::TlsFiles {
+                dir: dir.display().to_string(),
+                detail: err.to_string(),
+            }
+        }
+        _ => SandboxError::DaemonUnavailable {
+            host: host.to_owned(),
+            detail: err.to_string(),
+        },
+    }
+}
+
 impl Sandboxes {
     /// Connects to the daemon named by `DOCKER_HOST` (or the default local
     /// socket); see [`connect_to`](Sandboxes::connect_to).
@@ -136,7 +157,7 @@ impl Sandboxes {
             detail,
         };
         let docker = docker_client(host, defaults.tls_cert_path.as_deref())
-            .map_err(|e| unavailable(e.to_string()))?
+            .map_err(|e| client_error(host, defaults.tls_cert_path.as_deref(), &e))?
             .with_timeout(REQUEST_TIMEOUT);
         let docker = tokio::time::timeout(PING_TIMEOUT, docker.negotiate_version())
             .await
@@ -291,18 +312,7 @@ impl Sandboxes {
                 )
                 .await?;
                 info!(pod = %name, network = spec.network.as_docker(), deadline_s = deadline_secs, "sandbox pod started");
-                let shared = Shared::new(
-                    self.backend.clone(),
-                    name,
-                    spec.task_id,
-                    spec.uid,
-                    spec.gid,
-                    spec.workdir,
-                    Some(deadline_unix),
-                    self.defaults.stop_grace,
-                );
-                shared.arm_deadline(Duration::from_secs(deadline_secs));
-                return Ok(Sandbox { shared });
+                return Ok(self.started(name, spec, deadline_unix, deadline_secs));
             }
         };
         match docker.inspect_image(&spec.image).await {
@@ -367,6 +377,18 @@ impl Sandboxes {
             return Err(e.into());
         }
         info!(container_id = %id, name, network = spec.network.as_docker(), deadline_s = deadline_secs, "sandbox started");
+        Ok(self.started(id, spec, deadline_unix, deadline_secs))
+    }
+
+    /// The handle of a sandbox just started from `spec` (a container id or a pod name), its
+    /// deadline armed: `deadline_unix` as a wall-clock time, `deadline_secs` from now.
+    fn started(
+        &self,
+        id: String,
+        spec: SandboxSpec,
+        deadline_unix: u64,
+        deadline_secs: u64,
+    ) -> Sandbox {
         let shared = Shared::new(
             self.backend.clone(),
             id,
@@ -378,7 +400,7 @@ impl Sandboxes {
             self.defaults.stop_grace,
         );
         shared.arm_deadline(Duration::from_secs(deadline_secs));
-        Ok(Sandbox { shared })
+        Sandbox { shared }
     }
 
     /// This server's sandboxes (by instance label) that also carry all of
@@ -666,6 +688,31 @@ fn name_prefix(task_id: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Missing TLS files are named as such: the client reads them before it connects, so no
+    /// daemon is involved (nothing listens on the address, and nothing is sent to it).
+    #[tokio::test]
+    async fn missing_tls_files_are_named_not_reported_as_a_silent_daemon() {
+        let dir = std::path::Path::new("/nonexistent/drydock-docker-certs");
+        let mut defaults = SandboxDefaults::new("drydock-sandbox:offline", "server-1");
+        defaults.tls_cert_path = Some(dir.to_path_buf());
+        let err = Sandboxes::connect_to("tcp://127.0.0.1:2376", defaults)
+            .await
+            .err()
+            .expect("no TLS files, no client");
+        assert!(matches!(err, SandboxError::TlsFiles { .. }), "{err:?}");
+        let text = err.to_string();
+        assert!(
+            text.contains("DOCKER_CERT_PATH (/nonexistent/drydock-docker-certs)"),
+            "{text}"
+        );
+        assert!(!text.contains("does not answer"), "{text}");
+        let err = crate::Images::connect(Some("tcp://127.0.0.1:2376"), Some(dir))
+            .await
+            .err()
+            .expect("no TLS files, no client");
+        assert!(matches!(err, SandboxError::TlsFiles { .. }), "{err:?}");
+    }
 
     #[test]
     fn container_names_are_docker_safe_and_unique() {

@@ -15,6 +15,17 @@ pub enum SandboxError {
         /// What the connection attempt reported.
         detail: String,
     },
+    /// The TLS client files for a `tcp://` Docker host (`DOCKER_CERT_PATH`) cannot be used:
+    /// missing, unreadable or malformed. Nothing was sent to the daemon.
+    #[error(
+        "cannot use the TLS client files in DOCKER_CERT_PATH ({dir}): {detail}; the directory must hold ca.pem, cert.pem and key.pem, as for `docker --tlsverify`"
+    )]
+    TlsFiles {
+        /// The directory named by `DOCKER_CERT_PATH`.
+        dir: String,
+        /// What reading them reported.
+        detail: String,
+    },
     /// The sandbox image is not present on the Docker host.
     #[error(
         "sandbox image {0:?} is not present on the Docker host; build it with `sandbox/image/build-offline` (or `docker build sandbox/image`)"

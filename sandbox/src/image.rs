@@ -141,7 +141,7 @@ impl Images {
             detail,
         };
         let docker = crate::client::docker_client(&host, tls_cert_path)
-            .map_err(|e| unavailable(e.to_string()))?
+            .map_err(|e| crate::client::client_error(&host, tls_cert_path, &e))?
             .with_timeout(BUILD_REQUEST_TIMEOUT);
         let docker = tokio::time::timeout(Duration::from_secs(5), docker.negotiate_version())
             .await
