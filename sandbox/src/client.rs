@@ -696,10 +696,9 @@ mod tests {
         let dir = std::path::Path::new("/nonexistent/drydock-docker-certs");
         let mut defaults = SandboxDefaults::new("drydock-sandbox:offline", "server-1");
         defaults.tls_cert_path = Some(dir.to_path_buf());
-        let err = Sandboxes::connect_to("tcp://127.0.0.1:2376", defaults)
-            .await
-            .err()
-            .expect("no TLS files, no client");
+        let Err(err) = Sandboxes::connect_to("tcp://127.0.0.1:2376", defaults).await else {
+            panic!("no TLS files, no client");
+        };
         assert!(matches!(err, SandboxError::TlsFiles { .. }), "{err:?}");
         let text = err.to_string();
         assert!(
@@ -707,10 +706,9 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("does not answer"), "{text}");
-        let err = crate::Images::connect(Some("tcp://127.0.0.1:2376"), Some(dir))
-            .await
-            .err()
-            .expect("no TLS files, no client");
+        let Err(err) = crate::Images::connect(Some("tcp://127.0.0.1:2376"), Some(dir)).await else {
+            panic!("no TLS files, no client");
+        };
         assert!(matches!(err, SandboxError::TlsFiles { .. }), "{err:?}");
     }
 
