@@ -16,6 +16,7 @@ pub mod real_agent;
 pub mod recorded;
 pub mod replicas;
 pub mod server;
+pub mod sse;
 pub mod stats;
 pub mod tasks;
 pub mod triggers;

@@ -10,6 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use drydock_tests::replicas::{Cluster, Replica};
+use drydock_tests::sse::{SseEvent, next_event};
 use drydock_tests::tasks::{SCRIPTED_AGENT, containers_of};
 use drydock_tests::{GithubStandIn, TestDb};
 use reqwest::StatusCode;
@@ -95,18 +96,7 @@ async fn read_sse(
             .ok()?
             .ok()??;
         buf.push_str(&String::from_utf8_lossy(&chunk));
-        while let Some(end) = buf.find("\n\n") {
-            let block: String = buf.drain(..end + 2).collect();
-            let (mut id, mut event, mut data) = (None, None, String::new());
-            for line in block.lines() {
-                if let Some(v) = line.strip_prefix("id:") {
-                    id = v.trim().parse::<i64>().ok();
-                } else if let Some(v) = line.strip_prefix("event:") {
-                    event = Some(v.trim().to_owned());
-                } else if let Some(v) = line.strip_prefix("data:") {
-                    data.push_str(v.trim_start());
-                }
-            }
+        while let Some(SseEvent { id, event, data }) = next_event(&mut buf) {
             if event.as_deref() == Some("end") {
                 return serde_json::from_str(&data).ok();
             }
@@ -174,18 +164,7 @@ async fn read_until(
 async fn read_sse_one(resp: &mut reqwest::Response, seen: &mut Vec<(i64, String)>) -> bool {
     let mut buf = String::new();
     loop {
-        if let Some(end) = buf.find("\n\n") {
-            let block: String = buf.drain(..end + 2).collect();
-            let (mut id, mut event, mut data) = (None, None, String::new());
-            for line in block.lines() {
-                if let Some(v) = line.strip_prefix("id:") {
-                    id = v.trim().parse::<i64>().ok();
-                } else if let Some(v) = line.strip_prefix("event:") {
-                    event = Some(v.trim().to_owned());
-                } else if let Some(v) = line.strip_prefix("data:") {
-                    data.push_str(v.trim_start());
-                }
-            }
+        if let Some(SseEvent { id, event, data }) = next_event(&mut buf) {
             if event.as_deref() == Some("end") {
                 return true;
             }

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use drydock_tests::TestDb;
+use drydock_tests::sse::{SseEvent, next_event};
 use drydock_tests::tasks::{ACME_KEY, TaskEnv, containers_of, git_in};
 use serde_json::{Value, json};
 
@@ -459,20 +460,7 @@ async fn read_sse(
             .ok()?
             .ok()??;
         buf.push_str(&String::from_utf8_lossy(&chunk));
-        while let Some(end) = buf.find("\n\n") {
-            let block: String = buf.drain(..end + 2).collect();
-            let mut id = None;
-            let mut event = None;
-            let mut data = String::new();
-            for line in block.lines() {
-                if let Some(v) = line.strip_prefix("id:") {
-                    id = v.trim().parse::<i64>().ok();
-                } else if let Some(v) = line.strip_prefix("event:") {
-                    event = Some(v.trim().to_owned());
-                } else if let Some(v) = line.strip_prefix("data:") {
-                    data.push_str(v.trim_start());
-                }
-            }
+        while let Some(SseEvent { id, event, data }) = next_event(&mut buf) {
             if event.as_deref() == Some("end") {
                 return serde_json::from_str(&data).ok();
             }
