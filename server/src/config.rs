@@ -10,7 +10,7 @@ use std::str::FromStr;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-/// drydock: run coding agents in isolated Docker sandboxes for a team.
+/// drydock: run coding agents in isolated sandboxes (Docker or Kubernetes) for a team.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "drydock", version, about, long_about = None)]
 pub struct Cli {
