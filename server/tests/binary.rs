@@ -108,7 +108,10 @@ fn listening_on_every_address_gives_a_public_url_a_browser_can_open() {
     let rx = spawn_stderr_reader(&mut child);
     let mut log = Vec::new();
     let line = wait_for_line(&rx, "drydock is listening", &mut log);
-    let _ = child.kill();
+    // SIGTERM, not SIGKILL: a killed server leaves the warm sandbox it was creating behind.
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
     let _ = child.wait();
     let port = line
         .split("addr=0.0.0.0:")
