@@ -91,10 +91,16 @@ impl TurnContext {
         }
     }
 
-    /// Adds a line to the task's log and stores it now, so viewers see it at once.
+    /// Adds a line to the task's log and hands it to the log's writer, which stores and
+    /// publishes it at once when idle; the turn goes on without waiting (the end of the turn
+    /// waits for everything, see [`flush_log`](Self::flush_log)).
     pub async fn say(&mut self, kind: &'static str, text: &str) {
         self.line(kind, text);
-        self.flush().await;
+        if let Some(sink) = self.sink.as_mut()
+            && let Err(err) = sink.submit().await
+        {
+            tracing::error!(error = %err, "could not store log lines");
+        }
     }
 
     /// Adds a command's standard error to the log, a line each, then stores it.
@@ -113,7 +119,7 @@ impl TurnContext {
             .map_or_else(String::new, |sink| sink.redactor().redact(text))
     }
 
-    /// Stores the lines queued so far.
+    /// Stores the lines queued so far and waits until they are stored and published.
     pub async fn flush_log(&mut self) {
         self.flush().await;
     }
@@ -167,6 +173,8 @@ impl TaskRunner {
             Err(_) => return Err(Outcome::failed("could not read your model use of today")),
         }
         let token = self.github_token(&cx.task).await?;
+        // Listing the branches needs only the token: it runs while the rest is set up.
+        let listing = self.list_branches(&cx.task, &token);
         let mut launch = self.prepare_agent(cx).await?;
         cx.environment = self.load_environment(&cx.task).await?;
         // Secrets the user lets the agent see go to its process; the others only to setup and
@@ -189,7 +197,7 @@ impl TaskRunner {
             );
             cx.say("info", &text).await;
         }
-        let source = self.locate_branch(cx, &token).await?;
+        let source = self.locate_branch(cx, &token, listing).await?;
         // The sandbox starts while the host clones; `start_sandbox` waits for it.
         self.begin_sandbox(cx, &launch).await;
         let mut workspace = self.prepare_workspace(cx, &token, source).await?;
@@ -265,6 +273,9 @@ impl TaskRunner {
             None => outcome.reason.clone(),
         };
         cx.say(outcome.log_kind(), &reason).await;
+        // Every line of the turn is stored before its outcome, so a viewer that sees the end
+        // has seen them all.
+        cx.flush_log().await;
         let record = TaskOutcome {
             status: outcome.status,
             reason: Some(&reason),

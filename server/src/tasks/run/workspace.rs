@@ -12,7 +12,8 @@ mod submodules;
 
 use std::path::{Path, PathBuf};
 
-use tracing::instrument;
+use tokio_util::task::AbortOnDropHandle;
+use tracing::{Instrument, instrument};
 
 use super::TaskRunner;
 use super::outcome::{Outcome, StepResult, last_line, push_refused};
@@ -56,6 +57,17 @@ pub(super) struct Source {
     branch_existed: bool,
     /// The repository has no commits yet.
     empty: bool,
+    /// The repository's default branch, as the listing named it (`None` when the server did not
+    /// say).
+    default_branch: Option<String>,
+}
+
+/// A repository's branches, listed before the clone.
+pub(super) struct RemoteBranches {
+    /// Branch names (without `refs/heads/`); empty for a repository without commits.
+    heads: Vec<String>,
+    /// The default branch (where the remote's `HEAD` points), when the server says.
+    default: Option<String>,
 }
 
 impl TaskRunner {
@@ -69,23 +81,48 @@ impl TaskRunner {
             .map_err(|err| Outcome::failed(err.to_string()))
     }
 
-    /// Finds what the turn clones: the task's branch when an earlier turn pushed it, otherwise
-    /// the base branch (the repository's default when none was asked for). A base branch that
-    /// does not exist ends the turn here, before any sandbox, naming it.
+    /// Begins listing the branches of the task's repository (`git ls-remote`, one round trip to
+    /// GitHub). It needs only the token, so it runs while the turn's agent, environment and log
+    /// are set up; [`locate_branch`](Self::locate_branch) waits for it. Dropping the handle stops
+    /// it.
+    pub(super) fn list_branches(
+        &self,
+        task: &Task,
+        token: &SecretString,
+    ) -> AbortOnDropHandle<StepResult<RemoteBranches>> {
+        let settings = &self.inner.settings;
+        let work_dir = settings.work_dir.clone();
+        let dir = work_dir.join(&task.id);
+        let github_url = settings.github_url.trim_end_matches('/');
+        let git = HostGit::new(&dir, token, github_url);
+        let url = format!("{github_url}/{}.git", task.repo);
+        let repo = task.repo.clone();
+        let listing = async move {
+            // A checkout left by an earlier process of this server goes first: the clone needs
+            // the place, and listing runs in the parent when there is no checkout.
+            let _ = tokio::fs::remove_dir_all(&dir).await;
+            tokio::fs::create_dir_all(&work_dir).await.map_err(|err| {
+                Outcome::failed(format!("could not create the work directory: {err}"))
+            })?;
+            remote_branches(&git, &url, &repo).await
+        };
+        AbortOnDropHandle::new(tokio::spawn(listing.in_current_span()))
+    }
+
+    /// Finds what the turn clones from the branch `listing` begun by
+    /// [`list_branches`](Self::list_branches): the task's branch when an earlier turn pushed it,
+    /// otherwise the base branch (the repository's default when none was asked for). A base
+    /// branch that does not exist ends the turn here, before any sandbox, naming it.
     #[instrument(skip_all, fields(task_id = %cx.task.id))]
     pub(super) async fn locate_branch(
         &self,
         cx: &mut TurnContext,
         token: &SecretString,
+        listing: AbortOnDropHandle<StepResult<RemoteBranches>>,
     ) -> StepResult<Source> {
         let task = &cx.task;
         let settings = &self.inner.settings;
-        let work_dir = &settings.work_dir;
-        let dir = work_dir.join(&task.id);
-        let _ = tokio::fs::remove_dir_all(&dir).await;
-        tokio::fs::create_dir_all(work_dir).await.map_err(|err| {
-            Outcome::failed(format!("could not create the work directory: {err}"))
-        })?;
+        let dir = settings.work_dir.join(&task.id);
         let github_url = settings.github_url.trim_end_matches('/');
         let git = HostGit::new(&dir, token, github_url);
         let url = format!("{github_url}/{}.git", task.repo);
@@ -95,7 +132,9 @@ impl TaskRunner {
             .branch
             .clone()
             .unwrap_or_else(|| branch_name(&cx.redact(&task.prompt), &task.id));
-        let heads = remote_heads(&git, &url, &task.repo).await?;
+        let RemoteBranches { heads, default } = listing
+            .await
+            .map_err(|_| Outcome::failed("listing the repository's branches was interrupted"))??;
         let branch_existed = task.branch.is_some() && heads.contains(&branch);
         let empty = heads.is_empty();
         if !empty
@@ -124,6 +163,7 @@ impl TaskRunner {
             branch,
             branch_existed,
             empty,
+            default_branch: default,
         })
     }
 
@@ -146,6 +186,7 @@ impl TaskRunner {
             branch,
             branch_existed,
             empty,
+            default_branch,
         } = source;
         let dir_arg = dir.to_string_lossy().into_owned();
         let mut args = vec!["clone", "--no-tags", "--single-branch"];
@@ -169,41 +210,58 @@ impl TaskRunner {
                 task.repo
             )));
         }
-        // Three read-only questions about the clone, asked at once: each is a git process, and
-        // the agent's start waits for all of them.
-        let (empty_tree, head, current) = tokio::join!(
-            git.run(&["hash-object", "-t", "tree", "/dev/null"]),
-            git.run(&["rev-parse", "HEAD"]),
-            git.run(&["symbolic-ref", "--short", "HEAD"]),
-        );
-        let empty_tree = empty_tree.map_err(Outcome::failed)?.text();
         if empty {
+            let empty_tree = git
+                .run(&["hash-object", "-t", "tree", "/dev/null"])
+                .await
+                .map_err(Outcome::failed)?
+                .text();
             return self
                 .first_commit_workspace(cx, git, token, empty_tree)
                 .await;
         }
-        let start_sha = head.map_err(Outcome::failed)?.text();
+        // The start commit is read from the clone (a push since the listing counts); the base
+        // branch's name is known from the task or the listing, so the task's branch is created
+        // at the same time. Each is a git process the agent's start waits for.
         let base_branch = if branch_existed {
-            task.base_branch.clone().unwrap_or_default()
+            Some(task.base_branch.clone().unwrap_or_default())
         } else {
-            let base_branch = current.map_err(Outcome::failed)?.text();
-            let out = git
-                .run(&["checkout", "-q", "-b", &branch])
-                .await
-                .map_err(Outcome::failed)?;
-            if !out.ok {
-                return Err(Outcome::failed(format!(
-                    "could not create the branch {branch}: {}",
-                    last_line(&out.stderr)
-                )));
+            task.base_branch.clone().or(default_branch)
+        };
+        let (head, created) = tokio::join!(git.run(&["rev-parse", "HEAD"]), async {
+            if branch_existed {
+                return Ok(None);
             }
+            git.run(&["checkout", "-q", "-b", &branch]).await.map(Some)
+        });
+        let start_sha = head.map_err(Outcome::failed)?.text();
+        if let Some(out) = created.map_err(Outcome::failed)?
+            && !out.ok
+        {
+            return Err(Outcome::failed(format!(
+                "could not create the branch {branch}: {}",
+                last_line(&out.stderr)
+            )));
+        }
+        let base_branch = match base_branch {
+            Some(base) => base,
+            // The server did not name its default branch: it is the one the clone checked out
+            // (still named by `origin/HEAD`).
+            None => git
+                .run(&["rev-parse", "--abbrev-ref", "origin/HEAD"])
+                .await
+                .map_err(Outcome::failed)?
+                .text()
+                .trim_start_matches("origin/")
+                .to_owned(),
+        };
+        if !branch_existed {
             let _ = self
                 .inner
                 .store
                 .set_task_branch(&task.id, &base_branch, &branch, &start_sha)
                 .await;
-            base_branch
-        };
+        }
         let short = &start_sha[..start_sha.len().min(12)];
         let text = if branch_existed {
             format!("Working on {branch} ({short})")
@@ -217,17 +275,20 @@ impl TaskRunner {
             repo: task.repo.clone(),
             base_branch,
             start_sha,
-            empty_tree,
+            // Diffs start from the start commit; the empty tree is only for a repository that
+            // had none (see `first_commit`).
+            empty_tree: String::new(),
             branch,
             branch_existed,
         })
     }
 }
 
-/// The branch names of the repository at `url` (none for a repository without commits).
-async fn remote_heads(git: &HostGit, url: &str, repo: &str) -> StepResult<Vec<String>> {
+/// Lists the branches of the repository at `url` and where its `HEAD` points (`git ls-remote
+/// --symref`, one request to the server).
+async fn remote_branches(git: &HostGit, url: &str, repo: &str) -> StepResult<RemoteBranches> {
     let out = git
-        .run(&["ls-remote", "--heads", "--", url])
+        .run(&["ls-remote", "--symref", "--", url, "HEAD", "refs/heads/*"])
         .await
         .map_err(Outcome::failed)?;
     if !out.ok {
@@ -236,12 +297,28 @@ async fn remote_heads(git: &HostGit, url: &str, repo: &str) -> StepResult<Vec<St
             last_line(&out.stderr)
         )));
     }
-    Ok(out
-        .text()
-        .lines()
-        .filter_map(|l| l.split('\t').nth(1)?.strip_prefix("refs/heads/"))
-        .map(str::to_owned)
-        .collect())
+    Ok(parse_remote_branches(&out.text()))
+}
+
+/// Reads `git ls-remote --symref` output: `ref: refs/heads/<name>\tHEAD` names the default
+/// branch, `<sha>\trefs/heads/<name>` a branch; anything else (the `HEAD` line itself) is
+/// skipped.
+fn parse_remote_branches(listing: &str) -> RemoteBranches {
+    let mut heads = Vec::new();
+    let mut default = None;
+    for line in listing.lines() {
+        let Some((left, name)) = line.split_once('\t') else {
+            continue;
+        };
+        if let Some(target) = left.strip_prefix("ref: ") {
+            if name == "HEAD" {
+                default = target.strip_prefix("refs/heads/").map(str::to_owned);
+            }
+        } else if let Some(branch) = name.strip_prefix("refs/heads/") {
+            heads.push(branch.to_owned());
+        }
+    }
+    RemoteBranches { heads, default }
 }
 
 impl Workspace {
@@ -371,5 +448,28 @@ impl Workspace {
             }
             Err(err) => Err(err),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_remote_branches;
+
+    #[test]
+    fn a_listing_names_the_branches_and_the_default_one() {
+        let listing = "ref: refs/heads/trunk\tHEAD\n\
+                       c18962c301ca4927e4a44b17216447e6ae82912c\tHEAD\n\
+                       c18962c301ca4927e4a44b17216447e6ae82912c\trefs/heads/feature/x\n\
+                       c18962c301ca4927e4a44b17216447e6ae82912c\trefs/heads/trunk\n";
+        let found = parse_remote_branches(listing);
+        assert_eq!(found.heads, ["feature/x", "trunk"]);
+        assert_eq!(found.default.as_deref(), Some("trunk"));
+        // An empty repository lists nothing; a server that does not say where HEAD points
+        // leaves the default to the clone.
+        let found = parse_remote_branches("");
+        assert!(found.heads.is_empty() && found.default.is_none());
+        let found = parse_remote_branches("c18962c3\trefs/heads/main\n");
+        assert_eq!(found.heads, ["main"]);
+        assert!(found.default.is_none());
     }
 }
