@@ -452,7 +452,16 @@ pub(crate) async fn start(shared: &Arc<Shared>, spec: &ExecSpec) -> Result<ExecO
     let mut argv = vec!["/bin/sh".to_owned(), "-c".to_owned(), wrapper.to_owned()];
     argv.push(pidfile.clone());
     argv.extend(spec.argv.iter().cloned());
-    let (handle, output, input) = create_and_start(shared, spec, argv, &user).await?;
+    let workdir = spec.workdir.as_deref().unwrap_or(&shared.workdir);
+    let spare = if spec.stdin {
+        None
+    } else {
+        crate::spare::launch(shared, &user, workdir, &spec.env, &argv).await
+    };
+    let (handle, output, input) = match spare {
+        Some(started) => started,
+        None => create_and_start(shared, spec, argv, &user).await?,
+    };
     debug!(container_id = %shared.id, exec_id = handle.label(), program = ?spec.argv.first(), env_names = spec.env.len(), "exec started");
     Ok(ExecOutput {
         shared: shared.clone(),

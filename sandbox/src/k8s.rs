@@ -67,7 +67,7 @@ const EXEC_BUFFER: usize = 64 * 1024;
 
 /// Run first in every exec, as `sh -c PROLOGUE drydock-exec <argv...>`: reads the
 /// length-prefixed set-up block (`cd`, `export`) from stdin, runs it, then becomes the command.
-const PROLOGUE: &str = r#"IFS= read -r n || exit 125; case "$n" in ''|*[!0-9]*) exit 125;; esac; eval "$(head -c "$n")"; exec "$@""#;
+pub(crate) const PROLOGUE: &str = r#"IFS= read -r n || exit 125; case "$n" in ''|*[!0-9]*) exit 125;; esac; eval "$(head -c "$n")"; exec "$@""#;
 
 /// The Kubernetes form of the exec wrapper for an exec with stdin (see `exec.rs` for the
 /// Docker one it mirrors): a de-framer in its own session turns `<len>\n<bytes>` frames from

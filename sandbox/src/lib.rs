@@ -65,6 +65,7 @@ mod k8s;
 mod port;
 mod sandbox;
 mod snapshot;
+mod spare;
 mod spec;
 mod upload;
 

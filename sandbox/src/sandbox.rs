@@ -100,6 +100,8 @@ pub(crate) struct Shared {
     /// OOM kills already attributed to an exec.
     oom_seen: AtomicU64,
     timer: Mutex<Option<tokio::task::AbortHandle>>,
+    /// A shell started ahead for the next exec (Docker only; see [`crate::spare`]).
+    spare: Mutex<Option<crate::spare::SpareExec>>,
 }
 
 impl Shared {
@@ -126,7 +128,25 @@ impl Shared {
             recorded: Mutex::new(None),
             oom_seen: AtomicU64::new(0),
             timer: Mutex::new(None),
+            spare: Mutex::new(None),
         })
+    }
+
+    /// Keeps `spare` for the next exec, replacing (and so ending) an unused one.
+    pub(crate) fn put_spare(&self, spare: crate::spare::SpareExec) {
+        if let Ok(mut slot) = self.spare.lock() {
+            *slot = Some(spare);
+        }
+    }
+
+    /// The spare exec, when there is one for `user`; it is used once.
+    pub(crate) fn take_spare(&self, user: &str) -> Option<crate::spare::SpareExec> {
+        let mut slot = self.spare.lock().ok()?;
+        if slot.as_ref()?.runs_as(user) {
+            slot.take()
+        } else {
+            None
+        }
     }
 
     pub(crate) fn default_user(&self) -> String {
@@ -377,6 +397,9 @@ impl Sandbox {
             s.stop_grace,
         );
         shared.arm_deadline(Duration::from_secs(until.saturating_sub(now)));
+        if let Some(spare) = s.spare.lock().ok().and_then(|mut slot| slot.take()) {
+            shared.put_spare(spare);
+        }
         info!(container_id = %shared.id, name, task_id, "warm sandbox taken");
         Ok(Sandbox { shared })
     }
@@ -398,6 +421,16 @@ impl Sandbox {
     /// Starts `spec` and returns its output stream; see [`ExecOutput`].
     pub async fn exec(&self, spec: &ExecSpec) -> Result<ExecOutput> {
         exec::start(&self.shared, spec).await
+    }
+
+    /// Starts a shell that waits for the next exec without stdin whose [`ExecSpec::user`] is
+    /// `user` (`None`: the sandbox user), so that exec starts without Docker's exec start on its
+    /// path (tens of milliseconds on a busy host). The shell holds nothing until then: the
+    /// command, directory and variables reach it on its stdin. Used once; a no-op on Kubernetes.
+    /// Errors: the sandbox is gone or not running.
+    pub async fn ready_exec(&self, user: Option<&str>) -> Result<()> {
+        let user = user.map_or_else(|| self.shared.default_user(), str::to_owned);
+        crate::spare::open(&self.shared, &user).await
     }
 
     /// Runs `spec` and streams only its stdout, for commands whose stdout is

@@ -333,6 +333,60 @@ async fn exec_streams_output_and_exit_code(env: Env) {
     sb.remove().await.expect("remove");
 }
 
+async fn an_exec_readied_ahead_runs_like_any_other(env: Env) {
+    let sbx = env.sandboxes("ready").await;
+    let sb = sbx
+        .create(sbx.spec("contract-ready"))
+        .await
+        .expect("create");
+    sb.ready_exec(None).await.expect("ready an exec");
+    // On Docker the readied shell is already running, waiting on its stdin; an exec as another
+    // user does not take it.
+    let waiting = if env.is_kubernetes() {
+        None
+    } else {
+        let ps = run(&sb, ExecSpec::new(["ps", "-eo", "pid=,args="]).user("root")).await;
+        let line = ps
+            .stdout_str()
+            .lines()
+            .find(|l| l.contains("read -r n"))
+            .map(str::to_owned)
+            .expect("the readied shell runs");
+        Some(line.split_whitespace().next().expect("pid").to_owned())
+    };
+    let spec = ExecSpec::shell(
+        "echo \"parent $PPID\"; echo oops >&2; pwd; echo \"[$SECRET_NAME]\"; exit 3",
+    )
+    .workdir("/tmp")
+    .env("SECRET_NAME", "it's \"quoted\"\nand $HOME `two` lines");
+    let out = run(&sb, spec).await;
+    assert_eq!(out.exit, ExecExit::Code(3), "{out:?}");
+    let stdout = out.stdout_str();
+    let mut lines = stdout.lines();
+    let parent = lines.next().expect("parent line");
+    assert_eq!(
+        lines.collect::<Vec<_>>().join("\n"),
+        "/tmp\n[it's \"quoted\"\nand $HOME `two` lines]"
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "oops\n");
+    // The command ran in the readied shell (its wrapper is the shell that was waiting).
+    if let Some(pid) = waiting {
+        assert_eq!(parent, format!("parent {pid}"));
+    }
+    // Used once: the next exec starts as usual.
+    assert_eq!(sh(&sb, "echo again").await, "again");
+
+    // A readied exec is cancelled like any other.
+    sb.ready_exec(None).await.expect("ready an exec");
+    let long = sb
+        .exec(&ExecSpec::shell("sleep 300 & sleep 300; echo never"))
+        .await
+        .expect("exec");
+    long.canceller().cancel().await.expect("cancel");
+    assert_eq!(long.exit().await.expect("exit"), ExecExit::Cancelled);
+    sb.remove().await.expect("remove");
+}
+
 async fn stdin_reaches_the_command_and_ends_with_eof(env: Env) {
     let sbx = env.sandboxes("stdin").await;
     let sb = sbx
@@ -732,6 +786,7 @@ macro_rules! contract {
 contract!(
     create_is_hardened_and_labelled,
     exec_streams_output_and_exit_code,
+    an_exec_readied_ahead_runs_like_any_other,
     stdin_reaches_the_command_and_ends_with_eof,
     upload_and_write_file,
     bundle_export,

@@ -157,10 +157,16 @@ impl TaskRunner {
         cx.creating_shape = Some(spec.shape().key());
         cx.creating = Some(tokio::spawn(
             async move {
-                match runner.take_warm(&sandboxes, &spec).await {
-                    Some(sandbox) => Ok::<_, SandboxError>(sandbox),
-                    None => sandboxes.create(spec).await,
+                if let Some(sandbox) = runner.take_warm(&sandboxes, &spec).await {
+                    return Ok::<_, SandboxError>(sandbox);
                 }
+                let sandbox = sandboxes.create(spec).await?;
+                // Readied while the host clones, so the agent's exec does not wait for
+                // Docker's exec start (a warm sandbox was readied in the pool).
+                if let Err(err) = sandbox.ready_exec(Some(drydock_agents::AGENT_USER)).await {
+                    tracing::warn!(error = %err, "could not ready the sandbox's first exec");
+                }
+                Ok(sandbox)
             }
             .in_current_span(),
         ));
