@@ -35,6 +35,7 @@ impl GitOutput {
 }
 
 /// git on the host for one task: a checkout directory and the credentials to reach GitHub.
+#[derive(Clone)]
 pub struct HostGit {
     dir: PathBuf,
     /// `http.<GitHub URL>/.extraHeader`: the configuration key the header is set under.

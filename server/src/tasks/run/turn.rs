@@ -173,8 +173,9 @@ impl TaskRunner {
             Err(_) => return Err(Outcome::failed("could not read your model use of today")),
         }
         let token = self.github_token(&cx.task).await?;
-        // Listing the branches needs only the token: it runs while the rest is set up.
-        let listing = self.list_branches(&cx.task, &token);
+        // Listing the branches and cloning need only the token: they run while the rest is
+        // set up.
+        let mut checkout = self.begin_checkout(cx, &token).await?;
         let mut launch = self.prepare_agent(cx).await?;
         cx.environment = self.load_environment(&cx.task).await?;
         // Secrets the user lets the agent see go to its process; the others only to setup and
@@ -197,10 +198,10 @@ impl TaskRunner {
             );
             cx.say("info", &text).await;
         }
-        let source = self.locate_branch(cx, &token, listing).await?;
+        let source = self.locate_branch(cx, &token, &mut checkout).await?;
         // The sandbox starts while the host clones; `start_sandbox` waits for it.
         self.begin_sandbox(cx, &launch).await;
-        let mut workspace = self.prepare_workspace(cx, &token, source).await?;
+        let mut workspace = self.prepare_workspace(cx, &token, source, checkout).await?;
         let sandbox = self.start_sandbox(cx, &workspace, &mut launch).await?;
         let reply = self.run_agent(cx, &sandbox, &launch).await?;
         let Some(work) = self.hand_back(cx, &sandbox, &workspace).await? else {

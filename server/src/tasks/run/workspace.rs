@@ -62,6 +62,34 @@ pub(super) struct Source {
     default_branch: Option<String>,
 }
 
+/// The checkout begun by [`TaskRunner::begin_checkout`]: the listing of the branches and a
+/// clone of the likeliest one, both running.
+pub(super) struct Checkout {
+    listing: AbortOnDropHandle<StepResult<RemoteBranches>>,
+    /// The `--branch` the begun clone asked for (`None`: the repository's default).
+    guess: Option<String>,
+    clone: AbortOnDropHandle<Result<crate::tasks::git::GitOutput, String>>,
+}
+
+/// `git clone` of `branch` (the remote's default when `None`) from `url` into `dir`: one branch,
+/// no tags.
+fn clone_args(branch: Option<&str>, url: &str, dir: &Path) -> Vec<String> {
+    let mut args = vec![
+        "clone".to_owned(),
+        "--no-tags".to_owned(),
+        "--single-branch".to_owned(),
+    ];
+    if let Some(branch) = branch {
+        args.extend(["--branch".to_owned(), branch.to_owned()]);
+    }
+    args.extend([
+        "--".to_owned(),
+        url.to_owned(),
+        dir.to_string_lossy().into_owned(),
+    ]);
+    args
+}
+
 /// A repository's branches, listed before the clone.
 pub(super) struct RemoteBranches {
     /// Branch names (without `refs/heads/`); empty for a repository without commits.
@@ -81,36 +109,53 @@ impl TaskRunner {
             .map_err(|err| Outcome::failed(err.to_string()))
     }
 
-    /// Begins listing the branches of the task's repository (`git ls-remote`, one round trip to
-    /// GitHub). It needs only the token, so it runs while the turn's agent, environment and log
-    /// are set up; [`locate_branch`](Self::locate_branch) waits for it. Dropping the handle stops
-    /// it.
-    pub(super) fn list_branches(
+    /// Begins the checkout as soon as the token is known, while the turn's agent, environment
+    /// and log are set up: lists the repository's branches (`git ls-remote`) and, at the same
+    /// time, clones the branch the turn most likely works on (the task's branch on a follow-up,
+    /// else the base branch, else the default), each a round trip to GitHub the other need not
+    /// wait for. [`locate_branch`](Self::locate_branch) decides from the listing, and
+    /// [`prepare_workspace`](Self::prepare_workspace) clones again when the guess was wrong (a
+    /// follow-up whose branch was never pushed, a repository without commits). Dropping the
+    /// checkout stops both.
+    pub(super) async fn begin_checkout(
         &self,
-        task: &Task,
+        cx: &mut TurnContext,
         token: &SecretString,
-    ) -> AbortOnDropHandle<StepResult<RemoteBranches>> {
+    ) -> StepResult<Checkout> {
+        let task = &cx.task;
         let settings = &self.inner.settings;
         let work_dir = settings.work_dir.clone();
         let dir = work_dir.join(&task.id);
+        // A checkout left by an earlier process of this server goes first.
+        let _ = tokio::fs::remove_dir_all(&dir).await;
+        tokio::fs::create_dir_all(&work_dir).await.map_err(|err| {
+            Outcome::failed(format!("could not create the work directory: {err}"))
+        })?;
+        // Removed when the turn ends, whatever it got to.
+        cx.checkout = Some(dir.clone());
         let github_url = settings.github_url.trim_end_matches('/');
         let git = HostGit::new(&dir, token, github_url);
         let url = format!("{github_url}/{}.git", task.repo);
         let repo = task.repo.clone();
-        let listing = async move {
-            // A checkout left by an earlier process of this server goes first: the clone needs
-            // the place, and listing runs in the parent when there is no checkout.
-            let _ = tokio::fs::remove_dir_all(&dir).await;
-            tokio::fs::create_dir_all(&work_dir).await.map_err(|err| {
-                Outcome::failed(format!("could not create the work directory: {err}"))
-            })?;
-            remote_branches(&git, &url, &repo).await
+        let listing = {
+            let (git, url) = (git.clone(), url.clone());
+            async move { remote_branches(&git, &url, &repo).await }
         };
-        AbortOnDropHandle::new(tokio::spawn(listing.in_current_span()))
+        let guess = task.branch.clone().or_else(|| task.base_branch.clone());
+        let args = clone_args(guess.as_deref(), &url, &dir);
+        let clone = async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            git.run(&args).await
+        };
+        Ok(Checkout {
+            listing: AbortOnDropHandle::new(tokio::spawn(listing.in_current_span())),
+            guess,
+            clone: AbortOnDropHandle::new(tokio::spawn(clone.in_current_span())),
+        })
     }
 
-    /// Finds what the turn clones from the branch `listing` begun by
-    /// [`list_branches`](Self::list_branches): the task's branch when an earlier turn pushed it,
+    /// Finds what the turn clones from the listing of [`begin_checkout`](Self::begin_checkout):
+    /// the task's branch when an earlier turn pushed it,
     /// otherwise the base branch (the repository's default when none was asked for). A base
     /// branch that does not exist ends the turn here, before any sandbox, naming it.
     #[instrument(skip_all, fields(task_id = %cx.task.id))]
@@ -118,7 +163,7 @@ impl TaskRunner {
         &self,
         cx: &mut TurnContext,
         token: &SecretString,
-        listing: AbortOnDropHandle<StepResult<RemoteBranches>>,
+        checkout: &mut Checkout,
     ) -> StepResult<Source> {
         let task = &cx.task;
         let settings = &self.inner.settings;
@@ -132,7 +177,7 @@ impl TaskRunner {
             .branch
             .clone()
             .unwrap_or_else(|| branch_name(&cx.redact(&task.prompt), &task.id));
-        let RemoteBranches { heads, default } = listing
+        let RemoteBranches { heads, default } = (&mut checkout.listing)
             .await
             .map_err(|_| Outcome::failed("listing the repository's branches was interrupted"))??;
         let branch_existed = task.branch.is_some() && heads.contains(&branch);
@@ -155,7 +200,6 @@ impl TaskRunner {
         {
             return Err(first_commit::no_base_yet(base, &task.repo));
         }
-        cx.checkout = Some(dir.clone());
         Ok(Source {
             dir,
             git,
@@ -177,6 +221,7 @@ impl TaskRunner {
         cx: &mut TurnContext,
         token: &SecretString,
         source: Source,
+        checkout: Checkout,
     ) -> StepResult<Workspace> {
         let task = cx.task.clone();
         let Source {
@@ -188,20 +233,31 @@ impl TaskRunner {
             empty,
             default_branch,
         } = source;
+        let wanted = if branch_existed {
+            Some(branch.clone())
+        } else if empty {
+            None
+        } else {
+            task.base_branch.clone()
+        };
+        let args = clone_args(wanted.as_deref(), &url, &dir);
         let dir_arg = dir.to_string_lossy().into_owned();
-        let mut args = vec!["clone", "--no-tags", "--single-branch"];
-        if branch_existed {
-            args.extend(["--branch", branch.as_str()]);
-        } else if let (false, Some(base)) = (empty, task.base_branch.as_deref()) {
-            args.extend(["--branch", base]);
-        }
-        args.extend(["--", &url, &dir_arg]);
         cx.say("info", &format!("Cloning {}", task.repo)).await;
         cx.line(
             "command",
             &format!("git {}", args.join(" ").replace(&dir_arg, "repo")),
         );
-        let out = git.run(&args).await.map_err(Outcome::failed)?;
+        let interrupted = |_| Outcome::failed("cloning was interrupted");
+        let begun = checkout.clone.await.map_err(interrupted)?;
+        let out = if checkout.guess == wanted {
+            begun
+        } else {
+            // The guess was another branch: its clone (ended by now) makes way.
+            let _ = tokio::fs::remove_dir_all(&dir).await;
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            git.run(&args).await
+        };
+        let out = out.map_err(Outcome::failed)?;
         cx.say_stderr(&out.stderr).await;
         if !out.ok {
             let detail = last_line(&out.stderr);
