@@ -453,11 +453,7 @@ pub(crate) async fn start(shared: &Arc<Shared>, spec: &ExecSpec) -> Result<ExecO
     argv.push(pidfile.clone());
     argv.extend(spec.argv.iter().cloned());
     let workdir = spec.workdir.as_deref().unwrap_or(&shared.workdir);
-    let spare = if spec.stdin {
-        None
-    } else {
-        crate::spare::launch(shared, &user, workdir, &spec.env, &argv).await
-    };
+    let spare = crate::spare::launch(shared, &user, workdir, &spec.env, &argv, spec.stdin).await;
     let (handle, output, input) = match spare {
         Some(started) => started,
         None => create_and_start(shared, spec, argv, &user).await?,

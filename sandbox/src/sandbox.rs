@@ -100,8 +100,9 @@ pub(crate) struct Shared {
     /// OOM kills already attributed to an exec.
     oom_seen: AtomicU64,
     timer: Mutex<Option<tokio::task::AbortHandle>>,
-    /// A shell started ahead for the next exec (Docker only; see [`crate::spare`]).
-    spare: Mutex<Option<crate::spare::SpareExec>>,
+    /// Shells started ahead for the next exec of their users (Docker only; see
+    /// [`crate::spare`]).
+    spare: Mutex<Vec<crate::spare::SpareExec>>,
 }
 
 impl Shared {
@@ -128,25 +129,30 @@ impl Shared {
             recorded: Mutex::new(None),
             oom_seen: AtomicU64::new(0),
             timer: Mutex::new(None),
-            spare: Mutex::new(None),
+            spare: Mutex::new(Vec::new()),
         })
     }
 
-    /// Keeps `spare` for the next exec, replacing (and so ending) an unused one.
+    /// Keeps `spare` for the next exec of its user, replacing (and so ending) an unused one.
     pub(crate) fn put_spare(&self, spare: crate::spare::SpareExec) {
-        if let Ok(mut slot) = self.spare.lock() {
-            *slot = Some(spare);
+        if let Ok(mut spares) = self.spare.lock() {
+            spares.retain(|s| !s.runs_as(spare.user()));
+            spares.push(spare);
         }
     }
 
-    /// The spare exec, when there is one for `user`; it is used once.
+    /// The spare exec for `user`, when there is one; it is used once.
     pub(crate) fn take_spare(&self, user: &str) -> Option<crate::spare::SpareExec> {
-        let mut slot = self.spare.lock().ok()?;
-        if slot.as_ref()?.runs_as(user) {
-            slot.take()
-        } else {
-            None
-        }
+        let mut spares = self.spare.lock().ok()?;
+        let at = spares.iter().position(|s| s.runs_as(user))?;
+        Some(spares.swap_remove(at))
+    }
+
+    /// Whether a spare exec waits for `user`.
+    pub(crate) fn has_spare(&self, user: &str) -> bool {
+        self.spare
+            .lock()
+            .is_ok_and(|spares| spares.iter().any(|s| s.runs_as(user)))
     }
 
     pub(crate) fn default_user(&self) -> String {
@@ -397,7 +403,8 @@ impl Sandbox {
             s.stop_grace,
         );
         shared.arm_deadline(Duration::from_secs(until.saturating_sub(now)));
-        if let Some(spare) = s.spare.lock().ok().and_then(|mut slot| slot.take()) {
+        let spares = s.spare.lock().map(|mut v| std::mem::take(&mut *v));
+        for spare in spares.unwrap_or_default() {
             shared.put_spare(spare);
         }
         info!(container_id = %shared.id, name, task_id, "warm sandbox taken");
@@ -423,11 +430,11 @@ impl Sandbox {
         exec::start(&self.shared, spec).await
     }
 
-    /// Starts a shell that waits for the next exec without stdin whose [`ExecSpec::user`] is
-    /// `user` (`None`: the sandbox user), so that exec starts without Docker's exec start on its
-    /// path (tens of milliseconds on a busy host). The shell holds nothing until then: the
-    /// command, directory and variables reach it on its stdin. Used once; a no-op on Kubernetes.
-    /// Errors: the sandbox is gone or not running.
+    /// Starts a shell that waits for the next exec whose [`ExecSpec::user`] is `user` (`None`:
+    /// the sandbox user, which [`upload_dir`](Sandbox::upload_dir) then uses too), so that exec
+    /// starts without Docker's exec start on its path (tens of milliseconds on a busy host). The
+    /// shell holds nothing until then: the command, directory and variables reach it on its
+    /// stdin. Used once; a no-op on Kubernetes. Errors: the sandbox is gone or not running.
     pub async fn ready_exec(&self, user: Option<&str>) -> Result<()> {
         let user = user.map_or_else(|| self.shared.default_user(), str::to_owned);
         crate::spare::open(&self.shared, &user).await
@@ -552,8 +559,23 @@ impl Sandbox {
 
     /// Uploads the contents of host directory `dir` into `dest`, streamed
     /// (never held whole in memory), every entry owned by the sandbox user.
+    ///
+    /// When a spare exec of the sandbox user waits ([`ready_exec`](Sandbox::ready_exec) with
+    /// `None`), the archive goes to `tar -x` in it rather than through Docker's archive endpoint
+    /// (which starts an extraction process of its own); should that fail, it is sent again the
+    /// usual way.
     pub async fn upload_dir(&self, dest: &str, dir: &Path) -> Result<()> {
         let owner = self.user();
+        if self.shared.has_spare(&self.shared.default_user()) {
+            check_absolute(dest)?;
+            let stream = upload::tar_dir(dir.to_path_buf(), owner)?;
+            match upload::through_exec(&self.shared, dest, stream).await {
+                Ok(()) => return Ok(()),
+                Err(err) => {
+                    debug!(container_id = %self.shared.id, error = %err, "upload through the spare exec failed; sending it again")
+                }
+            }
+        }
         let stream = upload::tar_dir(dir.to_path_buf(), owner)?;
         self.upload(dest, stream).await
     }

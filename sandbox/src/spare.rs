@@ -3,8 +3,9 @@
 //! milliseconds on a busy host) on the task's critical path. It holds nothing until it is used:
 //! the command, its directory and its variables (secrets included) travel as one
 //! length-prefixed block on the exec's stdin, as on Kubernetes (see [`crate::k8s`]), then stdin
-//! is closed and the shell becomes the command. One spare per sandbox, used once, by the first
-//! exec that runs as its user without stdin; every other exec starts as before.
+//! is closed (or handed to the command) and the shell becomes the command. At most one spare per
+//! user, each used once, by the first exec that runs as its user; every other exec starts as
+//! before.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -81,13 +82,15 @@ pub(crate) async fn open(shared: &Arc<Shared>, user: &str) -> Result<()> {
 
 /// Runs `argv` (already wrapped) with `env` in `workdir` through the sandbox's spare exec when it
 /// has one for `user` that is still waiting; `None` when it has not (the caller starts an exec
-/// as usual).
+/// as usual). With `stdin`, what follows the set-up block on the exec's stdin is the command's
+/// (the shell reads the block byte by byte and `head -c` no further); without, stdin is closed.
 pub(crate) async fn launch(
     shared: &Arc<Shared>,
     user: &str,
     workdir: &str,
     env: &[(String, String)],
     argv: &[String],
+    stdin: bool,
 ) -> Option<(ExecHandle, RawOutput, Pin<Box<dyn AsyncWrite + Send>>)> {
     // Variables go through `export`: only shell names can.
     if !env.iter().all(|(name, _)| shell_name(name)) {
@@ -117,7 +120,10 @@ pub(crate) async fn launch(
     let written = async {
         spare.input.write_all(&block).await?;
         spare.input.flush().await?;
-        spare.input.shutdown().await
+        if !stdin {
+            spare.input.shutdown().await?;
+        }
+        Ok::<_, std::io::Error>(())
     };
     if let Err(err) = written.await {
         debug!(container_id = %shared.id, error = %err, "the spare exec did not take its command");
@@ -131,6 +137,11 @@ impl SpareExec {
     /// Whether an exec running as `user` may use this spare.
     pub(crate) fn runs_as(&self, user: &str) -> bool {
         self.user == user
+    }
+
+    /// The user it runs as.
+    pub(crate) fn user(&self) -> &str {
+        &self.user
     }
 }
 

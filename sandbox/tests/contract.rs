@@ -384,6 +384,38 @@ async fn an_exec_readied_ahead_runs_like_any_other(env: Env) {
         .expect("exec");
     long.canceller().cancel().await.expect("cancel");
     assert_eq!(long.exit().await.expect("exit"), ExecExit::Cancelled);
+
+    // An upload takes the sandbox user's readied exec: the tree arrives whole, modes kept,
+    // owned by the sandbox user, and the readied shell is used up.
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(dir.path().join("sub")).expect("mkdir");
+    std::fs::write(dir.path().join("sub/run.sh"), "#!/bin/sh\necho ran\n").expect("write");
+    std::fs::write(dir.path().join("a.txt"), "alpha\n").expect("write");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let exe = std::fs::Permissions::from_mode(0o755);
+        std::fs::set_permissions(dir.path().join("sub/run.sh"), exe).expect("chmod");
+    }
+    sh(&sb, "mkdir -p /tmp/up").await;
+    sb.ready_exec(None).await.expect("ready an exec");
+    sb.upload_dir("/tmp/up", dir.path()).await.expect("upload");
+    let owner = sb.user();
+    assert_eq!(
+        sh(
+            &sb,
+            "cat /tmp/up/a.txt; /tmp/up/sub/run.sh; stat -c '%u:%g %a' /tmp/up/sub/run.sh"
+        )
+        .await,
+        format!("alpha\nran\n{}:{} 755", owner.uid, owner.gid)
+    );
+    if !env.is_kubernetes() {
+        let ps = run(&sb, ExecSpec::new(["ps", "-eo", "args="]).user("root")).await;
+        assert!(
+            !ps.stdout_str().contains("read -r n"),
+            "{}",
+            ps.stdout_str()
+        );
+    }
     sb.remove().await.expect("remove");
 }
 

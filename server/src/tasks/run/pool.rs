@@ -360,11 +360,9 @@ impl TaskRunner {
             }
         };
         let image_id = made.image_id().await.unwrap_or_default();
-        // The agent is the first command a task runs as its user: its exec is readied now, off
-        // the task's path (see `Sandbox::ready_exec`).
-        if let Err(err) = made.ready_exec(Some(drydock_agents::AGENT_USER)).await {
-            tracing::warn!(error = %err, "could not ready the warm sandbox's first exec");
-        }
+        // The upload and the agent are a task's first execs: they are readied now, off the
+        // task's path (see `Sandbox::ready_exec`).
+        super::sandbox::ready_first_execs(&made).await;
         if self.inner.shutdown.is_cancelled() {
             let _ = made.remove().await;
             return None;

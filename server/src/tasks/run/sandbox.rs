@@ -161,11 +161,8 @@ impl TaskRunner {
                     return Ok::<_, SandboxError>(sandbox);
                 }
                 let sandbox = sandboxes.create(spec).await?;
-                // Readied while the host clones, so the agent's exec does not wait for
-                // Docker's exec start (a warm sandbox was readied in the pool).
-                if let Err(err) = sandbox.ready_exec(Some(drydock_agents::AGENT_USER)).await {
-                    tracing::warn!(error = %err, "could not ready the sandbox's first exec");
-                }
+                // Readied while the host clones (a warm sandbox was readied in the pool).
+                ready_first_execs(&sandbox).await;
                 Ok(sandbox)
             }
             .in_current_span(),
@@ -374,6 +371,19 @@ impl TaskRunner {
             }
         }
         hosts
+    }
+}
+
+/// Readies the first execs of a task's sandbox (see [`Sandbox::ready_exec`]): the upload of the
+/// working tree (as the sandbox user) and the agent (as the agent's user), so neither waits for
+/// Docker's exec start. A failure only loses the head start (logged).
+pub(super) async fn ready_first_execs(sandbox: &Sandbox) {
+    let (upload, agent) = tokio::join!(
+        sandbox.ready_exec(None),
+        sandbox.ready_exec(Some(drydock_agents::AGENT_USER)),
+    );
+    if let Err(err) = upload.and(agent) {
+        tracing::warn!(error = %err, "could not ready the sandbox's first execs");
     }
 }
 
