@@ -587,6 +587,22 @@ impl Config {
                     .to_owned(),
             );
         }
+        // An address the proxy refuses after resolution would be allowed in words only: every
+        // connection to it would be blocked.
+        if !self.egress_allow_private {
+            for entry in &self.egress_allow {
+                let bare = entry.trim().trim_start_matches('[').trim_end_matches(']');
+                if let Ok(ip) = bare.parse::<std::net::IpAddr>()
+                    && let Some(kind) = crate::connectors::outbound::forbidden_kind(ip)
+                {
+                    return Err(format!(
+                        "DRYDOCK_EGRESS_ALLOW names {bare}, a {kind} address, which the egress \
+                         proxy refuses: set DRYDOCK_EGRESS_ALLOW_PRIVATE=true to let tasks reach \
+                         it, or remove it"
+                    ));
+                }
+            }
+        }
         Ok(())
     }
 

@@ -67,7 +67,7 @@ pub async fn run(
     let grace = Duration::from_secs(state.config.shutdown_grace);
     let app = http::router(state.clone());
 
-    tracing::info!(%addr, public_url = %state.public_url, backend = ?state.store.backend(), "drydock is listening");
+    tracing::info!(%addr, public_url = %state.public_url, database = ?state.store.backend(), sandboxes = ?state.config.sandbox_backend, "drydock is listening");
 
     // Signal twice: once to axum (stop accepting, drain), once to the grace timer.
     let (tx, rx) = tokio::sync::watch::channel(false);
@@ -140,7 +140,7 @@ fn hold_sqlite_file(config: &Config) -> anyhow::Result<Option<std::fs::File>> {
 pub async fn migrate(config: &Config) -> anyhow::Result<()> {
     create_data_dir(&config.data_dir)?;
     let store = Store::open(config.database_url().expose()).await?;
-    tracing::info!(backend = ?store.backend(), "migrations applied");
+    tracing::info!(database = ?store.backend(), "migrations applied");
     store.close().await;
     Ok(())
 }

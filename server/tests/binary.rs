@@ -368,6 +368,15 @@ fn settings_that_cannot_work_are_refused_at_startup() {
             ],
             &["DRYDOCK_NETWORK_POLICY=off", "model gateway"],
         ),
+        // The proxy refuses private addresses after resolution: allowing one in words only
+        // would block every connection to it.
+        (
+            &[("DRYDOCK_EGRESS_ALLOW", "pypi.org,10.0.0.1")],
+            &[
+                "DRYDOCK_EGRESS_ALLOW names 10.0.0.1, a private address",
+                "DRYDOCK_EGRESS_ALLOW_PRIVATE=true",
+            ],
+        ),
     ];
     // A setting after `serve` is read as one (not "unexpected argument").
     let dir = tempfile::tempdir().unwrap();

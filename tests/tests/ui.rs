@@ -64,7 +64,7 @@ async fn a_user_signs_in_sets_a_key_adds_a_connector_runs_and_stops_tasks_and_si
     // --- Sign in through GitHub by clicking the button.
     browser.goto(&app.url("/")).await;
     browser
-        .wait_text("main", "Run coding agents in isolated Docker sandboxes")
+        .wait_text("main", "Run coding agents in isolated, hardened sandboxes")
         .await;
     shot(&browser, "sign-in").await;
     app.gh.approve_as(Some("alice"));

@@ -23,7 +23,7 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 #[openapi(
     info(
         title = "drydock",
-        description = "Run coding agents in isolated Docker sandboxes."
+        description = "Run coding agents in isolated, hardened sandboxes (Docker containers or Kubernetes pods)."
     ),
     components(schemas(ErrorBody)),
     modifiers(&Authentication),
