@@ -385,7 +385,8 @@ impl Sandbox {
         Ok(Sandbox { shared })
     }
 
-    /// The id of the image the container runs (`sha256:…`), from Docker.
+    /// The id of the image the container runs (`sha256:…`), from Docker; on Kubernetes the
+    /// image reference the pod was created with (the nodes resolve tags out of drydock's sight).
     pub async fn image_id(&self) -> Result<String> {
         let s = &self.shared;
         let docker = match &s.backend {
