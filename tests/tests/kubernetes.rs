@@ -386,3 +386,105 @@ async fn a_task_on_kubernetes_takes_a_pooled_pod_the_pool_refills_and_a_restart_
     ours.reap(Reap::All).await.unwrap();
     drop(db);
 }
+
+/// Waits (bounded) until `check` holds: RBAC changes take a moment to reach the authorizer.
+async fn eventually(what: &str, check: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !check() {
+        assert!(Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// drydock as an operator without Helm runs it: the service account and Role of
+/// `deploy/kubernetes/rbac.yaml`, a warm pool. Without `patch pods` start-up refuses naming it;
+/// with the manifest as shipped a task claims a pooled pod; rights taken away make `/readyz`
+/// answer 503 naming them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_plain_rbac_manifest_a_pooled_task_runs_and_missing_rights_are_named() {
+    let ns = TestNamespace::create("dd-rbac").await;
+    ns.apply_rbac_manifest(|text| text.replace(r#""delete", "patch"]"#, r#""delete"]"#));
+    let kubeconfig = ns.service_account_kubeconfig("drydock").await;
+    eventually("the Role reaches the authorizer", || {
+        ns.can("drydock", "create", "pods")
+    })
+    .await;
+    let mut settings = ns.server_settings_with(kubeconfig.path());
+    settings.extend(["--warm-pool".to_owned(), "1".to_owned()]);
+
+    // Without `patch pods` a warm pool cannot claim: start-up refuses, naming the right.
+    let data = tempfile::tempdir().unwrap();
+    let db = TestDb::sqlite().await;
+    let mut args = vec![
+        "drydock".to_owned(),
+        "--data-dir".to_owned(),
+        data.path().display().to_string(),
+        "--database-url".to_owned(),
+        db.url.clone(),
+        "--sandbox-image".to_owned(),
+        sandbox_image(),
+    ];
+    args.extend(settings.iter().cloned());
+    let config = drydock::config::Config::parse_from_args(args).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let refused = tokio::time::timeout(
+        Duration::from_secs(60),
+        drydock::run(config, listener, std::future::pending()),
+    )
+    .await
+    .expect("start-up refuses within a minute")
+    .expect_err("no patch pods");
+    let message = format!("{refused:#}");
+    assert!(
+        message.contains("lack rights drydock needs")
+            && message.contains(&format!("namespace {:?}: patch pods;", ns.name)),
+        "{message}"
+    );
+
+    // The manifest as shipped: a task takes a pooled pod (relabelled with `patch pods`).
+    ns.apply_rbac_manifest(|text| text);
+    eventually("patch reaches the authorizer", || {
+        ns.can("drydock", "patch", "pods")
+    })
+    .await;
+    let settings: Vec<&str> = settings.iter().map(String::as_str).collect();
+    let env = TaskEnv::start(db, &settings).await;
+    let instance = env.app.server.instance_id.clone();
+    let warm = wait_pooled(&ns, &instance, &[]).await;
+    let id = env
+        .submit("echo \"ran in $(hostname)\"", json!({ "create_pr": false }))
+        .await;
+    let task = env.wait_done(&id).await;
+    let log = env.log(&id).await;
+    assert_eq!(task["status"], "succeeded", "{task}\n{log:#?}");
+    assert_eq!(ran_in(&log), warm.metadata.name, "{log:#?}");
+    let ready = reqwest::get(env.app.url("/readyz")).await.unwrap();
+    assert_eq!(ready.status(), reqwest::StatusCode::OK);
+
+    // Rights taken away while it runs: /readyz answers 503 naming them.
+    let (ok, out) = ns.kubectl(
+        &["-n", &ns.name, "delete", "rolebinding", "drydock-sandboxes"],
+        "",
+    );
+    assert!(ok, "{out}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let body: serde_json::Value = loop {
+        let answer = reqwest::get(env.app.url("/readyz")).await.unwrap();
+        if answer.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE {
+            break answer.json().await.unwrap();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/readyz stays 200 without the rights"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("lack rights drydock needs")
+            && message.contains("create pods")
+            && message.contains("patch pods")
+            && message.contains("create pods/exec"),
+        "{body}"
+    );
+}
