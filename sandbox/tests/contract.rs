@@ -781,7 +781,7 @@ async fn a_pooled_sandbox_is_claimed_by_a_task_and_reaped_unclaimed(env: Env) {
             until,
             "activeDeadlineSeconds {active}"
         );
-        assert!(active < 600 && active >= 60, "{active}");
+        assert!((60..600).contains(&active), "{active}");
     }
 
     // A restart adopts the claimed sandbox and removes the pooled one nobody took.

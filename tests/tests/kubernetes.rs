@@ -361,7 +361,7 @@ async fn a_task_on_kubernetes_takes_a_pooled_pod_the_pool_refills_and_a_restart_
             .get_opt(&warm_name)
             .await
             .unwrap()
-            .map_or(true, |p| p.metadata.deletion_timestamp.is_some())
+            .is_none_or(|p| p.metadata.deletion_timestamp.is_some())
     );
 
     // A pooled pod a crashed process of this instance left behind is reaped at restart.
