@@ -246,9 +246,14 @@ pub(crate) struct Cluster {
 }
 
 impl Cluster {
-    /// Loads the configuration, then checks that the API server answers, the namespace exists
-    /// and pods may be listed and created there (a server-side dry run), so a wrong setting
-    /// fails at start-up with a message saying which.
+    /// Loads the configuration, then checks that the API server answers, that it grants every
+    /// right drydock uses in the namespace (one SelfSubjectAccessReview each, `patch pods` only
+    /// with a warm pool), and that a sandbox pod may be created there (a server-side dry run,
+    /// which finds a missing namespace or RuntimeClass), so a wrong setting fails at start-up
+    /// with a message saying which. Errors: [`SandboxError::NoClusterConfig`],
+    /// [`SandboxError::Kubeconfig`], [`SandboxError::ClusterUnavailable`],
+    /// [`SandboxError::MissingRights`], [`SandboxError::NamespaceMissing`],
+    /// [`SandboxError::RuntimeClassMissing`].
     pub(crate) async fn connect(options: KubernetesOptions) -> Result<Cluster> {
         let where_ = options
             .kubeconfig
