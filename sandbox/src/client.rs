@@ -65,7 +65,7 @@ pub struct SandboxInfo {
 
 impl SandboxInfo {
     /// Whether this is a warm-pool sandbox no task has claimed yet (claiming renames it after
-    /// its task).
+    /// its task on Docker, and replaces its pool label by the task's on Kubernetes).
     pub fn is_unclaimed_warm(&self) -> bool {
         self.pool.is_some() && self.name.starts_with(&name_prefix("pool"))
     }
@@ -296,13 +296,11 @@ impl Sandboxes {
         let docker = match &self.backend {
             Backend::Docker(d) => d,
             Backend::Kubernetes(k) => {
-                if pool.is_some() {
-                    return Err(SandboxError::not_on_kubernetes(
-                        "a warm pool",
-                        "claiming a pod for a task needs `patch pods`, which drydock's Role does not grant",
-                    ));
-                }
-                let name = crate::k8s::pod_name(&spec.task_id);
+                let name = crate::k8s::pod_name(if pool.is_some() {
+                    "pool"
+                } else {
+                    &spec.task_id
+                });
                 k.create_pod(
                     &name,
                     &spec,
@@ -495,13 +493,14 @@ impl Sandboxes {
     /// `None` when it is not on the Docker host. A tag that is built again
     /// names a new id: how a warm pool tells that its sandboxes run an old image.
     ///
-    /// On Kubernetes the images live on the nodes, out of drydock's sight:
-    /// [`SandboxError::Unsupported`] (only the warm pool asks, and it does not run there).
+    /// On Kubernetes the images live on the nodes, out of drydock's sight: the answer is
+    /// `image` itself, as [`Sandbox::image_id`] answers the reference a pod was created with
+    /// (so a warm pool there notices a changed image setting, not a tag pushed again).
     pub async fn image_id(&self, image: &str) -> Result<Option<String>> {
-        let docker = self.backend.docker(
-            "looking up an image id",
-            "images live on the nodes, not behind the API server",
-        )?;
+        let docker = match &self.backend {
+            Backend::Docker(d) => d,
+            Backend::Kubernetes(_) => return Ok(Some(image.to_owned())),
+        };
         match docker.inspect_image(image).await {
             Ok(i) => Ok(i.id),
             Err(e) if docker_status(&e) == Some(404) => Ok(None),

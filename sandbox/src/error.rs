@@ -95,6 +95,40 @@ pub enum SandboxError {
         /// What the attempt reported.
         detail: String,
     },
+    /// No Kubernetes configuration was found: no kubeconfig file and no in-cluster service
+    /// account. `looked` lists each place tried and what was there.
+    #[error(
+        "no Kubernetes configuration found (looked at {looked}); set KUBECONFIG or --kubeconfig to a kubeconfig file, or run drydock in a pod with a service account"
+    )]
+    NoClusterConfig {
+        /// Each place looked at, with what was found there.
+        looked: String,
+    },
+    /// The kubeconfig file drydock was pointed at cannot be read or used.
+    #[error("cannot use the kubeconfig {path}: {detail}")]
+    Kubeconfig {
+        /// The file.
+        path: String,
+        /// What reading it reported.
+        detail: String,
+    },
+    /// The Kubernetes credentials lack rights drydock needs, as the API server answered a
+    /// SelfSubjectAccessReview for each; `missing` names each as `verb resource`.
+    #[error(
+        "the Kubernetes credentials lack rights drydock needs in namespace {namespace:?}: {}; grant them with the Role of the Helm chart or deploy/kubernetes/rbac.yaml",
+        missing.join(", ")
+    )]
+    MissingRights {
+        /// The namespace.
+        namespace: String,
+        /// `verb resource` for each right refused (`patch pods`, `create pods/exec`, ...).
+        missing: Vec<String>,
+    },
+    /// `DRYDOCK_KUBERNETES_RUNTIME_CLASS` names a RuntimeClass the cluster does not have.
+    #[error(
+        "RuntimeClass {0:?} does not exist in the cluster; install it (gVisor, Kata, ...) or change DRYDOCK_KUBERNETES_RUNTIME_CLASS"
+    )]
+    RuntimeClassMissing(String),
     /// The Kubernetes namespace sandboxes are created in does not exist.
     #[error(
         "Kubernetes namespace {0:?} does not exist; create it or set DRYDOCK_KUBERNETES_NAMESPACE"
@@ -102,7 +136,7 @@ pub enum SandboxError {
     NamespaceMissing(String),
     /// The Kubernetes credentials lack a permission drydock needs.
     #[error(
-        "Kubernetes forbids {action} in namespace {namespace:?}: {detail} (drydock needs pods: create get list watch delete; pods/exec: create get; pods/log: get; networkpolicies: create get list delete)"
+        "Kubernetes forbids {action} in namespace {namespace:?}: {detail} (drydock needs pods: create get list watch delete, and patch with a warm pool; pods/exec: create get; pods/log: get; networkpolicies: create get list delete)"
     )]
     Forbidden {
         /// What was attempted (`create pods`, ...).

@@ -24,9 +24,16 @@
 //!   ordinary execs.
 //! - Stop and kill delete the pod (with the grace period, or none): a pod cannot be stopped and
 //!   kept. Reaping lists pods by the instance label.
+//! - The warm pool: a pooled pod carries the pool label instead of a task label, and no task
+//!   data. A task claims it with one merge patch (so the Role needs `patch pods` when the pool is
+//!   on): the task and deadline labels set, the pool label removed, and `activeDeadlineSeconds`
+//!   lowered to the time the pod has run plus the task's deadline (a running pod's deadline may
+//!   only be lowered, so pooled pods are created with the pool's maximum age plus the longest
+//!   task deadline). A tag's image id is out of drydock's sight (the nodes resolve it), so a
+//!   pooled pod's "image id" is the image reference it was created with.
 //! - Not on Kubernetes (each a [`SandboxError::Unsupported`] naming the backend): `docker commit`
 //!   snapshots and file-change lists, image builds and image listings (they need a registry
-//!   drydock does not run), and claiming warm-pool sandboxes (relabelling needs `patch pods`).
+//!   drydock does not run).
 
 use std::collections::BTreeMap;
 use std::pin::Pin;
@@ -45,14 +52,18 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicySpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, Status};
-use kube::api::{Api, AttachParams, AttachedProcess, DeleteParams, ListParams, PostParams};
+use kube::api::{
+    Api, AttachParams, AttachedProcess, DeleteParams, ListParams, Patch, PatchParams, PostParams,
+};
 use tokio::io::{AsyncWrite, AsyncWriteExt, SimplexStream, WriteHalf};
 use tracing::{debug, info, warn};
 
 use crate::error::{Result, SandboxError, kube_status};
 use crate::exec::{ExecHandle, ExecSpec, RawOutput};
 use crate::sandbox::{ExitReason, Shared, unix_now};
-use crate::spec::{LABEL_INSTANCE, NetworkMode, SandboxSpec};
+use crate::spec::{
+    LABEL_DEADLINE, LABEL_INSTANCE, LABEL_POOL, LABEL_TASK, NetworkMode, SandboxSpec,
+};
 
 /// The one container of a sandbox pod.
 pub(crate) const CONTAINER: &str = "sandbox";
@@ -91,6 +102,9 @@ pub struct KubernetesOptions {
     pub runtime_class: Option<String>,
     /// `nodeSelector` of every sandbox pod.
     pub node_selector: BTreeMap<String, String>,
+    /// Whether a warm pool hands pre-started pods to tasks, which relabels them: then the
+    /// start-up check asks for `patch pods` too.
+    pub warm_pool: bool,
 }
 
 impl KubernetesOptions {
@@ -104,23 +118,121 @@ impl KubernetesOptions {
     }
 
     /// Parses a node selector written `key=value,key=value` (spaces around items allowed);
-    /// an empty string is no selector. Errors name the bad item.
+    /// an empty string is no selector. Keys and values must be valid Kubernetes label keys and
+    /// values (an optional DNS-subdomain prefix and `/`, then a name of at most 63 characters:
+    /// alphanumerics, `-`, `_`, `.`, beginning and ending alphanumeric; values the same name
+    /// form or empty), and a key may appear once. Errors name the bad item or the repeated key.
     pub fn parse_node_selector(s: &str) -> Result<BTreeMap<String, String>> {
         let mut out = BTreeMap::new();
         for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
-            match item.split_once('=') {
-                Some((k, v)) if !k.trim().is_empty() => {
-                    out.insert(k.trim().to_owned(), v.trim().to_owned());
-                }
-                _ => {
-                    return Err(SandboxError::Invalid(format!(
-                        "node selector item {item:?} is not key=value"
-                    )));
-                }
+            let Some((k, v)) = item.split_once('=') else {
+                return Err(SandboxError::Invalid(format!(
+                    "node selector item {item:?} is not key=value"
+                )));
+            };
+            let (k, v) = (k.trim(), v.trim());
+            if !label_key_ok(k) {
+                return Err(SandboxError::Invalid(format!(
+                    "node selector key {k:?} is not a valid label key (an optional DNS-subdomain prefix and '/', then at most 63 of a-z A-Z 0-9 - _ ., beginning and ending with a letter or digit)"
+                )));
+            }
+            if !v.is_empty() && !label_name_ok(v) {
+                return Err(SandboxError::Invalid(format!(
+                    "node selector value {v:?} of {k:?} is not a valid label value (at most 63 of a-z A-Z 0-9 - _ ., beginning and ending with a letter or digit)"
+                )));
+            }
+            if out.insert(k.to_owned(), v.to_owned()).is_some() {
+                return Err(SandboxError::Invalid(format!(
+                    "node selector key {k:?} is given twice"
+                )));
             }
         }
         Ok(out)
     }
+}
+
+/// A label name (or a label key's name part): 1 to 63 of `[A-Za-z0-9._-]`, beginning and
+/// ending alphanumeric.
+fn label_name_ok(s: &str) -> bool {
+    let alnum = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+    !s.is_empty()
+        && s.len() <= 63
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && alnum(s.chars().next())
+        && alnum(s.chars().last())
+}
+
+/// A label key: `[prefix/]name`, the prefix a DNS subdomain (RFC 1123: at most 253 characters
+/// of dot-separated lower-case labels).
+fn label_key_ok(key: &str) -> bool {
+    let (prefix, name) = match key.rsplit_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, key),
+    };
+    let subdomain = |p: &str| {
+        !p.is_empty()
+            && p.len() <= 253
+            && p.split('.').all(|l| {
+                !l.is_empty()
+                    && l.len() <= 63
+                    && l.chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                    && !l.starts_with('-')
+                    && !l.ends_with('-')
+            })
+    };
+    label_name_ok(name) && prefix.is_none_or(subdomain)
+}
+
+/// The rights drydock uses in its namespace, as (verb, API group, resource, subresource): what
+/// the start-up check asks the API server about (README "Kubernetes", the chart's Role).
+fn required_rights(
+    warm_pool: bool,
+) -> Vec<(&'static str, &'static str, &'static str, &'static str)> {
+    let mut rights = vec![];
+    let mut pods = vec!["create", "get", "list", "watch", "delete"];
+    if warm_pool {
+        pods.push("patch");
+    }
+    rights.extend(pods.into_iter().map(|v| (v, "", "pods", "")));
+    rights.extend(["create", "get"].map(|v| (v, "", "pods", "exec")));
+    rights.push(("get", "", "pods", "log"));
+    rights.extend(
+        ["create", "get", "list", "delete"]
+            .map(|v| (v, "networking.k8s.io", "networkpolicies", "")),
+    );
+    rights
+}
+
+/// Where the standard lookup finds a configuration, for a message when it found none:
+/// `KUBECONFIG`, `~/.kube/config`, and the in-cluster service account.
+fn places_looked_at() -> String {
+    let mut looked = Vec::new();
+    match std::env::var_os("KUBECONFIG").filter(|v| !v.is_empty()) {
+        Some(v) => looked.push(format!("KUBECONFIG={}", v.to_string_lossy())),
+        None => looked.push("KUBECONFIG (unset)".to_owned()),
+    }
+    match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+        Some(home) => {
+            let path = std::path::Path::new(&home).join(".kube/config");
+            let there = if path.exists() { "present" } else { "missing" };
+            looked.push(format!("{} ({there})", path.display()));
+        }
+        None => looked.push("~/.kube/config (HOME unset)".to_owned()),
+    }
+    let token = "/var/run/secrets/kubernetes.io/serviceaccount/token";
+    let host = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
+    looked.push(format!(
+        "the in-cluster service account (KUBERNETES_SERVICE_HOST {}, {token} {})",
+        if host { "set" } else { "unset" },
+        if std::path::Path::new(token).exists() {
+            "present"
+        } else {
+            "missing"
+        }
+    ));
+    looked.join(", ")
 }
 
 /// A connection to one namespace of a cluster.
@@ -134,9 +246,14 @@ pub(crate) struct Cluster {
 }
 
 impl Cluster {
-    /// Loads the configuration, then checks that the API server answers, the namespace exists
-    /// and pods may be listed and created there (a server-side dry run), so a wrong setting
-    /// fails at start-up with a message saying which.
+    /// Loads the configuration, then checks that the API server answers, that it grants every
+    /// right drydock uses in the namespace (one SelfSubjectAccessReview each, `patch pods` only
+    /// with a warm pool), and that a sandbox pod may be created there (a server-side dry run,
+    /// which finds a missing namespace or RuntimeClass), so a wrong setting fails at start-up
+    /// with a message saying which. Errors: [`SandboxError::NoClusterConfig`],
+    /// [`SandboxError::Kubeconfig`], [`SandboxError::ClusterUnavailable`],
+    /// [`SandboxError::MissingRights`], [`SandboxError::NamespaceMissing`],
+    /// [`SandboxError::RuntimeClassMissing`].
     pub(crate) async fn connect(options: KubernetesOptions) -> Result<Cluster> {
         let where_ = options
             .kubeconfig
@@ -147,17 +264,27 @@ impl Cluster {
             server: server.to_owned(),
             detail,
         };
+        let unusable = |e: String| SandboxError::Kubeconfig {
+            path: where_.clone(),
+            detail: e,
+        };
         let config = match &options.kubeconfig {
             Some(path) => {
                 let file = kube::config::Kubeconfig::read_from(path)
-                    .map_err(|e| unavailable(&where_, e.to_string()))?;
+                    .map_err(|e| unusable(e.to_string()))?;
                 kube::Config::from_custom_kubeconfig(file, &Default::default())
                     .await
-                    .map_err(|e| unavailable(&where_, e.to_string()))?
+                    .map_err(|e| unusable(e.to_string()))?
             }
-            None => kube::Config::infer()
-                .await
-                .map_err(|e| unavailable(&where_, e.to_string()))?,
+            None => kube::Config::infer().await.map_err(|e| {
+                let looked = places_looked_at();
+                // A file that is there but unusable is worth naming as such.
+                if looked.contains("=") || looked.contains("(present)") {
+                    unusable(format!("{e} (looked at {looked})"))
+                } else {
+                    SandboxError::NoClusterConfig { looked }
+                }
+            })?,
         };
         let server = config.cluster_url.to_string();
         let client =
@@ -174,13 +301,9 @@ impl Cluster {
             options,
             server,
         };
+        cluster.check_rights().await?;
         // Listing in a namespace that does not exist succeeds (empty), so creation is what
-        // tells a missing namespace apart; a dry run creates nothing.
-        cluster
-            .pods
-            .list(&ListParams::default().limit(1))
-            .await
-            .map_err(|e| cluster.explain("list pods", e))?;
+        // tells a missing namespace (or RuntimeClass) apart; a dry run creates nothing.
         let probe = SandboxSpec {
             task_id: "startup-check".into(),
             image: "drydock-startup-check".into(),
@@ -212,6 +335,113 @@ impl Cluster {
         Ok(cluster)
     }
 
+    /// Asks the API server, with one SelfSubjectAccessReview per right, whether these
+    /// credentials may do everything drydock does in the namespace; the error names each
+    /// right refused.
+    pub(crate) async fn check_rights(&self) -> Result<()> {
+        use k8s_openapi::api::authorization::v1::{
+            ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
+        };
+        let reviews: Api<SelfSubjectAccessReview> = Api::all(self.client.clone());
+        let rights = required_rights(self.options.warm_pool);
+        let asks = rights.iter().map(|(verb, group, resource, sub)| {
+            let review = SelfSubjectAccessReview {
+                spec: SelfSubjectAccessReviewSpec {
+                    resource_attributes: Some(ResourceAttributes {
+                        namespace: Some(self.namespace().to_owned()),
+                        verb: Some((*verb).to_owned()),
+                        group: Some((*group).to_owned()),
+                        resource: Some((*resource).to_owned()),
+                        subresource: (!sub.is_empty()).then(|| (*sub).to_owned()),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            let reviews = reviews.clone();
+            async move { reviews.create(&PostParams::default(), &review).await }
+        });
+        let answers = futures::future::join_all(asks).await;
+        let mut missing = Vec::new();
+        for ((verb, _, resource, sub), answer) in rights.iter().zip(answers) {
+            let allowed = answer
+                .map_err(|e| self.explain("create selfsubjectaccessreviews", e))?
+                .status
+                .is_some_and(|s| s.allowed);
+            if !allowed {
+                let what = if sub.is_empty() {
+                    (*resource).to_owned()
+                } else {
+                    format!("{resource}/{sub}")
+                };
+                missing.push(format!("{verb} {what}"));
+            }
+        }
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(SandboxError::MissingRights {
+                namespace: self.namespace().to_owned(),
+                missing,
+            })
+        }
+    }
+
+    /// Hands pooled pod `name` to task `task_id` for `deadline` from now: one merge patch sets
+    /// the task and deadline labels, removes the pool label and lowers `activeDeadlineSeconds`
+    /// to the seconds the pod has run plus `deadline` (never raises it: the API server refuses
+    /// that on a running pod). The patch carries the pod's resourceVersion, so a pod changed
+    /// meanwhile is not claimed. Returns the new deadline, unix seconds.
+    pub(crate) async fn claim(&self, name: &str, task_id: &str, deadline: Duration) -> Result<u64> {
+        let pod = self
+            .pod(name)
+            .await?
+            .ok_or_else(|| SandboxError::NotFound(name.to_owned()))?;
+        if !running(&pod) {
+            return Err(SandboxError::NotFound(name.to_owned()));
+        }
+        let now = unix_now();
+        let started = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.start_time.as_ref())
+            .map(|t| t.0.as_second().max(0) as u64)
+            .unwrap_or(now)
+            .min(now);
+        let old = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.active_deadline_seconds)
+            .unwrap_or(i64::MAX)
+            .max(1) as u64;
+        let seconds = ((now - started) + deadline.as_secs().max(1)).min(old);
+        let until = started + seconds;
+        let patch = serde_json::json!({
+            "metadata": {
+                "resourceVersion": pod.metadata.resource_version,
+                "labels": {
+                    LABEL_TASK: task_id,
+                    LABEL_POOL: null,
+                    LABEL_DEADLINE: until.to_string(),
+                },
+            },
+            "spec": { "activeDeadlineSeconds": seconds },
+        });
+        match self
+            .pods
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => Ok(until),
+            Err(e) if kube_status(&e) == Some(404) => Err(SandboxError::NotFound(name.to_owned())),
+            Err(e) if kube_status(&e) == Some(409) => Err(SandboxError::Invalid(format!(
+                "pod {name} changed while it was being claimed"
+            ))),
+            Err(e) => Err(self.explain("patch pods", e)),
+        }
+    }
+
     /// Creates `pod`, waiting out the moment after a namespace is made in which its `default`
     /// ServiceAccount does not exist yet and admission refuses every pod (about a second).
     async fn create_retrying(&self, params: &PostParams, pod: &Pod) -> Result<Pod, kube::Error> {
@@ -239,6 +469,15 @@ impl Cluster {
     /// A clear error for a failed API call: forbidden, missing namespace, or as is.
     pub(crate) fn explain(&self, action: &str, e: kube::Error) -> SandboxError {
         if let kube::Error::Api(status) = &e {
+            // The RuntimeClass admission plugin refuses a pod naming a RuntimeClass that does
+            // not exist with 403, which is not a permission problem.
+            if status.code == 403
+                && let Some(class) = &self.options.runtime_class
+                && status.message.contains("RuntimeClass")
+                && status.message.contains("not found")
+            {
+                return SandboxError::RuntimeClassMissing(class.clone());
+            }
             if status.code == 403 {
                 return SandboxError::Forbidden {
                     action: action.to_owned(),
@@ -554,19 +793,21 @@ impl Cluster {
         }))
     }
 
-    /// The image id the sandbox container runs, from the pod's status.
+    /// The image reference the sandbox container was created with (what
+    /// [`Sandboxes::image_id`](crate::Sandboxes::image_id) answers on Kubernetes: the nodes
+    /// resolve a tag, out of drydock's sight).
     pub(crate) async fn image_id(&self, name: &str) -> Result<String> {
         let pod = self
             .pod(name)
             .await?
             .ok_or_else(|| SandboxError::NotFound(name.to_owned()))?;
         Ok(pod
-            .status
-            .and_then(|s| s.container_statuses)
+            .spec
+            .map(|s| s.containers)
             .unwrap_or_default()
             .into_iter()
             .find(|c| c.name == CONTAINER)
-            .map(|c| c.image_id)
+            .and_then(|c| c.image)
             .unwrap_or_default())
     }
 
@@ -634,7 +875,8 @@ impl Cluster {
         Ok(())
     }
 
-    /// Checks that the API server answers (for a readiness probe).
+    /// Checks that the API server answers and still grants every right drydock uses (for a
+    /// readiness probe).
     pub(crate) async fn ping(&self) -> Result<()> {
         let unavailable = |detail: String| SandboxError::ClusterUnavailable {
             server: self.server.clone(),
@@ -644,7 +886,7 @@ impl Cluster {
             .await
             .map_err(|_| unavailable("no answer within 5 s".into()))?
             .map_err(|e| unavailable(e.to_string()))?;
-        Ok(())
+        self.check_rights().await
     }
 }
 
@@ -955,6 +1197,53 @@ mod tests {
         assert_eq!(s.get("b").map(String::as_str), Some("two"));
         let err = KubernetesOptions::parse_node_selector("a=1,oops").expect_err("bad item");
         assert!(err.to_string().contains("oops"), "{err}");
+        let ok = KubernetesOptions::parse_node_selector(
+            "kubernetes.io/os=linux,drydock.dev/sandbox=true,pool=,x_y.z-1=A.b_c",
+        )
+        .expect("valid keys and values");
+        assert_eq!(ok.len(), 4);
+        for (bad, named) in [
+            ("bad key!=1", "bad key!"),
+            ("-lead=1", "-lead"),
+            ("Upper.Case/x=1", "Upper.Case/x"),
+            ("/x=1", "/x"),
+            (&format!("{}=1", "k".repeat(64)), "kkkk"),
+            ("a=has space", "has space"),
+            ("a=-x", "-x"),
+        ] {
+            let err = KubernetesOptions::parse_node_selector(bad).expect_err(bad);
+            assert!(err.to_string().contains(named), "{bad}: {err}");
+        }
+        let err = KubernetesOptions::parse_node_selector("disk=ssd, zone=a, disk=hdd")
+            .expect_err("a key given twice");
+        assert!(err.to_string().contains("\"disk\" is given twice"), "{err}");
+    }
+
+    #[test]
+    fn the_rights_asked_for_are_the_roles_and_patch_only_with_a_pool() {
+        let without: Vec<String> = required_rights(false)
+            .iter()
+            .map(|(v, _, r, s)| format!("{v} {r}{}{s}", if s.is_empty() { "" } else { "/" }))
+            .collect();
+        assert_eq!(
+            without,
+            [
+                "create pods",
+                "get pods",
+                "list pods",
+                "watch pods",
+                "delete pods",
+                "create pods/exec",
+                "get pods/exec",
+                "get pods/log",
+                "create networkpolicies",
+                "get networkpolicies",
+                "list networkpolicies",
+                "delete networkpolicies",
+            ]
+        );
+        assert!(required_rights(true).contains(&("patch", "", "pods", "")));
+        assert!(!required_rights(false).iter().any(|r| r.0 == "patch"));
     }
 
     #[test]

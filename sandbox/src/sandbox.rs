@@ -372,26 +372,30 @@ impl Sandbox {
     /// deadline timer is re-armed for the task's deadline. Fails with
     /// [`SandboxError::NotFound`] when the container is gone.
     ///
-    /// On Kubernetes this is [`SandboxError::Unsupported`]: a pod's labels could be changed,
-    /// but that needs the `patch pods` permission drydock's Role does not grant, so the
-    /// server runs no warm pool there.
+    /// On Kubernetes a pod's labels can change: the pod keeps its name and gets the task's
+    /// labels, and its `activeDeadlineSeconds` is lowered to match (one `patch pods`).
     pub async fn claim(self, task_id: &str, deadline: Duration) -> Result<Sandbox> {
-        let name = crate::client::container_name(task_id);
-        let opts = RenameContainerOptionsBuilder::new().name(&name).build();
         let s = &self.shared;
-        s.backend
-            .docker(
-                "claiming a warm-pool sandbox",
-                "relabelling a pod needs `patch pods`, which drydock's Role does not grant",
-            )?
-            .rename_container(&s.id, opts)
-            .await
-            .map_err(|e| s.map_gone(e))?;
+        let now = unix_now();
+        let mut until = (now + deadline.as_secs().max(1)).min(s.deadline_unix.unwrap_or(u64::MAX));
+        let name = match &s.backend {
+            Backend::Docker(docker) => {
+                let name = crate::client::container_name(task_id);
+                let opts = RenameContainerOptionsBuilder::new().name(&name).build();
+                docker
+                    .rename_container(&s.id, opts)
+                    .await
+                    .map_err(|e| s.map_gone(e))?;
+                name
+            }
+            Backend::Kubernetes(k) => {
+                until = k.claim(&s.id, task_id, deadline).await?;
+                s.id.clone()
+            }
+        };
         if let Some(t) = s.timer.lock().ok().and_then(|mut slot| slot.take()) {
             t.abort();
         }
-        let now = unix_now();
-        let until = (now + deadline.as_secs().max(1)).min(s.deadline_unix.unwrap_or(u64::MAX));
         let shared = Shared::new(
             s.backend.clone(),
             s.id.clone(),
@@ -411,7 +415,8 @@ impl Sandbox {
         Ok(Sandbox { shared })
     }
 
-    /// The id of the image the container runs (`sha256:…`), from Docker.
+    /// The id of the image the container runs (`sha256:…`), from Docker; on Kubernetes the
+    /// image reference the pod was created with (the nodes resolve tags out of drydock's sight).
     pub async fn image_id(&self) -> Result<String> {
         let s = &self.shared;
         let docker = match &s.backend {

@@ -793,6 +793,101 @@ async fn egress_listener_carries_connections_out(env: Env) {
     sb.remove().await.expect("remove");
 }
 
+async fn a_pooled_sandbox_is_claimed_by_a_task_and_reaped_unclaimed(env: Env) {
+    let defaults = env.defaults("pool");
+    let sbx = env.connect(defaults.clone()).await;
+    let shape = sbx.spec("any").shape();
+    let pool_life = Duration::from_secs(600);
+    let pooled = sbx
+        .create_pooled(&shape, pool_life)
+        .await
+        .expect("create a pooled sandbox");
+    let listed = sbx.list(&[]).await.expect("list");
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert!(listed[0].is_unclaimed_warm(), "{listed:?}");
+    assert_eq!(
+        listed[0].task_id, None,
+        "a pooled sandbox belongs to no task"
+    );
+    assert_eq!(listed[0].pool.as_deref(), Some(shape.key().as_str()));
+    // The pool's image check: what the image names now is what the pooled sandbox runs.
+    assert_eq!(
+        sbx.image_id(&image()).await.expect("image id"),
+        Some(pooled.image_id().await.expect("its image id"))
+    );
+    let pool_deadline = pooled.deadline_unix().expect("a deadline");
+
+    let claimed = pooled
+        .clone()
+        .claim("task-claims", Duration::from_secs(60))
+        .await
+        .expect("claim");
+    assert_eq!(claimed.id(), pooled.id(), "the same sandbox, not a new one");
+    assert_eq!(claimed.task_id(), "task-claims");
+    let until = claimed.deadline_unix().expect("a deadline");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    assert!(
+        until < pool_deadline && until <= now + 61 && until + 5 >= now + 60,
+        "the task's deadline ({until}, now {now}) replaces the pool's ({pool_deadline})"
+    );
+    let of_task = sbx.of_task("task-claims").await.expect("of_task");
+    assert_eq!(of_task.len(), 1, "{of_task:?}");
+    assert!(!of_task[0].is_unclaimed_warm(), "{of_task:?}");
+    assert_eq!(sh(&claimed, "echo claimed").await, "claimed");
+
+    if let Backend::Kubernetes {
+        admin, namespace, ..
+    } = &env.backend
+    {
+        // What the cluster enforces: the task's labels and the lowered activeDeadlineSeconds.
+        let pod =
+            kube::Api::<k8s_openapi::api::core::v1::Pod>::namespaced(admin.clone(), namespace)
+                .get(claimed.id())
+                .await
+                .expect("the claimed pod");
+        let labels = pod.metadata.labels.unwrap_or_default();
+        assert_eq!(
+            labels.get(LABEL_TASK).map(String::as_str),
+            Some("task-claims")
+        );
+        assert_eq!(labels.get(drydock_sandbox::LABEL_POOL), None, "{labels:?}");
+        assert_eq!(
+            labels.get(drydock_sandbox::LABEL_DEADLINE),
+            Some(&until.to_string())
+        );
+        let spec = pod.spec.expect("spec");
+        let active = spec.active_deadline_seconds.expect("activeDeadlineSeconds");
+        let status = pod.status.expect("status");
+        let started = status.start_time.expect("startTime").0.as_second() as u64;
+        assert_eq!(
+            started + active as u64,
+            until,
+            "activeDeadlineSeconds {active}"
+        );
+        assert!((60..600).contains(&active), "{active}");
+    }
+
+    // A restart adopts the claimed sandbox and removes the pooled one nobody took.
+    let stale = sbx
+        .create_pooled(&shape, pool_life)
+        .await
+        .expect("another pooled sandbox");
+    let restarted = env.connect(defaults).await;
+    let removed = restarted
+        .reap(Reap::AllExcept(HashSet::from([claimed.id().to_owned()])))
+        .await
+        .expect("reap");
+    assert_eq!(
+        removed.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(),
+        vec![stale.id()]
+    );
+    assert!(claimed.is_running().await.expect("claimed"));
+    restarted.reap(Reap::All).await.expect("reap the rest");
+}
+
 /// One `docker::NAME` and one `kubernetes::NAME` test per body.
 macro_rules! contract {
     ($($name:ident),* $(,)?) => {
@@ -827,6 +922,7 @@ contract!(
     reaping_after_restart_touches_only_this_instance,
     port_relay_connects_to_a_port_inside,
     egress_listener_carries_connections_out,
+    a_pooled_sandbox_is_claimed_by_a_task_and_reaped_unclaimed,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -982,11 +1078,6 @@ mod kubernetes_only {
         );
         assert!(err.to_string().contains("registry"), "{err}");
         assert!(sbx.list_images(&[]).await.is_err());
-        let shape = sbx.spec("x").shape();
-        assert!(matches!(
-            sbx.create_pooled(&shape, Duration::from_secs(60)).await,
-            Err(SandboxError::Unsupported { .. })
-        ));
         assert!(matches!(
             sb.exec(&ExecSpec::new(["id"]).user("0")).await,
             Err(SandboxError::Unsupported { .. })
@@ -1077,17 +1168,39 @@ mod kubernetes_only {
         let env = Env::kubernetes("rbac").await;
         let (admin, ns, admin_kubeconfig) = cluster(&env);
         let kubeconfig = kubeconfig_for(&admin, &admin_kubeconfig, &ns, "drydock").await;
-        let connect = |namespace: &str| {
+        let connect_with = |namespace: &str, warm_pool: bool| {
             let mut options = KubernetesOptions::new(namespace);
             options.kubeconfig = Some(kubeconfig.path().to_owned());
+            options.warm_pool = warm_pool;
             let defaults = env.defaults("rbac");
             async move { Sandboxes::connect_kubernetes(defaults, options).await }
         };
+        let connect = |namespace: &str| connect_with(namespace, false);
+        let missing = |err: &SandboxError| match err {
+            SandboxError::MissingRights { missing, .. } => missing.clone(),
+            other => panic!("expected missing rights, got {other:?}"),
+        };
 
-        // No Role yet: start-up says what is forbidden and what drydock needs.
+        // No Role yet: start-up asks the API server about each right and names every one refused.
         let err = connect(&ns).await.expect_err("forbidden");
-        assert!(matches!(err, SandboxError::Forbidden { .. }), "{err:?}");
-        assert!(err.to_string().contains("pods/exec"), "{err}");
+        assert_eq!(
+            missing(&err),
+            [
+                "create pods",
+                "get pods",
+                "list pods",
+                "watch pods",
+                "delete pods",
+                "create pods/exec",
+                "get pods/exec",
+                "get pods/log",
+                "create networkpolicies",
+                "get networkpolicies",
+                "list networkpolicies",
+                "delete networkpolicies",
+            ]
+        );
+        assert!(err.to_string().contains(&format!("{ns:?}")), "{err}");
 
         // The Role of the Helm chart, verb for verb (notes: s5-common.md).
         let rule = |resources: &[&str], verbs: &[&str]| PolicyRule {
@@ -1144,7 +1257,7 @@ mod kubernetes_only {
             .expect_err("missing");
         assert!(
             matches!(&err, SandboxError::NamespaceMissing(n) if n == "no-such-namespace-here")
-                || matches!(err, SandboxError::Forbidden { .. }),
+                || matches!(&err, SandboxError::MissingRights { namespace, .. } if namespace == "no-such-namespace-here"),
             "{err:?}"
         );
 
@@ -1156,13 +1269,16 @@ mod kubernetes_only {
                     sbx = Some(s);
                     break;
                 }
-                Err(SandboxError::Forbidden { .. }) => {
+                Err(SandboxError::Forbidden { .. } | SandboxError::MissingRights { .. }) => {
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
                 Err(e) => panic!("connect with the role: {e}"),
             }
         }
         let sbx = sbx.expect("the role is enough to connect");
+        // With a warm pool, claiming relabels pods: the same Role lacks exactly `patch pods`.
+        let err = connect_with(&ns, true).await.expect_err("no patch");
+        assert_eq!(missing(&err), ["patch pods"]);
         let sb = sbx.create(sbx.spec("k8s-rbac")).await.expect("create");
         let mut input = sb
             .exec(&ExecSpec::shell("cat").with_stdin())
@@ -1181,5 +1297,47 @@ mod kubernetes_only {
             .await
             .expect("upload");
         assert_eq!(sbx.reap(Reap::All).await.expect("reap").len(), 1);
+
+        // Rights taken away while running: the readiness check names them.
+        Api::<RoleBinding>::namespaced(admin.clone(), &ns)
+            .delete("drydock", &Default::default())
+            .await
+            .expect("delete binding");
+        let mut refused = None;
+        for _ in 0..50 {
+            match sbx.ping().await {
+                Ok(()) => tokio::time::sleep(Duration::from_millis(200)).await,
+                Err(e) => {
+                    refused = Some(e);
+                    break;
+                }
+            }
+        }
+        let err = refused.expect("ping fails once the binding is gone");
+        assert!(
+            missing(&err).contains(&"create pods/exec".to_owned()),
+            "{err}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_missing_runtime_class_is_named_as_such() {
+        let env = Env::kubernetes("runtimeclass").await;
+        let (_, ns, kubeconfig) = cluster(&env);
+        let mut options = KubernetesOptions::new(ns);
+        options.kubeconfig = Some(kubeconfig);
+        options.runtime_class = Some("no-such-runtime".into());
+        let err = Sandboxes::connect_kubernetes(env.defaults("runtimeclass"), options)
+            .await
+            .expect_err("no such RuntimeClass");
+        assert!(
+            matches!(&err, SandboxError::RuntimeClassMissing(c) if c == "no-such-runtime"),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string()
+                .contains("RuntimeClass \"no-such-runtime\" does not exist"),
+            "{err}"
+        );
     }
 }

@@ -557,8 +557,45 @@ impl Config {
     ///
     /// Errors: a GitHub OAuth client id without its secret (or the other way round); a daily
     /// budget while network policies are off (budgets are metered by the model gateway, which
-    /// only runs under a policy).
+    /// only runs under a policy); a sandbox network other than `bridge` or `none` on Kubernetes
+    /// (a pod has no Docker network to join); `DOCKER_CERT_PATH` without its TLS files for a
+    /// `tcp://` Docker host.
     pub fn check(&self) -> Result<(), String> {
+        let network = self.sandbox_network.trim();
+        if self.sandbox_backend == SandboxBackend::Kubernetes
+            && !matches!(network, "bridge" | "none")
+        {
+            return Err(format!(
+                "DRYDOCK_SANDBOX_NETWORK={network} has no Kubernetes form: with \
+                 DRYDOCK_SANDBOX_BACKEND=kubernetes a sandbox pod uses the pod network (bridge) or \
+                 none (a default-deny NetworkPolicy); host networking is never given to a sandbox"
+            ));
+        }
+        if self.sandbox_backend == SandboxBackend::Docker
+            && let Some(dir) = self
+                .docker_cert_path
+                .as_deref()
+                .filter(|d| !d.as_os_str().is_empty())
+            && self
+                .docker_host
+                .as_deref()
+                .is_some_and(|h| h.starts_with("tcp://") || h.starts_with("https://"))
+        {
+            let missing: Vec<String> = ["ca.pem", "cert.pem", "key.pem"]
+                .iter()
+                .map(|f| dir.join(f))
+                .filter(|p| !p.is_file())
+                .map(|p| p.display().to_string())
+                .collect();
+            if !missing.is_empty() {
+                return Err(format!(
+                    "DOCKER_CERT_PATH={} lacks {}: a tcp:// Docker host over TLS needs ca.pem, \
+                     cert.pem and key.pem there, as for `docker --tlsverify`",
+                    dir.display(),
+                    missing.join(", ")
+                ));
+            }
+        }
         let id = self
             .github_client_id
             .as_deref()

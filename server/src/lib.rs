@@ -188,12 +188,6 @@ async fn build_state(config: Config, bound: std::net::SocketAddr) -> anyhow::Res
             .sandboxes()
             .await
             .map_err(|e| anyhow::anyhow!("DRYDOCK_SANDBOX_BACKEND=kubernetes: {e}"))?;
-        if config.warm_pool > 0 {
-            tracing::warn!(
-                warm_pool = config.warm_pool,
-                "DRYDOCK_WARM_POOL is ignored on Kubernetes: a warm pod is handed to a task by relabelling it, which needs `patch pods`, and drydock's Role does not grant it"
-            );
-        }
     }
     let services = Services {
         egress,

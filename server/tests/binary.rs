@@ -377,6 +377,51 @@ fn settings_that_cannot_work_are_refused_at_startup() {
                 "DRYDOCK_EGRESS_ALLOW_PRIVATE=true",
             ],
         ),
+        // Kubernetes settings (issue 22's start-up checks).
+        (
+            &[
+                ("DRYDOCK_SANDBOX_BACKEND", "kubernetes"),
+                ("DRYDOCK_SANDBOX_NETWORK", "host"),
+            ],
+            &["DRYDOCK_SANDBOX_NETWORK=host has no Kubernetes form"],
+        ),
+        (
+            &[("DRYDOCK_KUBERNETES_NODE_SELECTOR", "disk type=ssd")],
+            &[
+                "DRYDOCK_KUBERNETES_NODE_SELECTOR",
+                "\"disk type\" is not a valid label key",
+            ],
+        ),
+        (
+            &[("DRYDOCK_KUBERNETES_NODE_SELECTOR", "zone=a,disk=ssd,zone=b")],
+            &[
+                "DRYDOCK_KUBERNETES_NODE_SELECTOR",
+                "\"zone\" is given twice",
+            ],
+        ),
+        (
+            &[
+                ("DRYDOCK_SANDBOX_BACKEND", "kubernetes"),
+                ("HOME", "/nonexistent/drydock-home"),
+            ],
+            &[
+                "no Kubernetes configuration found",
+                "KUBECONFIG (unset)",
+                "/nonexistent/drydock-home/.kube/config (missing)",
+                "in-cluster service account",
+            ],
+        ),
+        (
+            &[
+                ("DOCKER_HOST", "tcp://127.0.0.1:1"),
+                ("DOCKER_CERT_PATH", "/nonexistent/drydock-certs"),
+            ],
+            &[
+                "DOCKER_CERT_PATH=/nonexistent/drydock-certs lacks",
+                "/nonexistent/drydock-certs/ca.pem",
+                "/nonexistent/drydock-certs/key.pem",
+            ],
+        ),
     ];
     // A setting after `serve` is read as one (not "unexpected argument").
     let dir = tempfile::tempdir().unwrap();

@@ -40,8 +40,10 @@ pub struct Health {
     /// `ok` or `ready`.
     pub status: &'static str,
     /// `/readyz` only: the sandbox image's state (`ready`, `building`, `checking`, `failed`,
-    /// `missing`, `unknown`). drydock stays ready while it builds its image: tasks wait in the
-    /// queue, and everything else works.
+    /// `missing`, `unknown`), or `not_checked` on Kubernetes, where the nodes pull the image
+    /// and drydock cannot see it (a pod that cannot get it fails its task with that reason).
+    /// drydock stays ready while it builds its image: tasks wait in the queue, and everything
+    /// else works.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sandbox_image: Option<&'static str>,
 }
@@ -55,8 +57,9 @@ async fn healthz() -> Json<Health> {
     })
 }
 
-/// Answers 200 when the database and the sandbox backend (Docker, or the Kubernetes API server)
-/// are reachable (with the sandbox image's state), 503 with the reason otherwise.
+/// Answers 200 when the database and the sandbox backend (Docker, or the Kubernetes API server
+/// granting every right drydock uses) are reachable (with the sandbox image's state), 503 with
+/// the reason otherwise (on Kubernetes naming each missing right).
 #[utoipa::path(
     get,
     path = "/readyz",
@@ -90,8 +93,16 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, AppError>
     match tokio::time::timeout(PROBE_TIMEOUT * 3, sandboxes).await {
         Ok(Ok(())) => Ok(Json(Health {
             status: "ready",
-            sandbox_image: Some(state.image.status().state),
+            sandbox_image: Some(match state.config.sandbox_backend {
+                crate::config::SandboxBackend::Kubernetes => "not_checked",
+                crate::config::SandboxBackend::Docker => state.image.status().state,
+            }),
         })),
+        // Rights taken away since start-up: say which, as the start-up check does.
+        Ok(Err(err @ drydock_sandbox::SandboxError::MissingRights { .. })) => {
+            tracing::warn!(error = %err, "readiness: the sandbox backend refuses what drydock needs");
+            Err(AppError::Unavailable(format!("{err}: tasks cannot run")))
+        }
         Ok(Err(err)) => {
             tracing::warn!(error = %err, backend, "readiness: the sandbox backend is unreachable");
             Err(AppError::Unavailable(format!(

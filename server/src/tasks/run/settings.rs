@@ -99,12 +99,7 @@ impl RunnerSettings {
             idle_timeout: Duration::from_secs(config.sandbox_idle_timeout),
             keep_alive_lifetime: Duration::from_secs(config.sandbox_max_lifetime),
             max_task_duration: Duration::from_secs(config.max_task_duration),
-            // Claiming a warm pod for a task means relabelling it, which needs `patch pods`:
-            // not in drydock's Role, so no warm pool on Kubernetes (said at start-up).
-            warm_pool: match config.sandbox_backend {
-                crate::config::SandboxBackend::Docker => config.warm_pool as usize,
-                crate::config::SandboxBackend::Kubernetes => 0,
-            },
+            warm_pool: config.warm_pool as usize,
             warm_pool_max_age: Duration::from_secs(config.warm_pool_max_age),
             preview_port: config
                 .preview_host
@@ -136,6 +131,8 @@ fn kubernetes_options(config: &Config) -> Option<drydock_sandbox::KubernetesOpti
                 .filter(|c| !c.is_empty())
                 .map(str::to_owned);
             options.node_selector = config.kubernetes_node_selector.clone().unwrap_or_default();
+            // Claiming a pooled pod relabels it: the start-up check asks for `patch pods` too.
+            options.warm_pool = config.warm_pool > 0;
             // One file is read here; a `:` list is left to kube's own lookup, which merges it.
             options.kubeconfig = config
                 .kubeconfig
