@@ -11,7 +11,7 @@
 //! on writing the files. The script runs in the exec's process group, so stopping the turn
 //! still ends all of it. The directory is made by the sandbox user (mode 0700); a symlink in
 //! its place, or any failure to make it, runs the agent as before, unkept (then the turn cannot
-//! be reattached and fails as it did before).
+//! be reattached and fails as it did before); so does an image without `tee`.
 //!
 //! **Where the log stops.** Each event made from the agent's output is stored with its stream
 //! and its index among that stream's events, in the statement that stores it. The adopter
@@ -62,19 +62,19 @@ const TURN_DIRS: &str = "/tmp/.drydock";
 
 /// Runs `"$@"` (the agent) with its output copied into the turn's directory `$1` and on to
 /// this exec's streams, then records its exit status there (see the module's documentation).
+/// Pipes, not FIFOs: one `mkdir` is the only extra process before the agent starts (the two
+/// `tee`s start beside it), and the agent keeps no descriptor but its three streams.
 const KEEP_OUTPUT: &str = r#"d=$1; shift; b=${d%/*}
-if [ -L "$b" ] || ! { mkdir -p -m 700 "$b" && rm -rf "$b"/turn-* && mkdir -m 700 "$d" && : > "$d/stdout" && : > "$d/stderr" && mkfifo "$d/out" "$d/err"; } 2>/dev/null; then
-  echo "drydock: the agent's output is not kept in its sandbox ($d could not be made)" >&2
+if [ -L "$b" ] || ! command -v tee >/dev/null || ! { { [ ! -d "$b" ] || rm -rf "$b"/turn-*; } && mkdir -p -m 700 "$b" "$d" && [ ! -L "$d" ] && : > "$d/stdout" && : > "$d/stderr"; } 2>/dev/null; then
+  echo "drydock: the agent's output is not kept in its sandbox (no tee, or $d could not be made)" >&2
   exec "$@"
 fi
 echo $$ > "$d/pid"
-(trap '' PIPE; exec tee -a "$d/stdout" < "$d/out") & o=$!
-(trap '' PIPE; exec tee -a "$d/stderr" < "$d/err" >&2) & e=$!
-"$@" > "$d/out" 2> "$d/err"
-c=$?
-wait $o $e
-echo $c > "$d/status.new" && mv -f "$d/status.new" "$d/status"
-exit $c"#;
+exec 4>&1
+{ { ("$@" 2>&3 3>&- 4>&-; echo $? > "$d/code") | (trap '' PIPE; exec tee -a "$d/stdout" 3>&- 4>&-); } 3>&1 1>&4 | (trap '' PIPE; exec tee -a "$d/stderr" >&2 4>&-); }
+read -r c < "$d/code" || c=1
+echo "$c" > "$d/status.new" && mv -f "$d/status.new" "$d/status"
+exit "$c""#;
 
 /// Writes what the turn's directory `$1` holds to this exec's stdout and stderr, following the
 /// files until the exit status is there. Exit 0: all of it was written and the status is there;
@@ -91,6 +91,14 @@ while :; do
   if ! kill -0 "$(cat "$d/pid")" 2>/dev/null; then [ -f "$d/status" ] || exit 91; continue; fi
   sleep 0.2
 done"#;
+
+/// Ends the agent of the turn whose directory is `$1` (its whole process group, as stopping a
+/// live turn does) unless it has left its exit status.
+const STOP: &str = r#"d=$1
+[ -f "$d/status" ] && exit 0
+p=$(cat "$d/pid" 2>/dev/null) || exit 0
+read -r _ _ _ _ g _ < "/proc/$p/stat" 2>/dev/null && kill -9 "-$g" 2>/dev/null
+exit 0"#;
 
 /// The directory of turn `turn` in its sandbox.
 fn turn_dir(turn: i64) -> String {
@@ -188,6 +196,13 @@ impl TaskRunner {
             () = cancel.cancelled() => outcome::cancelled(self.inner.shutdown.is_cancelled()),
             () = tokio::time::sleep(allowed.saturating_sub(ran)) => outcome::timed_out(allowed),
         };
+        // A turn that ends before its agent did (stopped, timed out, a later stage failed with
+        // the sandbox kept) must not leave the agent running: a live turn's exec would end it.
+        if let Some(sandbox) = cx.sandbox.as_ref() {
+            let dir = turn_dir(number);
+            let stop = ExecSpec::new(["sh", "-c", STOP, "drydock-stop", dir.as_str()]);
+            let _ = run_captured(sandbox, &stop).await;
+        }
         self.end_turn(cx, outcome).await;
     }
 
