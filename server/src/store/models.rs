@@ -229,7 +229,6 @@ pub struct Task {
     pub runner_id: Option<String>,
     /// The instance label of the sandbox in `container_id` when it is not `runner_id`'s (the
     /// task, or its kept sandbox, was adopted from a lost replica); `None`: `runner_id`'s.
-    #[sqlx(default)]
     pub sandbox_instance: Option<String>,
     /// Turns started so far (the first run and each follow-up).
     pub turns: i64,
