@@ -470,6 +470,7 @@ async fn a_killed_replicas_agent_is_followed_by_the_other_and_the_turn_succeeds(
     let container = running.container_id.clone().unwrap();
 
     c.kill_9(&owner);
+    let killed_at = Instant::now();
     // The agent goes on once its replica is gone: what it prints now nobody reads live.
     let out = Command::new("docker")
         .args(["exec", &container, "touch", "/tmp/go-on"])
@@ -477,6 +478,10 @@ async fn a_killed_replicas_agent_is_followed_by_the_other_and_the_turn_succeeds(
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     let ended = c.wait_ended(&id).await;
+    eprintln!(
+        "reattached and ended {:?} after the kill (lease 6 s)",
+        killed_at.elapsed()
+    );
     assert_eq!(ended.status, "succeeded", "{ended:?}");
     assert_eq!(ended.runner_id.as_deref(), Some(survivor.as_str()));
 
