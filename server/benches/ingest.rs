@@ -308,6 +308,7 @@ impl Backend {
         let to_event = |text| NewEvent {
             kind: "stdout",
             text,
+            source: None,
         };
         for chunk in output.chunks(CHUNK) {
             feed.push(chunk, |text| pending.push(to_event(text)));

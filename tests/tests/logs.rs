@@ -10,6 +10,7 @@ use drydock::redact::{Redactor, SecretSet};
 use drydock::store::{GithubProfile, NewTask, Store};
 use drydock::tasks::LogSink;
 use drydock::tasks::hub::{EventHub, TaskSignal};
+use drydock_sandbox::OutputStream;
 use drydock_tests::tasks::TaskEnv;
 use drydock_tests::{TestDb, on_both_backends};
 use serde_json::json;
@@ -18,6 +19,7 @@ on_both_backends!(
     submitted_lines_are_stored_and_published_without_a_flush,
     a_failed_append_is_reported,
     a_task_whose_log_cannot_be_stored_fails,
+    an_agents_output_replayed_from_its_start_stores_only_what_was_not_stored,
 );
 
 /// A user and a task of theirs: (user id, task id).
@@ -193,4 +195,90 @@ async fn a_task_whose_log_cannot_be_stored_fails(db: TestDb) {
         .unwrap_or_default();
     assert!(texts.contains(&"before"), "{events}");
     assert!(!texts.contains(&"poison-line"), "{events}");
+}
+
+/// The replica that adopts a lost replica's turn replays the agent's output kept in the sandbox
+/// from its first byte, in other reads than the live ones, skipping what the stored log says was
+/// stored: each stream's events come out exactly as one uninterrupted run makes them, none lost,
+/// none twice, a secret and a line cut by the loss caught whole.
+async fn an_agents_output_replayed_from_its_start_stores_only_what_was_not_stored(db: TestDb) {
+    let store = db.store.clone();
+    let (_, whole) = task(&store).await;
+    let (_, lost) = task(&store).await;
+    let hub = Arc::new(EventHub::default());
+    let stdout: &[u8] = b"one\ntwo hunter2-very-secret-value\n\x1b[32mgreen\x1b[0m\n\
+        progress 10%\rprogress 100%\nhalf-way \
+        hunter2-very-secret-value end\nthree\nlast without newline";
+    let stderr: &[u8] = b"warn 1\nwarn hunter2-very-secret-value 2\nwarn 3\n";
+
+    // One uninterrupted run, read in one piece per stream.
+    let mut sink = LogSink::new(&whole, store.clone(), hub.clone(), redactor());
+    let mut log = sink.agent_exec_log(None, 1, (0, 0));
+    sink.output(&mut log, OutputStream::Stdout, stdout);
+    sink.output(&mut log, OutputStream::Stderr, stderr);
+    sink.finish_exec(log);
+    sink.flush().await.unwrap();
+
+    // The live replica reads small pieces and is lost partway through each stream: mid-line
+    // and mid-secret on stdout.
+    let cut_out = stdout.windows(4).position(|w| w == b"hunt").unwrap() + 2;
+    let mut sink = LogSink::new(&lost, store.clone(), hub.clone(), redactor());
+    let mut log = sink.agent_exec_log(None, 1, (0, 0));
+    for piece in stdout[..cut_out].chunks(5) {
+        sink.output(&mut log, OutputStream::Stdout, piece);
+        sink.submit().await.unwrap();
+    }
+    for piece in stderr[..9].chunks(3) {
+        sink.output(&mut log, OutputStream::Stderr, piece);
+        sink.submit().await.unwrap();
+    }
+    sink.flush().await.unwrap();
+    drop(log);
+    drop(sink);
+    let stored = store.agent_events_stored(&lost, 1).await.unwrap();
+    assert!(stored.0 > 0 && stored.1 > 0, "{stored:?}");
+
+    // The adopter replays both files from the start, in other pieces.
+    let mut sink = LogSink::new(&lost, store.clone(), hub.clone(), redactor());
+    sink.line("info", "replica a was lost");
+    let mut log = sink.agent_exec_log(None, 1, stored);
+    for piece in stdout.chunks(7) {
+        sink.output(&mut log, OutputStream::Stdout, piece);
+    }
+    sink.output(&mut log, OutputStream::Stderr, stderr);
+    sink.finish_exec(log);
+    sink.flush().await.unwrap();
+
+    let texts = |task: String, kind: &'static str| {
+        let store = store.clone();
+        async move {
+            store
+                .list_task_events_after(&task, 0, 1000)
+                .await
+                .unwrap()
+                .into_iter()
+                .filter(|e| e.kind == kind)
+                .map(|e| e.text)
+                .collect::<Vec<_>>()
+        }
+    };
+    let expected = texts(whole.clone(), "stdout").await;
+    assert_eq!(
+        expected,
+        [
+            "one",
+            "two [REDACTED:secret]",
+            "green",
+            "progress 100%",
+            "half-way [REDACTED:secret] end",
+            "three",
+            "last without newline"
+        ]
+    );
+    assert_eq!(texts(lost.clone(), "stdout").await, expected);
+    assert_eq!(
+        texts(lost.clone(), "stderr").await,
+        texts(whole.clone(), "stderr").await
+    );
+    assert_eq!(texts(lost.clone(), "stderr").await.len(), 3);
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use drydock_tests::replicas::{Cluster, Replica};
 use drydock_tests::sse::{SseEvent, next_event};
-use drydock_tests::tasks::{SCRIPTED_AGENT, containers_of};
+use drydock_tests::tasks::{ACME_KEY, SCRIPTED_AGENT, containers_of};
 use drydock_tests::{GithubStandIn, TestDb};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -317,9 +317,9 @@ async fn tasks_through_two_replicas_run_once_and_are_followed_from_either() {
     }
 }
 
-/// kill -9 of the replica running a task: the other replica adopts it once its lease has run
-/// out, ends it failed with a reason naming the lost replica, removes its sandbox, and keeps
-/// the log written before the kill.
+/// kill -9 of the replica running a task whose sandbox is gone too: the other replica adopts it
+/// once its lease has run out, ends it failed with a reason naming the lost replica, leaves no
+/// sandbox, and keeps the log written before the kill.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_replicas_task_is_adopted_by_the_other() {
     let mut c = Cluster::start(BIN, 2, &["--lease-secs", "6", "--admins", "alice"]).await;
@@ -361,14 +361,18 @@ async fn a_killed_replicas_task_is_adopted_by_the_other() {
 
     c.kill_9(&owner);
     let killed_at = Instant::now();
+    // The sandbox goes too (its host lost with the replica): nothing is left to follow.
+    remove_containers(&containers_of(&id));
     let ended = c.wait_ended(&id).await;
     let adopted_after = killed_at.elapsed();
     eprintln!("adopted {adopted_after:?} after the kill (lease 6 s)");
     assert_eq!(ended.status, "failed", "{ended:?}");
     let reason = ended.status_reason.clone().unwrap_or_default();
     assert!(
-        reason.contains(&format!("replica {owner} was lost")) && reason.contains(&survivor),
-        "the reason names the lost replica and the adopter: {reason}"
+        reason.contains(&format!("replica {owner} was lost"))
+            && reason.contains(&survivor)
+            && reason.contains("its sandbox is gone"),
+        "the reason names the lost replica, the adopter and why: {reason}"
     );
     assert_eq!(ended.runner_id.as_deref(), Some(survivor.as_str()));
     assert!(containers_of(&id).is_empty(), "no orphan sandbox");
@@ -411,6 +415,212 @@ async fn a_killed_replicas_task_is_adopted_by_the_other() {
     let next = c.wait_ended(&next).await;
     assert_eq!(next.status, "succeeded", "{next:?}");
     assert_eq!(next.runner_id.as_deref(), Some(survivor.as_str()));
+}
+
+/// `docker rm -f` of these containers.
+fn remove_containers(ids: &[String]) {
+    if !ids.is_empty() {
+        let out = Command::new("docker")
+            .args(["rm", "-f"])
+            .args(ids)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    }
+}
+
+/// Waits until the task's stored log holds `line`.
+async fn wait_for_line(c: &Cluster, id: &str, line: &str) {
+    let started = Instant::now();
+    while !c.log(id).await.iter().any(|t| t == line) {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no {line:?} in {:?}",
+            c.log(id).await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// kill -9 of the replica running an agent that prints, waits, prints more and changes a file:
+/// the other replica adopts the turn, follows the agent in the same sandbox from where the log
+/// stops, and the task succeeds: every line before and after the kill exactly once and in
+/// order, no secret, the branch pushed, one sandbox created, none left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_replicas_agent_is_followed_by_the_other_and_the_turn_succeeds() {
+    let creations = Creations::follow();
+    let mut c = Cluster::start(BIN, 2, &["--lease-secs", "6"]).await;
+    let script = "for i in 1 2 3; do echo before-$i; done; echo \"secret-before $ACME_API_KEY\"; \
+                  echo err-before >&2; printf 'half-\\033[1m'; \
+                  while [ ! -f /tmp/go-on ]; do sleep 0.2; done; \
+                  printf 'line\\033[0m\\n'; printf 'progress-10%%\\rprogress-100%%\\n'; \
+                  for i in 1 2 3; do echo after-$i; done; \
+                  echo \"secret-after $ACME_API_KEY\"; echo err-after >&2; \
+                  echo adopted > adopted.txt";
+    let id = c.submit(c.a(), script).await;
+    let running = c
+        .wait_row(&id, "running with a sandbox", |t| {
+            t.status == "running" && t.container_id.is_some()
+        })
+        .await;
+    wait_for_line(&c, &id, "before-3").await;
+    wait_for_line(&c, &id, "err-before").await;
+    let owner = running.runner_id.clone().unwrap();
+    let survivor = c.other(&owner).id.clone();
+    let container = running.container_id.clone().unwrap();
+
+    c.kill_9(&owner);
+    let killed_at = Instant::now();
+    // The agent goes on once its replica is gone: what it prints now nobody reads live.
+    let out = Command::new("docker")
+        .args(["exec", &container, "touch", "/tmp/go-on"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let ended = c.wait_ended(&id).await;
+    eprintln!(
+        "reattached and ended {:?} after the kill (lease 6 s)",
+        killed_at.elapsed()
+    );
+    assert_eq!(ended.status, "succeeded", "{ended:?}");
+    assert_eq!(ended.runner_id.as_deref(), Some(survivor.as_str()));
+
+    let log = c.log(&id).await;
+    // Each stream's lines in order, each once (the order of stdout lines relative to stderr
+    // lines is not kept: they travel separate pipes).
+    let stream = |prefixes: &[&str]| -> Vec<String> {
+        log.iter()
+            .filter(|t| prefixes.iter().any(|p| t.starts_with(p)))
+            .cloned()
+            .collect()
+    };
+    let redacted = |line: &str| format!("{line} [REDACTED:secret]");
+    assert_eq!(
+        stream(&["before-", "after-", "secret-", "half-", "progress-"]),
+        [
+            "before-1",
+            "before-2",
+            "before-3",
+            &redacted("secret-before"),
+            // The line cut by the kill is whole, once, rendered as live output is (its escapes
+            // taken out; a `\r` rewrite shown as a terminal shows it).
+            "half-line",
+            "progress-100%",
+            "after-1",
+            "after-2",
+            "after-3",
+            &redacted("secret-after"),
+        ],
+        "{log:?}"
+    );
+    assert_eq!(stream(&["err-"]), ["err-before", "err-after"], "{log:?}");
+    assert!(
+        !log.iter()
+            .any(|t| t.contains(ACME_KEY) || t.contains(&ACME_KEY[..20])),
+        "no secret in the log: {log:?}"
+    );
+    assert!(
+        log.iter()
+            .any(|t| t.contains(&format!("Replica {owner} was lost"))),
+        "{log:?}"
+    );
+    // The work of the whole run was pushed.
+    let branch = ended.branch.clone().unwrap();
+    let pushed = Command::new("git")
+        .arg("--git-dir")
+        .arg(c.gh.repo_path("alice", "demo"))
+        .args(["show", &format!("{branch}:adopted.txt")])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&pushed.stdout),
+        "adopted\n",
+        "{pushed:?}"
+    );
+    assert!(containers_of(&id).is_empty(), "no orphan sandbox");
+    drop(c);
+    let created = creations.count();
+    assert_eq!(
+        created.get(&id),
+        Some(&1),
+        "one sandbox for the task: {created:?}"
+    );
+}
+
+/// A kept-alive sandbox of a killed replica is taken over by the survivor: a follow-up runs in
+/// that same container there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_replicas_kept_sandbox_serves_the_follow_up_on_the_survivor() {
+    let mut c = Cluster::start(BIN, 2, &["--lease-secs", "6"]).await;
+    let marker = uuid::Uuid::new_v4().simple().to_string();
+    let resp = c
+        .alice
+        .post(c.a().url("/api/tasks"))
+        .json(
+            &json!({ "repo": "alice/demo", "agent": "scripted", "create_pr": false,
+                       "keep_alive": true,
+                       "prompt": format!("echo {marker} > /tmp/left-by-turn-one; echo one") }),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let id = resp.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let first = c
+        .wait_row(&id, "kept", |t| {
+            t.status == "succeeded" && t.container_id.is_some()
+        })
+        .await;
+    let keeper = first.runner_id.clone().unwrap();
+    let survivor = c.other(&keeper).id.clone();
+    let container = first.container_id.clone().unwrap();
+    c.kill_9(&keeper);
+    let taken = c
+        .wait_row(&id, "taken over", |t| {
+            t.runner_id.as_deref() == Some(survivor.as_str())
+        })
+        .await;
+    assert_eq!(taken.container_id.as_deref(), Some(container.as_str()));
+    let resp = c
+        .alice
+        .post(
+            c.replica(&survivor)
+                .url(&format!("/api/tasks/{id}/messages")),
+        )
+        .json(&json!({ "prompt": "echo found-$(cat /tmp/left-by-turn-one)" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let second = c
+        .wait_row(&id, "the second turn", |t| {
+            t.turns == 2 && !matches!(t.status.as_str(), "queued" | "running")
+        })
+        .await;
+    assert_eq!(second.status, "succeeded", "{second:?}");
+    assert_eq!(second.runner_id.as_deref(), Some(survivor.as_str()));
+    let log = c.log(&id).await;
+    assert!(
+        log.iter().any(|t| *t == format!("found-{marker}")),
+        "the follow-up ran in the first turn's container: {log:?}"
+    );
+    assert_eq!(second.container_id.as_deref(), Some(container.as_str()));
+    assert_eq!(containers_of(&id), vec![container.clone()]);
+    // Its new owner removes it when asked.
+    let resp = c
+        .alice
+        .post(
+            c.replica(&survivor)
+                .url(&format!("/api/tasks/{id}/sandbox/stop")),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(containers_of(&id).is_empty());
 }
 
 /// The replica table of `via`'s operator page: instance id → (state, running turns).

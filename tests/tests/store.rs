@@ -66,6 +66,7 @@ fn events(texts: &[&str]) -> Vec<NewEvent> {
         .map(|t| NewEvent {
             kind: "stdout",
             text: (*t).to_owned(),
+            source: None,
         })
         .collect()
 }
@@ -515,6 +516,7 @@ async fn events_are_appended_in_batches_and_read_after_a_seq(db: TestDb) {
         .map(|i| NewEvent {
             kind: "stderr",
             text: format!("line {i} ✓"),
+            source: None,
         })
         .collect();
     let second = s.append_task_events(&t.id, &big).await.unwrap();
@@ -544,6 +546,7 @@ async fn events_are_appended_in_batches_and_read_after_a_seq(db: TestDb) {
             &[NewEvent {
                 kind: "bogus",
                 text: "x".into(),
+                source: None,
             }],
         )
         .await;
@@ -586,6 +589,7 @@ async fn concurrent_appends_get_unique_gap_free_seqs(db: TestDb) {
                         .map(|i| NewEvent {
                             kind: "stdout",
                             text: format!("w{w} b{b} i{i}"),
+                            source: None,
                         })
                         .collect();
                     for e in store.append_task_events(&task_id, &batch).await.unwrap() {

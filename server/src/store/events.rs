@@ -12,6 +12,28 @@ pub struct NewEvent {
     pub kind: &'static str,
     /// The text.
     pub text: String,
+    /// Which output of the turn's agent it was made from, for an event made from the agent's
+    /// output; `None` for every other line.
+    pub source: Option<EventSource>,
+}
+
+/// Where an event made from an agent's output came from: stored with the event, so the log says
+/// exactly how far each output stream got (a replica that adopts the turn replays the output
+/// kept in the sandbox and skips what is stored).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventSource {
+    /// The turn.
+    pub turn: i64,
+    /// `false` for standard output, `true` for standard error.
+    pub stderr: bool,
+    /// The event's index among the events made from that stream in that turn, from 0.
+    pub index: i64,
+}
+
+impl EventSource {
+    fn stream(&self) -> &'static str {
+        if self.stderr { "stderr" } else { "stdout" }
+    }
 }
 
 impl Store {
@@ -61,15 +83,25 @@ impl Store {
                 // every replica learn (task, last seq) when this commits, and read the rows
                 // themselves: the payload stays small whatever the lines hold.
                 let kinds: Vec<&str> = events.iter().map(|e| e.kind).collect();
+                let turns: Vec<Option<i64>> =
+                    events.iter().map(|e| e.source.map(|s| s.turn)).collect();
+                let streams: Vec<Option<&str>> = events
+                    .iter()
+                    .map(|e| e.source.map(|s| s.stream()))
+                    .collect();
+                let indexes: Vec<Option<i64>> =
+                    events.iter().map(|e| e.source.map(|s| s.index)).collect();
                 let last: i64 = sqlx::query_scalar(
                     "WITH bumped AS ( \
                          UPDATE tasks SET event_seq = event_seq + $2 WHERE id = $1 \
                          RETURNING event_seq \
                      ), inserted AS ( \
-                         INSERT INTO task_events (task_id, seq, ts, kind, text) \
-                         SELECT $1, bumped.event_seq - $2 + line.n, $3, line.kind, line.text \
-                         FROM bumped, unnest($4::text[], $5::text[]) WITH ORDINALITY \
-                             AS line(kind, text, n) \
+                         INSERT INTO task_events (task_id, seq, ts, kind, text, agent_turn, \
+                             agent_stream, agent_index) \
+                         SELECT $1, bumped.event_seq - $2 + line.n, $3, line.kind, line.text, \
+                             line.turn, line.stream, line.index \
+                         FROM bumped, unnest($4::text[], $5::text[], $7::int8[], $8::text[], \
+                             $9::int8[]) WITH ORDINALITY AS line(kind, text, turn, stream, index, n) \
                      ) \
                      SELECT bumped.event_seq FROM bumped, \
                          LATERAL (SELECT pg_notify($6, $1 || ' ' || bumped.event_seq)) AS notified",
@@ -80,6 +112,9 @@ impl Store {
                 .bind(&kinds)
                 .bind(&texts)
                 .bind(super::EVENTS_CHANNEL)
+                .bind(&turns)
+                .bind(&streams)
+                .bind(&indexes)
                 .fetch_one(pool)
                 .await?;
                 Ok(rows(last, texts))
@@ -94,16 +129,22 @@ impl Store {
                 .fetch_one(&mut *tx)
                 .await?;
                 let rows = rows(last, texts);
-                for chunk in rows.chunks(INSERT_CHUNK) {
+                let sources: Vec<Option<EventSource>> = events.iter().map(|e| e.source).collect();
+                for (chunk, sources) in rows.chunks(INSERT_CHUNK).zip(sources.chunks(INSERT_CHUNK))
+                {
                     let mut insert = sqlx::QueryBuilder::new(
-                        "INSERT INTO task_events (task_id, seq, ts, kind, text) ",
+                        "INSERT INTO task_events (task_id, seq, ts, kind, text, agent_turn, \
+                         agent_stream, agent_index) ",
                     );
-                    insert.push_values(chunk, |mut row, event| {
+                    insert.push_values(chunk.iter().zip(sources), |mut row, (event, source)| {
                         row.push_bind(&event.task_id)
                             .push_bind(event.seq)
                             .push_bind(event.ts)
                             .push_bind(&event.kind)
-                            .push_bind(&event.text);
+                            .push_bind(&event.text)
+                            .push_bind(source.map(|s| s.turn))
+                            .push_bind(source.map(|s| s.stream()))
+                            .push_bind(source.map(|s| s.index));
                     });
                     insert.build().execute(&mut *tx).await?;
                 }
@@ -111,6 +152,31 @@ impl Store {
                 Ok(rows)
             }
         }
+    }
+
+    /// How many events made from each output stream of turn `turn`'s agent are stored:
+    /// (stdout, stderr). Indexes are handed out in order and stored in order by one writer, so
+    /// the count is the highest stored index plus one.
+    pub async fn agent_events_stored(&self, task_id: &str, turn: i64) -> StoreResult<(i64, i64)> {
+        let rows = with_pool!(self, pool => {
+            sqlx::query_as::<_, (String, i64)>(
+                "SELECT agent_stream, MAX(agent_index) FROM task_events
+                 WHERE task_id = $1 AND agent_turn = $2 AND agent_stream IS NOT NULL
+                 GROUP BY agent_stream",
+            )
+            .bind(task_id)
+            .bind(turn)
+            .fetch_all(pool)
+            .await?
+        });
+        let mut counts = (0, 0);
+        for (stream, max) in rows {
+            match stream.as_str() {
+                "stderr" => counts.1 = max + 1,
+                _ => counts.0 = max + 1,
+            }
+        }
+        Ok(counts)
     }
 
     /// Up to `limit` events of a task with seq greater than `after`, in order.

@@ -30,7 +30,7 @@ use sqlx::sqlite::{
 pub use connectors::{ConnectorCheck, ConnectorUpdate, NewConnector};
 pub use egress::{BlockedRequest, NewUsage, TurnUsage};
 pub use environments::{EnvironmentUpdate, SetupRecord};
-pub use events::NewEvent;
+pub use events::{EventSource, NewEvent};
 pub use models::*;
 pub use replicas::{
     CONTROL_CHANNEL, ClaimLimits, ControlRequest, EVENTS_CHANNEL, ReplicaRow, STATUS_CHANNEL,

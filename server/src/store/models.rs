@@ -227,6 +227,9 @@ pub struct Task {
     pub event_seq: i64,
     /// Server instance that claimed it.
     pub runner_id: Option<String>,
+    /// The instance label of the sandbox in `container_id` when it is not `runner_id`'s (the
+    /// task, or its kept sandbox, was adopted from a lost replica); `None`: `runner_id`'s.
+    pub sandbox_instance: Option<String>,
     /// Turns started so far (the first run and each follow-up).
     pub turns: i64,
     /// The commit the first turn started from.

@@ -129,7 +129,10 @@ impl Store {
                     .await?;
             }
             let n = sqlx::query(
-                "UPDATE tasks SET status = 'running', status_reason = NULL, runner_id = $2,
+                "UPDATE tasks SET status = 'running', status_reason = NULL,
+                        sandbox_instance = CASE WHEN container_id IS NULL THEN NULL
+                            ELSE COALESCE(sandbox_instance, runner_id) END,
+                        runner_id = $2,
                         started_at = $3, updated_at = $3, lease_expires_at = $4, control_request = NULL
                  WHERE id = $1 AND status = 'queued'
                    AND (SELECT COUNT(*) FROM tasks t WHERE t.status = 'running') < $5
@@ -180,7 +183,9 @@ impl Store {
         let now = now_ms();
         let n = with_pool!(self, pool => {
             sqlx::query(
-                "UPDATE tasks SET runner_id = $3, lease_expires_at = $5, updated_at = $4
+                "UPDATE tasks SET runner_id = $3, lease_expires_at = $5, updated_at = $4,
+                        sandbox_instance = CASE WHEN container_id IS NULL THEN NULL
+                            ELSE COALESCE(sandbox_instance, runner_id) END
                  WHERE id = $1 AND runner_id = $2 AND status = 'running' AND lease_expires_at < $4",
             )
             .bind(id)
@@ -193,6 +198,39 @@ impl Store {
             .rows_affected()
         });
         Ok(n > 0)
+    }
+
+    /// Takes over the kept-alive sandboxes of replica `lost` for replica `me`: `me` owns them
+    /// from now on (its idle reaper removes them, its follow-ups run in them), and the row
+    /// remembers the label they carry. Answers the tasks taken over; each goes to one replica
+    /// only.
+    pub async fn adopt_kept_sandboxes(&self, lost: &str, me: &str) -> StoreResult<Vec<Task>> {
+        Ok(with_pool!(self, pool => {
+            sqlx::query_as::<_, Task>(
+                "UPDATE tasks SET sandbox_instance = COALESCE(sandbox_instance, runner_id),
+                        runner_id = $2
+                 WHERE runner_id = $1 AND container_id IS NOT NULL AND status <> 'running'
+                 RETURNING *",
+            )
+            .bind(lost)
+            .bind(me)
+            .fetch_all(pool)
+            .await?
+        }))
+    }
+
+    /// The containers labelled with instance `instance` that other replicas took over (see
+    /// [`Store::adopt_kept_sandboxes`]): a restart of `instance` must not reap them.
+    pub async fn sandboxes_held_for(&self, instance: &str) -> StoreResult<Vec<String>> {
+        Ok(with_pool!(self, pool => {
+            sqlx::query_scalar::<_, String>(
+                "SELECT container_id FROM tasks WHERE sandbox_instance = $1
+                   AND container_id IS NOT NULL",
+            )
+            .bind(instance)
+            .fetch_all(pool)
+            .await?
+        }))
     }
 
     /// Replicas other than `me` whose heartbeat is older than their lease at `now`.

@@ -200,7 +200,12 @@ impl Store {
         container_id: Option<&str>,
     ) -> StoreResult<()> {
         with_pool!(self, pool => {
-            sqlx::query("UPDATE tasks SET container_id = $2, updated_at = $3 WHERE id = $1")
+            // The label of a container another replica made is kept only for that container.
+            sqlx::query(
+                "UPDATE tasks SET sandbox_instance = CASE WHEN container_id = $2
+                        THEN sandbox_instance ELSE NULL END,
+                        container_id = $2, updated_at = $3 WHERE id = $1",
+            )
                 .bind(id)
                 .bind(container_id)
                 .bind(now_ms())
@@ -524,6 +529,26 @@ impl Store {
             tx.commit().await?;
             Turn { number, message }
         }))
+    }
+
+    /// The user's message that turn `turn` answers (`None` for the first turn, which answers
+    /// the task's prompt), and whether the agent's reply to that turn is stored already.
+    pub async fn turn_messages(
+        &self,
+        task_id: &str,
+        turn: i64,
+    ) -> StoreResult<(Option<TaskMessage>, bool)> {
+        let messages = with_pool!(self, pool => {
+            sqlx::query_as::<_, TaskMessage>(
+                "SELECT * FROM task_messages WHERE task_id = $1 AND turn = $2 ORDER BY created_at, id",
+            )
+            .bind(task_id)
+            .bind(turn)
+            .fetch_all(pool)
+            .await?
+        });
+        let replied = messages.iter().any(|m| m.role == "agent");
+        Ok((messages.into_iter().find(|m| m.role == "user"), replied))
     }
 
     /// Whether a follow-up of the task waits for its turn.

@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::hub::EventHub;
 use crate::redact::{RedactingStream, Redactor};
-use crate::store::{NewEvent, Store, StoreError, StoreResult};
+use crate::store::{EventSource, NewEvent, Store, StoreError, StoreResult};
 use crate::terminal::{TerminalLine, has_controls, plain_text, shorten};
 
 /// Longest text of one stored event; a longer one keeps its start and its end, with a marker
@@ -169,6 +169,19 @@ enum ToWriter {
     Flush(oneshot::Sender<()>),
 }
 
+/// The numbering of the events made from an agent's output, stored with each (see
+/// [`EventSource`]), and the events a replay of that output skips because they are stored.
+#[derive(Debug, Clone, Copy)]
+struct Tracking {
+    turn: i64,
+    /// The stream being read now (`true`: stderr); `None` between reads.
+    stream: Option<bool>,
+    /// The next index of each stream (stdout, stderr).
+    next: [i64; 2],
+    /// Events of each stream already stored: made again by a replay, but not queued.
+    skip: [i64; 2],
+}
+
 /// Writes one task's events.
 pub struct LogSink {
     task_id: String,
@@ -182,6 +195,8 @@ pub struct LogSink {
     /// The last non-blank line the latest exec wrote to stderr, and to stdout (redacted).
     last_stderr: Option<String>,
     last_stdout: Option<String>,
+    /// Numbering of the agent's events, while its exec is logged.
+    tracking: Option<Tracking>,
 }
 
 impl std::fmt::Debug for LogSink {
@@ -214,6 +229,7 @@ impl LogSink {
             failed,
             last_stderr: None,
             last_stdout: None,
+            tracking: None,
         }
     }
 
@@ -242,6 +258,35 @@ impl LogSink {
         }
     }
 
+    /// Like [`LogSink::exec_log`] for the agent of turn `turn`: each event made from its output
+    /// is stored with its [`EventSource`]. `skip` (stdout, stderr) is how many of each stream's
+    /// events are stored already, for a replay of the output from its first byte by the replica
+    /// that adopted the turn: the pipeline is a function of each stream's bytes, so the replay
+    /// makes the same events and those are not stored twice, while the parser's state and the
+    /// last output lines are rebuilt.
+    pub fn agent_exec_log(
+        &mut self,
+        parser: Option<OutputParser>,
+        turn: i64,
+        skip: (i64, i64),
+    ) -> ExecLog {
+        let log = self.exec_log(parser);
+        self.tracking = Some(Tracking {
+            turn,
+            stream: None,
+            next: [0, 0],
+            skip: [skip.0, skip.1],
+        });
+        log
+    }
+
+    /// Sets which stream the events made next come from.
+    fn reading(&mut self, stream: Option<OutputStream>) {
+        if let Some(tracking) = self.tracking.as_mut() {
+            tracking.stream = stream.map(|s| s == OutputStream::Stderr);
+        }
+    }
+
     /// The last non-blank line the latest exec printed, stderr first (that is where programs
     /// say what went wrong), redacted and shortened: for a failure reason.
     pub fn last_output_line(&self) -> Option<&str> {
@@ -257,7 +302,9 @@ impl LogSink {
         let clean = redacting.push(bytes);
         let mut lines = Vec::new();
         splitter.push(&clean, |line| lines.push(line));
+        self.reading(Some(stream));
         self.lines(&mut log.parser, stream, lines);
+        self.reading(None);
     }
 
     /// Ends an exec's output: flushes held bytes and the parser; answers what the agent said of
@@ -272,15 +319,19 @@ impl LogSink {
             let mut lines = Vec::new();
             splitter.push(&rest, |line| lines.push(line));
             splitter.finish(|line| lines.push(line));
+            self.reading(Some(stream));
             self.lines(&mut log.parser, stream, lines);
         }
+        self.reading(Some(OutputStream::Stdout));
         let Some(parser) = log.parser.as_mut() else {
+            self.tracking = None;
             return AgentEnd::default();
         };
         // Some parsers buffer (Gemini's message chunks, opencode's totals) until the end.
         for event in parser.finish() {
             self.agent_event(event);
         }
+        self.tracking = None;
         AgentEnd {
             reply: parser
                 .final_message()
@@ -356,9 +407,32 @@ impl LogSink {
 
     /// Queues one event, its text shortened for display.
     fn push(&mut self, kind: &'static str, text: &str) {
+        let source = match self.tracking.as_mut() {
+            Some(Tracking {
+                turn,
+                stream: Some(stderr),
+                next,
+                skip,
+            }) => {
+                let i = usize::from(*stderr);
+                let index = next[i];
+                next[i] += 1;
+                if index < skip[i] {
+                    // Stored before the replay.
+                    return;
+                }
+                Some(EventSource {
+                    turn: *turn,
+                    stderr: *stderr,
+                    index,
+                })
+            }
+            _ => None,
+        };
         self.pending.push(NewEvent {
             kind,
             text: shorten(text, MAX_LINE).into_owned(),
+            source,
         });
     }
 

@@ -210,7 +210,11 @@ async fn serve(state: AppState, request: Request) -> Response {
         return not_found("no dev server runs for this task");
     };
     let container = container.to_owned();
-    proxy(&state, &container, task.runner_id.as_deref(), port, request)
+    let label = task
+        .sandbox_instance
+        .as_deref()
+        .or(task.runner_id.as_deref());
+    proxy(&state, &container, label, port, request)
         .await
         .unwrap_or_else(unavailable)
 }
@@ -310,7 +314,7 @@ async fn proxy(
         .sandboxes()
         .await
         .map_err(|_| "Docker is not reachable".to_owned())?;
-    // A sandbox kept by another replica on the same Docker host carries that replica's label.
+    // A sandbox another replica made (on the same Docker host) carries that replica's label.
     let sandboxes = match owner {
         Some(owner) => sandboxes.of_instance(owner),
         None => sandboxes,

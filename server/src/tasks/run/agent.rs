@@ -9,7 +9,7 @@ use drydock_sandbox::{ExecSpec, Sandbox};
 use tracing::instrument;
 
 use super::TaskRunner;
-use super::exec::last_output;
+use super::exec::{last_output, read_logged};
 use super::outcome::{Outcome, StepResult, judge_agent};
 use super::turn::TurnContext;
 
@@ -96,7 +96,7 @@ impl TaskRunner {
     /// The launch plan, with the one key the chosen model needs: under a network policy, when
     /// the agent's CLI can use the model gateway, a placeholder standing for the key during this
     /// turn (the real key goes to `hidden`, for redaction) and the gateway's URL.
-    async fn plan(
+    pub(super) async fn plan(
         &self,
         cx: &TurnContext,
         resume: bool,
@@ -286,29 +286,56 @@ impl TaskRunner {
         }
         let agent_name = self.agent_name(&cx.task);
         cx.say("info", &format!("Running {agent_name}")).await;
-        let mut spec = ExecSpec::new(plan.argv.clone())
+        // The agent's output is also kept in the sandbox, so that another replica can follow it
+        // should this one be lost (see `reattach`); it is read live from the exec as before.
+        let mut spec = ExecSpec::new(super::reattach::keeping_output(cx.number, &plan.argv))
             .workdir(plan.workdir.clone())
             .user(plan.user.clone());
         for (name, value) in &plan.env {
             spec = spec.env(name.clone(), value.clone());
         }
-        let (exit, said) = self
-            .exec_logged(cx, sandbox, spec, Some(OutputParser::new(plan.parser)))
-            .await?;
-        if let Some(warning) =
-            judge_agent(&exit, said.verdict.as_ref(), last_output(cx).as_deref())?
+        let output = sandbox
+            .exec(&spec)
+            .await
+            .map_err(|err| super::outcome::sandbox_failed(&err))?;
+        let Some(sink) = cx.sink.as_mut() else {
+            return Err(Outcome::failed("internal: no log"));
+        };
+        let log = sink.agent_exec_log(Some(OutputParser::new(plan.parser)), cx.number, (0, 0));
+        let (exit, said) = read_logged(cx, output, log).await?;
+        self.agent_ended(cx, &exit, said).await
+    }
+
+    /// After the agent's exec ended: judges how it went (a warning, or the outcome of a failed
+    /// run) and keeps its final reply (redacted) in the conversation, once per turn; answers that
+    /// reply.
+    pub(super) async fn agent_ended(
+        &self,
+        cx: &mut TurnContext,
+        exit: &drydock_sandbox::ExecExit,
+        said: crate::tasks::logs::AgentEnd,
+    ) -> StepResult<Option<String>> {
+        if let Some(warning) = judge_agent(exit, said.verdict.as_ref(), last_output(cx).as_deref())?
         {
             cx.say("error", &warning).await;
             cx.warnings.push(warning);
         }
         let reply = said.reply;
         if let Some(reply) = &reply {
-            let text = cx.redact(reply);
-            let _ = self
+            let replied = self
                 .inner
                 .store
-                .insert_task_message(&cx.task.id, "agent", &text, Some(cx.number))
-                .await;
+                .turn_messages(&cx.task.id, cx.number)
+                .await
+                .is_ok_and(|(_, replied)| replied);
+            if !replied {
+                let text = cx.redact(reply);
+                let _ = self
+                    .inner
+                    .store
+                    .insert_task_message(&cx.task.id, "agent", &text, Some(cx.number))
+                    .await;
+            }
         }
         Ok(reply)
     }

@@ -8,7 +8,7 @@ use futures::StreamExt;
 use super::TaskRunner;
 use super::outcome::{Outcome, StepResult, sandbox_failed};
 use super::turn::TurnContext;
-use crate::tasks::logs::{AgentEnd, LogSink};
+use crate::tasks::logs::{AgentEnd, ExecLog, LogSink};
 
 impl TaskRunner {
     /// Runs an exec with its output streamed through the task's log (parsed into agent events
@@ -20,29 +20,42 @@ impl TaskRunner {
         spec: ExecSpec,
         parser: Option<OutputParser>,
     ) -> StepResult<(ExecExit, AgentEnd)> {
-        let mut output = sandbox
+        let output = sandbox
             .exec(&spec)
             .await
             .map_err(|err| sandbox_failed(&err))?;
         let Some(sink) = cx.sink.as_mut() else {
             return Err(Outcome::failed("internal: no log"));
         };
-        let stored = |result: crate::store::StoreResult<()>| {
-            result.map_err(|_| Outcome::failed("could not store the log"))
-        };
-        let mut log = sink.exec_log(parser);
-        // Each read goes to the log's writer at once: stored and published straight away when
-        // the writer is idle, taken with the next group when an append is still running.
-        while let Some(chunk) = output.next().await {
-            let chunk = chunk.map_err(|err| sandbox_failed(&err))?;
-            sink.output(&mut log, chunk.stream, &chunk.data);
-            stored(sink.submit().await)?;
-        }
-        let said = sink.finish_exec(log);
-        stored(sink.flush().await)?;
-        let exit = output.exit().await.map_err(|err| sandbox_failed(&err))?;
-        Ok((exit, said))
+        let log = sink.exec_log(parser);
+        read_logged(cx, output, log).await
     }
+}
+
+/// Reads an exec's output through the task's log into `log`'s events, to its end; answers how
+/// the exec exited and what the agent said of its run.
+pub(super) async fn read_logged(
+    cx: &mut TurnContext,
+    mut output: ExecOutput,
+    mut log: ExecLog,
+) -> StepResult<(ExecExit, AgentEnd)> {
+    let Some(sink) = cx.sink.as_mut() else {
+        return Err(Outcome::failed("internal: no log"));
+    };
+    let stored = |result: crate::store::StoreResult<()>| {
+        result.map_err(|_| Outcome::failed("could not store the log"))
+    };
+    // Each read goes to the log's writer at once: stored and published straight away when
+    // the writer is idle, taken with the next group when an append is still running.
+    while let Some(chunk) = output.next().await {
+        let chunk = chunk.map_err(|err| sandbox_failed(&err))?;
+        sink.output(&mut log, chunk.stream, &chunk.data);
+        stored(sink.submit().await)?;
+    }
+    let said = sink.finish_exec(log);
+    stored(sink.flush().await)?;
+    let exit = output.exit().await.map_err(|err| sandbox_failed(&err))?;
+    Ok((exit, said))
 }
 
 /// The last meaningful line the latest logged exec printed (stderr first), redacted: what a

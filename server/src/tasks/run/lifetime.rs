@@ -54,7 +54,15 @@ impl TaskRunner {
                 tracing::error!(error = %err, "recovery: could not list kept sandboxes");
                 Vec::new()
             });
-        let keep: HashSet<String> = kept.iter().filter_map(|t| t.container_id.clone()).collect();
+        let mut keep: HashSet<String> =
+            kept.iter().filter_map(|t| t.container_id.clone()).collect();
+        // Sandboxes of this instance that another replica took over while this one was lost.
+        keep.extend(
+            store
+                .sandboxes_held_for(&self.inner.settings.runner_id)
+                .await
+                .unwrap_or_default(),
+        );
         match self.sandboxes().await {
             Ok(sandboxes) => match sandboxes.reap(Reap::AllExcept(keep)).await {
                 Ok(removed) if !removed.is_empty() => {
@@ -85,13 +93,40 @@ impl TaskRunner {
     /// The task's kept-alive sandbox, when it still runs.
     pub(super) async fn live_sandbox(&self, task: &Task) -> Option<Sandbox> {
         let container_id = task.container_id.as_deref()?;
-        let sandbox = self.sandboxes().await.ok()?.get(container_id).await.ok()?;
+        let sandbox = self
+            .sandboxes_labelled_for(task)
+            .await?
+            .get(container_id)
+            .await
+            .ok()?;
         sandbox
             .is_running()
             .await
             .ok()
             .filter(|running| *running)
             .map(|_| sandbox)
+    }
+
+    /// The sandboxes carrying the instance label of the task's sandbox: this replica's, or that
+    /// of the replica that made it (another one on this Docker host, whose task this replica
+    /// adopted or claimed).
+    pub(super) async fn sandboxes_labelled_for(
+        &self,
+        task: &Task,
+    ) -> Option<drydock_sandbox::Sandboxes> {
+        let sandboxes = self.sandboxes().await.ok()?;
+        Some(
+            match task
+                .sandbox_instance
+                .as_deref()
+                .or(task.runner_id.as_deref())
+            {
+                Some(label) if label != self.inner.settings.runner_id => {
+                    sandboxes.of_instance(label)
+                }
+                _ => sandboxes,
+            },
+        )
     }
 
     /// At the end of a turn: keeps the sandbox for follow-ups when the task asked for it and the
@@ -226,11 +261,7 @@ impl TaskRunner {
                 return false;
             }
         }
-        if let Ok(sandboxes) = self.sandboxes().await {
-            let sandboxes = match task.runner_id.as_deref() {
-                Some(owner) => sandboxes.of_instance(owner),
-                None => sandboxes,
-            };
+        if let Some(sandboxes) = self.sandboxes_labelled_for(task).await {
             match sandboxes.get(container_id).await {
                 Ok(sandbox) => {
                     if let Err(err) = sandbox.remove().await {

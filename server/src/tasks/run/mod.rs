@@ -15,7 +15,8 @@
 //! - [`lifetime`]: kept-alive sandboxes, the idle reaper, adoption and reaping after a restart;
 //!   [`pool`]: the warm pool of sandboxes started ahead of tasks;
 //!   [`replicas`]: leases and heartbeats, adoption of a lost replica's tasks, requests from
-//!   other replicas;
+//!   other replicas; [`reattach`]: the agent's output kept in its sandbox, and following it
+//!   from the replica that adopted the turn;
 //!   [`dev_server`]: dev-server previews in kept sandboxes;
 //! - [`outcome`]: how a status and its reason are decided; [`prompt`]: the words drydock writes
 //!   (titles, follow-up prompts, commit messages, pull request bodies);
@@ -31,6 +32,7 @@ mod outcome;
 mod pool;
 mod prompt;
 mod publish;
+mod reattach;
 mod replicas;
 mod sandbox;
 mod scheduler;
@@ -186,7 +188,14 @@ impl TaskRunner {
         match self
             .inner
             .store
-            .append_task_events(task_id, &[NewEvent { kind, text }])
+            .append_task_events(
+                task_id,
+                &[NewEvent {
+                    kind,
+                    text,
+                    source: None,
+                }],
+            )
             .await
         {
             Ok(stored) => self.inner.hub.publish(task_id, &stored),

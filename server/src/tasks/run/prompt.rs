@@ -224,6 +224,7 @@ mod tests {
             pr_number: None,
             event_seq: 0,
             runner_id: None,
+            sandbox_instance: None,
             turns: 9,
             base_sha: None,
             sandbox_expires_at: None,

@@ -2,17 +2,25 @@
 //! of the tasks of a replica that stopped renewing its own, and the requests other replicas
 //! leave on the rows of tasks this replica owns (stop a turn, remove a kept sandbox).
 //!
-//! Adoption never runs both ways: an agent runs as a `docker exec` whose output stream belongs
-//! to the connection of the replica that started it, so once that replica is gone nobody can
-//! follow the agent any more. The adopting replica therefore ends the turn as failed with a
-//! reason naming the lost replica, and removes the sandbox (which ends the agent), so the lost
-//! turn can neither go on publishing nor leave a container behind.
+//! Adoption runs one way only: the store's adopt claim gives each lost turn to exactly one
+//! replica, which either reattaches or ends the turn. It reattaches when the task's labelled
+//! sandbox still runs and its agent's output was kept there: it follows the agent from where
+//! the stored log stops, waits for its exit status and runs the rest of the turn (hand-back,
+//! diff, secret check, push, pull request; the sandbox kept or removed as usual) — see
+//! [`super::reattach`]. Otherwise (the sandbox or the files are gone, the agent is gone without
+//! an exit status, the turn had not started its agent, or the task runs under a network policy,
+//! whose relay and gateway died with the replica) the turn ends failed with a reason naming the
+//! lost replica and every sandbox of the task is removed, so the lost turn can neither go on
+//! publishing nor leave a container behind.
+//!
+//! Kept-alive sandboxes of a lost replica are taken over, not removed: the row records the new
+//! owner and the label the container carries (labels cannot change), so follow-ups run in the
+//! same sandbox and the new owner's idle reaper removes it when it expires.
 
 use std::collections::HashSet;
 use std::time::Duration;
 
 use super::TaskRunner;
-use super::outcome::human_duration;
 use crate::store::{ControlRequest, Task, TaskOutcome, now_ms};
 
 impl TaskRunner {
@@ -158,7 +166,7 @@ impl TaskRunner {
                 .adopt_task(&task.id, &lost, &me, self.lease_ms())
                 .await
             {
-                Ok(true) => self.end_adopted(task, &lost).await,
+                Ok(true) => self.adopt_running(task, &lost).await,
                 Ok(false) => {}
                 Err(err) => {
                     tracing::error!(task_id = %task.id, error = %err, "could not adopt a task")
@@ -169,31 +177,38 @@ impl TaskRunner {
         for replica in lost {
             self.remove_warm_of(&replica).await;
             let kept = store
-                .list_kept_sandboxes(&replica, None)
+                .adopt_kept_sandboxes(&replica, &me)
                 .await
-                .unwrap_or_default();
+                .unwrap_or_else(|err| {
+                    tracing::error!(error = %err, "could not take over kept sandboxes");
+                    Vec::new()
+                });
             for task in kept {
-                let why = format!("its replica {replica} was lost");
-                self.remove_kept_sandbox_here(&task, None, &why).await;
+                if self.live_sandbox(&task).await.is_some() {
+                    tracing::info!(task_id = %task.id, lost = %replica, "took over a kept sandbox of a lost replica");
+                    self.note(
+                        &task.id,
+                        "info",
+                        format!("Replica {replica} was lost; replica {me} keeps the sandbox now"),
+                    )
+                    .await;
+                } else {
+                    let why = format!("its replica {replica} was lost and the sandbox is gone");
+                    self.remove_kept_sandbox_here(&task, None, &why).await;
+                }
             }
         }
     }
 
-    /// Ends a turn adopted from `lost`: its agent cannot be followed from here, so the turn fails
-    /// with a reason naming the lost replica (or is stopped, when that was asked), every sandbox
+    /// Ends a turn adopted from `lost` that cannot be followed (`why`): the turn fails with a
+    /// reason naming the lost replica (or is stopped, when that was asked), every sandbox
     /// labelled with the task is removed, and waiting follow-ups are queued.
-    async fn end_adopted(&self, task: Task, lost: &str) {
+    pub(super) async fn end_adopted(&self, task: Task, lost: &str, why: &str) {
         let store = &self.inner.store;
-        let me = &self.inner.settings.runner_id;
-        let lease = human_duration(self.inner.settings.lease);
-        tracing::warn!(task_id = %task.id, lost, "adopting a task of a lost replica");
+        tracing::warn!(task_id = %task.id, lost, why, "adopting a task of a lost replica; it cannot be followed");
         self.remove_sandboxes_of(&task.id, Some(lost)).await;
         let _ = store.set_task_container(&task.id, None).await;
-        let reason = format!(
-            "replica {lost} was lost while running this turn (no heartbeat for {lease}); \
-             replica {me} adopted the task, but the agent's output could only be followed by \
-             {lost}, so the turn ended and its sandbox was removed"
-        );
+        let reason = self.lost_reason(lost, why);
         self.note(&task.id, "error", reason.clone()).await;
         let outcome = TaskOutcome {
             status: "failed",

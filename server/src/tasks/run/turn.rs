@@ -213,7 +213,7 @@ impl TaskRunner {
 
     /// Opens the task's log with a redactor that knows every secret of this turn: the GitHub
     /// token and what the launch plan carries (keys, connector values).
-    fn open_log(
+    pub(super) fn open_log(
         &self,
         cx: &mut TurnContext,
         token: &SecretString,
@@ -243,7 +243,7 @@ impl TaskRunner {
 
     /// Ends a turn at whatever stage it stopped: keeps or removes the sandbox, deletes the
     /// checkout, logs and records the outcome, tells viewers, and queues the next follow-up.
-    async fn end_turn(&self, mut cx: TurnContext, mut outcome: Outcome) {
+    pub(super) async fn end_turn(&self, mut cx: TurnContext, mut outcome: Outcome) {
         if outcome.status == "succeeded" && !cx.warnings.is_empty() {
             outcome.reason = format!("{}; but {}", outcome.reason, cx.warnings.join("; "));
         }
@@ -320,7 +320,7 @@ impl TaskRunner {
 }
 
 impl TurnContext {
-    fn new(task: Task, number: i64, message: String) -> Self {
+    pub(super) fn new(task: Task, number: i64, message: String) -> Self {
         Self {
             task,
             number,
