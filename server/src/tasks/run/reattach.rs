@@ -237,8 +237,9 @@ impl TaskRunner {
             ),
         )
         .await;
-        let source = self.locate_branch(cx, &token).await?;
-        let mut workspace = self.prepare_workspace(cx, &token, source).await?;
+        let mut checkout = self.begin_checkout(cx, &token).await?;
+        let source = self.locate_branch(cx, &token, &mut checkout).await?;
+        let mut workspace = self.prepare_workspace(cx, &token, source, checkout).await?;
         if cx.policy().is_some() {
             // The relay in the sandbox ended with the lost replica's exec; the agent's network
             // is served from here now, narrowed by the repository's environment as before.
