@@ -167,6 +167,7 @@ async fn build_state(config: Config, bound: std::net::SocketAddr) -> anyhow::Res
         egress_settings(&config)?,
         store.clone(),
         hub.clone(),
+        &keys.encryption_key,
     ));
     let runner = tasks::TaskRunner::new(
         tasks::RunnerSettings::from_config(&config, instance_id(&config)?, public_url.clone()),

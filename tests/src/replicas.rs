@@ -188,13 +188,23 @@ impl Cluster {
     /// Starts `count` replicas of `bin` (the `drydock-replica` binary) with `extra` settings on a
     /// fresh PostgreSQL database, with Alice signed in and her key set.
     pub async fn start(bin: &str, count: usize, extra: &[&str]) -> Self {
+        Self::start_with_agents(bin, count, extra, SCRIPTED_AGENT).await
+    }
+
+    /// Like [`start`](Self::start), with these operator-defined agents (TOML).
+    pub async fn start_with_agents(
+        bin: &str,
+        count: usize,
+        extra: &[&str],
+        agents_toml: &str,
+    ) -> Self {
         let gh = GithubStandIn::start().await;
         gh.add_user(101, "alice", 1);
         gh.create_repo("alice", "demo", &[("README.md", "# demo\n")], "main");
         let db = TestDb::postgres().await;
         let agents = tempfile::tempdir().unwrap();
         let file = agents.path().join("agents.toml");
-        std::fs::write(&file, SCRIPTED_AGENT).unwrap();
+        std::fs::write(&file, agents_toml).unwrap();
         let suffix = &uuid::Uuid::new_v4().simple().to_string()[..8];
         let replicas: Vec<Replica> = (0..count)
             .map(|i| {
@@ -248,10 +258,15 @@ impl Cluster {
 
     /// Submits a task through `via`; answers its id.
     pub async fn submit(&self, via: &Replica, script: &str) -> String {
+        self.submit_with(via, script, "scripted").await
+    }
+
+    /// Submits a task for `agent` through `via`; answers its id.
+    pub async fn submit_with(&self, via: &Replica, script: &str, agent: &str) -> String {
         let resp = self
             .alice
             .post(via.url("/api/tasks"))
-            .json(&json!({ "repo": "alice/demo", "prompt": script, "agent": "scripted", "create_pr": false }))
+            .json(&json!({ "repo": "alice/demo", "prompt": script, "agent": agent, "create_pr": false }))
             .send()
             .await
             .unwrap();

@@ -547,6 +547,130 @@ async fn a_killed_replicas_agent_is_followed_by_the_other_and_the_turn_succeeds(
     );
 }
 
+/// The model stand-in of the gateway test: records the key each call carried and answers one
+/// Anthropic message.
+async fn start_model_stand_in() -> (std::sync::Arc<std::sync::Mutex<Vec<String>>>, String) {
+    use axum::http::HeaderMap;
+    let keys = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = keys.clone();
+    let app = axum::Router::new().route(
+        "/v1/messages",
+        axum::routing::post(move |headers: HeaderMap| {
+            let seen = seen.clone();
+            async move {
+                let key = headers
+                    .get("x-api-key")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned();
+                seen.lock().unwrap().push(key);
+                axum::Json(json!({
+                    "id": "msg_1", "type": "message", "role": "assistant",
+                    "model": "claude-sonnet-4-5",
+                    "content": [{ "type": "text", "text": "adopted-answer" }],
+                    "stop_reason": "end_turn",
+                    "usage": { "input_tokens": 3, "output_tokens": 2 }
+                }))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (keys, url)
+}
+
+/// kill -9 of the replica running a task under a network policy whose agent calls its model
+/// through drydock's gateway with a placeholder key: the survivor follows the agent and grants
+/// the placeholder the agent already holds, so the agent's call after the kill reaches the model
+/// with the user's real key, which never enters the sandbox or the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_replicas_gateway_task_keeps_its_placeholder_key_on_the_survivor() {
+    const REAL_KEY: &str = "sk-ant-api03-replica-gateway-Zq8Xw3Lm5Nv7Bp2Rt4Yc6Hd9Kf1Gs0Ja";
+    let (keys, model) = start_model_stand_in().await;
+    let agents = format!(
+        r#"{SCRIPTED_AGENT}
+[[agents]]
+id = "own-endpoint"
+name = "Agent with its own model endpoint"
+argv = ["sh", "-c", "eval \"${{1##*## New request}}\"", "scripted-agent", "{{prompt}}"]
+parser = "text"
+keys = [{{ provider = "acme-llm", env = ["ANTHROPIC_API_KEY"], base_url_env = "ANTHROPIC_BASE_URL" }}]
+models = [{{ id = "claude-sonnet-4-5", name = "Sonnet at Acme" }}]
+base_urls = {{ acme-llm = "{model}" }}
+"#
+    );
+    let mut c = Cluster::start_with_agents(
+        BIN,
+        2,
+        &["--lease-secs", "6", "--network-policy", "gateway"],
+        &agents,
+    )
+    .await;
+    let resp = c
+        .alice
+        .put(c.a().url("/api/keys/acme-llm"))
+        .json(&json!({ "key": REAL_KEY }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let script = r#"echo waiting; while [ ! -f /tmp/go-on ]; do sleep 0.2; done
+curl -sS --max-time 30 "$ANTHROPIC_BASE_URL/v1/messages" -H "x-api-key: $ANTHROPIC_API_KEY" -H 'anthropic-version: 2023-06-01' -H 'content-type: application/json' -d '{"model":"claude-sonnet-4-5","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}'
+rc=$?; echo; echo "curl exit $rc"; echo adopted > adopted.txt"#;
+    let id = c.submit_with(c.a(), script, "own-endpoint").await;
+    let running = c
+        .wait_row(&id, "running with a sandbox", |t| {
+            t.status == "running" && t.container_id.is_some()
+        })
+        .await;
+    wait_for_line(&c, &id, "waiting").await;
+    let owner = running.runner_id.clone().unwrap();
+    let survivor = c.other(&owner).id.clone();
+    let container = running.container_id.clone().unwrap();
+
+    c.kill_9(&owner);
+    // The agent calls its model once the survivor serves the sandbox's network again (a call
+    // in between would find no relay: the old one ended with the lost replica).
+    let started = Instant::now();
+    loop {
+        let log = c.log(&id).await;
+        let adopted = log
+            .iter()
+            .position(|t| t.contains("follows the agent in its sandbox"));
+        if adopted.is_some_and(|at| log[at..].iter().any(|t| t.starts_with("Network policy:"))) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "never adopted: {log:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let out = Command::new("docker")
+        .args(["exec", &container, "touch", "/tmp/go-on"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let ended = c.wait_ended(&id).await;
+    let log = c.log(&id).await;
+    assert_eq!(ended.status, "succeeded", "{ended:?}\n{log:?}");
+    assert_eq!(ended.runner_id.as_deref(), Some(survivor.as_str()));
+    assert!(
+        log.iter().any(|t| t.contains("adopted-answer")),
+        "the model's answer reached the agent: {log:?}"
+    );
+    assert!(log.iter().any(|t| t == "curl exit 0"), "{log:?}");
+    // The call made after the kill carried the real key to the model, and only there.
+    assert_eq!(*keys.lock().unwrap(), vec![REAL_KEY.to_owned()]);
+    assert!(
+        !log.iter()
+            .any(|t| t.contains(REAL_KEY) || t.contains(&REAL_KEY[..24])),
+        "{log:?}"
+    );
+    assert!(containers_of(&id).is_empty(), "no orphan sandbox");
+}
+
 /// A kept-alive sandbox of a killed replica is taken over by the survivor: a follow-up runs in
 /// that same container there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

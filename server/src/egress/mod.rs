@@ -17,8 +17,6 @@ pub mod proxy;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use rand::RngCore;
-
 pub use policy::{NetworkPolicy, NetworkRequest, PolicyBounds, PolicyMode, Preset};
 
 use crate::config::SecretString;
@@ -134,6 +132,8 @@ pub struct Egress {
     /// Settings.
     pub settings: EgressSettings,
     grants: Mutex<HashMap<String, Grant>>,
+    /// Key the placeholders are derived with (HMAC-SHA256), the same on every replica.
+    placeholder_key: [u8; 32],
     pub(crate) store: Store,
     pub(crate) hub: Arc<EventHub>,
     pub(crate) client: reqwest::Client,
@@ -148,8 +148,15 @@ impl std::fmt::Debug for Egress {
 }
 
 impl Egress {
-    /// The service; `client` reaches the providers (no proxy, no redirects).
-    pub fn new(settings: EgressSettings, store: Store, hub: Arc<EventHub>) -> Self {
+    /// The service; `client` reaches the providers (no proxy, no redirects). `server_key` is
+    /// the key every replica shares (`ENCRYPTION_KEY`): placeholders are derived from it, so a
+    /// replica that adopts a turn grants the placeholder its agent already holds.
+    pub fn new(
+        settings: EgressSettings,
+        store: Store,
+        hub: Arc<EventHub>,
+        server_key: &[u8; 32],
+    ) -> Self {
         let client = reqwest::Client::builder()
             .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
@@ -159,6 +166,7 @@ impl Egress {
         Self {
             settings,
             grants: Mutex::new(HashMap::new()),
+            placeholder_key: hmac_sha256(server_key, &[b"drydock model gateway placeholders v1"]),
             store,
             hub,
             client,
@@ -221,9 +229,12 @@ impl Egress {
             .map(|u| u.trim_end_matches('/').to_owned())
     }
 
-    /// A new placeholder token for one turn of a task, standing for the user's real `key` of
-    /// `provider` (forwarded to `upstream`) until [`Egress::revoke`]. Shaped like no real key:
-    /// `ddgw-` + 64 hex digits.
+    /// The placeholder token of one turn of a task for `provider`, standing for the user's real
+    /// `key` (forwarded to `upstream`) until [`Egress::revoke`]. Shaped like no real key: `ddgw-`
+    /// + 64 hex digits, an HMAC-SHA256 (RFC 2104) of the task, turn and provider under a key
+    /// derived from the server's: unguessable without that key, different for every turn, and the
+    /// same on every replica, so the replica that adopts a turn from a lost one grants the
+    /// placeholder the agent holds (only while that turn runs there).
     pub fn issue(
         &self,
         task_id: &str,
@@ -233,9 +244,16 @@ impl Egress {
         key: SecretString,
         upstream: String,
     ) -> String {
-        let mut bytes = [0u8; 32];
-        rand::rng().fill_bytes(&mut bytes);
-        let token = format!("ddgw-{}", hex::encode(bytes));
+        let turn_text = turn.to_string();
+        let mac = hmac_sha256(
+            &self.placeholder_key,
+            &[
+                task_id.as_bytes(),
+                turn_text.as_bytes(),
+                provider.as_bytes(),
+            ],
+        );
+        let token = format!("ddgw-{}", hex::encode(mac));
         self.lock().insert(
             token.clone(),
             Grant {
@@ -266,5 +284,35 @@ impl Egress {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Grant>> {
         self.grants.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// HMAC-SHA256 (RFC 2104) under `key` of `parts`, each length-prefixed so that no two lists of
+/// parts give the same input.
+fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+    use hmac::{Hmac, Mac};
+    let mut mac =
+        Hmac::<sha2::Sha256>::new_from_slice(key).expect("HMAC accepts a key of any length");
+    for part in parts {
+        mac.update(&u64::try_from(part.len()).unwrap_or(u64::MAX).to_be_bytes());
+        mac.update(part);
+    }
+    mac.finalize().into_bytes().into()
+}
+
+#[cfg(test)]
+mod placeholder_tests {
+    use super::hmac_sha256;
+
+    #[test]
+    fn placeholder_inputs_are_length_prefixed() {
+        // ("ab", "c") and ("a", "bc") must not collide.
+        let key = [7u8; 32];
+        assert_ne!(
+            hmac_sha256(&key, &[b"ab", b"c"]),
+            hmac_sha256(&key, &[b"a", b"bc"])
+        );
+        assert_eq!(hmac_sha256(&key, &[b"a"]), hmac_sha256(&key, &[b"a"]));
+        assert_ne!(hmac_sha256(&key, &[b"a"]), hmac_sha256(&[8u8; 32], &[b"a"]));
     }
 }

@@ -33,11 +33,11 @@
 //! **What is rebuilt.** The adopter makes again what the turn holds in memory: the launch plan
 //! (keys, connectors), the environment's secrets and so the redaction, the host checkout, and
 //! under a network policy the task's egress proxy with a new relay in the sandbox (the old one
-//! ended with the lost replica's exec; connections open through it were cut).
+//! ended with the lost replica's exec; connections open through it were cut) and the model
+//! gateway's grant of the placeholder key the agent holds (placeholders are derived from the key
+//! every replica shares, see [`crate::egress::Egress::issue`]).
 //!
-//! What is not reattached: a task whose agent calls its model through drydock's gateway (the
-//! placeholder key it holds was known only to the lost replica), a turn lost before its agent
-//! started, a sandbox that is gone, and an agent that is gone without an exit status: those end
+//! What is not reattached: a turn lost before its agent started, a sandbox that is gone, and an agent that is gone without an exit status: those end
 //! failed with a reason naming the lost replica. Across the replay, the order of stdout lines
 //! relative to stderr lines follows the files, not the original arrival order (each stream's
 //! own order is kept).
@@ -146,13 +146,6 @@ impl TaskRunner {
 
     /// The task's sandbox, when the turn may be followed in it; otherwise why not.
     async fn reattachable(&self, task: &Task) -> Result<Sandbox, String> {
-        if task.network_policy.is_some() && !task.key_in_sandbox {
-            return Err(
-                "its agent reaches its model through drydock's gateway with a \
-                        placeholder key that only the lost replica knew"
-                    .to_owned(),
-            );
-        }
         let Some(container_id) = task.container_id.as_deref() else {
             return Err("the turn had no sandbox yet".to_owned());
         };
