@@ -230,9 +230,9 @@ impl Egress {
     }
 
     /// The placeholder token of one turn of a task for `provider`, standing for the user's real
-    /// `key` (forwarded to `upstream`) until [`Egress::revoke`]. Shaped like no real key: `ddgw-`
-    /// + 64 hex digits, an HMAC-SHA256 (RFC 2104) of the task, turn and provider under a key
-    /// derived from the server's: unguessable without that key, different for every turn, and the
+    /// `key` (forwarded to `upstream`) until [`Egress::revoke`]. Shaped like no real key:
+    /// `ddgw-` and 64 hex digits, an HMAC-SHA256 (RFC 2104) of the task, turn and provider under
+    /// a key derived from the server's: unguessable without that key, different for every turn, and the
     /// same on every replica, so the replica that adopts a turn from a lost one grants the
     /// placeholder the agent holds (only while that turn runs there).
     pub fn issue(
