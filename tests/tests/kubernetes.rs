@@ -488,3 +488,85 @@ async fn with_the_plain_rbac_manifest_a_pooled_task_runs_and_missing_rights_are_
         "{body}"
     );
 }
+
+const REPLICA_BIN: &str = env!("CARGO_BIN_EXE_drydock-replica");
+
+/// kill -9 of the replica following an agent in a pod: the other replica adopts the turn,
+/// follows the same agent in the same pod from where the log stops (what the agent printed after
+/// the kill included), and the task succeeds with its work pushed; no pod of the task is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_replicas_agent_in_a_pod_is_followed_by_the_other_and_the_turn_succeeds() {
+    let ns = TestNamespace::create("dd-reattach").await;
+    let mut settings = ns.server_settings();
+    settings.extend(["--lease-secs", "6", "--warm-pool", "0"].map(str::to_owned));
+    let settings: Vec<&str> = settings.iter().map(String::as_str).collect();
+    let mut c = drydock_tests::replicas::Cluster::start(REPLICA_BIN, 2, &settings).await;
+    let script = "echo before-1; echo before-2; while [ ! -f /tmp/go-on ]; do sleep 0.2; done; \
+                  echo after-1; echo after-2; echo adopted > adopted.txt";
+    let id = c.submit(c.a(), script).await;
+    let running = c
+        .wait_row(&id, "running in a pod", |t| {
+            t.status == "running" && t.container_id.is_some()
+        })
+        .await;
+    let started = Instant::now();
+    while !c.log(&id).await.iter().any(|t| t == "before-2") {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "{:?}",
+            c.log(&id).await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let owner = running.runner_id.clone().unwrap();
+    let survivor = c.other(&owner).id.clone();
+    let pod = running.container_id.clone().unwrap();
+
+    c.kill_9(&owner);
+    // The agent goes on in its pod while nobody follows it.
+    let (ok, out) = ns.kubectl(
+        &["-n", &ns.name, "exec", &pod, "--", "touch", "/tmp/go-on"],
+        "",
+    );
+    assert!(ok, "{out}");
+    let ended = c.wait_ended(&id).await;
+    let log = c.log(&id).await;
+    assert_eq!(ended.status, "succeeded", "{ended:?}\n{log:?}");
+    assert_eq!(ended.runner_id.as_deref(), Some(survivor.as_str()));
+    let agent: Vec<&String> = log
+        .iter()
+        .filter(|t| t.starts_with("before-") || t.starts_with("after-"))
+        .collect();
+    assert_eq!(
+        agent,
+        ["before-1", "before-2", "after-1", "after-2"],
+        "{log:?}"
+    );
+    let branch = ended.branch.clone().unwrap();
+    let (ok, adopted) = git_in(
+        &c.gh.repo_path("alice", "demo"),
+        &["show", &format!("{branch}:adopted.txt")],
+    );
+    assert!(ok && adopted == "adopted\n", "{adopted}");
+    // A deleted pod is listed until its grace period is over.
+    let started = Instant::now();
+    loop {
+        let pods = ns
+            .pods()
+            .list(&ListParams::default().labels(&format!("{}={id}", drydock_sandbox::LABEL_TASK)))
+            .await
+            .unwrap();
+        if pods.items.is_empty() {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no pod of the task is left: {:?}",
+            pods.items
+                .iter()
+                .map(|p| p.metadata.name.clone())
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
