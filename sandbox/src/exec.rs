@@ -539,6 +539,16 @@ async fn create_and_start(
         ),
         ..Default::default()
     };
+    let (id, output, input) = create_attached(shared, docker, options).await?;
+    Ok((ExecHandle::Docker(id), output, input))
+}
+
+/// Creates a Docker exec from `options` and starts it attached: its id, output and stdin.
+pub(crate) async fn create_attached(
+    shared: &Arc<Shared>,
+    docker: &bollard::Docker,
+    options: CreateExecOptions<String>,
+) -> Result<(String, RawOutput, Pin<Box<dyn AsyncWrite + Send>>)> {
     let created = match docker.create_exec(&shared.id, options).await {
         Ok(created) => created,
         Err(e) => return Err(explain(shared, e.into()).await),
@@ -554,7 +564,7 @@ async fn create_and_start(
     };
     match started {
         StartExecResults::Attached { output, input } => Ok((
-            ExecHandle::Docker(created.id),
+            created.id,
             output.map(|item| item.map_err(SandboxError::from)).boxed(),
             input,
         )),

@@ -10,12 +10,11 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
-use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
-use futures::StreamExt;
+use bollard::exec::CreateExecOptions;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tracing::debug;
 
-use crate::error::{Result, SandboxError};
+use crate::error::Result;
 use crate::exec::{ExecHandle, RawOutput};
 use crate::sandbox::{Backend, Shared};
 
@@ -51,28 +50,11 @@ pub(crate) async fn open(shared: &Arc<Shared>, user: &str) -> Result<()> {
         working_dir: Some("/".to_owned()),
         ..Default::default()
     };
-    let created = match docker.create_exec(&shared.id, options).await {
-        Ok(created) => created,
-        Err(e) => return Err(crate::exec::explain(shared, e.into()).await),
-    };
-    let start = StartExecOptions {
-        detach: false,
-        tty: false,
-        output_capacity: Some(64 * 1024),
-    };
-    let started = match docker.start_exec(&created.id, Some(start)).await {
-        Ok(started) => started,
-        Err(e) => return Err(crate::exec::explain(shared, e.into()).await),
-    };
-    let StartExecResults::Attached { output, input } = started else {
-        return Err(SandboxError::Invalid(
-            "docker started the exec detached".into(),
-        ));
-    };
+    let (id, output, input) = crate::exec::create_attached(shared, docker, options).await?;
     let spare = SpareExec {
         user: user.to_owned(),
-        id: created.id,
-        output: output.map(|item| item.map_err(SandboxError::from)).boxed(),
+        id,
+        output,
         input,
     };
     debug!(container_id = %shared.id, exec_id = %spare.id, "spare exec ready");
