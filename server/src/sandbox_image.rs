@@ -58,7 +58,8 @@ pub enum ImageState {
 pub struct ImageStatus {
     /// The image sandboxes run.
     pub image: String,
-    /// `checking`, `ready`, `building`, `failed`, `missing` or `unknown`.
+    /// `checking`, `ready`, `building`, `failed`, `missing` or `unknown`; `not_checked` on
+    /// Kubernetes, where the nodes pull the image.
     pub state: &'static str,
     /// Whether the operator named it (`DRYDOCK_SANDBOX_IMAGE`); drydock builds only its own.
     pub named: bool,
@@ -187,6 +188,15 @@ impl SandboxImage {
         };
         match state {
             ImageState::Checking => {}
+            // Nothing here can see the nodes' images: say so rather than "ready".
+            ImageState::Ready if self.kubernetes => {
+                status.state = "not_checked";
+                status.message = format!(
+                    "Sandboxes run on Kubernetes: the nodes pull {} (from a registry they reach, \
+                     or loaded on them); drydock neither checks nor builds it there.",
+                    self.image
+                );
+            }
             ImageState::Ready => {
                 status.state = "ready";
                 status.message = format!("The sandbox image {} is ready.", self.image);

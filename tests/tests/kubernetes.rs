@@ -51,6 +51,8 @@ async fn a_task_on_kubernetes_pushes_a_branch_opens_a_pr_and_a_restart_reaps_onl
         instance.clone(),
         "--warm-pool".to_owned(),
         "0".to_owned(),
+        "--admins".to_owned(),
+        "alice".to_owned(),
     ]);
     let settings: Vec<&str> = settings.iter().map(String::as_str).collect();
     let url = db.url.clone();
@@ -63,6 +65,26 @@ async fn a_task_on_kubernetes_pushes_a_branch_opens_a_pr_and_a_restart_reaps_onl
     assert_eq!(
         body,
         json!({ "status": "ready", "sandbox_image": "not_checked" })
+    );
+    // The image banner and the operator's checks say the same: the backend is Kubernetes (its
+    // namespace, its rights), not the Docker host the machine may also have.
+    let image = env.get_json("/api/sandbox-image").await;
+    assert_eq!(image["state"], "not_checked", "{image}");
+    let admin = env
+        .alice
+        .get(env.app.url("/admin"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        admin.contains("<dt>Kubernetes</dt>")
+            && admin.contains(&format!("namespace {}", ns.name))
+            && admin.contains("grants every right drydock needs")
+            && !admin.contains("<dt>Docker</dt>"),
+        "{admin}"
     );
     let id = env
         .submit(

@@ -42,7 +42,8 @@
         render();
       }
     } catch (_) { /* try again at the next poll */ }
-    if (!status || status.state !== "ready") setTimeout(poll, 2000);
+    // On Kubernetes the nodes pull the image: there is nothing to wait for.
+    if (!status || (status.state !== "ready" && status.state !== "not_checked")) setTimeout(poll, 2000);
     else clearInterval(ticker);
   }
 

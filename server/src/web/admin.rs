@@ -88,10 +88,13 @@ async fn replicas(state: &AppState) -> Result<Vec<ReplicaView>, String> {
 /// What the operator checks show.
 #[derive(Debug)]
 pub struct Checks {
-    /// The Docker daemon's address.
-    pub docker_host: String,
-    /// Its version, or why it could not be had.
-    pub docker_version: Result<String, String>,
+    /// Where sandboxes run: `Docker` or `Kubernetes`.
+    pub backend: &'static str,
+    /// The Docker daemon's address, or the Kubernetes namespace.
+    pub sandbox_host: String,
+    /// What the backend answered (Docker's version; on Kubernetes that every right drydock
+    /// needs is granted), or why it could not be had.
+    pub sandbox_answer: Result<String, String>,
     /// The sandbox image and its state.
     pub image: ImageStatus,
     /// The failed build's last lines.
@@ -112,27 +115,9 @@ pub struct Checks {
 
 /// Reads every check now.
 pub async fn checks(state: &AppState) -> Checks {
-    let mut docker_host = state
-        .config
-        .docker_host
-        .clone()
-        .unwrap_or_else(|| "Docker's default (DOCKER_HOST unset)".into());
-    let docker = tokio::time::timeout(DOCKER_TIMEOUT, async {
-        let images = drydock_sandbox::Images::connect(
-            state.config.docker_host.as_deref(),
-            state.config.docker_cert_path.as_deref(),
-        )
-        .await?;
-        Ok::<_, drydock_sandbox::SandboxError>((images.host().to_owned(), images.version().await?))
-    })
-    .await;
-    let docker_version = match docker {
-        Ok(Ok((host, version))) => {
-            docker_host = host;
-            Ok(version)
-        }
-        Ok(Err(err)) => Err(err.to_string()),
-        Err(_) => Err("no answer within 3 s".to_owned()),
+    let (backend, sandbox_host, sandbox_answer) = match state.config.sandbox_backend {
+        crate::config::SandboxBackend::Kubernetes => kubernetes_check(state).await,
+        crate::config::SandboxBackend::Docker => docker_check(state).await,
     };
     let migration = match state.store.migration_version().await {
         Ok(Some(v)) => Ok(v.to_string()),
@@ -147,8 +132,9 @@ pub async fn checks(state: &AppState) -> Checks {
         "cannot be read (see the log)".to_owned()
     });
     Checks {
-        docker_host,
-        docker_version,
+        backend,
+        sandbox_host,
+        sandbox_answer,
         image: state.image.status(),
         image_tail: state.image.failure_tail(),
         database: match state.store.backend() {
@@ -161,6 +147,46 @@ pub async fn checks(state: &AppState) -> Checks {
         github_url: state.github.web_url().trim_end_matches('/').to_owned(),
         counts,
     }
+}
+
+/// The Docker check: the daemon's address and version.
+async fn docker_check(state: &AppState) -> (&'static str, String, Result<String, String>) {
+    let mut docker_host = state
+        .config
+        .docker_host
+        .clone()
+        .unwrap_or_else(|| "Docker's default (DOCKER_HOST unset)".into());
+    let docker = tokio::time::timeout(DOCKER_TIMEOUT, async {
+        let images = drydock_sandbox::Images::connect(
+            state.config.docker_host.as_deref(),
+            state.config.docker_cert_path.as_deref(),
+        )
+        .await?;
+        Ok::<_, drydock_sandbox::SandboxError>((images.host().to_owned(), images.version().await?))
+    })
+    .await;
+    let answer = match docker {
+        Ok(Ok((host, version))) => {
+            docker_host = host;
+            Ok(format!("version {version}"))
+        }
+        Ok(Err(err)) => Err(format!("does not answer: {err}")),
+        Err(_) => Err("does not answer: no answer within 3 s".to_owned()),
+    };
+    ("Docker", docker_host, answer)
+}
+
+/// The Kubernetes check: the namespace, and whether the API server grants every right drydock
+/// needs there (the access reviews `/readyz` asks too).
+async fn kubernetes_check(state: &AppState) -> (&'static str, String, Result<String, String>) {
+    let place = format!("namespace {}", state.config.kubernetes_namespace);
+    let ping = async { state.runner.sandboxes().await?.ping().await };
+    let answer = match tokio::time::timeout(DOCKER_TIMEOUT * 3, ping).await {
+        Ok(Ok(())) => Ok("the API server answers and grants every right drydock needs".to_owned()),
+        Ok(Err(err)) => Err(err.to_string()),
+        Err(_) => Err("the API server did not answer within 9 s".to_owned()),
+    };
+    ("Kubernetes", place, answer)
 }
 
 #[derive(Template, WebTemplate)]

@@ -78,11 +78,11 @@ pub struct ImageBanner {
 }
 
 impl ImageBanner {
-    /// The banner for the image's current state; none when it is ready. `with_tail` adds a
-    /// failed build's last lines.
+    /// The banner for the image's current state; none when it is ready (or, on Kubernetes, not
+    /// drydock's to check). `with_tail` adds a failed build's last lines.
     pub fn of(image: &crate::sandbox_image::SandboxImage, with_tail: bool) -> Option<Self> {
         let status = image.status();
-        if status.state == "ready" {
+        if matches!(status.state, "ready" | "not_checked") {
             return None;
         }
         Some(Self {
