@@ -292,7 +292,15 @@ impl Cluster {
         let version = tokio::time::timeout(PING_TIMEOUT, client.apiserver_version())
             .await
             .map_err(|_| unavailable(&server, "no answer within 5 s".into()))?
-            .map_err(|e| unavailable(&server, e.to_string()))?;
+            .map_err(|e| match kube_status(&e) {
+                // It answered: the credentials are what is wrong.
+                Some(401) => unusable(format!(
+                    "the API server {server} refused its credentials (401 Unauthorized): the \
+                     token or client certificate is wrong or expired; make a new one for the \
+                     service account (see deploy/kubernetes/rbac.yaml)"
+                )),
+                _ => unavailable(&server, e.to_string()),
+            })?;
         let ns = options.namespace.clone();
         let cluster = Cluster {
             pods: Api::namespaced(client.clone(), &ns),

@@ -1340,4 +1340,35 @@ mod kubernetes_only {
             "{err}"
         );
     }
+
+    /// Credentials the API server refuses are named as such, not as a server that does not
+    /// answer.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn refused_credentials_are_named_as_such() {
+        let env = Env::kubernetes("badtoken").await;
+        let (_, ns, kubeconfig) = cluster(&env);
+        let mut file = kube::config::Kubeconfig::read_from(&kubeconfig).expect("read");
+        for user in &mut file.auth_infos {
+            if let Some(auth) = user.auth_info.as_mut() {
+                auth.client_certificate = None;
+                auth.client_certificate_data = None;
+                auth.client_key = None;
+                auth.client_key_data = None;
+                auth.token = Some("not-a-token-this-cluster-issued".to_owned().into());
+            }
+        }
+        let bad = tempfile::NamedTempFile::new().expect("tempfile");
+        std::fs::write(bad.path(), serde_json::to_string(&file).expect("json")).expect("write");
+        let mut options = KubernetesOptions::new(ns);
+        options.kubeconfig = Some(bad.path().to_owned());
+        let err = Sandboxes::connect_kubernetes(env.defaults("badtoken"), options)
+            .await
+            .expect_err("a refused token");
+        let text = err.to_string();
+        assert!(
+            text.contains("refused its credentials (401 Unauthorized)")
+                && !text.contains("does not answer"),
+            "{text}"
+        );
+    }
 }
