@@ -115,8 +115,13 @@ pub enum SandboxError {
     /// The Kubernetes credentials lack rights drydock needs, as the API server answered a
     /// SelfSubjectAccessReview for each; `missing` names each as `verb resource`.
     #[error(
-        "the Kubernetes credentials lack rights drydock needs in namespace {namespace:?}: {}; grant them with the Role of the Helm chart or deploy/kubernetes/rbac.yaml",
-        missing.join(", ")
+        "the Kubernetes credentials lack rights drydock needs in namespace {namespace:?}: {}; grant them with the Role of the Helm chart or deploy/kubernetes/rbac.yaml{}",
+        missing.join(", "),
+        if missing.iter().any(|m| m == "patch pods") {
+            " (`patch pods` is for the warm pool only: DRYDOCK_WARM_POOL=0 runs without it)"
+        } else {
+            ""
+        }
     )]
     MissingRights {
         /// The namespace.

@@ -389,7 +389,7 @@ pub struct Config {
     #[arg(long, env = "DRYDOCK_NETWORK_POLICY_MAX", default_value = "allowlist")]
     pub network_policy_max: String,
 
-    /// Domains every `allowlist` task may reach, comma-separated (`example.org` also allows its subdomains).
+    /// Domains every `allowlist` task may reach, comma-separated (`example.org` also allows its subdomains); a private or loopback address needs DRYDOCK_EGRESS_ALLOW_PRIVATE=true.
     #[arg(long, env = "DRYDOCK_EGRESS_ALLOW", value_delimiter = ',')]
     pub egress_allow: Vec<String>,
 
@@ -632,8 +632,13 @@ impl Config {
                 if let Ok(ip) = bare.parse::<std::net::IpAddr>()
                     && let Some(kind) = crate::connectors::outbound::forbidden_kind(ip)
                 {
+                    let article = if kind.starts_with(['a', 'e', 'i', 'o', 'u']) {
+                        "an"
+                    } else {
+                        "a"
+                    };
                     return Err(format!(
-                        "DRYDOCK_EGRESS_ALLOW names {bare}, a {kind} address, which the egress \
+                        "DRYDOCK_EGRESS_ALLOW names {bare}, {article} {kind} address, which the egress \
                          proxy refuses: set DRYDOCK_EGRESS_ALLOW_PRIVATE=true to let tasks reach \
                          it, or remove it"
                     ));
