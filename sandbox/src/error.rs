@@ -31,6 +31,18 @@ pub enum SandboxError {
         "sandbox image {0:?} is not present on the Docker host; build it with `sandbox/image/build-offline` (or `docker build sandbox/image`)"
     )]
     ImageNotFound(String),
+    /// The Kubernetes node a sandbox pod was scheduled on cannot pull its image.
+    #[error(
+        "the Kubernetes node cannot pull the sandbox image {image:?} ({reason}: {detail}); push it to a registry the nodes reach (or load it on every node) and set DRYDOCK_SANDBOX_IMAGE to that name"
+    )]
+    ImageNotPulled {
+        /// The image reference.
+        image: String,
+        /// The kubelet's waiting reason (`ErrImagePull`, `ImagePullBackOff`, ...).
+        reason: String,
+        /// The kubelet's message (the registry's answer).
+        detail: String,
+    },
     /// Building the sandbox image failed; `tail` holds the build's last lines of output.
     #[error("building the sandbox image failed: {detail}")]
     ImageBuild {

@@ -698,7 +698,11 @@ impl Cluster {
                 match reason.as_str() {
                     "ErrImagePull" | "ImagePullBackOff" | "ErrImageNeverPull"
                     | "InvalidImageName" => {
-                        return Err(SandboxError::ImageNotFound(image.to_owned()));
+                        return Err(SandboxError::ImageNotPulled {
+                            image: image.to_owned(),
+                            reason,
+                            detail: waiting.message.unwrap_or_default(),
+                        });
                     }
                     "CreateContainerConfigError" | "CreateContainerError" | "RunContainerError" => {
                         return Err(SandboxError::Invalid(format!(

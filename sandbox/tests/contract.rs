@@ -1341,6 +1341,30 @@ mod kubernetes_only {
         );
     }
 
+    /// An image the node cannot pull is named as a pull failure with the kubelet's reason, not
+    /// as an image missing from a Docker host. (An invalid reference fails in the kubelet with
+    /// no registry asked.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_image_the_node_cannot_pull_is_named_as_such() {
+        let env = Env::kubernetes("nopull").await;
+        let sbx = env.sandboxes("nopull").await;
+        let mut spec = sbx.spec("contract-nopull");
+        spec.image = "drydock/Not_A_Valid:Reference".into();
+        let err = sbx
+            .create(spec)
+            .await
+            .expect_err("an invalid image reference");
+        assert!(
+            matches!(&err, SandboxError::ImageNotPulled { reason, .. } if reason == "InvalidImageName"),
+            "{err:?}"
+        );
+        let text = err.to_string();
+        assert!(
+            text.contains("cannot pull the sandbox image") && !text.contains("Docker host"),
+            "{text}"
+        );
+    }
+
     /// Credentials the API server refuses are named as such, not as a server that does not
     /// answer.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -278,7 +278,7 @@ impl SandboxImage {
 
     async fn watch_until_ready(&self) {
         if self.kubernetes {
-            // A pod whose image the node cannot find fails to start with ImageNotFound, which
+            // A pod whose image the node cannot pull fails to start with ImageNotPulled, which
             // the task reports.
             tracing::info!(image = %self.image, "sandboxes run on Kubernetes: the sandbox image must be on the nodes or in a registry they pull from; drydock neither checks nor builds it there");
             self.state.send_replace(ImageState::Ready);

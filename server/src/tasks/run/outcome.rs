@@ -89,6 +89,9 @@ pub(super) fn sandbox_failure(err: &SandboxError) -> String {
         SandboxError::ImageNotFound(image) => format!(
             "the sandbox image {image} is not on the Docker host; build it with sandbox/image/build-offline (or sandbox/image/Dockerfile) and set DRYDOCK_SANDBOX_IMAGE"
         ),
+        SandboxError::ImageNotPulled { image, reason, .. } => format!(
+            "the Kubernetes node could not pull the sandbox image {image} ({reason}); push it to a registry the nodes reach, or load it on every node"
+        ),
         SandboxError::DaemonUnavailable { .. } => {
             "Docker is not reachable from the drydock server".to_owned()
         }
