@@ -208,6 +208,18 @@ impl TaskEnv {
             .unwrap_or(Value::Null)
     }
 
+    /// `GET path` as Alice, the body as text (a page).
+    pub async fn get_page(&self, path: &str) -> String {
+        self.alice
+            .get(self.app.url(path))
+            .send()
+            .await
+            .expect("GET")
+            .text()
+            .await
+            .expect("the page's body")
+    }
+
     /// `POST path` as Alice, without a body.
     pub async fn post(&self, path: &str) -> reqwest::Response {
         self.alice

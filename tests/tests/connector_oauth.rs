@@ -212,15 +212,7 @@ async fn connect_lists_tools_seals_tokens_and_hands_the_agent_a_redacted_bearer(
             "a token in the database in plaintext: {text}"
         );
     }
-    let api = env
-        .alice
-        .get(env.app.url("/api/connectors"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let api = env.get_page("/api/connectors").await;
     assert!(!api.contains(&token));
 
     // Deleting revokes at the authorization server (RFC 7009), then erases.

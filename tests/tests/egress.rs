@@ -228,15 +228,7 @@ echo "--- other sandbox"; curl -sS --noproxy '*' --max-time 10 http://127.0.0.1:
     );
 
     // The task page lists the policy and what was blocked.
-    let page = env
-        .alice
-        .get(env.app.url(&format!("/tasks/{id}")))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = env.get_page(&format!("/tasks/{id}")).await;
     assert!(page.contains("allowlist: 127.0.0.2"), "{page}");
     assert!(
         page.contains("POST http://not-listed.invalid/upload"),
@@ -619,25 +611,9 @@ while [ ! -f /tmp/hunt-done ]; do sleep 0.2; done
     assert_eq!(task["usage_by_turn"][0]["model"], "claude-sonnet-4-5");
     assert_eq!(task["usage_by_turn"][0]["turn"], 1);
     assert_eq!(task["key_in_sandbox"], false);
-    let page = env
-        .alice
-        .get(env.app.url(&format!("/tasks/{id}")))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = env.get_page(&format!("/tasks/{id}")).await;
     assert!(page.contains("11 in · 7 out · $0.0001"), "{page}");
-    let list = env
-        .alice
-        .get(env.app.url("/"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let list = env.get_page("/").await;
     assert!(
         list.contains("11 in · 7 out"),
         "the task list shows the use"
@@ -733,15 +709,7 @@ async fn an_agent_that_cannot_use_the_gateway_says_its_key_is_inside_the_sandbox
         log.contains("this agent's key is inside the sandbox"),
         "{log}"
     );
-    let page = env
-        .alice
-        .get(env.app.url(&format!("/tasks/{id}")))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = env.get_page(&format!("/tasks/{id}")).await;
     assert!(
         page.contains("this agent&#x27;s key is inside the sandbox")
             || page.contains("this agent's key is inside the sandbox"),

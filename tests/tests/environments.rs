@@ -342,15 +342,7 @@ echo "the token is $SETUP_TOKEN"
     let view: Value = resp.json().await.unwrap();
     assert_eq!(view["secrets"][0]["name"], "SETUP_TOKEN");
     assert!(!view.to_string().contains(&secret), "write-only: {view}");
-    let page = env
-        .alice
-        .get(env.app.url("/environments/alice/secretive"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = env.get_page("/environments/alice/secretive").await;
     assert!(
         page.contains("<code>SETUP_TOKEN</code> <span class=\"badge badge-ok\">setup only</span>"),
         "{page}"

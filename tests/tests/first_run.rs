@@ -279,15 +279,7 @@ async fn a_failed_build_shows_its_last_lines_and_how_to_retry() {
     );
 
     // The home page shows the build's last lines and how to retry.
-    let home = env
-        .alice
-        .get(env.app.url("/"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let home = env.get_page("/").await;
     assert!(home.contains("Last lines of the build"), "{home}");
     assert!(home.contains("cannot fetch"), "{home}");
     assert!(home.contains("drydock image build"), "{home}");
@@ -356,15 +348,7 @@ async fn a_missing_named_image_is_reported_and_tasks_fail_fast(db: TestDb) {
     assert!(line.contains("DRYDOCK_SANDBOX_IMAGE"), "{line}");
 
     // Home page: the same message.
-    let home = env
-        .alice
-        .get(env.app.url("/"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let home = env.get_page("/").await;
     assert!(home.contains("id=\"image-banner\""), "{home}");
     assert!(
         home.contains(&format!(

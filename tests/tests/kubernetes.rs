@@ -70,15 +70,7 @@ async fn a_task_on_kubernetes_pushes_a_branch_opens_a_pr_and_a_restart_reaps_onl
     // namespace, its rights), not the Docker host the machine may also have.
     let image = env.get_json("/api/sandbox-image").await;
     assert_eq!(image["state"], "not_checked", "{image}");
-    let admin = env
-        .alice
-        .get(env.app.url("/admin"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let admin = env.get_page("/admin").await;
     assert!(
         admin.contains("<dt>Kubernetes</dt>")
             && admin.contains(&format!("namespace {}", ns.name))

@@ -168,16 +168,7 @@ echo 'note' > NOTES.md
     assert!(sse.contains("event: end"), "{sse}");
     let mut everything = sse;
     for path in ["", "/diff", "/messages"] {
-        everything.push_str(
-            &env.alice
-                .get(env.app.url(&format!("/api/tasks/{id}{path}")))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap(),
-        );
+        everything.push_str(&env.get_page(&format!("/api/tasks/{id}{path}")).await);
     }
     assert!(!everything.contains(ACME_KEY) && !everything.contains(&b64));
     for t in &token {
@@ -565,15 +556,7 @@ async fn a_commit_containing_a_secret_is_not_pushed() {
     );
     assert!(!exists, "the branch was not pushed");
     assert!(env.app.gh.pulls("alice", "demo").is_empty());
-    let diff = env
-        .alice
-        .get(env.app.url(&format!("/api/tasks/{id}/diff")))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let diff = env.get_page(&format!("/api/tasks/{id}/diff")).await;
     assert!(!diff.contains(ACME_KEY), "the stored diff is redacted");
 }
 

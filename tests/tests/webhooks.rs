@@ -61,15 +61,7 @@ async fn mentions_start_one_task_as_the_user_and_report_back(db: TestDb) {
     let id = first["task_id"].as_str().unwrap().to_owned();
 
     // The operator page lists the delivery with its outcome and task.
-    let admin = env
-        .alice
-        .get(env.app.url("/admin"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let admin = env.get_page("/admin").await;
     let row = admin
         .split("<tr data-outcome=")
         .find(|row| row.contains(r#"title="delivery-1""#))
@@ -191,15 +183,7 @@ async fn mentions_start_one_task_as_the_user_and_report_back(db: TestDb) {
     );
     assert!(prompt.contains(&format!("Source: {source}")), "{prompt}");
     // The task list shows where it came from, linked to the comment.
-    let home = env
-        .alice
-        .get(env.app.url("/"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let home = env.get_page("/").await;
     assert!(
         home.contains(&format!("<a href=\"{source}\">via github</a>")),
         "{home}"
