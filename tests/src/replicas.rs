@@ -276,6 +276,39 @@ impl Cluster {
         body["id"].as_str().unwrap().to_owned()
     }
 
+    /// Waits (two minutes at most) until task `id` runs in a sandbox and its stored log holds the
+    /// line `line`; answers who runs it, the other replica and the sandbox.
+    pub async fn running_agent(&self, id: &str, line: &str) -> RunningAgent {
+        let running = self
+            .wait_row(id, "running with a sandbox", |t| {
+                t.status == "running" && t.container_id.is_some()
+            })
+            .await;
+        self.wait_for_line(id, line).await;
+        let owner = running
+            .runner_id
+            .clone()
+            .expect("a running task has its replica");
+        RunningAgent {
+            survivor: self.other(&owner).id.clone(),
+            owner,
+            sandbox: running.container_id.clone().expect("a sandbox"),
+        }
+    }
+
+    /// Waits (two minutes at most) until the stored log of task `id` holds the line `line`.
+    pub async fn wait_for_line(&self, id: &str, line: &str) {
+        let started = std::time::Instant::now();
+        while !self.log(id).await.iter().any(|t| t == line) {
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "no {line:?} in {:?}",
+                self.log(id).await
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// The task's row, as the runner sees it.
     pub async fn row(&self, id: &str) -> drydock::store::Task {
         self.db
@@ -351,4 +384,15 @@ pub async fn sign_in(gh: &GithubStandIn, replica: &Replica) -> Client {
     let resp = client.get(&callback).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::SEE_OTHER, "sign-in failed");
     client
+}
+
+/// A task's agent running on one replica of a two-replica [`Cluster`].
+#[derive(Debug)]
+pub struct RunningAgent {
+    /// The replica running it.
+    pub owner: String,
+    /// The other replica.
+    pub survivor: String,
+    /// Its sandbox (container id, or pod name on Kubernetes).
+    pub sandbox: String,
 }

@@ -518,23 +518,11 @@ async fn a_killed_replicas_agent_in_a_pod_is_followed_by_the_other_and_the_turn_
     let script = "echo before-1; echo before-2; while [ ! -f /tmp/go-on ]; do sleep 0.2; done; \
                   echo after-1; echo after-2; echo adopted > adopted.txt";
     let id = c.submit(c.a(), script).await;
-    let running = c
-        .wait_row(&id, "running in a pod", |t| {
-            t.status == "running" && t.container_id.is_some()
-        })
-        .await;
-    let started = Instant::now();
-    while !c.log(&id).await.iter().any(|t| t == "before-2") {
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "{:?}",
-            c.log(&id).await
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let owner = running.runner_id.clone().unwrap();
-    let survivor = c.other(&owner).id.clone();
-    let pod = running.container_id.clone().unwrap();
+    let drydock_tests::replicas::RunningAgent {
+        owner,
+        survivor,
+        sandbox: pod,
+    } = c.running_agent(&id, "before-2").await;
 
     c.kill_9(&owner);
     // The agent goes on in its pod while nobody follows it.

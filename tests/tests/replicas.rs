@@ -9,7 +9,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use drydock_tests::replicas::{Cluster, Replica};
+use drydock_tests::replicas::{Cluster, Replica, RunningAgent};
 use drydock_tests::sse::{SseEvent, next_event};
 use drydock_tests::tasks::{ACME_KEY, SCRIPTED_AGENT, containers_of};
 use drydock_tests::{GithubStandIn, TestDb};
@@ -429,19 +429,6 @@ fn remove_containers(ids: &[String]) {
     }
 }
 
-/// Waits until the task's stored log holds `line`.
-async fn wait_for_line(c: &Cluster, id: &str, line: &str) {
-    let started = Instant::now();
-    while !c.log(id).await.iter().any(|t| t == line) {
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "no {line:?} in {:?}",
-            c.log(id).await
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// kill -9 of the replica running an agent that prints, waits, prints more and changes a file:
 /// the other replica adopts the turn, follows the agent in the same sandbox from where the log
 /// stops, and the task succeeds: every line before and after the kill exactly once and in
@@ -458,16 +445,12 @@ async fn a_killed_replicas_agent_is_followed_by_the_other_and_the_turn_succeeds(
                   echo \"secret-after $ACME_API_KEY\"; echo err-after >&2; \
                   echo adopted > adopted.txt";
     let id = c.submit(c.a(), script).await;
-    let running = c
-        .wait_row(&id, "running with a sandbox", |t| {
-            t.status == "running" && t.container_id.is_some()
-        })
-        .await;
-    wait_for_line(&c, &id, "before-3").await;
-    wait_for_line(&c, &id, "err-before").await;
-    let owner = running.runner_id.clone().unwrap();
-    let survivor = c.other(&owner).id.clone();
-    let container = running.container_id.clone().unwrap();
+    let RunningAgent {
+        owner,
+        survivor,
+        sandbox: container,
+    } = c.running_agent(&id, "before-3").await;
+    c.wait_for_line(&id, "err-before").await;
 
     c.kill_9(&owner);
     let killed_at = Instant::now();
@@ -619,15 +602,11 @@ base_urls = {{ acme-llm = "{model}" }}
 curl -sS --max-time 30 "$ANTHROPIC_BASE_URL/v1/messages" -H "x-api-key: $ANTHROPIC_API_KEY" -H 'anthropic-version: 2023-06-01' -H 'content-type: application/json' -d '{"model":"claude-sonnet-4-5","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}'
 rc=$?; echo; echo "curl exit $rc"; echo adopted > adopted.txt"#;
     let id = c.submit_with(c.a(), script, "own-endpoint").await;
-    let running = c
-        .wait_row(&id, "running with a sandbox", |t| {
-            t.status == "running" && t.container_id.is_some()
-        })
-        .await;
-    wait_for_line(&c, &id, "waiting").await;
-    let owner = running.runner_id.clone().unwrap();
-    let survivor = c.other(&owner).id.clone();
-    let container = running.container_id.clone().unwrap();
+    let RunningAgent {
+        owner,
+        survivor,
+        sandbox: container,
+    } = c.running_agent(&id, "waiting").await;
 
     c.kill_9(&owner);
     // The agent calls its model once the survivor serves the sandbox's network again (a call
