@@ -6,8 +6,8 @@
 use std::collections::{BTreeMap, HashSet};
 
 use drydock::store::{
-    ConnectorCheck, ConnectorUpdate, GithubProfile, NewConnector, NewEvent, NewTask, Store,
-    StoreError, TaskFilter, TaskOutcome, User,
+    ConnectorCheck, ConnectorUpdate, EventSource, GithubProfile, NewConnector, NewEvent, NewTask,
+    Store, StoreError, TaskFilter, TaskOutcome, User,
 };
 use drydock_tests::{TestDb, on_both_backends};
 
@@ -559,6 +559,55 @@ async fn events_are_appended_in_batches_and_read_after_a_seq(db: TestDb) {
             .event_seq,
         453,
         "a failed append hands out no seq"
+    );
+    // Nothing of the failed append's transaction is left holding the database: each of the
+    // pool's connections takes an append in turn, at the next seqs.
+    let mut handles = Vec::new();
+    for i in 0..16 {
+        let store = s.clone();
+        let id = t.id.clone();
+        handles.push(tokio::spawn(async move {
+            store
+                .append_task_events(&id, &events(&[&format!("after {i}")]))
+                .await
+        }));
+    }
+    let mut seqs = Vec::new();
+    for handle in handles {
+        seqs.extend(handle.await.unwrap().unwrap().iter().map(|e| e.seq));
+    }
+    seqs.sort_unstable();
+    assert_eq!(seqs, (454..470).collect::<Vec<_>>());
+    // Where an agent's output ended is stored with its events.
+    let agent = |stderr: bool, index: i64| NewEvent {
+        kind: if stderr { "stderr" } else { "agent" },
+        text: format!("{stderr} {index}"),
+        source: Some(EventSource {
+            turn: 2,
+            stderr,
+            index,
+        }),
+    };
+    s.append_task_events(&t.id, &[agent(false, 0), agent(true, 0), agent(false, 1)])
+        .await
+        .unwrap();
+    s.append_task_events(&t.id, &[agent(true, 1), agent(true, 2)])
+        .await
+        .unwrap();
+    assert_eq!(s.agent_events_stored(&t.id, 2).await.unwrap(), (2, 3));
+    assert_eq!(s.agent_events_stored(&t.id, 1).await.unwrap(), (0, 0));
+    let tail = s.list_task_events_after(&t.id, 469, 10).await.unwrap();
+    assert_eq!(
+        tail.iter()
+            .map(|e| (e.seq, e.kind.as_str(), e.text.as_str()))
+            .collect::<Vec<_>>(),
+        vec![
+            (470, "agent", "false 0"),
+            (471, "stderr", "true 0"),
+            (472, "agent", "false 1"),
+            (473, "stderr", "true 1"),
+            (474, "stderr", "true 2"),
+        ]
     );
 }
 

@@ -1,9 +1,36 @@
 //! Queries on task logs: append with gap-free sequence numbers, and read after a position.
 
-use super::{Store, StoreResult, TaskEvent, now_ms, text, with_pool};
+use super::{Store, StoreError, StoreResult, TaskEvent, now_ms, text, with_pool};
 
-/// Rows per INSERT statement; 5 parameters each stays far below SQLite's parameter limit.
-const INSERT_CHUNK: usize = 200;
+/// An append on SQLite, as one call: `$1` task id, `$2` number of lines, `$3` timestamp (ms),
+/// `$4` the lines as a JSON array of `[kind, text, agent turn, agent stream, agent index]`.
+/// Answers the task's last seq after the bump, or no row for a task that does not exist (then
+/// nothing is written).
+const SQLITE_APPEND: &str = "\
+    BEGIN IMMEDIATE; \
+    UPDATE tasks SET event_seq = event_seq + $2 WHERE id = $1 RETURNING event_seq; \
+    INSERT INTO task_events (task_id, seq, ts, kind, text, agent_turn, agent_stream, agent_index) \
+        SELECT $1, tasks.event_seq - $2 + line.key + 1, $3, line.value ->> 0, \
+            line.value ->> 1, line.value ->> 2, line.value ->> 3, line.value ->> 4 \
+        FROM tasks, json_each($4) AS line WHERE tasks.id = $1; \
+    COMMIT;";
+
+/// A pooled SQLite connection running [`SQLITE_APPEND`]. Dropped before the transaction is known
+/// to be committed (a statement failed part-way, or the append was cancelled), it closes the
+/// connection instead of returning it to the pool: closing rolls the transaction back, and
+/// a connection left inside a transaction would hold the database's write lock.
+struct OpenTransaction {
+    conn: sqlx::pool::PoolConnection<sqlx::Sqlite>,
+    committed: bool,
+}
+
+impl Drop for OpenTransaction {
+    fn drop(&mut self) {
+        if !self.committed {
+            self.conn.close_on_drop();
+        }
+    }
+}
 
 /// A log line to append (already redacted).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,36 +147,41 @@ impl Store {
                 Ok(rows(last, texts))
             }
             super::Pool::Sqlite(pool) => {
-                let mut tx = pool.begin().await?;
-                let last: i64 = sqlx::query_scalar(
-                    "UPDATE tasks SET event_seq = event_seq + $2 WHERE id = $1 RETURNING event_seq",
-                )
-                .bind(task_id)
-                .bind(count)
-                .fetch_one(&mut *tx)
-                .await?;
-                let rows = rows(last, texts);
-                let sources: Vec<Option<EventSource>> = events.iter().map(|e| e.source).collect();
-                for (chunk, sources) in rows.chunks(INSERT_CHUNK).zip(sources.chunks(INSERT_CHUNK))
-                {
-                    let mut insert = sqlx::QueryBuilder::new(
-                        "INSERT INTO task_events (task_id, seq, ts, kind, text, agent_turn, \
-                         agent_stream, agent_index) ",
-                    );
-                    insert.push_values(chunk.iter().zip(sources), |mut row, (event, source)| {
-                        row.push_bind(&event.task_id)
-                            .push_bind(event.seq)
-                            .push_bind(event.ts)
-                            .push_bind(&event.kind)
-                            .push_bind(&event.text)
-                            .push_bind(source.map(|s| s.turn))
-                            .push_bind(source.map(|s| s.stream()))
-                            .push_bind(source.map(|s| s.index));
-                    });
-                    insert.build().execute(&mut *tx).await?;
-                }
-                tx.commit().await?;
-                Ok(rows)
+                // One call to the connection's worker thread for the whole transaction (it was
+                // five: the pool's ping, BEGIN, bump, insert, COMMIT), since each call waits
+                // for that thread to be scheduled and a line waits for the whole append. The
+                // lines travel as one JSON array, so the statements are the same whatever the
+                // batch size and stay prepared.
+                let lines: Vec<_> = events
+                    .iter()
+                    .zip(&texts)
+                    .map(|(event, text)| {
+                        (
+                            event.kind,
+                            text,
+                            event.source.map(|s| s.turn),
+                            event.source.map(|s| s.stream()),
+                            event.source.map(|s| s.index),
+                        )
+                    })
+                    .collect();
+                let lines = serde_json::to_string(&lines)
+                    .map_err(|err| StoreError::Database(sqlx::Error::Encode(Box::new(err))))?;
+                let mut open = OpenTransaction {
+                    conn: pool.acquire().await?,
+                    committed: false,
+                };
+                // `fetch_all`, not `fetch_one`: that stops after the first row, before COMMIT.
+                let bumped: Vec<i64> = sqlx::query_scalar(SQLITE_APPEND)
+                    .bind(task_id)
+                    .bind(count)
+                    .bind(ts)
+                    .bind(&lines)
+                    .fetch_all(&mut *open.conn)
+                    .await?;
+                open.committed = true;
+                let last = *bumped.first().ok_or(sqlx::Error::RowNotFound)?;
+                Ok(rows(last, texts))
             }
         }
     }
