@@ -119,9 +119,6 @@ pub enum Backend {
     Postgres,
 }
 
-/// How long a PostgreSQL connection may sit in the pool before it is pinged on its way out.
-const PING_AFTER_IDLE: Duration = Duration::from_secs(1);
-
 #[derive(Debug, Clone)]
 pub(crate) enum Pool {
     Sqlite(SqlitePool),
@@ -202,20 +199,9 @@ impl Store {
                     Ok(Err(err)) => return Err(unreachable(err.to_string())),
                     Err(_) => return Err(unreachable("no answer within 10 s".to_owned())),
                 }
-                // A ping before handing out a connection costs a round trip on every query;
-                // only a connection that sat idle (through a server restart, say) is pinged.
                 let pool = PgPoolOptions::new()
                     .max_connections(16)
                     .acquire_timeout(Duration::from_secs(10))
-                    .test_before_acquire(false)
-                    .before_acquire(|conn, meta| {
-                        Box::pin(async move {
-                            if meta.idle_for >= PING_AFTER_IDLE {
-                                sqlx::Connection::ping(conn).await?;
-                            }
-                            Ok(true)
-                        })
-                    })
                     .connect_with(options)
                     .await?;
                 Ok(Self {
