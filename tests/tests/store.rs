@@ -857,3 +857,41 @@ async fn text_from_outside_with_nul_is_stored_everywhere(db: TestDb) {
         Some("the server said \u{fffd}\u{fffd}")
     );
 }
+
+/// What a SQLite store writes reaches the database file within seconds while the store stays
+/// open, well before SQLite's own automatic checkpoint (1,000 pages of log, ~4 MiB) would
+/// copy it there: the store checkpoints in the background, so no append has to.
+#[tokio::test]
+async fn sqlite_copies_its_write_ahead_log_into_the_database_file_in_the_background() {
+    let db = TestDb::sqlite().await;
+    let s = &db.store;
+    let file = drydock::store::sqlite_file(&db.url).unwrap();
+    let size = || std::fs::metadata(&file).map_or(0, |m| m.len());
+    let a = user(s, 1, "a").await;
+    let t = s.insert_task(&new_task(&a.id, "o/r", "p")).await.unwrap();
+    let before = size();
+    // ~1 MiB of lines: a quarter of what makes SQLite checkpoint by itself.
+    let line = "x".repeat(1000);
+    for _ in 0..8 {
+        let batch: Vec<&str> = vec![line.as_str(); 128];
+        s.append_task_events(&t.id, &events(&batch)).await.unwrap();
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while size() < before + 1_000_000 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the database file is still {} bytes (was {before}) 30 s after 1 MiB was appended: \
+             the log is not being checkpointed",
+            size()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        s.list_task_events_after(&t.id, 1023, 10)
+            .await
+            .unwrap()
+            .len(),
+        1,
+        "every line is there"
+    );
+}
