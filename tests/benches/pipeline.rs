@@ -6,8 +6,15 @@
 //! Run with `cargo bench -p drydock-tests --bench pipeline` (or `bench/run`); needs Docker and
 //! `DRYDOCK_SANDBOX_IMAGE`; PostgreSQL rows run when `DRYDOCK_TEST_POSTGRES_URL` is set. A
 //! markdown summary goes to stdout and, when `DRYDOCK_BENCH_OUT` is set, to that file.
-//! Knobs: `DRYDOCK_BENCH_SECONDS` (seconds of 10 lines/s per latency run, default 20) and
-//! `DRYDOCK_BENCH_STARTS` (task starts and `docker run`s, default 9).
+//! Knobs: `DRYDOCK_BENCH_SECONDS` (seconds of 10 lines/s per latency run, default 20),
+//! `DRYDOCK_BENCH_BURST_SECONDS` (seconds of 1,000 lines/s, default 10),
+//! `DRYDOCK_BENCH_STARTS` (task starts and `docker run`s, default 9) and `DRYDOCK_BENCH_RAW`
+//! (a directory: each latency run's lines are written there, one per line of text, as
+//! `floor-<rate>.txt`: written (ns) read (ns), and `<backend>-<rate>.txt`: written (ns), `ts`
+//! (ms), received (ns), seq; to see when in a run the slow lines came).
+//!
+//! The servers run in processes of their own, as in a deployment: the SSE client here does not
+//! share their runtime.
 
 use std::fmt::Write as _;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -133,15 +140,18 @@ fn floor(image: &str, lines: usize, rate: usize) -> Vec<f64> {
         .spawn()
         .expect("docker exec");
     let mut out = Vec::new();
+    let mut raw = String::new();
     if let Some(stdout) = exec.stdout.take() {
         for line in std::io::BufReader::new(stdout).lines() {
             let read = now_ns();
             if let Some(sent) = line.ok().as_deref().and_then(stamp) {
+                let _ = writeln!(raw, "{sent} {read}");
                 out.push((read - sent) as f64 / 1e6);
             }
         }
     }
     let _ = exec.wait();
+    write_raw(&format!("floor-{rate}"), &raw);
     let _ = Command::new("docker")
         .args(["rm", "-f", &name])
         .stdout(Stdio::null())
@@ -153,16 +163,22 @@ fn floor(image: &str, lines: usize, rate: usize) -> Vec<f64> {
 
 /// Latency of `lines` generator lines at `rate` lines/s written in the task's container, read
 /// over SSE.
-async fn latency(env: &TaskEnv, lines: usize, rate: usize) -> Latency {
+async fn latency(env: &TaskEnv, backend: &str, lines: usize, rate: usize) -> Latency {
     let id = env
         .submit(&generator(lines, rate), json!({ "create_pr": false }))
         .await;
     let events = read_sse(env, &id, |_| false).await;
     let mut latency = Latency::default();
+    let mut raw = String::new();
     for event in &events {
         let Some(sent) = event.data["text"].as_str().and_then(stamp) else {
             continue;
         };
+        let _ = writeln!(
+            raw,
+            "{sent} {} {} {}",
+            event.data["ts"], event.wall_ns, event.data["seq"]
+        );
         latency.total.push((event.wall_ns - sent) as f64 / 1e6);
         if let Some(ts) = event.data["ts"].as_i64() {
             let stored_ns = i128::from(ts) * 1_000_000;
@@ -177,9 +193,20 @@ async fn latency(env: &TaskEnv, lines: usize, rate: usize) -> Latency {
         lines,
         "every timestamped line arrived over SSE"
     );
+    write_raw(&format!("{backend}-{rate}"), &raw);
     let task = env.wait_done(&id).await;
     assert_eq!(task["status"], "succeeded", "{task}");
     latency
+}
+
+/// Writes one run's lines to `$DRYDOCK_BENCH_RAW/<name>.txt`, when that is set.
+fn write_raw(name: &str, lines: &str) {
+    if let Some(dir) = std::env::var_os("DRYDOCK_BENCH_RAW") {
+        let path = std::path::Path::new(&dir).join(format!("{name}.txt"));
+        if let Err(err) = std::fs::write(&path, lines) {
+            eprintln!("could not write {}: {err}", path.display());
+        }
+    }
 }
 
 /// The stages of a task start, told by the lines the task logs on its way (each stamped with
@@ -272,6 +299,7 @@ fn docker_run_true(image: &str) -> f64 {
 async fn run() -> String {
     let image = sandbox_image();
     let seconds = env_num("DRYDOCK_BENCH_SECONDS", 20).max(1);
+    let burst = env_num("DRYDOCK_BENCH_BURST_SECONDS", 10).max(1);
     let rates = [10, 1000];
     let starts = env_num("DRYDOCK_BENCH_STARTS", 9).max(1);
     let mut latency_rows = Vec::new();
@@ -282,7 +310,7 @@ async fn run() -> String {
     // The floor, once per rate (it involves no database), in the same run as the rest.
     let mut floors = Vec::new();
     for rate in rates {
-        let lines = rate * seconds.min(if rate > 100 { 3 } else { seconds });
+        let lines = rate * if rate > 100 { burst } else { seconds };
         let image = image.clone();
         let floor = tokio::task::spawn_blocking(move || floor(&image, lines, rate))
             .await
@@ -305,8 +333,8 @@ async fn run() -> String {
     }
     for (backend, db, cold_db) in dbs {
         // The product's default, a warm pool of one, and the same server without a pool.
-        let env = TaskEnv::start(db, &[]).await;
-        let cold = TaskEnv::start(cold_db, &["--warm-pool", "0"]).await;
+        let env = TaskEnv::start_process(db, &[]).await;
+        let cold = TaskEnv::start_process(cold_db, &["--warm-pool", "0"]).await;
         let instance = env.app.server.instance_id.clone();
         // Warm-up: one task start of each and one docker run, not counted.
         wait_warm(&instance).await;
@@ -383,7 +411,7 @@ async fn run() -> String {
 
         for (rate, floor) in rates.iter().zip(&floors) {
             let lines = floor.len();
-            let l = latency(&env, lines, *rate).await;
+            let l = latency(&env, backend, lines, *rate).await;
             let rows = [
                 stats_row(
                     &format!("{backend}, {rate} lines/s: container write → SSE client"),
@@ -418,7 +446,7 @@ async fn run() -> String {
     let _ = writeln!(
         out,
         "Live latency: the scripted agent runs a small Python generator that prints `t=<unix ns>` \
-         at a steady rate (10 lines/s for {seconds} s, 1,000 lines/s for 3 s), each line \
+         at a steady rate (10 lines/s for {seconds} s, 1,000 lines/s for {burst} s), each line \
          flushed; the client subtracts that from its clock when the SSE event arrives (same \
          host clock). The floor is the same generator run by `docker exec` in a container of \
          the same image, each line stamped as the bench reads it from the exec's output stream. \
@@ -466,5 +494,6 @@ async fn run() -> String {
 }
 
 fn main() {
+    drydock_tests::server::serve_child_if_asked();
     drydock_tests::stats::bench_main(run);
 }
