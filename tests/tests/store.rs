@@ -895,3 +895,49 @@ async fn sqlite_copies_its_write_ahead_log_into_the_database_file_in_the_backgro
         "every line is there"
     );
 }
+
+/// A SQLite store that is written to without a pause still starts its write-ahead log over
+/// (it would otherwise grow for as long as the writes go on: a background checkpoint copies
+/// the log while appends keep adding to it, and the log can start over only once it was
+/// copied whole). Told by the log's header: its checkpoint sequence number (bytes 12..16,
+/// <https://sqlite.org/fileformat2.html#walformat>) goes up each time the log starts over.
+#[tokio::test]
+async fn sqlite_starts_its_write_ahead_log_over_while_writes_go_on() {
+    let db = TestDb::sqlite().await;
+    let s = &db.store;
+    let wal = drydock::store::sqlite_file(&db.url)
+        .unwrap()
+        .with_extension("db-wal");
+    let sequence = || {
+        std::fs::read(&wal)
+            .ok()
+            .and_then(|header| Some(u32::from_be_bytes(header.get(12..16)?.try_into().ok()?)))
+    };
+    let a = user(s, 1, "a").await;
+    let t = s.insert_task(&new_task(&a.id, "o/r", "p")).await.unwrap();
+    let line = "x".repeat(200);
+    let batch: Vec<&str> = vec![line.as_str(); 4];
+    let batch = events(&batch);
+    s.append_task_events(&t.id, &batch).await.unwrap();
+    let first = sequence().expect("a write-ahead log with a header");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut appends = 0u64;
+    loop {
+        for _ in 0..100 {
+            s.append_task_events(&t.id, &batch).await.unwrap();
+        }
+        appends += 100;
+        let now = sequence().expect("a write-ahead log with a header");
+        if now != first {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "after {appends} appends without a pause over 60 s the write-ahead log never started \
+             over (checkpoint sequence still {now}); it is {} bytes",
+            std::fs::metadata(&wal).map_or(0, |m| m.len())
+        );
+    }
+    let last = s.list_task_events_after(&t.id, 0, 1).await.unwrap();
+    assert_eq!(last.len(), 1, "the lines are readable");
+}

@@ -5,6 +5,7 @@
 //! the [`with_pool!`] macro, which expands the same body once per backend so each gets its
 //! native types. No SQL lives outside this module.
 
+mod checkpoints;
 mod connectors;
 mod egress;
 mod environments;
@@ -131,58 +132,7 @@ pub(crate) enum Pool {
 pub struct Store {
     pub(crate) pool: Pool,
     /// SQLite's background checkpoints, stopped when the last clone is dropped.
-    _checkpoints: Option<Arc<Checkpoints>>,
-}
-
-/// How often a SQLite store copies its write-ahead log back into the database file.
-const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
-
-/// The task checkpointing a SQLite database's write-ahead log every [`CHECKPOINT_EVERY`], so
-/// that no append does it: SQLite's automatic checkpoint runs inside the commit that crosses
-/// 1,000 pages of log (copying them and syncing the file), and every line queued behind that
-/// append waits for it. Aborted on drop.
-#[derive(Debug)]
-struct Checkpoints(tokio::task::AbortHandle);
-
-impl Drop for Checkpoints {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-impl Checkpoints {
-    fn start(pool: SqlitePool) -> Arc<Self> {
-        Arc::new(Self(tokio::spawn(checkpoint_wal(pool)).abort_handle()))
-    }
-}
-
-/// Runs `PRAGMA wal_checkpoint(PASSIVE)` (<https://sqlite.org/pragma.html#pragma_wal_checkpoint>)
-/// every [`CHECKPOINT_EVERY`] until the pool closes: it copies what it can without waiting for
-/// readers or writers, and once the whole log is copied the next writer starts it over, which
-/// keeps the file's size bounded.
-async fn checkpoint_wal(pool: SqlitePool) {
-    let mut every = tokio::time::interval(CHECKPOINT_EVERY);
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut failing = false;
-    loop {
-        every.tick().await;
-        if pool.is_closed() {
-            return;
-        }
-        match sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-            .execute(&pool)
-            .await
-        {
-            Ok(_) => failing = false,
-            Err(sqlx::Error::PoolClosed) => return,
-            Err(err) => {
-                if !failing {
-                    tracing::warn!(error = %err, "could not checkpoint the SQLite write-ahead log; trying again every second");
-                }
-                failing = true;
-            }
-        }
-    }
+    _checkpoints: Option<Arc<checkpoints::Checkpoints>>,
 }
 
 impl Store {
@@ -201,7 +151,7 @@ impl Store {
                     .synchronous(SqliteSynchronous::Normal)
                     .busy_timeout(Duration::from_secs(10))
                     .foreign_keys(true)
-                    // Checkpoints run in the background (see `Checkpoints`), not in commits.
+                    // Checkpoints run in the background (`checkpoints`), not in commits.
                     .pragma("wal_autocheckpoint", "0");
                 if let Some(parent) = Path::new(options.get_filename()).parent()
                     && !parent.as_os_str().is_empty()
@@ -220,7 +170,7 @@ impl Store {
                     .test_before_acquire(false)
                     .connect_with(options)
                     .await?;
-                let checkpoints = Checkpoints::start(pool.clone());
+                let checkpoints = checkpoints::Checkpoints::start(pool.clone());
                 Ok(Self {
                     pool: Pool::Sqlite(pool),
                     _checkpoints: Some(checkpoints),
