@@ -915,25 +915,27 @@ async fn sqlite_starts_its_write_ahead_log_over_while_writes_go_on() {
     };
     let a = user(s, 1, "a").await;
     let t = s.insert_task(&new_task(&a.id, "o/r", "p")).await.unwrap();
-    let line = "x".repeat(200);
-    let batch: Vec<&str> = vec![line.as_str(); 4];
+    // ~16 KiB of lines per append, so that the log passes the point where it is made to start
+    // over after a few hundred appends even on a slow machine.
+    let line = "x".repeat(1000);
+    let batch: Vec<&str> = vec![line.as_str(); 16];
     let batch = events(&batch);
     s.append_task_events(&t.id, &batch).await.unwrap();
     let first = sequence().expect("a write-ahead log with a header");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     let mut appends = 0u64;
     loop {
-        for _ in 0..100 {
+        for _ in 0..20 {
             s.append_task_events(&t.id, &batch).await.unwrap();
         }
-        appends += 100;
+        appends += 20;
         let now = sequence().expect("a write-ahead log with a header");
         if now != first {
             break;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "after {appends} appends without a pause over 60 s the write-ahead log never started \
+            "after {appends} appends without a pause over 120 s the write-ahead log never started \
              over (checkpoint sequence still {now}); it is {} bytes",
             std::fs::metadata(&wal).map_or(0, |m| m.len())
         );
