@@ -340,18 +340,24 @@ async fn an_exec_readied_ahead_runs_like_any_other(env: Env) {
         .await
         .expect("create");
     sb.ready_exec(None).await.expect("ready an exec");
-    // On Docker the readied shell is already running, waiting on its stdin; an exec as another
-    // user does not take it.
+    // On Docker the readied shell is running (once Docker has spawned it: starting an exec
+    // returns before that), waiting on its stdin; an exec as another user does not take it.
     let waiting = if env.is_kubernetes() {
         None
     } else {
-        let ps = run(&sb, ExecSpec::new(["ps", "-eo", "pid=,args="]).user("root")).await;
-        let line = ps
-            .stdout_str()
-            .lines()
-            .find(|l| l.contains("read -r n"))
-            .map(str::to_owned)
-            .expect("the readied shell runs");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let line = loop {
+            let ps = run(&sb, ExecSpec::new(["ps", "-eo", "pid=,args="]).user("root")).await;
+            if let Some(line) = ps.stdout_str().lines().find(|l| l.contains("read -r n")) {
+                break line.to_owned();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the readied shell runs: {}",
+                ps.stdout_str()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
         Some(line.split_whitespace().next().expect("pid").to_owned())
     };
     let spec = ExecSpec::shell(
