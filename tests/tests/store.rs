@@ -940,6 +940,20 @@ async fn sqlite_starts_its_write_ahead_log_over_while_writes_go_on() {
             std::fs::metadata(&wal).map_or(0, |m| m.len())
         );
     }
-    let last = s.list_task_events_after(&t.id, 0, 1).await.unwrap();
-    assert_eq!(last.len(), 1, "the lines are readable");
+    // Every line written across the log's starting over is there, the last at the last seq.
+    let written = (appends as i64 + 1) * 16;
+    let last = s
+        .list_task_events_after(&t.id, written - 1, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        last.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![written],
+        "the last line is stored at seq {written}"
+    );
+    let count = s
+        .list_task_events_after(&t.id, 0, written + 10)
+        .await
+        .unwrap();
+    assert_eq!(count.len() as i64, written, "no line is missing");
 }
