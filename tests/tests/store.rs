@@ -957,3 +957,64 @@ async fn sqlite_starts_its_write_ahead_log_over_while_writes_go_on() {
         .unwrap();
     assert_eq!(count.len() as i64, written, "no line is missing");
 }
+
+/// PostgreSQL: another replica listening on the events channel learns how far each task's log
+/// is stored, in order, and always hears the last line of a burst of appends (the store
+/// coalesces its notices while appends keep coming, so not every append has one of its own),
+/// and a lone append after a quiet spell.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_tells_other_replicas_how_far_each_log_is_stored() {
+    let db = TestDb::postgres().await;
+    let s = &db.store;
+    let other = Store::connect(&db.url).await.unwrap();
+    let mut listener = other
+        .listen(&[drydock::store::EVENTS_CHANNEL])
+        .await
+        .unwrap()
+        .expect("a listener on PostgreSQL");
+    let a = user(s, 1, "a").await;
+    let t1 = s.insert_task(&new_task(&a.id, "o/r", "p")).await.unwrap();
+    let t2 = s.insert_task(&new_task(&a.id, "o/r", "q")).await.unwrap();
+    // Two tasks appending one line at a time, as fast as the database takes them.
+    let burst = |task_id: String| async move {
+        for i in 0..300 {
+            s.append_task_events(&task_id, &events(&[&format!("line {i}")]))
+                .await
+                .unwrap();
+        }
+    };
+    tokio::join!(burst(t1.id.clone()), burst(t2.id.clone()));
+    let mut heard: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    let mut hear_until = async |task_id: &str, seq: i64| {
+        while heard.get(task_id).and_then(|s| s.last()) != Some(&seq) {
+            let notice = tokio::time::timeout(std::time::Duration::from_secs(30), listener.recv())
+                .await
+                .unwrap_or_else(|_| {
+                    panic!(
+                        "no notice that {task_id} is stored up to {seq} in 30 s; heard {heard:?}"
+                    )
+                })
+                .unwrap();
+            let (task, stored) = notice.payload().split_once(' ').unwrap();
+            heard
+                .entry(task.to_owned())
+                .or_default()
+                .push(stored.parse().unwrap());
+        }
+    };
+    hear_until(&t1.id, 300).await;
+    hear_until(&t2.id, 300).await;
+    // A lone line after the burst is announced too.
+    s.append_task_events(&t1.id, &events(&["after"]))
+        .await
+        .unwrap();
+    hear_until(&t1.id, 301).await;
+    for (task, seqs) in &heard {
+        assert!(
+            seqs.windows(2).all(|w| w[0] < w[1]),
+            "{task}'s notices name increasing seqs: {seqs:?}"
+        );
+        assert!(seqs.len() <= 301, "{task}: at most one notice per append");
+    }
+    assert_eq!(heard.len(), 2, "notices name only the two tasks");
+}

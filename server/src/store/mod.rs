@@ -12,6 +12,7 @@ mod environments;
 mod events;
 mod keys;
 mod models;
+mod notices;
 mod replicas;
 mod tasks;
 mod tokens;
@@ -133,6 +134,9 @@ pub struct Store {
     pub(crate) pool: Pool,
     /// SQLite's background checkpoints, stopped when the last clone is dropped.
     _checkpoints: Option<Arc<checkpoints::Checkpoints>>,
+    /// PostgreSQL's notices of stored log events to other replicas, sent after the appends
+    /// commit and stopped when the last clone is dropped.
+    notices: Option<Arc<notices::Notices>>,
 }
 
 impl Store {
@@ -174,6 +178,7 @@ impl Store {
                 Ok(Self {
                     pool: Pool::Sqlite(pool),
                     _checkpoints: Some(checkpoints),
+                    notices: None,
                 })
             }
             "postgres" | "postgresql" => {
@@ -212,9 +217,11 @@ impl Store {
                     .acquire_timeout(Duration::from_secs(10))
                     .connect_with(options)
                     .await?;
+                let notices = notices::Notices::start(pool.clone());
                 Ok(Self {
                     pool: Pool::Postgres(pool),
                     _checkpoints: None,
+                    notices: Some(notices),
                 })
             }
             other => Err(StoreError::UnsupportedUrl {
