@@ -95,6 +95,46 @@ async fn a_task_takes_a_warm_sandbox_and_the_pool_refills_on_postgres() {
     a_task_takes_a_warm_sandbox(TestDb::postgres().await, &[]).await;
 }
 
+/// Starting a sandbox takes both cores of a small machine for a moment: the pool refills once
+/// live output has gone quiet, not while a task streams lines. The task here prints a line every
+/// 10 ms for 6 s (the refill would otherwise come 2 s after the take), then nothing for 4 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pool_refills_when_live_output_goes_quiet() {
+    let env = TaskEnv::start(TestDb::sqlite().await, &[]).await;
+    let instance = env.app.server.instance_id.clone();
+    let warm = wait_warm(&instance, &[]).await;
+    let id = env
+        .submit(
+            "echo \"ran in $(cat /etc/hostname)\"; \
+             end=$(( $(date +%s) + 6 )); \
+             while [ \"$(date +%s)\" -lt \"$end\" ]; do echo \"busy $(date +%s%N)\"; sleep 0.01; done; \
+             echo \"quiet from $(date +%s%N)\"; sleep 4; echo done > done.txt",
+            json!({}),
+        )
+        .await;
+    let task = env.wait_done(&id).await;
+    let log = env.log(&id).await;
+    assert_eq!(task["status"], "succeeded", "{task}\n{log:#?}");
+    assert!(
+        log.contains(&format!("agent: ran in {}", &warm[..12])),
+        "the task took the warm sandbox:\n{log:#?}"
+    );
+    let quiet_from: i64 = log
+        .iter()
+        .find_map(|line| line.strip_prefix("agent: quiet from "))
+        .and_then(|ns| ns.trim().parse().ok())
+        .unwrap_or_else(|| panic!("the task says when its output went quiet:\n{log:#?}"));
+    let quiet_from = chrono::DateTime::from_timestamp_nanos(quiet_from);
+    let busy = log.iter().filter(|l| l.starts_with("agent: busy ")).count();
+    assert!(busy > 10, "the task streamed lines first ({busy})");
+    let refill = wait_warm(&instance, &[&warm]).await;
+    assert!(
+        created(&refill) > quiet_from,
+        "the pool refilled at {} while the task streamed lines (until {quiet_from})",
+        created(&refill)
+    );
+}
+
 /// Under the operator's default network policy (a sandbox with no network and the proxy
 /// variables), the sandbox kept warm is of that shape, so the first task takes it too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

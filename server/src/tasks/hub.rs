@@ -9,7 +9,9 @@
 //! changes they announced; the hub hands its own status changes to the relay to announce.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::sync::broadcast;
 
@@ -86,6 +88,10 @@ pub struct EventHub {
     /// Tasks whose log this replica is appending to right now, with the highest seq another
     /// replica's notification ([`EventHub::stored`]) named meanwhile.
     appending: Mutex<HashMap<String, Appending>>,
+    /// When this replica last published log events, in ms after `started` ([`u64::MAX`]: never;
+    /// see [`EventHub::quiet_for`]).
+    published_at: AtomicU64,
+    started: Instant,
 }
 
 /// A task's appends in flight here.
@@ -139,6 +145,8 @@ impl Default for EventHub {
             closing: tokio_util::sync::CancellationToken::new(),
             relay: std::sync::OnceLock::new(),
             appending: Mutex::new(HashMap::new()),
+            published_at: AtomicU64::new(u64::MAX),
+            started: Instant::now(),
         }
     }
 }
@@ -190,8 +198,8 @@ impl EventHub {
 
     /// Marks an append to a task's log under way here until the guard is dropped (after its
     /// events were [published](Self::publish)). On PostgreSQL the append's own notification
-    /// comes back through the relay as [`stored`](Self::stored), often before the append's
-    /// answer: meanwhile such notifications are held back and dropped when what they name was
+    /// comes back through the relay as [`stored`](Self::stored), and can arrive before its
+    /// events are published here: meanwhile such notifications are held back and dropped when what they name was
     /// published here, so viewers take the events from the broadcast instead of each reading
     /// them from the database (slower, and a load on it).
     pub fn appending(&self, task_id: &str) -> AppendGuard<'_> {
@@ -208,6 +216,11 @@ impl EventHub {
     /// Tells viewers of a task about stored events (nobody subscribed: nothing to do, and no
     /// channel is made for it).
     pub fn publish(&self, task_id: &str, events: &[TaskEvent]) {
+        if events.is_empty() {
+            return;
+        }
+        let now = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX - 1);
+        self.published_at.store(now, Ordering::Relaxed);
         if let Some(last) = events.last()
             && let Some(state) = self.lock_appending().get_mut(task_id)
         {
@@ -225,6 +238,18 @@ impl EventHub {
             if let Some(live) = LiveEvent::of(event) {
                 let _ = sender.send(TaskSignal::Event(Arc::new(live)));
             }
+        }
+    }
+
+    /// How long no task's log events were published here ([`Duration::MAX`] when none ever
+    /// were), to millisecond precision: how long live output has been quiet.
+    pub fn quiet_for(&self) -> Duration {
+        match self.published_at.load(Ordering::Relaxed) {
+            u64::MAX => Duration::MAX,
+            last => self
+                .started
+                .elapsed()
+                .saturating_sub(Duration::from_millis(last)),
         }
     }
 
@@ -300,6 +325,20 @@ impl EventHub {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn output_is_quiet_until_events_are_published() {
+        let hub = EventHub::default();
+        assert_eq!(hub.quiet_for(), Duration::MAX, "nothing published yet");
+        hub.publish("t1", &[]);
+        assert_eq!(
+            hub.quiet_for(),
+            Duration::MAX,
+            "an empty batch is no output"
+        );
+        hub.publish("t1", &[event(1)]);
+        assert!(hub.quiet_for() < Duration::from_secs(3600));
+    }
 
     #[test]
     fn channels_of_idle_or_ended_tasks_are_forgotten() {

@@ -18,7 +18,8 @@
 //! deadline (the maximum age plus the longest a task's sandbox may live).
 //!
 //! Refilling runs in the background (one sandbox at a time, woken when a task takes one, and
-//! every few seconds): it replaces pooled sandboxes older than the maximum age, those whose image
+//! every few seconds; each start waits for half a second without live output on this replica,
+//! up to 30 s, so that no task's output stalls while Docker starts a sandbox): it replaces pooled sandboxes older than the maximum age, those whose image
 //! is no longer what the image's tag names (rebuilt, or the image service built it anew), and
 //! those no longer running. A take checks the image too, so a task never starts on an old image.
 
@@ -37,6 +38,12 @@ use super::TaskRunner;
 const CHECK_EVERY: Duration = Duration::from_secs(5);
 /// How long the refill waits after a task took a warm sandbox.
 const REFILL_AFTER_TAKE: Duration = Duration::from_secs(2);
+/// How long no log line may have been published on this replica before the pool starts a
+/// sandbox: starting one (`docker create`, `start`, the readied execs) takes both cores of a
+/// small machine for a moment, and live output streaming meanwhile stalls for it.
+const LULL: Duration = Duration::from_millis(500);
+/// The longest the pool waits for such a lull before it starts a sandbox anyway.
+const LULL_WAIT_MAX: Duration = Duration::from_secs(30);
 /// How long a take waits for a warm sandbox being started before creating its own.
 const WAIT_FOR_STARTING: Duration = Duration::from_secs(10);
 /// How long shutdown waits for the pool to be removed.
@@ -322,6 +329,12 @@ impl TaskRunner {
         )
         .await;
         loop {
+            if pool.lock().ready.get(&key).map_or(0, Vec::len) >= pool.size {
+                return;
+            }
+            // Not marked as starting yet: a take meanwhile makes its own sandbox rather than
+            // wait for this one.
+            self.wait_for_lull().await;
             {
                 let mut state = pool.lock();
                 if state.ready.get(&key).map_or(0, Vec::len) >= pool.size {
@@ -342,6 +355,22 @@ impl TaskRunner {
             pool.made.notify_waiters();
             if failed || self.inner.shutdown.is_cancelled() {
                 return;
+            }
+        }
+    }
+
+    /// Waits until no log line was published here for [`LULL`] (at most [`LULL_WAIT_MAX`], or
+    /// until shutdown), so that starting a sandbox does not hold up a task's live output.
+    async fn wait_for_lull(&self) {
+        let give_up = Instant::now() + LULL_WAIT_MAX;
+        loop {
+            let quiet = self.inner.hub.quiet_for();
+            if quiet >= LULL || Instant::now() >= give_up {
+                return;
+            }
+            tokio::select! {
+                () = self.inner.shutdown.cancelled() => return,
+                () = tokio::time::sleep(LULL - quiet) => {}
             }
         }
     }
