@@ -858,6 +858,22 @@ async fn text_from_outside_with_nul_is_stored_everywhere(db: TestDb) {
     );
 }
 
+/// A task to append to, and a batch of 16 lines of 1,000 bytes (~16 KiB) to append to it, so a
+/// write-ahead log grows fast even on a slow machine.
+async fn task_and_16_kib_batch(s: &Store) -> (String, Vec<NewEvent>) {
+    let a = user(s, 1, "a").await;
+    let t = s.insert_task(&new_task(&a.id, "o/r", "p")).await.unwrap();
+    let line = "x".repeat(1000);
+    (t.id, events(&vec![line.as_str(); 16]))
+}
+
+/// The checkpoint sequence number in a write-ahead log's header (bytes 12..16,
+/// <https://sqlite.org/fileformat2.html#walformat>): it goes up each time the log starts over.
+fn wal_sequence(wal: &std::path::Path) -> Option<u32> {
+    let header = std::fs::read(wal).ok()?;
+    Some(u32::from_be_bytes(header.get(12..16)?.try_into().ok()?))
+}
+
 /// What a SQLite store writes reaches the database file within seconds while the store stays
 /// open, well before SQLite's own automatic checkpoint (1,000 pages of log, ~4 MiB) would
 /// copy it there: the store checkpoints in the background, so no append has to.
@@ -908,25 +924,17 @@ async fn sqlite_starts_its_write_ahead_log_over_while_writes_go_on() {
     let wal = drydock::store::sqlite_file(&db.url)
         .unwrap()
         .with_extension("db-wal");
-    let sequence = || {
-        std::fs::read(&wal)
-            .ok()
-            .and_then(|header| Some(u32::from_be_bytes(header.get(12..16)?.try_into().ok()?)))
-    };
-    let a = user(s, 1, "a").await;
-    let t = s.insert_task(&new_task(&a.id, "o/r", "p")).await.unwrap();
+    let sequence = || wal_sequence(&wal);
     // ~16 KiB of lines per append, so that the log passes the point where it is made to start
     // over after a few hundred appends even on a slow machine.
-    let line = "x".repeat(1000);
-    let batch: Vec<&str> = vec![line.as_str(); 16];
-    let batch = events(&batch);
-    s.append_task_events(&t.id, &batch).await.unwrap();
+    let (task, batch) = task_and_16_kib_batch(s).await;
+    s.append_task_events(&task, &batch).await.unwrap();
     let first = sequence().expect("a write-ahead log with a header");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     let mut appends = 0u64;
     loop {
         for _ in 0..20 {
-            s.append_task_events(&t.id, &batch).await.unwrap();
+            s.append_task_events(&task, &batch).await.unwrap();
         }
         appends += 20;
         let now = sequence().expect("a write-ahead log with a header");
@@ -943,7 +951,7 @@ async fn sqlite_starts_its_write_ahead_log_over_while_writes_go_on() {
     // Every line written across the log's starting over is there, the last at the last seq.
     let written = (appends as i64 + 1) * 16;
     let last = s
-        .list_task_events_after(&t.id, written - 1, 10)
+        .list_task_events_after(&task, written - 1, 10)
         .await
         .unwrap();
     assert_eq!(
@@ -952,7 +960,7 @@ async fn sqlite_starts_its_write_ahead_log_over_while_writes_go_on() {
         "the last line is stored at seq {written}"
     );
     let count = s
-        .list_task_events_after(&t.id, 0, written + 10)
+        .list_task_events_after(&task, 0, written + 10)
         .await
         .unwrap();
     assert_eq!(count.len() as i64, written, "no line is missing");
@@ -1038,12 +1046,8 @@ async fn sqlite_a_read_left_open_does_not_hold_writers_off() {
             .journal_mode(SqliteJournalMode::Wal)
             .busy_timeout(std::time::Duration::from_secs(busy))
     };
-    let a = user(s, 1, "a").await;
-    let t = s.insert_task(&new_task(&a.id, "o/r", "p")).await.unwrap();
-    let line = "x".repeat(1000);
-    let batch: Vec<&str> = vec![line.as_str(); 16];
-    let batch = events(&batch);
-    s.append_task_events(&t.id, &batch).await.unwrap();
+    let (task, batch) = task_and_16_kib_batch(s).await;
+    s.append_task_events(&task, &batch).await.unwrap();
 
     let mut reader = SqliteConnection::connect_with(&open(10)).await.unwrap();
     reader.execute("BEGIN").await.unwrap();
@@ -1053,7 +1057,7 @@ async fn sqlite_a_read_left_open_does_not_hold_writers_off() {
         .unwrap();
     // Past 10,000 pages of log (~40 MiB), where the store makes the log start over.
     while std::fs::metadata(&wal).map_or(0, |m| m.len()) < 48 << 20 {
-        s.append_task_events(&t.id, &batch).await.unwrap();
+        s.append_task_events(&task, &batch).await.unwrap();
     }
     let mut writer = SqliteConnection::connect_with(&open(1)).await.unwrap();
     for attempt in 0..40 {
@@ -1064,16 +1068,12 @@ async fn sqlite_a_read_left_open_does_not_hold_writers_off() {
             );
         }
         writer.execute("ROLLBACK").await.unwrap();
-        s.append_task_events(&t.id, &batch).await.unwrap();
+        s.append_task_events(&task, &batch).await.unwrap();
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 
     // The read ends: the log starts over (its header's checkpoint sequence changes).
-    let sequence = || {
-        std::fs::read(&wal)
-            .ok()
-            .and_then(|header| Some(u32::from_be_bytes(header.get(12..16)?.try_into().ok()?)))
-    };
+    let sequence = || wal_sequence(&wal);
     let first = sequence().expect("a write-ahead log with a header");
     reader.execute("COMMIT").await.unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
@@ -1082,7 +1082,7 @@ async fn sqlite_a_read_left_open_does_not_hold_writers_off() {
             std::time::Instant::now() < deadline,
             "the log did not start over in 120 s after the read ended"
         );
-        s.append_task_events(&t.id, &batch).await.unwrap();
+        s.append_task_events(&task, &batch).await.unwrap();
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
