@@ -8,8 +8,8 @@
 //! starts over (and its file stops growing) when a writer finds it copied whole; writes without
 //! a pause never do, so a log past [`RESTART_PAGES`] gets a RESTART checkpoint, which holds
 //! writers off while it copies what the PASSIVE one left and makes the log start over. It waits
-//! for the writer before it and for readers of older snapshots at most 100 ms
-//! ([`RESTART_WAIT`], not the pool's 10-s busy timeout), so a read left open cannot stall appends for long.
+//! for the writer before it and for readers of older snapshots at most 100 ms ([`RESTART_WAIT`],
+//! not the pool's 10-s busy timeout), so a read left open cannot stall appends for long.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -77,7 +77,10 @@ async fn run(pool: PgPool, mut stored: mpsc::UnboundedReceiver<(String, i64)>) {
                 // Kept, and tried again with whatever comes meanwhile.
                 Err(err) => {
                     if !failing {
-                        tracing::warn!(error = %err, "could not announce stored log events to other replicas; trying again");
+                        tracing::warn!(
+                            error = %err,
+                            "could not announce stored log events to other replicas; trying again"
+                        );
                     }
                     failing = true;
                 }

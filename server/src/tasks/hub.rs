@@ -199,9 +199,9 @@ impl EventHub {
     /// Marks an append to a task's log under way here until the guard is dropped (after its
     /// events were [published](Self::publish)). On PostgreSQL the append's own notification
     /// comes back through the relay as [`stored`](Self::stored), and can arrive before its
-    /// events are published here: meanwhile such notifications are held back and dropped when what they name was
-    /// published here, so viewers take the events from the broadcast instead of each reading
-    /// them from the database (slower, and a load on it).
+    /// events are published here: meanwhile such notifications are held back and dropped when
+    /// what they name was published here, so viewers take the events from the broadcast instead
+    /// of each reading them from the database (slower, and a load on it).
     pub fn appending(&self, task_id: &str) -> AppendGuard<'_> {
         self.lock_appending()
             .entry(task_id.to_owned())

@@ -1,12 +1,12 @@
 //! Live events across replicas through PostgreSQL `LISTEN/NOTIFY`.
 //!
 //! Each replica listens on three channels: stored log events (`"<task id> <last seq>"`, sent
-//! by the store after the appends commit, at most one per task every 10 ms), status changes (`"<origin replica> <task
-//! id>"`) and requests for a task's owner (the owner's id). A notification carries no log text
-//! and no status: the receiving replica reads the rows, so a viewer on any replica sees exactly
-//! what the database holds, in order, and a reconnect after `Last-Event-ID` loses nothing. When
-//! the listening connection drops, notifications sent meanwhile are lost; the relay then tells
-//! every local viewer to re-read the database.
+//! by the store after the appends commit, at most one per task every 10 ms), status changes
+//! (`"<origin replica> <task id>"`) and requests for a task's owner (the owner's id). A
+//! notification carries no log text and no status: the receiving replica reads the rows, so a
+//! viewer on any replica sees exactly what the database holds, in order, and a reconnect after
+//! `Last-Event-ID` loses nothing. When the listening connection drops, notifications sent
+//! meanwhile are lost; the relay then tells every local viewer to re-read the database.
 //!
 //! On SQLite (one replica) no relay runs: the hub's in-process fan-out is the whole story.
 

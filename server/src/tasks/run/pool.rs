@@ -19,9 +19,10 @@
 //!
 //! Refilling runs in the background (one sandbox at a time, woken when a task takes one, and
 //! every few seconds; each start waits for half a second without live output on this replica,
-//! up to 30 s, so that no task's output stalls while Docker starts a sandbox): it replaces pooled sandboxes older than the maximum age, those whose image
-//! is no longer what the image's tag names (rebuilt, or the image service built it anew), and
-//! those no longer running. A take checks the image too, so a task never starts on an old image.
+//! up to 30 s, so that no task's output stalls while Docker starts a sandbox): it replaces
+//! pooled sandboxes older than the maximum age, those whose image is no longer what the image's
+//! tag names (rebuilt, or the image service built it anew), and those no longer running. A take
+//! checks the image too, so a task never starts on an old image.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
