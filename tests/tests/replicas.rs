@@ -317,6 +317,65 @@ async fn tasks_through_two_replicas_run_once_and_are_followed_from_either() {
     }
 }
 
+/// A task that prints 3,000 lines as fast as it can (one write each) is followed line for line
+/// by a viewer on the other replica, every seq once, in order, and the last line reaches that
+/// viewer live, while the task still runs (not only from the database when it ends), although
+/// the notices that wake that viewer are coalesced while appends keep coming. (That the last
+/// notice of a burst is never left out is pinned down in `store.rs`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fast_printer_is_followed_to_its_last_line_from_the_other_replica() {
+    let c = Cluster::start(BIN, 2, &[]).await;
+    let id = c
+        .submit(
+            c.a(),
+            "sleep 3; for i in $(seq 1 3000); do echo \"n $i\"; done; sleep 10; echo done > done.txt",
+        )
+        .await;
+    let running = c
+        .wait_row(&id, "running", |t| {
+            t.status == "running" && t.runner_id.is_some()
+        })
+        .await;
+    let owner = running.runner_id.clone().unwrap();
+    let viewer = c.other(&owner);
+    let resp = c
+        .alice
+        .get(viewer.url(&format!("/api/tasks/{id}/events")))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut seen: Vec<(i64, String)> = Vec::new();
+    assert!(
+        read_until(resp, &mut seen, "n 3000").await,
+        "the viewer on {} saw the last line",
+        viewer.id
+    );
+    assert_eq!(
+        c.row(&id).await.status,
+        "running",
+        "the last line reached the viewer on {} while the task still ran (not only when it \
+         ended)",
+        viewer.id
+    );
+    let seqs: Vec<i64> = seen.iter().map(|(s, _)| *s).collect();
+    let expected: Vec<i64> = (1..=seqs.len() as i64).collect();
+    assert_eq!(seqs, expected, "every seq exactly once, in order");
+    let lines: Vec<&str> = seen
+        .iter()
+        .filter(|(_, t)| t.starts_with("n "))
+        .map(|(_, t)| t.as_str())
+        .collect();
+    let want: Vec<String> = (1..=3000).map(|i| format!("n {i}")).collect();
+    assert_eq!(
+        lines, want,
+        "every line of the task run by {owner}, in order"
+    );
+    let task = c.wait_ended(&id).await;
+    assert_eq!(task.status, "succeeded", "{task:?}");
+}
+
 /// kill -9 of the replica running a task whose sandbox is gone too: the other replica adopts it
 /// once its lease has run out, ends it failed with a reason naming the lost replica, leaves no
 /// sandbox, and keeps the log written before the kill.
