@@ -108,6 +108,10 @@ struct Inner {
     running: Mutex<HashMap<String, CancellationToken>>,
     /// One scheduling pass at a time.
     schedule_lock: tokio::sync::Mutex<()>,
+    /// Held while acting on other replicas' requests, so two passes (a notification and a
+    /// heartbeat at once) never act on one request together: the second would find the work
+    /// under way, clear the request, and the asking replica would answer before it was done.
+    requests_lock: tokio::sync::Mutex<()>,
     /// Cancelled when the server shuts down.
     shutdown: CancellationToken,
 }
@@ -146,6 +150,7 @@ impl TaskRunner {
                 pool,
                 running: Mutex::new(HashMap::new()),
                 schedule_lock: tokio::sync::Mutex::new(()),
+                requests_lock: tokio::sync::Mutex::new(()),
                 shutdown: CancellationToken::new(),
             }),
         }

@@ -114,6 +114,7 @@ impl TaskRunner {
 
     /// Acts on the requests other replicas left on rows this replica owns.
     pub(crate) async fn act_on_requests(&self) {
+        let _pass = self.inner.requests_lock.lock().await;
         let requests = match self
             .inner
             .store
