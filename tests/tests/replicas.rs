@@ -276,10 +276,13 @@ async fn tasks_through_two_replicas_run_once_and_are_followed_from_either() {
         lines, want,
         "every line of the task run by {owner}, in order"
     );
+    let stored = c.log(&watched).await;
     assert_eq!(
         seen.len(),
-        c.log(&watched).await.len(),
-        "the viewer saw exactly what is stored"
+        stored.len(),
+        "the viewer saw exactly what is stored; the last it saw: {:?}; the last stored: {:?}",
+        &seen[seen.len().saturating_sub(3)..],
+        &stored[stored.len().saturating_sub(3)..]
     );
     let listed = status_end.await.unwrap();
     assert_eq!(

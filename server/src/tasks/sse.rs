@@ -75,8 +75,10 @@ enum Phase {
     Start,
     /// Follow the broadcast.
     Live,
-    /// The run ended: send what is left and the `end` event.
+    /// The run ended: send what is left.
     Ending,
+    /// Everything stored was sent: the `end` event.
+    Ended,
     /// Nothing more.
     Done,
 }
@@ -126,9 +128,13 @@ impl LogViewer {
                 }
                 Phase::Ending => {
                     if !self.read_stored().await? {
-                        self.phase = Phase::Done;
-                        return Some(self.end_frame().await);
+                        // The last page read goes out before the `end` event.
+                        self.phase = Phase::Ended;
                     }
+                }
+                Phase::Ended => {
+                    self.phase = Phase::Done;
+                    return Some(self.end_frame().await);
                 }
                 Phase::Done => return None,
             }
