@@ -1026,3 +1026,96 @@ async fn postgres_tells_other_replicas_how_far_each_log_is_stored() {
     }
     assert_eq!(heard.len(), 2, "notices name only the two tasks");
 }
+
+/// A SQLite database left by an older drydock (migrations up to 0005, with a connector in it) is
+/// brought up to date when the new one opens it, and its rows then read back through every
+/// connection of the store's pool, even when another process held the write lock for a moment
+/// while the store started (a backup or the `sqlite3` shell), so that the migrations waited.
+/// A connection that had read the schema before the migrations were done kept it, and a `SELECT *`
+/// on a table they changed then got fewer columns than its rows have: sqlx's worker thread
+/// panicked and the read answered nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_upgraded_while_its_writes_wait_reads_every_row_on_every_connection() {
+    use sqlx::Connection as _;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("drydock.db").display());
+    let options = <sqlx::sqlite::SqliteConnectOptions as std::str::FromStr>::from_str(&url)
+        .unwrap()
+        .create_if_missing(true)
+        .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal);
+
+    // The older release's schema: the project's own migrations up to 0005, and one connector.
+    let older = dir.path().join("migrations");
+    std::fs::create_dir(&older).unwrap();
+    let all = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../migrations/sqlite");
+    for entry in std::fs::read_dir(&all).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+        if name.as_str() <= "0005" {
+            std::fs::copy(&path, older.join(&name)).unwrap();
+        }
+    }
+    let mut old = sqlx::SqliteConnection::connect_with(&options)
+        .await
+        .unwrap();
+    sqlx::migrate::Migrator::new(older.as_path())
+        .await
+        .unwrap()
+        .run(&mut old)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO users (id, github_id, login, created_at, last_login_at)
+         VALUES ('u1', 1, 'alice', 0, 0)",
+    )
+    .execute(&mut old)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO connectors (id, user_id, name, transport, url, created_at, updated_at)
+         VALUES ('c1', 'u1', 'docs', 'http', 'https://mcp.example.test/', 0, 0)",
+    )
+    .execute(&mut old)
+    .await
+    .unwrap();
+
+    // Another process holds the write lock while the new release starts, then lets go.
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut old)
+        .await
+        .unwrap();
+    let opening = tokio::spawn({
+        let url = url.clone();
+        async move { Store::open(&url).await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    sqlx::query("ROLLBACK").execute(&mut old).await.unwrap();
+    old.close().await.unwrap();
+    let store = opening
+        .await
+        .unwrap()
+        .expect("the older database is migrated");
+
+    // Reads at once, more than the pool has connections, so that each connection serves some.
+    for round in 0..4 {
+        let reads = (0..16).map(|_| store.get_connector("u1", "c1"));
+        for read in futures::future::join_all(reads).await {
+            let connector = read.unwrap().unwrap_or_else(|| {
+                panic!("round {round}: the connector made before the upgrade reads back as missing")
+            });
+            assert_eq!(connector.name, "docs");
+            assert_eq!(
+                connector.auth, "headers",
+                "a column the upgrade added has its default"
+            );
+        }
+    }
+    assert_eq!(
+        store.migration_version().await.unwrap(),
+        std::fs::read_dir(&all)
+            .unwrap()
+            .filter_map(|e| e.unwrap().file_name().to_str()?.get(..4)?.parse().ok())
+            .max(),
+        "every migration is applied"
+    );
+}

@@ -142,6 +142,22 @@ pub struct Store {
 impl Store {
     /// Connects to the database the URL names. Does not run migrations.
     pub async fn connect(url: &str) -> StoreResult<Self> {
+        Self::start(url, false).await
+    }
+
+    /// Brings the schema up to date, then connects.
+    ///
+    /// On SQLite the migrations run on a connection of their own, closed before the pool and
+    /// the checkpointer open theirs: a connection that read the schema while the migrations ran
+    /// keeps that schema until its next statement runs, and a `SELECT *` it then prepares on a
+    /// table a migration gave columns gets rows wider than the columns sqlx took from the
+    /// statement (sqlx's worker thread panics and the query answers nothing). On PostgreSQL they
+    /// run on the pool before anything else uses it.
+    pub async fn open(url: &str) -> StoreResult<Self> {
+        Self::start(url, true).await
+    }
+
+    async fn start(url: &str, migrate: bool) -> StoreResult<Self> {
         let scheme = url.split(':').next().unwrap_or_default();
         match scheme {
             "sqlite" => {
@@ -164,6 +180,17 @@ impl Store {
                         backend: "SQLite",
                         reason: format!("cannot create {}: {err}", parent.display()),
                     })?;
+                }
+                if migrate {
+                    // (A pool of one: given a bare connection, sqlx's migrator makes a future that
+                    // is not `Send`.)
+                    let single = SqlitePoolOptions::new()
+                        .max_connections(1)
+                        .connect_with(options.clone())
+                        .await?;
+                    let migrated = SQLITE_MIGRATOR.run(&single).await;
+                    single.close().await;
+                    migrated?;
                 }
                 // No ping before handing out a connection: it is a call to the connection's
                 // worker thread on every query, and a connection to a file in this process
@@ -217,6 +244,9 @@ impl Store {
                     .acquire_timeout(Duration::from_secs(10))
                     .connect_with(options)
                     .await?;
+                if migrate {
+                    POSTGRES_MIGRATOR.run(&pool).await?;
+                }
                 let notices = notices::Notices::start(pool.clone());
                 Ok(Self {
                     pool: Pool::Postgres(pool),
@@ -230,13 +260,6 @@ impl Store {
         }
     }
 
-    /// Connects and brings the schema up to date.
-    pub async fn open(url: &str) -> StoreResult<Self> {
-        let store = Self::connect(url).await?;
-        store.migrate().await?;
-        Ok(store)
-    }
-
     /// The newest applied migration's version, if any (for the operator page).
     pub async fn migration_version(&self) -> StoreResult<Option<i64>> {
         Ok(with_pool!(self, pool => {
@@ -246,15 +269,6 @@ impl Store {
             .fetch_one(pool)
             .await?
         }))
-    }
-
-    /// Applies the migrations not yet applied.
-    pub async fn migrate(&self) -> StoreResult<()> {
-        match &self.pool {
-            Pool::Sqlite(pool) => SQLITE_MIGRATOR.run(pool).await?,
-            Pool::Postgres(pool) => POSTGRES_MIGRATOR.run(pool).await?,
-        }
-        Ok(())
     }
 
     /// Which backend this store uses.
