@@ -1119,3 +1119,63 @@ async fn sqlite_upgraded_while_its_writes_wait_reads_every_row_on_every_connecti
         "every migration is applied"
     );
 }
+
+/// SQLite, a read left open (a snapshot held for long) while the write-ahead log is past the
+/// point where it is made to start over: the checkpoint that makes it start over holds writers
+/// off while it waits for readers of older snapshots, and waits for them only briefly, so a
+/// writer that waits up to 1 s for the database (a tenth of the store's own busy timeout) is
+/// never refused; once the read ends the log starts over.
+#[tokio::test]
+async fn sqlite_a_read_left_open_does_not_hold_writers_off() {
+    use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode};
+    use sqlx::{Connection as _, Executor as _};
+    let db = TestDb::sqlite().await;
+    let s = &db.store;
+    let file = drydock::store::sqlite_file(&db.url).unwrap();
+    let wal = file.with_extension("db-wal");
+    let open = |busy: u64| {
+        SqliteConnectOptions::new()
+            .filename(&file)
+            .journal_mode(SqliteJournalMode::Wal)
+            .busy_timeout(std::time::Duration::from_secs(busy))
+    };
+    let (task, batch) = task_and_16_kib_batch(s).await;
+    s.append_task_events(&task, &batch).await.unwrap();
+
+    let mut reader = SqliteConnection::connect_with(&open(10)).await.unwrap();
+    reader.execute("BEGIN").await.unwrap();
+    let _: (i64,) = sqlx::query_as("SELECT count(*) FROM task_events")
+        .fetch_one(&mut reader)
+        .await
+        .unwrap();
+    // Past 10,000 pages of log (~40 MiB), where the store makes the log start over.
+    while std::fs::metadata(&wal).map_or(0, |m| m.len()) < 48 << 20 {
+        s.append_task_events(&task, &batch).await.unwrap();
+    }
+    let mut writer = SqliteConnection::connect_with(&open(1)).await.unwrap();
+    for attempt in 0..40 {
+        if let Err(err) = writer.execute("BEGIN IMMEDIATE").await {
+            panic!(
+                "a writer waiting up to 1 s was refused (attempt {attempt}) while a read is \
+                 open: {err}"
+            );
+        }
+        writer.execute("ROLLBACK").await.unwrap();
+        s.append_task_events(&task, &batch).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+
+    // The read ends: the log starts over (its header's checkpoint sequence changes).
+    let sequence = || wal_sequence(&wal);
+    let first = sequence().expect("a write-ahead log with a header");
+    reader.execute("COMMIT").await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while sequence() == Some(first) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the log did not start over in 120 s after the read ended"
+        );
+        s.append_task_events(&task, &batch).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

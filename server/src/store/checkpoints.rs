@@ -7,7 +7,9 @@
 //! every second a PASSIVE checkpoint copies what it can without waiting for anyone. The log
 //! starts over (and its file stops growing) when a writer finds it copied whole; writes without
 //! a pause never do, so a log past [`RESTART_PAGES`] gets a RESTART checkpoint, which holds
-//! writers off while it copies what the PASSIVE one left and makes the log start over.
+//! writers off while it copies what the PASSIVE one left and makes the log start over. It waits
+//! for the writer before it and for readers of older snapshots at most 100 ms ([`RESTART_WAIT`],
+//! not the pool's 10-s busy timeout), so a read left open cannot stall appends for long.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -62,21 +64,29 @@ async fn run(pool: SqlitePool) {
 /// [`RESTART_PAGES`] (it has not started over for a while: writers kept adding to it while it was
 /// copied).
 async fn checkpoint(pool: &SqlitePool) -> Result<(), sqlx::Error> {
-    let (_, pages, _) = wal_checkpoint(pool, PASSIVE).await?;
+    let (_, pages, _): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
+        .fetch_one(pool)
+        .await?;
     if pages > RESTART_PAGES {
-        wal_checkpoint(pool, RESTART).await?;
+        restart(pool).await?;
     }
     Ok(())
 }
 
-const PASSIVE: &str = "PRAGMA wal_checkpoint(PASSIVE)";
-const RESTART: &str = "PRAGMA wal_checkpoint(RESTART)";
+/// Sets how long (ms) a RESTART checkpoint waits for the writer before it, and then for readers
+/// of older snapshots, while it holds every other writer off. Short, so that a read left open
+/// for long does not stall appends: the checkpoint gives up (and is tried again next round).
+const RESTART_WAIT: &str = "PRAGMA busy_timeout = 100";
 
-/// Runs [`PASSIVE`] or [`RESTART`]: (1 if a RESTART was blocked by the busy timeout, pages in the
-/// log, pages of it copied into the database file).
-async fn wal_checkpoint(
-    pool: &SqlitePool,
-    statement: &'static str,
-) -> Result<(i64, i64, i64), sqlx::Error> {
-    sqlx::query_as(statement).fetch_one(pool).await
+/// A RESTART checkpoint on a connection of its own whose busy timeout is [`RESTART_WAIT`]
+/// instead of the pool's; the connection is closed afterwards rather than returned with it.
+async fn restart(pool: &SqlitePool) -> Result<(), sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    conn.close_on_drop();
+    sqlx::query(RESTART_WAIT).execute(&mut *conn).await?;
+    // Answers (1 if it gave up waiting, pages in the log, pages copied); giving up is no error.
+    let _: (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(RESTART)")
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok(())
 }
