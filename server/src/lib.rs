@@ -49,7 +49,7 @@ pub async fn run(
         .local_addr()
         .context("reading the listening address")?;
     // SQLite has one replica: a second server on the same file is refused before it touches it.
-    let _single = hold_sqlite_file(&config)?;
+    let _single = hold_sqlite_file(&config, LockFor::Serving)?;
     let state = build_state(config, addr).await?;
     let image_watch = tokio_util::sync::CancellationToken::new();
     state.image.start(image_watch.clone());
@@ -100,11 +100,20 @@ pub async fn run(
     Ok(())
 }
 
+/// What the SQLite lock is taken for (the refusal says what to do about it).
+#[derive(Clone, Copy)]
+enum LockFor {
+    /// `drydock serve`: SQLite has one replica.
+    Serving,
+    /// `drydock migrate`: a running server's open connections would keep the schema they read.
+    Migrating,
+}
+
 /// Takes the lock that makes a SQLite database single-replica: an exclusive advisory lock on
 /// `<database file>.serve-lock`, held until the returned file is dropped (when `run` returns,
 /// or the kernel releases it when the process dies, however it dies). `None` for PostgreSQL,
-/// where replicas coordinate through the database.
-fn hold_sqlite_file(config: &Config) -> anyhow::Result<Option<std::fs::File>> {
+/// where replicas coordinate through the database. Errors when a server holds it.
+fn hold_sqlite_file(config: &Config, purpose: LockFor) -> anyhow::Result<Option<std::fs::File>> {
     let url = config.database_url();
     let Some(db) = store::sqlite_file(url.expose()) else {
         return Ok(None);
@@ -125,20 +134,31 @@ fn hold_sqlite_file(config: &Config) -> anyhow::Result<Option<std::fs::File>> {
         .with_context(|| format!("opening {}", path.display()))?;
     match file.try_lock() {
         Ok(()) => Ok(Some(file)),
-        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
-            "another drydock server is already running on the SQLite database {}: SQLite supports \
-             one server only (stop the other one, or use PostgreSQL to run several replicas)",
-            db.display()
-        ),
+        Err(std::fs::TryLockError::WouldBlock) => match purpose {
+            LockFor::Serving => anyhow::bail!(
+                "another drydock server is already running on the SQLite database {}: SQLite \
+                 supports one server only (stop the other one, or use PostgreSQL to run several \
+                 replicas)",
+                db.display()
+            ),
+            LockFor::Migrating => anyhow::bail!(
+                "a drydock server is running on the SQLite database {}: stop it before migrating \
+                 (a server applies the migrations itself when it starts; one left running would \
+                 go on reading the schema it started with)",
+                db.display()
+            ),
+        },
         Err(std::fs::TryLockError::Error(err)) => {
             Err(err).with_context(|| format!("locking {}", path.display()))
         }
     }
 }
 
-/// Applies database migrations and returns (the `migrate` subcommand).
+/// Applies database migrations and returns (the `migrate` subcommand). On SQLite, refused while
+/// a server runs on the same database file.
 pub async fn migrate(config: &Config) -> anyhow::Result<()> {
     create_data_dir(&config.data_dir)?;
+    let _single = hold_sqlite_file(config, LockFor::Migrating)?;
     let store = Store::open(config.database_url().expose()).await?;
     tracing::info!(database = ?store.backend(), "migrations applied");
     store.close().await;

@@ -970,6 +970,55 @@ async fn a_second_server_on_one_sqlite_file_is_refused() {
     assert!(resp.status().is_success());
 }
 
+/// `drydock migrate` on a SQLite database a server is running on is refused, with a message that
+/// says to stop the server first (a running server's open connections would go on reading the
+/// schema they started with); the server keeps serving, and once it has stopped the migration runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrating_a_sqlite_database_a_server_runs_on_waits_for_the_server_to_stop() {
+    let gh = GithubStandIn::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("shared.db").display());
+    let agents = dir.path().join("agents.toml");
+    std::fs::write(&agents, SCRIPTED_AGENT).unwrap();
+    let mut server = Replica::start(
+        BIN,
+        "sqlite-serving",
+        &url,
+        &gh,
+        agents.to_str().unwrap(),
+        &[],
+    );
+    server.wait_healthy().await;
+    let migrate = || {
+        Command::new(BIN)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .args(["--database-url", &url])
+            .arg("--data-dir")
+            .arg(dir.path().join("migrating"))
+            .arg("migrate")
+            .output()
+            .unwrap()
+    };
+    let refused = migrate();
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success(),
+        "migrate ran while a server runs on the database: {said}"
+    );
+    assert!(said.contains("stop it before migrating"), "{said}");
+    let resp = reqwest::get(server.url("/healthz")).await.unwrap();
+    assert!(resp.status().is_success(), "the server still serves");
+
+    server.stop();
+    let ran = migrate();
+    assert!(
+        ran.status.success(),
+        "migrate after the server stopped: {}",
+        String::from_utf8_lossy(&ran.stderr)
+    );
+}
+
 /// Two replicas with one instance id on one PostgreSQL would share a heartbeat row (neither's
 /// tasks ever adopted) and reconcile each other's sandboxes away: the second is refused, and the
 /// first keeps serving with its warm sandbox.

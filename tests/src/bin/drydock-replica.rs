@@ -1,16 +1,26 @@
 //! The `drydock serve` command as its own binary, so the replica tests can run several real
 //! server processes and kill one with SIGKILL (Cargo builds binaries of this package for its
 //! integration tests, not those of the `drydock` package). It runs the same `drydock::run` as
-//! `drydock serve`, and prints `listening on ADDR` on standard output once bound.
+//! `drydock serve`, and prints `listening on ADDR` on standard output once bound. Given
+//! `migrate`, it runs `drydock migrate`'s `drydock::migrate` instead.
 
 use std::io::Write;
 
-use drydock::config::Cli;
+use drydock::config::{Cli, Command};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse_process();
     drydock::telemetry::init(&cli.config);
+    if matches!(cli.command, Some(Command::Migrate)) {
+        return match drydock::migrate(&cli.config).await {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("drydock: {err:#}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     let listener = match tokio::net::TcpListener::bind(cli.config.addr).await {
         Ok(listener) => listener,
         Err(err) => {
