@@ -908,24 +908,24 @@ async fn stop_follow_up_and_sandbox_stop_reach_the_owning_replica() {
     assert!(c.row(&kept).await.container_id.is_none());
 }
 
-/// SQLite has one replica: a second server on the same database file is refused at start-up
-/// with a message that says why and what to do.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_second_server_on_one_sqlite_file_is_refused() {
+/// A healthy server process (instance `id`) on a new SQLite file `shared.db` in a temporary
+/// directory: its GitHub stand-in, the directory, the database URL and the server.
+async fn server_on_a_sqlite_file(id: &str) -> (GithubStandIn, tempfile::TempDir, String, Replica) {
     let gh = GithubStandIn::start().await;
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("shared.db").display());
     let agents = dir.path().join("agents.toml");
     std::fs::write(&agents, SCRIPTED_AGENT).unwrap();
-    let first = Replica::start(
-        BIN,
-        "sqlite-first",
-        &url,
-        &gh,
-        agents.to_str().unwrap(),
-        &[],
-    );
-    first.wait_healthy().await;
+    let server = Replica::start(BIN, id, &url, &gh, agents.to_str().unwrap(), &[]);
+    server.wait_healthy().await;
+    (gh, dir, url, server)
+}
+
+/// SQLite has one replica: a second server on the same database file is refused at start-up
+/// with a message that says why and what to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_server_on_one_sqlite_file_is_refused() {
+    let (_gh, dir, url, first) = server_on_a_sqlite_file("sqlite-first").await;
     let mut second = Command::new(BIN)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -975,20 +975,7 @@ async fn a_second_server_on_one_sqlite_file_is_refused() {
 /// schema they started with); the server keeps serving, and once it has stopped the migration runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrating_a_sqlite_database_a_server_runs_on_waits_for_the_server_to_stop() {
-    let gh = GithubStandIn::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("shared.db").display());
-    let agents = dir.path().join("agents.toml");
-    std::fs::write(&agents, SCRIPTED_AGENT).unwrap();
-    let mut server = Replica::start(
-        BIN,
-        "sqlite-serving",
-        &url,
-        &gh,
-        agents.to_str().unwrap(),
-        &[],
-    );
-    server.wait_healthy().await;
+    let (_gh, dir, url, mut server) = server_on_a_sqlite_file("sqlite-serving").await;
     let migrate = || {
         Command::new(BIN)
             .env_clear()
