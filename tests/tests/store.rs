@@ -1179,3 +1179,27 @@ async fn sqlite_a_read_left_open_does_not_hold_writers_off() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// A SQLite database migrated by a newer drydock (it has a migration this one does not know) is
+/// refused with a message that says so and what to do, and says it once.
+#[tokio::test]
+async fn sqlite_migrated_by_a_newer_drydock_is_refused_saying_so() {
+    use sqlx::Connection as _;
+    let db = TestDb::sqlite().await;
+    let mut newer = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
+         VALUES (9999, 'from the future', TRUE, X'00', 0)",
+    )
+    .execute(&mut newer)
+    .await
+    .unwrap();
+    newer.close().await.unwrap();
+    let err = Store::open(&db.url).await.unwrap_err();
+    let said = format!("{:#}", anyhow::Error::from(err));
+    assert!(
+        said.contains("migration 9999") && said.contains("a newer drydock migrated it"),
+        "{said}"
+    );
+    assert_eq!(said.matches("9999").count(), 1, "said once: {said}");
+}

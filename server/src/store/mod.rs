@@ -93,9 +93,10 @@ pub enum StoreError {
     /// A row with the same unique key already exists.
     #[error("a row with the same unique key already exists")]
     Conflict,
-    /// Applying migrations failed.
-    #[error("database migration failed: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// Applying migrations failed; for a database that a newer or a changed drydock migrated,
+    /// the message says so.
+    #[error("database migration failed: {}", migrate_reason(.0))]
+    Migrate(sqlx::migrate::MigrateError),
     /// Any other database error.
     #[error("database error: {0}")]
     Database(sqlx::Error),
@@ -107,6 +108,30 @@ impl From<sqlx::Error> for StoreError {
             sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict,
             _ => StoreError::Database(err),
         }
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for StoreError {
+    fn from(err: sqlx::migrate::MigrateError) -> Self {
+        StoreError::Migrate(err)
+    }
+}
+
+/// Why migrations failed, in an operator's terms where sqlx's are its own (its error is not
+/// made the source, so a chain of causes does not say it twice).
+fn migrate_reason(err: &sqlx::migrate::MigrateError) -> String {
+    use sqlx::migrate::MigrateError;
+    match err {
+        MigrateError::VersionMissing(version) => format!(
+            "the database has migration {version}, which this drydock does not know: a newer \
+             drydock migrated it; run that version or a newer one (or restore a backup taken \
+             before the upgrade)"
+        ),
+        MigrateError::VersionMismatch(version) => format!(
+            "migration {version} in the database differs from this drydock's: it was applied by \
+             a build whose migration {version} was different; run that build, or restore a backup"
+        ),
+        other => other.to_string(),
     }
 }
 
