@@ -36,7 +36,7 @@ use tokio::net::TcpListener;
 use crate::config::Config;
 use crate::secrets::{SecretBox, ServerKeys};
 use crate::state::{AppState, Services};
-use crate::store::Store;
+use crate::store::{Backend, Store};
 
 /// Opens the data directory, keys and database, then serves HTTP on `listener` until `shutdown`
 /// resolves; in-flight requests then get `shutdown_grace` seconds to finish.
@@ -49,7 +49,7 @@ pub async fn run(
         .local_addr()
         .context("reading the listening address")?;
     // SQLite has one replica: a second server on the same file is refused before it touches it.
-    let _single = hold_sqlite_file(&config, LockFor::Serving)?;
+    let _single = hold_sqlite_file(&config, LockFor::Serving).await?;
     let state = build_state(config, addr).await?;
     let image_watch = tokio_util::sync::CancellationToken::new();
     state.image.start(image_watch.clone());
@@ -100,8 +100,10 @@ pub async fn run(
     Ok(())
 }
 
-/// What the SQLite lock is taken for (the refusal says what to do about it).
-#[derive(Clone, Copy)]
+/// What the SQLite lock is taken for. The holder writes it into the lock file, so that whoever
+/// finds the lock taken knows whether to give up (a server holds it) or wait (a migration does,
+/// which ends by itself).
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum LockFor {
     /// `drydock serve`: SQLite has one replica.
     Serving,
@@ -109,11 +111,27 @@ enum LockFor {
     Migrating,
 }
 
+impl LockFor {
+    /// The first word of the lock file's content while held for this.
+    fn word(self) -> &'static str {
+        match self {
+            LockFor::Serving => "serve",
+            LockFor::Migrating => "migrate",
+        }
+    }
+}
+
 /// Takes the lock that makes a SQLite database single-replica: an exclusive advisory lock on
 /// `<database file>.serve-lock`, held until the returned file is dropped (when `run` returns,
-/// or the kernel releases it when the process dies, however it dies). `None` for PostgreSQL,
-/// where replicas coordinate through the database. Errors when a server holds it.
-fn hold_sqlite_file(config: &Config, purpose: LockFor) -> anyhow::Result<Option<std::fs::File>> {
+/// or the kernel releases it when the process dies, however it dies), with `serve PID` or
+/// `migrate PID` written in it. `None` for PostgreSQL, where replicas coordinate through the
+/// database. When a `drydock migrate` holds the lock, waits for it (saying so); when a server
+/// holds it, errors with what to do.
+async fn hold_sqlite_file(
+    config: &Config,
+    purpose: LockFor,
+) -> anyhow::Result<Option<std::fs::File>> {
+    use std::io::{Seek, Write};
     let url = config.database_url();
     let Some(db) = store::sqlite_file(url.expose()) else {
         return Ok(None);
@@ -126,42 +144,75 @@ fn hold_sqlite_file(config: &Config, purpose: LockFor) -> anyhow::Result<Option<
     let mut name = db.clone().into_os_string();
     name.push(".serve-lock");
     let path = std::path::PathBuf::from(name);
-    let file = std::fs::OpenOptions::new()
+    let mut file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
+        .read(true)
         .write(true)
         .open(&path)
         .with_context(|| format!("opening {}", path.display()))?;
     match file.try_lock() {
-        Ok(()) => Ok(Some(file)),
-        Err(std::fs::TryLockError::WouldBlock) => match purpose {
-            LockFor::Serving => anyhow::bail!(
-                "another drydock server is already running on the SQLite database {}: SQLite \
-                 supports one server only (stop the other one, or use PostgreSQL to run several \
-                 replicas)",
-                db.display()
-            ),
-            LockFor::Migrating => anyhow::bail!(
-                "a drydock server is running on the SQLite database {}: stop it before migrating \
-                 (a server applies the migrations itself when it starts; one left running would \
-                 go on reading the schema it started with)",
-                db.display()
-            ),
-        },
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            // Written by the holder just after it took the lock; empty for a moment, and in a
+            // lock file from before holders wrote it, both of which are read as a server.
+            let holder = std::fs::read_to_string(&path).unwrap_or_default();
+            if holder.split_whitespace().next() != Some(LockFor::Migrating.word()) {
+                match purpose {
+                    LockFor::Serving => anyhow::bail!(
+                        "another drydock server is already running on the SQLite database {}: \
+                         SQLite supports one server only (stop the other one, or use PostgreSQL \
+                         to run several replicas)",
+                        db.display()
+                    ),
+                    LockFor::Migrating => anyhow::bail!(
+                        "a drydock server is running on the SQLite database {}: stop it before \
+                         migrating (a server applies the migrations itself when it starts; one \
+                         left running would go on reading the schema it started with)",
+                        db.display()
+                    ),
+                }
+            }
+            tracing::info!(database = %db.display(), "waiting for a `drydock migrate` on this database to finish");
+            file = tokio::task::spawn_blocking(move || file.lock().map(|()| file))
+                .await
+                .context("waiting for the lock")?
+                .with_context(|| format!("locking {}", path.display()))?;
+        }
         Err(std::fs::TryLockError::Error(err)) => {
-            Err(err).with_context(|| format!("locking {}", path.display()))
+            return Err(err).with_context(|| format!("locking {}", path.display()));
         }
     }
+    file.set_len(0)
+        .and_then(|()| file.rewind())
+        .and_then(|()| writeln!(file, "{} {}", purpose.word(), std::process::id()))
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(Some(file))
 }
 
 /// Applies database migrations and returns (the `migrate` subcommand). On SQLite, refused while
 /// a server runs on the same database file.
 pub async fn migrate(config: &Config) -> anyhow::Result<()> {
     create_data_dir(&config.data_dir)?;
-    let _single = hold_sqlite_file(config, LockFor::Migrating)?;
-    let store = Store::open(config.database_url().expose()).await?;
-    tracing::info!(database = ?store.backend(), "migrations applied");
+    let _single = hold_sqlite_file(config, LockFor::Migrating).await?;
+    let url = config.database_url();
+    let new_file = store::sqlite_file(url.expose()).filter(|file| !file.exists());
+    let store = Store::open(url.expose()).await?;
+    let version = store.migration_version().await?.unwrap_or_default();
     store.close().await;
+    match new_file {
+        Some(file) => tracing::info!(
+            database = ?Backend::Sqlite,
+            version,
+            "there was no database at {}: created it, with the schema at version {version}",
+            file.display()
+        ),
+        None => tracing::info!(
+            database = ?store.backend(),
+            version,
+            "migrations applied: the schema is at version {version}"
+        ),
+    }
     Ok(())
 }
 

@@ -26,6 +26,8 @@ pub struct Replica {
     /// `http://127.0.0.1:PORT`.
     pub url: String,
     child: Child,
+    /// The lines of its log so far.
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     _data: tempfile::TempDir,
 }
 
@@ -69,9 +71,12 @@ impl Replica {
         // The server's log goes to the test's output (shown when a test fails).
         let stderr = child.stderr.take().unwrap();
         let tag = id.to_owned();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 eprintln!("[{tag}] {line}");
+                kept.lock().unwrap().push(line);
             }
         });
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
@@ -86,6 +91,7 @@ impl Replica {
             id: id.to_owned(),
             url: format!("http://{addr}"),
             child,
+            log,
             _data: data,
         }
     }
@@ -105,6 +111,19 @@ impl Replica {
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
         panic!("replica {} never became healthy", self.id);
+    }
+
+    /// Waits up to `within` for a line of the replica's log that contains `needle`; whether
+    /// one came.
+    pub async fn wait_for_log(&self, needle: &str, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if self.log.lock().unwrap().iter().any(|l| l.contains(needle)) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
     }
 
     /// SIGKILL: the process ends at once, without any clean-up of its own.

@@ -1006,6 +1006,79 @@ async fn migrating_a_sqlite_database_a_server_runs_on_waits_for_the_server_to_st
     );
 }
 
+/// A server started while `drydock migrate` runs on its SQLite database (two services started
+/// together) waits for the migration to finish, saying so in its log, then serves. The migration
+/// is held up by another connection's write transaction, released once the server waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_started_while_a_migration_runs_waits_for_it() {
+    use sqlx::Connection as _;
+    let gh = GithubStandIn::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("shared.db").display());
+    let agents = dir.path().join("agents.toml");
+    std::fs::write(&agents, SCRIPTED_AGENT).unwrap();
+    let options = <sqlx::sqlite::SqliteConnectOptions as std::str::FromStr>::from_str(&url)
+        .unwrap()
+        .create_if_missing(true)
+        .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal);
+    let mut other = sqlx::SqliteConnection::connect_with(&options)
+        .await
+        .unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut other)
+        .await
+        .unwrap();
+    let migrating = Command::new(BIN)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .args(["--database-url", &url])
+        .arg("--data-dir")
+        .arg(dir.path().join("migrating"))
+        .arg("migrate")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Until the migration holds the database's server lock.
+    let lock = dir.path().join("shared.db.serve-lock");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::File::open(&lock)
+        .is_ok_and(|f| matches!(f.try_lock(), Err(std::fs::TryLockError::WouldBlock)))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the migration never took the lock"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let mut server = Replica::start(
+        BIN,
+        "after-migrate",
+        &url,
+        &gh,
+        agents.to_str().unwrap(),
+        &[],
+    );
+    let waited = server
+        .wait_for_log("waiting for a `drydock migrate`", Duration::from_secs(30))
+        .await;
+    sqlx::query("ROLLBACK").execute(&mut other).await.unwrap();
+    other.close().await.unwrap();
+    assert!(
+        waited,
+        "the server did not wait for the migration (exit status: {:?})",
+        server.exited_within(Duration::from_millis(200)).await
+    );
+    let migrated = migrating.wait_with_output().unwrap();
+    assert!(
+        migrated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&migrated.stderr)
+    );
+    server.wait_healthy().await;
+}
+
 /// Two replicas with one instance id on one PostgreSQL would share a heartbeat row (neither's
 /// tasks ever adopted) and reconcile each other's sandboxes away: the second is refused, and the
 /// first keeps serving with its warm sandbox.
