@@ -226,6 +226,17 @@ fn run_to_failure(cmd: &mut Command) -> String {
 }
 
 #[test]
+fn a_bare_path_as_database_url_is_answered_with_the_url_to_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let stderr = run_to_failure(drydock(dir.path()).env("DATABASE_URL", "/srv/drydock/team.db"));
+    assert!(
+        stderr.contains("write sqlite:///srv/drydock/team.db"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("scheme"), "{stderr}");
+}
+
+#[test]
 fn an_unsupported_database_url_is_a_clear_startup_error_without_the_password() {
     let dir = tempfile::tempdir().unwrap();
     let stderr = run_to_failure(

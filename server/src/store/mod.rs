@@ -69,6 +69,16 @@ pub enum StoreError {
         /// The scheme that was given (never the rest of the URL, which may hold a password).
         scheme: String,
     },
+    /// The database URL is a bare path, with no scheme (it cannot hold a password: that needs
+    /// a `:`).
+    #[error(
+        "DATABASE_URL must start with sqlite: or postgres:// (got {path:?}; for a SQLite file \
+         there, write sqlite://{path})"
+    )]
+    NoScheme {
+        /// What was given.
+        path: String,
+    },
     /// The database URL could not be parsed.
     #[error("DATABASE_URL is not a valid {backend} URL: {reason}")]
     BadUrl {
@@ -279,6 +289,9 @@ impl Store {
                     notices: Some(notices),
                 })
             }
+            _ if !url.contains(':') => Err(StoreError::NoScheme {
+                path: url.to_owned(),
+            }),
             other => Err(StoreError::UnsupportedUrl {
                 scheme: other.chars().take(32).collect(),
             }),
