@@ -921,6 +921,18 @@ async fn server_on_a_sqlite_file(id: &str) -> (GithubStandIn, tempfile::TempDir,
     (gh, dir, url, server)
 }
 
+/// `drydock migrate` on `url`, with a data directory of its own.
+fn migrate_command(url: &str, data_dir: &std::path::Path) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .args(["--database-url", url])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .arg("migrate");
+    cmd
+}
+
 /// SQLite has one replica: a second server on the same database file is refused at start-up
 /// with a message that says why and what to do.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -977,13 +989,7 @@ async fn a_second_server_on_one_sqlite_file_is_refused() {
 async fn migrating_a_sqlite_database_a_server_runs_on_waits_for_the_server_to_stop() {
     let (_gh, dir, url, mut server) = server_on_a_sqlite_file("sqlite-serving").await;
     let migrate = || {
-        Command::new(BIN)
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .args(["--database-url", &url])
-            .arg("--data-dir")
-            .arg(dir.path().join("migrating"))
-            .arg("migrate")
+        migrate_command(&url, &dir.path().join("migrating"))
             .output()
             .unwrap()
     };
@@ -1028,13 +1034,7 @@ async fn a_server_started_while_a_migration_runs_waits_for_it() {
         .execute(&mut other)
         .await
         .unwrap();
-    let migrating = Command::new(BIN)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .args(["--database-url", &url])
-        .arg("--data-dir")
-        .arg(dir.path().join("migrating"))
-        .arg("migrate")
+    let migrating = migrate_command(&url, &dir.path().join("migrating"))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
