@@ -230,7 +230,7 @@ fn a_bare_path_as_database_url_is_answered_with_the_url_to_write() {
     let dir = tempfile::tempdir().unwrap();
     let stderr = run_to_failure(drydock(dir.path()).env("DATABASE_URL", "/srv/drydock/team.db"));
     assert!(
-        stderr.contains("write sqlite:///srv/drydock/team.db"),
+        stderr.contains("write sqlite:/srv/drydock/team.db"),
         "{stderr}"
     );
     assert!(!stderr.contains("scheme"), "{stderr}");

@@ -73,7 +73,7 @@ pub enum StoreError {
     /// a `:`).
     #[error(
         "DATABASE_URL must start with sqlite: or postgres:// (got {path:?}; for a SQLite file \
-         there, write sqlite://{path})"
+         there, write sqlite:{path})"
     )]
     NoScheme {
         /// What was given.
