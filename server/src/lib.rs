@@ -49,7 +49,15 @@ pub async fn run(
         .local_addr()
         .context("reading the listening address")?;
     // SQLite has one replica: a second server on the same file is refused before it touches it.
-    let _single = hold_sqlite_file(&config, LockFor::Serving).await?;
+    // A signal while it waits for a `drydock migrate` stops it there.
+    let mut shutdown = Box::pin(shutdown);
+    let _single = tokio::select! {
+        held = hold_sqlite_file(&config, LockFor::Serving) => held?,
+        () = &mut shutdown => {
+            tracing::info!("drydock stopped before it started");
+            return Ok(());
+        }
+    };
     let state = build_state(config, addr).await?;
     let image_watch = tokio_util::sync::CancellationToken::new();
     state.image.start(image_watch.clone());
@@ -141,6 +149,14 @@ async fn hold_sqlite_file(
         std::fs::create_dir_all(parent)
             .with_context(|| format!("creating {}", parent.display()))?;
     }
+    // One lock per file, however it is named (a symbolic link, `..`, a relative path).
+    let db = std::fs::canonicalize(&db)
+        .ok()
+        .or_else(|| {
+            let parent = db.parent().filter(|p| !p.as_os_str().is_empty())?;
+            Some(std::fs::canonicalize(parent).ok()?.join(db.file_name()?))
+        })
+        .unwrap_or(db);
     let mut name = db.clone().into_os_string();
     name.push(".serve-lock");
     let path = std::path::PathBuf::from(name);
@@ -174,10 +190,17 @@ async fn hold_sqlite_file(
                 }
             }
             tracing::info!(database = %db.display(), "waiting for a `drydock migrate` on this database to finish");
-            file = tokio::task::spawn_blocking(move || file.lock().map(|()| file))
-                .await
-                .context("waiting for the lock")?
-                .with_context(|| format!("locking {}", path.display()))?;
+            // Polled rather than a blocking lock, so that the wait can be given up.
+            loop {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                match file.try_lock() {
+                    Ok(()) => break,
+                    Err(std::fs::TryLockError::WouldBlock) => {}
+                    Err(std::fs::TryLockError::Error(err)) => {
+                        return Err(err).with_context(|| format!("locking {}", path.display()));
+                    }
+                }
+            }
         }
         Err(std::fs::TryLockError::Error(err)) => {
             return Err(err).with_context(|| format!("locking {}", path.display()));

@@ -145,6 +145,13 @@ impl Replica {
         None
     }
 
+    /// SIGTERM, without waiting for the process to end.
+    pub fn terminate(&self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &nix_pid(&self.child)])
+            .status();
+    }
+
     /// SIGTERM, then waits for the process to end.
     pub fn stop(&mut self) {
         let pid = nix_pid(&self.child);

@@ -1000,6 +1000,20 @@ async fn migrating_a_sqlite_database_a_server_runs_on_waits_for_the_server_to_st
         "migrate ran while a server runs on the database: {said}"
     );
     assert!(said.contains("stop it before migrating"), "{said}");
+    // The same database under another name is the same database.
+    let link = dir.path().join("link.db");
+    std::os::unix::fs::symlink(dir.path().join("shared.db"), &link).unwrap();
+    let through_link = migrate_command(
+        &format!("sqlite://{}", link.display()),
+        &dir.path().join("migrating"),
+    )
+    .output()
+    .unwrap();
+    assert!(
+        !through_link.status.success(),
+        "migrate ran through a symbolic link to a database a server runs on: {}",
+        String::from_utf8_lossy(&through_link.stderr)
+    );
     let resp = reqwest::get(server.url("/healthz")).await.unwrap();
     assert!(resp.status().is_success(), "the server still serves");
 
@@ -1012,35 +1026,30 @@ async fn migrating_a_sqlite_database_a_server_runs_on_waits_for_the_server_to_st
     );
 }
 
-/// A server started while `drydock migrate` runs on its SQLite database (two services started
-/// together) waits for the migration to finish, saying so in its log, then serves. The migration
-/// is held up by another connection's write transaction, released once the server waits.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_server_started_while_a_migration_runs_waits_for_it() {
-    use sqlx::Connection as _;
-    let gh = GithubStandIn::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("shared.db").display());
-    let agents = dir.path().join("agents.toml");
-    std::fs::write(&agents, SCRIPTED_AGENT).unwrap();
+/// A `drydock migrate` on a new SQLite database in `dir`, held up by another connection's write
+/// transaction, once it holds the database's server lock: the database URL, that connection
+/// (ROLLBACK it to let the migration go on) and the migrate process.
+async fn a_migration_held_up(
+    dir: &std::path::Path,
+) -> (String, sqlx::SqliteConnection, std::process::Child) {
+    let url = format!("sqlite://{}", dir.join("shared.db").display());
     let options = <sqlx::sqlite::SqliteConnectOptions as std::str::FromStr>::from_str(&url)
         .unwrap()
         .create_if_missing(true)
         .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal);
-    let mut other = sqlx::SqliteConnection::connect_with(&options)
+    let mut other = <sqlx::SqliteConnection as sqlx::Connection>::connect_with(&options)
         .await
         .unwrap();
     sqlx::query("BEGIN IMMEDIATE")
         .execute(&mut other)
         .await
         .unwrap();
-    let migrating = migrate_command(&url, &dir.path().join("migrating"))
+    let migrating = migrate_command(&url, &dir.join("migrating"))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Until the migration holds the database's server lock.
-    let lock = dir.path().join("shared.db.serve-lock");
+    let lock = dir.join("shared.db.serve-lock");
     let deadline = Instant::now() + Duration::from_secs(30);
     while !std::fs::File::open(&lock)
         .is_ok_and(|f| matches!(f.try_lock(), Err(std::fs::TryLockError::WouldBlock)))
@@ -1051,30 +1060,64 @@ async fn a_server_started_while_a_migration_runs_waits_for_it() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    (url, other, migrating)
+}
 
-    let mut server = Replica::start(
-        BIN,
-        "after-migrate",
-        &url,
-        &gh,
-        agents.to_str().unwrap(),
-        &[],
-    );
-    let waited = server
-        .wait_for_log("waiting for a `drydock migrate`", Duration::from_secs(30))
-        .await;
+/// Lets a held-up migration go on; asserts that it then succeeds.
+async fn let_the_migration_finish(
+    mut other: sqlx::SqliteConnection,
+    migrating: std::process::Child,
+) {
     sqlx::query("ROLLBACK").execute(&mut other).await.unwrap();
-    other.close().await.unwrap();
-    assert!(
-        waited,
-        "the server did not wait for the migration (exit status: {:?})",
-        server.exited_within(Duration::from_millis(200)).await
-    );
+    <sqlx::SqliteConnection as sqlx::Connection>::close(other)
+        .await
+        .unwrap();
     let migrated = migrating.wait_with_output().unwrap();
     assert!(
         migrated.status.success(),
         "{}",
         String::from_utf8_lossy(&migrated.stderr)
+    );
+}
+
+/// A server started while `drydock migrate` runs on its SQLite database (two services started
+/// together) waits for the migration to finish, saying so in its log, then serves; told to stop
+/// while it waits, it stops there, cleanly. Each migration is held up by another connection's
+/// write transaction until the server waits (SQLite lets it wait 10 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_started_while_a_migration_runs_waits_for_it() {
+    let gh = GithubStandIn::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let agents = dir.path().join("agents.toml");
+    std::fs::write(&agents, SCRIPTED_AGENT).unwrap();
+    let agents = agents.to_str().unwrap();
+    let waiting = "waiting for a `drydock migrate`";
+
+    let first = tempfile::tempdir().unwrap();
+    let (url, other, migrating) = a_migration_held_up(first.path()).await;
+    let mut stopped = Replica::start(BIN, "stopped-waiting", &url, &gh, agents, &[]);
+    let waited = stopped.wait_for_log(waiting, Duration::from_secs(30)).await;
+    stopped.terminate();
+    let status = stopped.exited_within(Duration::from_secs(60)).await;
+    assert!(
+        waited,
+        "the server did not wait for the migration: {status:?}"
+    );
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "a server stopped while it waited did not exit cleanly: {status:?}"
+    );
+    let_the_migration_finish(other, migrating).await;
+
+    let second = tempfile::tempdir().unwrap();
+    let (url, other, migrating) = a_migration_held_up(second.path()).await;
+    let mut server = Replica::start(BIN, "after-migrate", &url, &gh, agents, &[]);
+    let waited = server.wait_for_log(waiting, Duration::from_secs(30)).await;
+    let_the_migration_finish(other, migrating).await;
+    assert!(
+        waited,
+        "the server did not wait for the migration (exit status: {:?})",
+        server.exited_within(Duration::from_millis(200)).await
     );
     server.wait_healthy().await;
 }
