@@ -237,6 +237,23 @@ fn a_bare_path_as_database_url_is_answered_with_the_url_to_write() {
 }
 
 #[test]
+fn a_key_value_database_string_is_refused_without_echoing_its_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let stderr = run_to_failure(drydock(dir.path()).env(
+        "DATABASE_URL",
+        "password=hunter2secret host=db user=drydock",
+    ));
+    assert!(
+        stderr.contains("DATABASE_URL must start with sqlite: or postgres://"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("hunter2secret"),
+        "the password must not be printed: {stderr}"
+    );
+}
+
+#[test]
 fn an_unsupported_database_url_is_a_clear_startup_error_without_the_password() {
     let dir = tempfile::tempdir().unwrap();
     let stderr = run_to_failure(

@@ -69,8 +69,8 @@ pub enum StoreError {
         /// The scheme that was given (never the rest of the URL, which may hold a password).
         scheme: String,
     },
-    /// The database URL is a bare path, with no scheme (it cannot hold a password: that needs
-    /// a `:`).
+    /// The database URL is a bare path, with no scheme. Only a value that reads as a path is
+    /// echoed (no `:`, `=` or space, so no password of a URL or of a `key=value` string).
     #[error(
         "DATABASE_URL must start with sqlite: or postgres:// (got {path:?}; for a SQLite file \
          there, write sqlite:{path})"
@@ -79,6 +79,13 @@ pub enum StoreError {
         /// What was given.
         path: String,
     },
+    /// The database URL is neither a URL nor a path (`host=… password=…`, say): nothing of it
+    /// is echoed.
+    #[error(
+        "DATABASE_URL must start with sqlite: or postgres:// (got neither a URL nor a path; the \
+         value is not shown, as it may hold a password)"
+    )]
+    NotAUrl,
     /// The database URL could not be parsed.
     #[error("DATABASE_URL is not a valid {backend} URL: {reason}")]
     BadUrl {
@@ -289,9 +296,12 @@ impl Store {
                     notices: Some(notices),
                 })
             }
-            _ if !url.contains(':') => Err(StoreError::NoScheme {
-                path: url.to_owned(),
-            }),
+            _ if !url.contains([':', '=']) && !url.contains(char::is_whitespace) => {
+                Err(StoreError::NoScheme {
+                    path: url.to_owned(),
+                })
+            }
+            _ if !url.contains(':') => Err(StoreError::NotAUrl),
             other => Err(StoreError::UnsupportedUrl {
                 scheme: other.chars().take(32).collect(),
             }),
