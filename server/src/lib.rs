@@ -36,7 +36,7 @@ use tokio::net::TcpListener;
 use crate::config::Config;
 use crate::secrets::{SecretBox, ServerKeys};
 use crate::state::{AppState, Services};
-use crate::store::{Backend, Store};
+use crate::store::Store;
 
 /// Opens the data directory, keys and database, then serves HTTP on `listener` until `shutdown`
 /// resolves; in-flight requests then get `shutdown_grace` seconds to finish.
@@ -167,44 +167,42 @@ async fn hold_sqlite_file(
         .write(true)
         .open(&path)
         .with_context(|| format!("opening {}", path.display()))?;
-    match file.try_lock() {
-        Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => {
-            // Written by the holder just after it took the lock; empty for a moment, and in a
-            // lock file from before holders wrote it, both of which are read as a server.
-            let holder = std::fs::read_to_string(&path).unwrap_or_default();
-            if holder.split_whitespace().next() != Some(LockFor::Migrating.word()) {
-                match purpose {
-                    LockFor::Serving => anyhow::bail!(
-                        "another drydock server is already running on the SQLite database {}: \
-                         SQLite supports one server only (stop the other one, or use PostgreSQL \
-                         to run several replicas)",
-                        db.display()
-                    ),
-                    LockFor::Migrating => anyhow::bail!(
-                        "a drydock server is running on the SQLite database {}: stop it before \
-                         migrating (a server applies the migrations itself when it starts; one \
-                         left running would go on reading the schema it started with)",
-                        db.display()
-                    ),
-                }
+    // A `drydock migrate` ends by itself: wait for it (polled, so that the wait can be given
+    // up); a server does not: refuse. The holder is read again on each try, since a server may
+    // take the lock the migration let go of.
+    let mut said_waiting = false;
+    loop {
+        match file.try_lock() {
+            Ok(()) => break,
+            Err(std::fs::TryLockError::WouldBlock) => {}
+            Err(std::fs::TryLockError::Error(err)) => {
+                return Err(err).with_context(|| format!("locking {}", path.display()));
             }
+        }
+        // Written by the holder just after it took the lock; empty for a moment, and in a lock
+        // file from before holders wrote it, both of which are read as a server.
+        let holder = std::fs::read_to_string(&path).unwrap_or_default();
+        if holder.split_whitespace().next() != Some(LockFor::Migrating.word()) {
+            match purpose {
+                LockFor::Serving => anyhow::bail!(
+                    "another drydock server is already running on the SQLite database {}: \
+                     SQLite supports one server only (stop the other one, or use PostgreSQL to \
+                     run several replicas)",
+                    db.display()
+                ),
+                LockFor::Migrating => anyhow::bail!(
+                    "a drydock server is running on the SQLite database {}: stop it before \
+                     migrating (a server applies the migrations itself when it starts; one left \
+                     running would go on reading the schema it started with)",
+                    db.display()
+                ),
+            }
+        }
+        if !said_waiting {
             tracing::info!(database = %db.display(), "waiting for a `drydock migrate` on this database to finish");
-            // Polled rather than a blocking lock, so that the wait can be given up.
-            loop {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                match file.try_lock() {
-                    Ok(()) => break,
-                    Err(std::fs::TryLockError::WouldBlock) => {}
-                    Err(std::fs::TryLockError::Error(err)) => {
-                        return Err(err).with_context(|| format!("locking {}", path.display()));
-                    }
-                }
-            }
+            said_waiting = true;
         }
-        Err(std::fs::TryLockError::Error(err)) => {
-            return Err(err).with_context(|| format!("locking {}", path.display()));
-        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     file.set_len(0)
         .and_then(|()| file.rewind())
@@ -216,7 +214,6 @@ async fn hold_sqlite_file(
 /// Applies database migrations and returns (the `migrate` subcommand). On SQLite, refused while
 /// a server runs on the same database file.
 pub async fn migrate(config: &Config) -> anyhow::Result<()> {
-    create_data_dir(&config.data_dir)?;
     let _single = hold_sqlite_file(config, LockFor::Migrating).await?;
     let url = config.database_url();
     let new_file = store::sqlite_file(url.expose()).filter(|file| !file.exists());
@@ -225,7 +222,7 @@ pub async fn migrate(config: &Config) -> anyhow::Result<()> {
     store.close().await;
     match new_file {
         Some(file) => tracing::info!(
-            database = ?Backend::Sqlite,
+            database = ?store.backend(),
             version,
             "there was no database at {}: created it, with the schema at version {version}",
             file.display()

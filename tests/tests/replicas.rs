@@ -1081,8 +1081,9 @@ async fn let_the_migration_finish(
 }
 
 /// A server started while `drydock migrate` runs on its SQLite database (two services started
-/// together) waits for the migration to finish, saying so in its log, then serves; told to stop
-/// while it waits, it stops there, cleanly. Each migration is held up by another connection's
+/// together) waits for the migration to finish, saying so in its log, then serves (of two such
+/// servers, one serves and the other is refused); told to stop while it waits, it stops there,
+/// cleanly. Each migration is held up by another connection's
 /// write transaction until the server waits (SQLite lets it wait 10 s).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_started_while_a_migration_runs_waits_for_it() {
@@ -1111,15 +1112,44 @@ async fn a_server_started_while_a_migration_runs_waits_for_it() {
 
     let second = tempfile::tempdir().unwrap();
     let (url, other, migrating) = a_migration_held_up(second.path()).await;
-    let mut server = Replica::start(BIN, "after-migrate", &url, &gh, agents, &[]);
-    let waited = server.wait_for_log(waiting, Duration::from_secs(30)).await;
+    let mut servers = [
+        Replica::start(BIN, "after-migrate-a", &url, &gh, agents, &[]),
+        Replica::start(BIN, "after-migrate-b", &url, &gh, agents, &[]),
+    ];
+    for server in &mut servers {
+        let waited = server.wait_for_log(waiting, Duration::from_secs(30)).await;
+        let id = server.id.clone();
+        assert!(
+            waited,
+            "{id} did not wait for the migration (exit status: {:?})",
+            server.exited_within(Duration::from_millis(200)).await
+        );
+    }
     let_the_migration_finish(other, migrating).await;
+    // Then one of the two serves, and the other is refused as a second server (it does not wait
+    // on the first server for ever).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let refused = loop {
+        let mut exited = None;
+        for (i, server) in servers.iter_mut().enumerate() {
+            if let Some(status) = server.exited_within(Duration::from_millis(100)).await {
+                exited = Some((i, status));
+            }
+        }
+        if let Some(found) = exited {
+            break found;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "neither server was refused after the migration: both still wait"
+        );
+    };
     assert!(
-        waited,
-        "the server did not wait for the migration (exit status: {:?})",
-        server.exited_within(Duration::from_millis(200)).await
+        !refused.1.success(),
+        "the second server exited: {:?}",
+        refused.1
     );
-    server.wait_healthy().await;
+    servers[1 - refused.0].wait_healthy().await;
 }
 
 /// Two replicas with one instance id on one PostgreSQL would share a heartbeat row (neither's
